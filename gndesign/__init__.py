@@ -1,0 +1,7 @@
+"""gndesign: differentiable inverse design and planning with learned graph-network simulators.
+
+The core package. It knows MuJoCo's model format but never imports ``envs`` or ``planners``
+(only :mod:`gndesign.cli`, the command line, wires the three together).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Optimizers over action sequences and designs; they see only the core's interfaces."""
