@@ -1,0 +1,311 @@
+"""States of articulated systems as graphs (PyG batches).
+
+:class:`GraphBuilder` turns a batch of states, actions and physical parameters of one system into
+node, edge and global feature tensors, packed as a ``torch_geometric.data.Batch``. The same code
+path serves one state or thousands, and everything is differentiable with respect to states,
+actions and parameters.
+
+Features (``[static | dynamic]``; see :meth:`GraphBuilder.feature_names` for every column):
+
+* nodes (bodies): mass, inertia tensor in the body frame (6 entries), centre of mass in the body
+  frame, a world-body flag | position relative to the root body (zero for the fixed world body,
+  so features are translation invariant), height
+  against gravity, orientation (first two rotation-matrix columns), linear and angular velocity.
+* edges (joints, both directions): joint-type one-hot, axis and anchor in the parent frame,
+  damping, stiffness, armature, friction loss, range, actuator strength per dof slot, control
+  range | displacement receiver - sender and its length (zero on edges from the fixed world body),
+  joint coordinates relative to ``qpos0``
+  (hinge: angle, sin, cos; slide: offset, left out for slides without limit or spring, which cannot
+  change the dynamics; ball/free: quaternion), joint velocities and the
+  generalized actuator force per dof slot (``MAX_DOF`` slots, zero padded), and a direction flag.
+* globals: control timestep and gravity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from gndesign.kinematics import forward_kinematics, quat_to_mat
+from gndesign.tree import EDGE_TYPES, FREE, HINGE, MAX_DOF, NV, PARAM_KEYS, SLIDE, KinematicTree
+
+Params = Mapping[str, torch.Tensor]
+
+NODE_STATIC = ["mass", "I_xx", "I_yy", "I_zz", "I_xy", "I_xz", "I_yz", "com_x", "com_y", "com_z",
+               "is_world"]
+NODE_DYNAMIC = ["rel_x", "rel_y", "rel_z", "height", "R_xx", "R_yx", "R_zx", "R_xy", "R_yy", "R_zy",
+                "vel_x", "vel_y", "vel_z", "angvel_x", "angvel_y", "angvel_z"]
+EDGE_STATIC = ([f"type_{t}" for t in EDGE_TYPES]
+               + ["axis_x", "axis_y", "axis_z", "anchor_x", "anchor_y", "anchor_z", "damping",
+                  "stiffness", "armature", "frictionloss", "limited", "range_lo", "range_hi"]
+               + [f"gear_{k}" for k in range(MAX_DOF)] + ["ctrl_lo", "ctrl_hi"])
+_COORD_WIDTH = 7
+EDGE_DYNAMIC = (["dx", "dy", "dz", "dist"] + [f"q_{k}" for k in range(_COORD_WIDTH)]
+                + [f"qvel_{k}" for k in range(MAX_DOF)] + [f"force_{k}" for k in range(MAX_DOF)]
+                + ["reverse"])
+GLOBAL = ["dt", "gravity_x", "gravity_y", "gravity_z"]
+
+
+def _np_quat_to_mat(q: np.ndarray) -> np.ndarray:
+    return quat_to_mat(torch.from_numpy(np.asarray(q, dtype=np.float64))).numpy()
+
+
+class GraphBuilder:
+    """Builds PyG graphs for batches of states of one system.
+
+    Args:
+        tree: the system's kinematic tree.
+        control_timestep: the time between consecutive states (a global feature).
+    """
+
+    def __init__(self, tree: KinematicTree, control_timestep: float):
+        self.tree = tree
+        self.control_timestep = float(control_timestep)
+        E = tree.num_edges
+        self.edge_index = torch.as_tensor(tree.edge_index())  # [2, 2E]
+        self.edge_dofs = torch.as_tensor(tree.edge_dofs())  # [E, MAX_DOF]
+        self._constant_edge = self._constant_edge_features()  # [E, ...] numpy
+        # Per-edge index lists used to gather joint quantities into dof slots.
+        self._dof_mask = self.edge_dofs >= 0
+        self._dof_gather = self.edge_dofs.clamp_min(0)
+        self._num_edges = E
+
+    # --------------------------------------------------------------------------- sizes/names
+    @staticmethod
+    def feature_names() -> dict[str, list[str]]:
+        return {"node": NODE_STATIC + NODE_DYNAMIC, "edge": EDGE_STATIC + EDGE_DYNAMIC,
+                "global": GLOBAL}
+
+    @classmethod
+    def feature_sizes(cls) -> dict[str, int]:
+        """Feature widths, identical for every system (so one model serves many)."""
+        return {k: len(v) for k, v in cls.feature_names().items()}
+
+    # --------------------------------------------------------------------------- parameters
+    def nominal_params(self, batch: int = 1, dtype=torch.float32) -> dict[str, torch.Tensor]:
+        """The model's own parameters broadcast to ``[batch, ...]``."""
+        return {k: torch.as_tensor(v, dtype=dtype).expand((batch,) + v.shape).clone()
+                for k, v in self.tree.nominal_params().items()}
+
+    def _params(self, params: Params | None, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        nominal = self.tree.nominal_params()
+        if params is None:
+            params = {}
+        unknown = set(params) - set(PARAM_KEYS)
+        if unknown:
+            raise KeyError(f"unknown parameter(s) {sorted(unknown)}; expected some of {PARAM_KEYS}")
+        out = {}
+        for k in PARAM_KEYS:
+            v = params.get(k)
+            v = torch.as_tensor(nominal[k] if v is None else v, dtype=like.dtype, device=like.device)
+            if v.shape == nominal[k].shape:
+                v = v.expand((batch,) + v.shape)
+            if v.shape != (batch,) + nominal[k].shape:
+                raise ValueError(f"parameter {k} must be {list(nominal[k].shape)} or "
+                                 f"[{batch}, {', '.join(map(str, nominal[k].shape))}], got {list(v.shape)}")
+            out[k] = v
+        return out
+
+    # --------------------------------------------------------------------------- static features
+    def _constant_edge_features(self) -> np.ndarray:
+        """Edge features that no randomized parameter changes: ``[E, ...]``."""
+        t = self.tree
+        rows = []
+        for e, (j, et) in enumerate(zip(t.edge_joint, t.edge_type, strict=True)):
+            child = int(t.edge_child[e])
+            onehot = [float(et == name) for name in EDGE_TYPES]
+            R = _np_quat_to_mat(t.body_quat[child])
+            if j < 0:
+                axis, anchor = np.zeros(3), t.body_pos[child]
+                stiff = arm = fric = limited = 0.0
+                rng = np.zeros(2)
+            else:
+                dofs = slice(int(t.jnt_dofadr[j]), int(t.jnt_dofadr[j]) + NV[et])
+                axis = R @ t.jnt_axis[j] if et in (HINGE, SLIDE) else np.zeros(3)
+                anchor = t.body_pos[child] + R @ t.jnt_pos[j]
+                stiff = float(t.jnt_stiffness[j])
+                arm = float(t.dof_armature[dofs].mean())
+                fric = float(t.dof_frictionloss[dofs].mean())
+                limited = float(t.jnt_limited[j])
+                rng = t.jnt_range[j] if (limited and et in (HINGE, SLIDE)) else np.zeros(2)
+            rows.append(np.concatenate([onehot, axis, anchor, [stiff, arm, fric, limited], rng]))
+        return np.asarray(rows, dtype=np.float64).reshape(self.tree.num_edges, -1)
+
+    def static_node_features(self, params: Params) -> torch.Tensor:
+        """``[B, nbody, len(NODE_STATIC)]`` from batched parameters."""
+        mass = params["body_mass"]
+        B, N = mass.shape
+        like = mass
+        # Principal inertia rotated into the body frame: R diag(I) R^T, 6 unique entries.
+        R = torch.as_tensor(_np_quat_to_mat(self.tree.body_iquat), dtype=like.dtype, device=like.device)
+        full = torch.einsum("nij,bnj,nkj->bnik", R, params["body_inertia"], R)
+        inertia = torch.stack([full[..., 0, 0], full[..., 1, 1], full[..., 2, 2],
+                               full[..., 0, 1], full[..., 0, 2], full[..., 1, 2]], dim=-1)
+        com = torch.as_tensor(self.tree.body_ipos, dtype=like.dtype, device=like.device).expand(B, N, 3)
+        is_world = torch.zeros(B, N, 1, dtype=like.dtype, device=like.device)
+        is_world[:, 0] = 1.0
+        return torch.cat([mass[..., None], inertia, com, is_world], dim=-1)
+
+    def _dof_slots(self, per_dof: torch.Tensor) -> torch.Tensor:
+        """Gather ``[B, nv]`` per-dof values into per-edge slots ``[B, E, MAX_DOF]`` (zero padded)."""
+        mask = self._dof_mask.to(per_dof.device)
+        out = per_dof[:, self._dof_gather.to(per_dof.device)]
+        return torch.where(mask, out, torch.zeros_like(out))
+
+    def dofs_to_edges(self, per_dof: torch.Tensor) -> torch.Tensor:
+        """``[B, nv] -> [B, E, MAX_DOF]``: e.g. accelerations as per-edge targets."""
+        return self._dof_slots(per_dof)
+
+    def edges_to_dofs(self, per_edge: torch.Tensor) -> torch.Tensor:
+        """``[B, E, MAX_DOF] -> [B, nv]``, the exact inverse of :meth:`dofs_to_edges` (weld edges and
+        unused slots are dropped). ``per_edge`` holds the forward edges only."""
+        B = per_edge.shape[0]
+        mask = self._dof_mask.to(per_edge.device)
+        src = per_edge[:, mask]  # [B, nv] in edge order
+        idx = self.edge_dofs.to(per_edge.device)[mask]
+        return per_edge.new_zeros(B, self.tree.nv).index_copy(1, idx, src)
+
+    def static_edge_features(self, params: Params) -> torch.Tensor:
+        """``[B, E, len(EDGE_STATIC)]`` for the forward edges."""
+        like = params["dof_damping"]
+        B = like.shape[0]
+        const = torch.as_tensor(self._constant_edge, dtype=like.dtype, device=like.device).expand(B, -1, -1)
+        n_type = len(EDGE_TYPES)
+        mask = self._dof_mask.to(like.device)
+        damping = self._dof_slots(params["dof_damping"]).sum(-1) / mask.sum(-1).clamp_min(1)
+        gain = torch.as_tensor(self.tree.actuator_gain, dtype=like.dtype, device=like.device)
+        moment = self.tree.actuator_moment(params["actuator_gear"]) * gain[:, None]  # [B, nu, nv]
+        strength = self._dof_slots(moment.abs().sum(1))  # [B, E, MAX_DOF]
+        ctrl = self._edge_ctrlrange(like)
+        return torch.cat([const[..., : n_type + 6], damping[..., None], const[..., n_type + 6:],
+                          strength, ctrl.expand(B, -1, -1)], dim=-1)
+
+    def _edge_ctrlrange(self, like: torch.Tensor) -> torch.Tensor:
+        """``[1, E, 2]`` the widest finite control range among actuators reaching each edge."""
+        t = self.tree
+        out = np.zeros((t.num_edges, 2))
+        reach = np.abs(t.actuator_basis).sum(1) > 0  # [nu, nv]
+        for e in range(t.num_edges):
+            dofs = self.edge_dofs[e][self.edge_dofs[e] >= 0].numpy()
+            acts = np.nonzero(reach[:, dofs].any(1))[0] if len(dofs) else []
+            lo = [t.ctrlrange[a, 0] for a in acts if np.isfinite(t.ctrlrange[a, 0])]
+            hi = [t.ctrlrange[a, 1] for a in acts if np.isfinite(t.ctrlrange[a, 1])]
+            out[e] = [min(lo, default=0.0), max(hi, default=0.0)]
+        return torch.as_tensor(out, dtype=like.dtype, device=like.device)[None]
+
+    # --------------------------------------------------------------------------- dynamic features
+    def joint_coordinates(self, qpos: torch.Tensor) -> torch.Tensor:
+        """``[B, E, 7]`` joint coordinates per forward edge, relative to ``qpos0`` (zeros for welds)."""
+        t = self.tree
+        B = qpos.shape[0]
+        zeros = qpos.new_zeros(B, _COORD_WIDTH)
+        cols = []
+        q0 = torch.as_tensor(t.qpos0, dtype=qpos.dtype, device=qpos.device)
+        for j, et in zip(t.edge_joint, t.edge_type, strict=True):
+            if j < 0:
+                cols.append(zeros)
+                continue
+            a = int(t.jnt_qposadr[j])
+            if et == HINGE:
+                ang = qpos[:, a] - q0[a]
+                c = torch.stack([ang, torch.sin(ang), torch.cos(ang)], -1)
+            elif et == SLIDE:
+                # A slide without limit or spring cannot change the dynamics: leaving its
+                # coordinate out makes e.g. a swimmer's or a cheetah's model translation invariant.
+                free_slide = not t.jnt_limited[j] and t.jnt_stiffness[j] == 0
+                c = (qpos[:, a] - q0[a])[:, None] * (0.0 if free_slide else 1.0)
+            else:  # ball or free: the orientation quaternion (a free joint's position is left out
+                # for translation invariance; node features carry it relative to the root)
+                c = torch.cat([qpos.new_zeros(B, 3), qpos[:, a + (3 if et == FREE else 0):][:, :4]], -1)
+            cols.append(torch.cat([c, qpos.new_zeros(B, _COORD_WIDTH - c.shape[1])], -1))
+        return torch.stack(cols, dim=1)
+
+    def build(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor | None = None,
+              params: Params | None = None) -> Batch:
+        """Graphs for a batch of states.
+
+        Args:
+            qpos: ``[B, nq]``; qvel: ``[B, nv]``; action: ``[B, nu]`` (zeros if None);
+            params: optional physical parameters, each ``[B, ...]`` or unbatched (nominal if None).
+
+        Returns:
+            A PyG ``Batch`` with ``x [B*nbody, F_node]``, ``edge_index [2, B*2E]``,
+            ``edge_attr [B*2E, F_edge]``, ``u [B, F_global]``, ``batch [B*nbody]`` and ``ptr``.
+        """
+        t = self.tree
+        if qpos.dim() == 1:
+            raise ValueError("qpos must be batched: [batch, nq] (use qpos[None] for one state)")
+        B = qpos.shape[0]
+        if action is None:
+            action = qpos.new_zeros(B, t.nu)
+        if action.shape != (B, t.nu):
+            raise ValueError(f"action must be [{B}, {t.nu}], got {list(action.shape)}")
+        p = self._params(params, B, qpos)
+        kin = forward_kinematics(t, qpos, qvel)
+
+        # Nodes.
+        root = kin.xpos[:, 1:2] if t.nbody > 1 else kin.xpos[:, :1]
+        g = torch.as_tensor(t.gravity, dtype=qpos.dtype, device=qpos.device)
+        up = -g / g.norm().clamp_min(1e-12) if float(g.norm()) > 0 else g.new_tensor([0.0, 0.0, 1.0])
+        height = (kin.xpos * up).sum(-1, keepdim=True)
+        rot6 = kin.xmat[..., :, :2].transpose(-1, -2).reshape(B, t.nbody, 6)
+        rel = kin.xpos - root
+        rel = torch.cat([torch.zeros_like(rel[:, :1]), rel[:, 1:]], dim=1)  # the world node is fixed
+        x = torch.cat([self.static_node_features(p), rel, height, rot6, kin.linvel, kin.angvel], dim=-1)
+
+        # Edges: forward then reverse.
+        ei = self.edge_index.to(qpos.device)
+        E = self._num_edges
+        disp = kin.xpos[:, ei[1, :E]] - kin.xpos[:, ei[0, :E]]
+        # Edges from the fixed world frame would carry absolute positions; their joint
+        # coordinates already say where the child is, so they get no displacement.
+        disp = disp * (ei[0, :E] != 0).to(disp.dtype)[:, None]
+        dist = disp.norm(dim=-1, keepdim=True)
+        force = t.generalized_actuation(action, p["actuator_gear"])
+        joint = torch.cat([self.joint_coordinates(qpos), self._dof_slots(qvel), self._dof_slots(force)], -1)
+        static = self.static_edge_features(p)
+        ones = qpos.new_ones(B, E, 1)
+        fwd = torch.cat([static, disp, dist, joint, 0 * ones], -1)
+        rev = torch.cat([static, -disp, dist, joint, ones], -1)
+        edge_attr = torch.cat([fwd, rev], dim=1)
+
+        # Globals.
+        u = torch.cat([qpos.new_full((B, 1), self.control_timestep), g.expand(B, 3)], -1)
+        return make_batch(x, edge_attr, ei, u)
+
+
+def make_batch(x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor,
+               u: torch.Tensor) -> Batch:
+    """Pack ``B`` graphs sharing one topology into a PyG ``Batch``.
+
+    Args:
+        x: ``[B, N, F_node]``; edge_attr: ``[B, E, F_edge]``; edge_index: ``[2, E]`` (per graph);
+        u: ``[B, F_global]``.
+    """
+    B, N = x.shape[:2]
+    dev = x.device
+    offsets = (torch.arange(B, device=dev) * N)[:, None, None]
+    ei = (edge_index.to(dev)[None] + offsets).permute(1, 0, 2).reshape(2, -1)
+    return Batch(x=x.reshape(B * N, -1), edge_index=ei, edge_attr=edge_attr.reshape(-1, edge_attr.shape[-1]),
+                 u=u, batch=torch.arange(B, device=dev).repeat_interleave(N),
+                 ptr=torch.arange(B + 1, device=dev) * N)
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    """One ``Batch`` from batches of different systems (graph sizes may differ)."""
+    xs, eas, eis, us, bs, ptr = [], [], [], [], [], [0]
+    node_off = graph_off = 0
+    for b in batches:
+        xs.append(b.x)
+        eas.append(b.edge_attr)
+        eis.append(b.edge_index + node_off)
+        us.append(b.u)
+        bs.append(b.batch + graph_off)
+        ptr.extend((b.ptr[1:] + node_off).tolist())
+        node_off += b.x.shape[0]
+        graph_off += b.num_graphs
+    return Batch(x=torch.cat(xs), edge_attr=torch.cat(eas), edge_index=torch.cat(eis, 1), u=torch.cat(us),
+                 batch=torch.cat(bs), ptr=torch.as_tensor(ptr, device=xs[0].device))
