@@ -85,7 +85,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"  {n['index']:3d} {n['body']:<16} parent {n['parent']:3d}  mass {n['mass']:.4g}")
         print(f"edges ({len(info['edges'])} joints/welds, {info['graph']['edges_directed']} directed):")
         for e in info["edges"]:
-            print(f"  {e['index']:3d} {e['parent']:>12} -> {e['child']:<12} {e['type']:<6} {e['joint'] or ''}")
+            joint = e["joint"] or ""
+            print(f"  {e['index']:3d} {e['parent']:>12} -> {e['child']:<12} {e['type']:<6} {joint}")
         print(f"actuators ({len(info['actuators'])}):")
         for a in info["actuators"]:
             print(f"  {a['name']:<16} -> {', '.join(a['joints']) or '-'}  ctrlrange {a['ctrlrange']}")

@@ -40,7 +40,8 @@ def test_fk_float32_is_within_tolerance():
     model = mujoco.MjModel.from_xml_string(ALL_JOINTS_XML)
     tree = KinematicTree.from_model(model)
     qpos, qvel = random_states(model, np.random.default_rng(0), 8)
-    kin = forward_kinematics(tree, torch.tensor(qpos, dtype=torch.float32), torch.tensor(qvel, dtype=torch.float32))
+    f32 = torch.float32
+    kin = forward_kinematics(tree, torch.tensor(qpos, dtype=f32), torch.tensor(qvel, dtype=f32))
     data = mujoco.MjData(model)
     for i in range(8):
         data.qpos[:] = qpos[i]

@@ -79,8 +79,9 @@ SITE_ACTUATOR = """
   <actuator><motor name="thruster" site="s" gear="1 0 0 0 0 0"/></actuator></mujoco>"""
 
 SPATIAL_TENDON = """
-<mujoco><worldbody><site name="s0"/><body><joint name="a"/><geom size=".1"/><site name="s1" pos="0 .1 0"/></body>
-  </worldbody><tendon><spatial name="rope"><site site="s0"/><site site="s1"/></spatial></tendon>
+<mujoco><worldbody><site name="s0"/>
+  <body><joint name="a"/><geom size=".1"/><site name="s1" pos="0 .1 0"/></body></worldbody>
+  <tendon><spatial name="rope"><site site="s0"/><site site="s1"/></spatial></tendon>
   <actuator><motor name="pull" tendon="rope"/></actuator></mujoco>"""
 
 
