@@ -113,6 +113,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from gndesign.training import load_config, train
+
+    overrides = list(args.set or [])
+    if args.model:
+        overrides.append(f"model.kind={args.model}")
+    if args.steps:
+        overrides.append(f"train.steps={args.steps}")
+    if args.minutes:
+        overrides.append(f"train.minutes={args.minutes}")
+    cfg = load_config(args.config, overrides)
+    if args.data:
+        cfg.data = [str(Path(d)) for d in args.data]
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if summary:
+        val = f", validation loss {summary['val_loss']:.4g}" if "val_loss" in summary else ""
+        print(f"trained {summary['step']} steps in {summary['seconds']:.0f} s: train loss "
+              f"{summary['train_loss']:.4g}{val}; checkpoint {Path(args.out) / 'checkpoints' / 'latest.pt'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gndesign.dataset import TrajectoryDataset
+    from gndesign.evaluation import evaluate, plot_rollout
+    from gndesign.io import atomic_write_json
+    from gndesign.training import held_out_episodes, load_model, resolve_checkpoint, system_spec
+
+    ckpt = resolve_checkpoint(args.model)
+    ds = TrajectoryDataset.load(args.data)
+    model, blob = load_model(ckpt, ds.system, allow_new_system=True, mjcf_sha256=None)
+    if ds.system not in model.systems:
+        model.add_system(system_spec(ds))
+    episodes, which = held_out_episodes(blob, ds, args.episodes)
+    horizons = tuple(int(h) for h in args.horizons.split(","))
+    result = evaluate(model, ds, episodes, horizons)
+    result.update({"checkpoint": str(ckpt), "data": str(args.data), "episode_set": which,
+                   "trained_on": model.trained_systems})
+    if args.plot:
+        result["plot"] = str(plot_rollout(model, ds, int(episodes[0]), max(horizons), args.plot))
+    if args.out:
+        atomic_write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{ds.system}: {result['episodes']} {which} episodes, one-step loss {result['one_step_loss']:.4g}")
+        for h in result["horizons"]:
+            print(f"  h={h:4d}: qpos RMSE {result['qpos_rmse'][h]:.4g}, body position error "
+                  f"{result['body_pos_error'][h]:.4g} m{'' if result['finite'][h] else '  (NOT FINITE)'}")
+        if args.plot:
+            print(f"plot: {result['plot']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job until planning lands: inspect cartpole, check FK, generate a small dataset."""
     from envs.generate import generate_dataset
@@ -160,6 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("train", help="train a forward model (graph network or MLP) on datasets")
+    s.add_argument("--data", nargs="+", help="dataset directories (several systems may be mixed)")
+    s.add_argument("--out", required=True, help="run directory (config, metrics.csv, checkpoints/)")
+    s.add_argument("--config", help="YAML file with sections data, model, train")
+    s.add_argument("--model", choices=["gn", "mlp"], help="shorthand for --set model.kind=...")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=_positive_int, help="optimizer steps (train.steps)")
+    g.add_argument("--minutes", type=float, help="stop after this many minutes (train.minutes)")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="one-step and rollout errors of a model on a dataset")
+    s.add_argument("--model", required=True, help="checkpoint path or pretrained:NAME")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--horizons", default="1,10,50,100", help="comma-separated rollout horizons")
+    s.add_argument("--episodes", choices=["auto", "validation", "all"], default="auto",
+                   help="auto: the held-out split if the model trained on this data, else all")
+    s.add_argument("--plot", help="write a predicted-vs-true trajectory plot (PNG) here")
+    s.add_argument("--out", help="also write the results as JSON to this file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--out", default="runs/demo")

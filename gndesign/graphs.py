@@ -90,7 +90,7 @@ class GraphBuilder:
         return {k: torch.as_tensor(v, dtype=dtype).expand((batch,) + v.shape).clone()
                 for k, v in self.tree.nominal_params().items()}
 
-    def _params(self, params: Params | None, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    def resolve_params(self, params: Params | None, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
         nominal = self.tree.nominal_params()
         if params is None:
             params = {}
@@ -243,7 +243,7 @@ class GraphBuilder:
             action = qpos.new_zeros(B, t.nu)
         if action.shape != (B, t.nu):
             raise ValueError(f"action must be [{B}, {t.nu}], got {list(action.shape)}")
-        p = self._params(params, B, qpos)
+        p = self.resolve_params(params, B, qpos)
         kin = forward_kinematics(t, qpos, qvel)
 
         # Nodes.

@@ -1,0 +1,365 @@
+"""Learned forward models of articulated systems: the graph-network simulator and an MLP baseline.
+
+Both models predict, for every degree of freedom, two normalized quantities over one control
+step ``dt``:
+
+* the acceleration ``a``: ``qvel' = qvel + dt * a``;
+* a position-increment correction ``c``: ``qpos' = integrate(qpos, qvel' + c, dt)``.
+
+Integration happens in joint space (quaternions for ball and free joints), so links cannot come
+apart in a rollout. ``c`` is zero for a single semi-implicit Euler substep and absorbs the
+difference when MuJoCo takes several substeps per control step (the swimmer takes 15). The
+decoding has an exact inverse, :func:`dynamics_targets`, which builds the training targets from
+consecutive states, so a perfect prediction reproduces the data exactly.
+
+The network itself (:class:`gndesign.nn.EncodeProcessDecode`) knows nothing about physics: building
+graphs, normalizing, decoding and integrating live here.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from gndesign.errors import ConfigError
+from gndesign.graphs import GraphBuilder, concat_batches
+from gndesign.kinematics import differentiate_qpos, integrate_qpos
+from gndesign.nn import EncodeProcessDecode
+from gndesign.normalization import Normalizer
+from gndesign.tree import EDGE_TYPES, MAX_DOF, PARAM_KEYS, WELD, KinematicTree
+
+Params = dict[str, torch.Tensor]
+_CHANNELS = 2  # acceleration and position-increment correction
+
+
+@dataclass
+class SystemSpec:
+    """What a learned model knows about a system: enough to rebuild its kinematic tree."""
+
+    name: str
+    mjcf: str
+    control_timestep: float
+    assets: dict[str, bytes] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "mjcf": self.mjcf, "control_timestep": self.control_timestep,
+                "assets": {k: base64.b64encode(v).decode("ascii") for k, v in self.assets.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SystemSpec:
+        return cls(name=d["name"], mjcf=d["mjcf"], control_timestep=float(d["control_timestep"]),
+                   assets={k: base64.b64decode(v) for k, v in d.get("assets", {}).items()})
+
+    def builder(self) -> GraphBuilder:
+        tree = KinematicTree.from_model(self.mjcf, self.name, self.assets)
+        return GraphBuilder(tree, self.control_timestep)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a forward model (saved with every checkpoint)."""
+
+    kind: str = "gn"  # "gn" (graph network) or "mlp" (flat baseline)
+    latent_size: int = 128
+    mlp_hidden_size: int = 128
+    mlp_layers: int = 2
+    message_passing_steps: int = 2
+    shared_weights: bool = False
+    aggregation: str = "sum"
+    std_epsilon: float = 1e-3
+
+    def validate(self) -> None:
+        if self.kind not in ("gn", "mlp"):
+            raise ConfigError(f"model.kind must be 'gn' or 'mlp', got {self.kind!r}")
+        for name in ("latent_size", "mlp_hidden_size", "mlp_layers"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.message_passing_steps < 0:
+            raise ConfigError("model.message_passing_steps must be >= 0")
+
+
+def dynamics_targets(tree: KinematicTree, qpos: torch.Tensor, qvel: torch.Tensor, qpos_next: torch.Tensor,
+                     qvel_next: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact inverse of :func:`integrate_prediction`: ``(a, c)``, each ``[B, nv]``."""
+    acc = (qvel_next - qvel) / dt
+    corr = differentiate_qpos(tree, qpos, qpos_next, dt) - qvel_next
+    return acc, corr
+
+
+def integrate_prediction(tree: KinematicTree, qpos: torch.Tensor, qvel: torch.Tensor, acc: torch.Tensor,
+                         corr: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Semi-implicit step in joint space: ``qvel' = qvel + dt a``, ``qpos' = qpos (+) dt (qvel' + c)``."""
+    qvel_next = qvel + dt * acc
+    return integrate_qpos(tree, qpos, qvel_next + corr, dt), qvel_next
+
+
+@dataclass
+class Transitions:
+    """A batch of transitions of one system (tensors ``[B, ...]``)."""
+
+    system: str
+    qpos: torch.Tensor
+    qvel: torch.Tensor
+    action: torch.Tensor
+    params: Params
+    qpos_next: torch.Tensor
+    qvel_next: torch.Tensor
+
+
+class ForwardModel(nn.Module):
+    """Shared machinery: systems, stepping, rollouts, losses. Subclasses map states to normalized
+    per-dof predictions and back."""
+
+    def __init__(self, config: ModelConfig, systems: list[SystemSpec]):
+        super().__init__()
+        config.validate()
+        if not systems:
+            raise ConfigError("a forward model needs at least one system")
+        self.config = config
+        self.systems: dict[str, SystemSpec] = {}
+        self._builders: dict[str, GraphBuilder] = {}
+        for s in systems:
+            self.add_system(s)
+        self.trained_systems = [s.name for s in systems]
+
+    # ----------------------------------------------------------------------------- systems
+    def add_system(self, spec: SystemSpec) -> None:
+        """Make a system available (e.g. a swimmer with more links, for zero-shot evaluation)."""
+        self.systems[spec.name] = spec
+        self._builders[spec.name] = spec.builder()
+
+    def builder(self, system: str | None = None) -> GraphBuilder:
+        if system is None:
+            if len(self.systems) != 1:
+                raise ConfigError(f"this model serves several systems {sorted(self.systems)}: name one")
+            system = next(iter(self.systems))
+        if system not in self._builders:
+            raise ConfigError(f"system {system!r} is unknown to this model (it knows "
+                              f"{sorted(self.systems)}); add it with add_system() for zero-shot use")
+        return self._builders[system]
+
+    def tree(self, system: str | None = None) -> KinematicTree:
+        return self.builder(system).tree
+
+    # ----------------------------------------------------------------------------- subclass API
+    def accumulate_statistics(self, batch: Transitions) -> None:
+        raise NotImplementedError
+
+    def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
+        """Normalized predictions for several batches (possibly of different systems)."""
+        raise NotImplementedError
+
+    def normalize_targets(self, batch: Transitions, acc: torch.Tensor, corr: torch.Tensor):
+        """``(targets, mask)`` in the prediction's layout and units."""
+        raise NotImplementedError
+
+    def denormalize(self, system: str, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dof ``(a, c)``, each ``[B, nv]``, from a normalized prediction."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- dynamics
+    def step(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor, system: str | None = None,
+             params: Params | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One control step: ``qpos [B, nq], qvel [B, nv], action [B, nu] -> (qpos', qvel')``.
+
+        Differentiable with respect to states, actions and parameters (``params``: optional
+        ``{key: [B, ...]}`` physical parameters, nominal if None).
+        """
+        b = self.builder(system)
+        name = b.tree.name if system is None else system
+        params = b.resolve_params(params, qpos.shape[0], qpos)
+        batch = Transitions(name, qpos, qvel, action, params, qpos, qvel)
+        pred = self.predict_normalized([batch])[0]
+        acc, corr = self.denormalize(name, pred)
+        return integrate_prediction(b.tree, qpos, qvel, acc, corr, b.control_timestep)
+
+    def rollout(self, qpos: torch.Tensor, qvel: torch.Tensor, actions: torch.Tensor, system: str | None = None,
+                params: Params | None = None, checkpoint: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll out ``actions [B, H, nu]`` from ``qpos [B, nq], qvel [B, nv]``.
+
+        Returns ``qpos [B, H+1, nq]`` and ``qvel [B, H+1, nv]`` (the initial state first).
+        ``checkpoint=True`` recomputes each step's activations in the backward pass, so long
+        differentiable rollouts fit in memory.
+        """
+        qs, vs = [qpos], [qvel]
+        for t in range(actions.shape[1]):
+            if checkpoint and torch.is_grad_enabled():
+                q, v = torch.utils.checkpoint.checkpoint(self.step, qs[-1], vs[-1], actions[:, t], system,
+                                                         params, use_reentrant=False)
+            else:
+                q, v = self.step(qs[-1], vs[-1], actions[:, t], system, params)
+            qs.append(q)
+            vs.append(v)
+        return torch.stack(qs, 1), torch.stack(vs, 1)
+
+    # ----------------------------------------------------------------------------- training
+    def targets(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.builder(batch.system)
+        acc, corr = dynamics_targets(b.tree, batch.qpos, batch.qvel, batch.qpos_next, batch.qvel_next,
+                                     b.control_timestep)
+        return self.normalize_targets(batch, acc, corr)
+
+    def forward(self, batches: list[Transitions], want_next: bool = False):
+        """The training objective: mean squared error of normalized predictions over all valid
+        outputs of all batches, and (if ``want_next``) the predicted next states ``[(qpos, qvel)]``
+        for multi-step losses. Being ``forward``, it is what DDP wraps."""
+        preds = self.predict_normalized(batches)
+        total, count, nxt = 0.0, 0, []
+        for batch, pred in zip(batches, preds, strict=True):
+            target, mask = self.targets(batch)
+            sq = (pred - target).pow(2) * mask
+            total = total + sq.sum()
+            count += int(mask.expand_as(sq).sum())
+            if want_next:
+                b = self.builder(batch.system)
+                acc, corr = self.denormalize(batch.system, pred)
+                nxt.append(integrate_prediction(b.tree, batch.qpos, batch.qvel, acc, corr, b.control_timestep))
+        return total / max(count, 1), nxt
+
+    def loss(self, batches: list[Transitions]) -> torch.Tensor:
+        return self(batches)[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "systems": [self.systems[s].to_dict() for s in self.trained_systems]}
+
+
+def _flat_params(params: Params) -> torch.Tensor:
+    B = params[PARAM_KEYS[0]].shape[0]
+    return torch.cat([params[k].reshape(B, -1) for k in PARAM_KEYS], dim=-1)
+
+
+class GraphNetworkSimulator(ForwardModel):
+    """The learned simulator: graph in, per-edge normalized ``(a, c)`` in each dof slot out."""
+
+    def __init__(self, config: ModelConfig, systems: list[SystemSpec]):
+        super().__init__(config, systems)
+        sizes = GraphBuilder.feature_sizes()
+        self.node_norm = Normalizer(sizes["node"], config.std_epsilon)
+        self.edge_norm = Normalizer(sizes["edge"], config.std_epsilon)
+        self.global_norm = Normalizer(sizes["global"], config.std_epsilon)
+        # Targets are normalized per joint type: a slide's m/s^2 and a hinge's rad/s^2 differ.
+        self.target_norm = nn.ModuleDict({t: Normalizer(_CHANNELS * MAX_DOF, config.std_epsilon)
+                                          for t in EDGE_TYPES if t != WELD})
+        self.core = EncodeProcessDecode(
+            node_in=sizes["node"], edge_in=sizes["edge"], global_in=sizes["global"],
+            latent_size=config.latent_size, mlp_hidden_size=config.mlp_hidden_size,
+            mlp_layers=config.mlp_layers, message_passing_steps=config.message_passing_steps,
+            shared_weights=config.shared_weights, aggregation=config.aggregation,
+            edge_out=_CHANNELS * MAX_DOF)
+
+    def _edge_targets(self, batch: Transitions, acc, corr):
+        b = self.builder(batch.system)
+        return torch.cat([b.dofs_to_edges(acc), b.dofs_to_edges(corr)], dim=-1)  # [B, E, 12]
+
+    def _slot_mask(self, system: str) -> torch.Tensor:
+        m = self.builder(system).edge_dofs >= 0  # [E, 6]
+        return torch.cat([m, m], dim=-1)  # [E, 12]
+
+    def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets."""
+        means, stds = [], []
+        for t in self.builder(system).tree.edge_type:
+            if t == WELD:
+                means.append(like.new_zeros(_CHANNELS * MAX_DOF))
+                stds.append(like.new_ones(_CHANNELS * MAX_DOF))
+            else:
+                means.append(self.target_norm[t].mean.to(like))
+                stds.append(self.target_norm[t].std.to(like))
+        return torch.stack(means), torch.stack(stds)
+
+    @torch.no_grad()
+    def accumulate_statistics(self, batch: Transitions) -> None:
+        b = self.builder(batch.system)
+        g = b.build(batch.qpos, batch.qvel, batch.action, batch.params)
+        self.node_norm.accumulate(g.x)
+        self.edge_norm.accumulate(g.edge_attr)
+        self.global_norm.accumulate(g.u)
+        acc, corr = dynamics_targets(b.tree, batch.qpos, batch.qvel, batch.qpos_next, batch.qvel_next,
+                                     b.control_timestep)
+        tgt = self._edge_targets(batch, acc, corr)
+        for e, t in enumerate(b.tree.edge_type):
+            if t != WELD:
+                self.target_norm[t].accumulate(tgt[:, e])
+
+    def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
+        graphs = [self.builder(x.system).build(x.qpos, x.qvel, x.action, x.params) for x in batches]
+        g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
+        out = self.core(self.node_norm(g.x), self.edge_norm(g.edge_attr), self.global_norm(g.u),
+                        g.edge_index, g.batch, g.num_graphs)["edge"]
+        preds, start = [], 0
+        for x, graph in zip(batches, graphs, strict=True):
+            B, E2 = x.qpos.shape[0], graph.edge_attr.shape[0] // x.qpos.shape[0]
+            per = out[start:start + B * E2].reshape(B, E2, -1)
+            preds.append(per[:, : E2 // 2])  # forward edges carry the joint's prediction
+            start += B * E2
+        return preds
+
+    def normalize_targets(self, batch: Transitions, acc, corr):
+        mean, std = self._type_stats(batch.system, acc)
+        tgt = (self._edge_targets(batch, acc, corr) - mean) / std
+        return tgt, self._slot_mask(batch.system).to(acc.device)
+
+    def denormalize(self, system: str, pred: torch.Tensor):
+        mean, std = self._type_stats(system, pred)
+        per = (pred * std + mean) * self._slot_mask(system).to(pred.device)
+        b = self.builder(system)
+        return b.edges_to_dofs(per[..., :MAX_DOF]), b.edges_to_dofs(per[..., MAX_DOF:])
+
+
+class MLPDynamics(ForwardModel):
+    """The usual model-based RL baseline: flat (joint coordinates, qvel, actuation, parameters) ->
+    per-dof normalized ``(a, c)``. One system only (its input size is fixed)."""
+
+    def __init__(self, config: ModelConfig, systems: list[SystemSpec]):
+        super().__init__(config, systems)
+        if len(systems) != 1:
+            raise ConfigError("the MLP baseline serves exactly one system (its input size is fixed)")
+        t = self.tree()
+        self.in_size = t.num_edges * 7 + 2 * t.nv + _flat_params(self.builder().resolve_params(
+            None, 1, torch.zeros(1, dtype=torch.float64))).shape[1]
+        self.out_size = _CHANNELS * t.nv
+        self.input_norm = Normalizer(self.in_size, config.std_epsilon)
+        self.target_norm = Normalizer(self.out_size, config.std_epsilon)
+        layers, size = [], self.in_size
+        for _ in range(config.mlp_layers + 1):
+            layers += [nn.Linear(size, config.mlp_hidden_size), nn.SiLU()]
+            size = config.mlp_hidden_size
+        layers.append(nn.Linear(size, self.out_size))
+        self.net = nn.Sequential(*layers)
+
+    def _inputs(self, x: Transitions) -> torch.Tensor:
+        b = self.builder(x.system)
+        B = x.qpos.shape[0]
+        params = b.resolve_params(x.params, B, x.qpos)
+        force = b.tree.generalized_actuation(x.action, params["actuator_gear"])
+        return torch.cat([b.joint_coordinates(x.qpos).reshape(B, -1), x.qvel, force, _flat_params(params)], -1)
+
+    @torch.no_grad()
+    def accumulate_statistics(self, batch: Transitions) -> None:
+        b = self.builder(batch.system)
+        self.input_norm.accumulate(self._inputs(batch))
+        acc, corr = dynamics_targets(b.tree, batch.qpos, batch.qvel, batch.qpos_next, batch.qvel_next,
+                                     b.control_timestep)
+        self.target_norm.accumulate(torch.cat([acc, corr], -1))
+
+    def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
+        return [self.net(self.input_norm(self._inputs(x))) for x in batches]
+
+    def normalize_targets(self, batch: Transitions, acc, corr):
+        return self.target_norm(torch.cat([acc, corr], -1)), acc.new_ones(1, self.out_size)
+
+    def denormalize(self, system: str, pred: torch.Tensor):
+        out = self.target_norm.inverse(pred)
+        nv = self.tree(system).nv
+        return out[..., :nv], out[..., nv:]
+
+
+def build_model(config: ModelConfig, systems: list[SystemSpec]) -> ForwardModel:
+    """A forward model of the configured kind for these systems."""
+    config.validate()
+    return (GraphNetworkSimulator if config.kind == "gn" else MLPDynamics)(config, systems)
