@@ -372,11 +372,13 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict:
+def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+          max_new_steps: int | None = None) -> dict:
     """Train a forward model; returns a summary (final losses, steps, throughput).
 
     With ``resume``, continues from ``run_dir/checkpoints/latest.pt`` and reproduces the
-    uninterrupted run (same data order, noise and optimizer state).
+    uninterrupted run (same data order, noise and optimizer state). ``max_new_steps`` stops this
+    invocation early, as a preemption would (the run can be resumed).
     """
     cfg = config
     cfg.model.validate()
@@ -445,7 +447,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, desc="train", unit="step")
     summary: dict[str, Any] = {}
     last_loss = float("nan")
-    while step < tc.steps:
+    stop_at = tc.steps if max_new_steps is None else min(tc.steps, step + max_new_steps)
+    while step < stop_at:
         if tc.minutes is not None and time.time() - start_time > 60 * tc.minutes:
             log.info("stopping after %.1f minutes (train.minutes)", tc.minutes)
             break

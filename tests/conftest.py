@@ -32,3 +32,23 @@ ALL_JOINTS_XML = """
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def cartpole_data(tmp_path_factory):
+    """A tiny cartpole dataset (8 episodes x 40 steps), generated once per test session."""
+    from envs.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp("data") / "cartpole"
+    generate_dataset("cartpole", episodes=8, steps=40, seed=0, out_dir=out, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def swimmer_data(tmp_path_factory):
+    """A tiny swimmer4 dataset (15 MuJoCo substeps per control step)."""
+    from envs.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp("data") / "swimmer4"
+    generate_dataset("swimmer4", episodes=4, steps=20, seed=1, out_dir=out, workers=1, progress=False)
+    return out
