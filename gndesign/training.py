@@ -46,7 +46,7 @@ class TrainConfig:
     """Optimization settings (saved with every run and checkpoint)."""
 
     steps: int = 20000  # optimizer steps (also the learning-rate schedule's length)
-    minutes: float | None = None  # stop early after this wall-clock time
+    minutes: float | None = None  # stop after this wall-clock time; the learning rate then decays over it
     batch_size: int = 256  # transitions per step and process
     lr: float = 1e-3
     lr_final: float = 1e-5  # exponential decay from lr to lr_final over `steps`
@@ -463,12 +463,17 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
         scheduler.step()
+        if tc.minutes is not None:
+            # A wall-clock budget anneals over the budget (whichever of steps and time runs out first).
+            progress_frac = max(step / tc.steps, (time.time() - start_time) / (60 * tc.minutes))
+            for group in optimizer.param_groups:
+                group["lr"] = tc.lr * (tc.lr_final / tc.lr) ** min(progress_frac, 1.0)
         step += 1
         last_loss = loss.item()
         bar.update(1)
         if rank == 0 and (step % tc.log_every == 0 or step == tc.steps):
             row = {"step": step, "time_s": round(time.time() - start_time, 3), "train_loss": last_loss,
-                   "lr": scheduler.get_last_lr()[0],
+                   "lr": optimizer.param_groups[0]["lr"],
                    "graphs_per_s": round((step - start_step) * tc.batch_size * tc.unroll_steps * world
                                          / max(time.time() - start_time, 1e-9), 1)}
             if val_set is not None and (step % tc.eval_every == 0 or step == tc.steps):

@@ -1,0 +1,422 @@
+"""The learnable core: graph-network blocks and an encode-process-decode model.
+
+Nothing here knows about physics. Graphs are given as feature tensors plus a separate topology,
+the way PyTorch Geometric batches them:
+
+* ``x [num_nodes, F_node]``: node features;
+* ``edge_attr [num_edges, F_edge]``: edge features;
+* ``u [num_graphs, F_global]`` or ``None``: graph-level (global) features;
+* ``edge_index [2, num_edges]``: row 0 holds the sender, row 1 the receiver of each edge;
+* ``batch [num_nodes]``: the graph each node belongs to (``0 .. num_graphs-1``).
+
+A batch may mix graphs of different sizes (different systems) and graphs with isolated nodes.
+
+The blocks follow Battaglia et al. (2018), "Relational inductive biases, deep learning, and graph
+networks", and are applied in the order edge -> node -> global:
+
+* :class:`EdgeBlock`:   ``e'_k = phi_e([e_k, x_{s_k}, x_{r_k}, u_{g_k}])``
+* :class:`NodeBlock`:   ``x'_i = phi_v([x_i, rho_{e->v}({e'_k : r_k = i}), u_{g_i}])``
+* :class:`GlobalBlock`: ``u'_g = phi_u([u_g, rho_{e->u}({e'_k in g}), rho_{v->u}({x'_i in g})])``
+
+:class:`GraphNetwork` composes them (optionally with a residual connection) and
+:class:`EncodeProcessDecode` stacks an encoder, ``M`` residual graph networks and a decoder, as in
+Sanchez-Gonzalez et al. (2020), "Learning to simulate complex physics with graph networks".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "AGGREGATIONS",
+    "EdgeBlock",
+    "EncodeProcessDecode",
+    "GlobalBlock",
+    "GraphNetwork",
+    "NodeBlock",
+    "aggregate",
+    "build_mlp",
+]
+
+AGGREGATIONS = ("sum", "mean", "max")
+
+ActivationFactory = Callable[[], nn.Module]
+
+
+def build_mlp(in_size: int, hidden_size: int, out_size: int, num_hidden_layers: int = 2,
+              layer_norm: bool = True, activation: ActivationFactory = nn.SiLU) -> nn.Sequential:
+    """A multilayer perceptron ``[*, in_size] -> [*, out_size]``.
+
+    ``num_hidden_layers`` blocks ``Linear -> activation`` (width ``hidden_size``), then a final
+    ``Linear`` to ``out_size`` and, if ``layer_norm``, a ``LayerNorm(out_size)``. Encoders and the
+    processor use the final LayerNorm (it keeps latents at a stable scale across message-passing
+    steps); decoders do not (their outputs are regression targets).
+
+    Args:
+        activation: a factory (class or callable without arguments) returning the activation
+            module, e.g. ``nn.SiLU`` (default; smooth, so gradients used by planners and design
+            optimizers are continuous) or ``nn.ReLU``.
+    """
+    if min(in_size, out_size) < 1 or (num_hidden_layers > 0 and hidden_size < 1) or num_hidden_layers < 0:
+        raise ValueError(f"invalid MLP sizes: in={in_size}, hidden={hidden_size}, out={out_size}, "
+                         f"layers={num_hidden_layers}")
+    layers: list[nn.Module] = []
+    size = in_size
+    for _ in range(num_hidden_layers):
+        layers += [nn.Linear(size, hidden_size), activation()]
+        size = hidden_size
+    layers.append(nn.Linear(size, out_size))
+    if layer_norm:
+        layers.append(nn.LayerNorm(out_size))
+    return nn.Sequential(*layers)
+
+
+def aggregate(src: Tensor, index: Tensor, num_segments: int, reduce: str = "sum") -> Tensor:
+    """Reduce rows of ``src [K, F]`` into ``[num_segments, F]`` by segment ``index [K]``.
+
+    Empty segments (e.g. isolated nodes, graphs without edges) give zeros for every reduction.
+    Works on plain torch (no torch_scatter needed) and is differentiable.
+    """
+    out = src.new_zeros((num_segments,) + tuple(src.shape[1:]))
+    if reduce == "sum":
+        return out.index_add_(0, index, src)
+    if reduce == "mean":
+        out = out.index_add_(0, index, src)
+        count = torch.bincount(index, minlength=num_segments).clamp_min_(1).to(src.dtype)
+        return out / count.view((-1,) + (1,) * (src.dim() - 1))
+    if reduce == "max":
+        idx = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
+        return out.scatter_reduce_(0, idx, src, reduce="amax", include_self=False)
+    raise ValueError(f"unknown aggregation {reduce!r}; choose one of {AGGREGATIONS}")
+
+
+def _apply_mlp_to_concat(mlp: nn.Sequential, parts: list[tuple[Tensor, Tensor | None]]) -> Tensor:
+    """``mlp(cat([src[index] if index is not None else src for src, index in parts], -1))``, faster.
+
+    The first ``Linear`` is split by input columns so that rows gathered from a smaller set (node
+    or global features gathered per edge, global features gathered per node) are projected
+    *before* the gather: ``W [a, b[s]] = W_a a + (W_b b)[s]``. This avoids materializing the wide
+    concatenation and cuts the multiply-adds of the first layer (most of the cost of a GN block when
+    edges outnumber nodes). The parameters are exactly those of the concatenated formulation.
+    """
+    first = mlp[0]
+    weight, bias = first.weight, first.bias
+    h = None
+    col = 0
+    for src, index in parts:
+        width = src.shape[-1]
+        proj = nn.functional.linear(src, weight[:, col:col + width])
+        col += width
+        if index is not None:
+            proj = proj[index]
+        h = proj if h is None else h + proj
+    if col != weight.shape[1]:
+        raise ValueError(f"inputs have {col} features in all, the MLP expects {weight.shape[1]}")
+    if bias is not None:
+        h = h + bias
+    for layer in mlp[1:]:
+        h = layer(h)
+    return h
+
+
+def _check_aggregation(name: str) -> str:
+    if name not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {name!r}; choose one of {AGGREGATIONS}")
+    return name
+
+
+def _infer_num_graphs(batch: Tensor, u: Tensor | None, num_graphs: int | None) -> int:
+    if num_graphs is not None:
+        return int(num_graphs)
+    if u is not None:
+        return u.shape[0]
+    return int(batch.max()) + 1 if batch.numel() > 0 else 0
+
+
+class EdgeBlock(nn.Module):
+    """Edge update ``e'_k = phi_e([e_k, x[senders_k], x[receivers_k], u[graph_k]])``.
+
+    Args:
+        edge_size, node_size: input feature sizes; global_size: 0 for a block without globals.
+        out_size: size of the updated edge features.
+        hidden_size, num_hidden_layers, layer_norm, activation: see :func:`build_mlp`.
+    """
+
+    def __init__(self, edge_size: int, node_size: int, global_size: int, out_size: int,
+                 hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
+                 activation: ActivationFactory = nn.SiLU):
+        super().__init__()
+        self.use_globals = global_size > 0
+        self.mlp = build_mlp(edge_size + 2 * node_size + global_size, hidden_size, out_size,
+                             num_hidden_layers, layer_norm, activation)
+
+    def forward(self, x: Tensor, edge_attr: Tensor, edge_index: Tensor, u: Tensor | None = None,
+                edge_batch: Tensor | None = None) -> Tensor:
+        """Args:
+            x: ``[num_nodes, node_size]``; edge_attr: ``[num_edges, edge_size]``;
+            edge_index: ``[2, num_edges]``; u: ``[num_graphs, global_size]`` (needed iff the block
+            uses globals); edge_batch: ``[num_edges]``, the graph of each edge (needed with globals).
+
+        Returns:
+            ``[num_edges, out_size]``.
+        """
+        parts = [(edge_attr, None), (x, edge_index[0]), (x, edge_index[1])]
+        if self.use_globals:
+            if u is None or edge_batch is None:
+                raise ValueError("this EdgeBlock uses globals: pass u and edge_batch")
+            parts.append((u, edge_batch))
+        return _apply_mlp_to_concat(self.mlp, parts)
+
+
+class NodeBlock(nn.Module):
+    """Node update ``x'_i = phi_v([x_i, agg_{k: receiver_k = i} e'_k, u[graph_i]])``.
+
+    Args:
+        node_size, edge_size: input feature sizes (``edge_size`` is that of the updated edges);
+        global_size: 0 for a block without globals; out_size: size of the updated node features.
+        aggregation: ``"sum"`` (default), ``"mean"`` or ``"max"`` over incoming edges.
+        hidden_size, num_hidden_layers, layer_norm, activation: see :func:`build_mlp`.
+    """
+
+    def __init__(self, node_size: int, edge_size: int, global_size: int, out_size: int,
+                 hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
+                 activation: ActivationFactory = nn.SiLU, aggregation: str = "sum"):
+        super().__init__()
+        self.use_globals = global_size > 0
+        self.aggregation = _check_aggregation(aggregation)
+        self.mlp = build_mlp(node_size + edge_size + global_size, hidden_size, out_size,
+                             num_hidden_layers, layer_norm, activation)
+
+    def forward(self, x: Tensor, edge_attr: Tensor, edge_index: Tensor, u: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        """Args:
+            x: ``[num_nodes, node_size]``; edge_attr: ``[num_edges, edge_size]`` (updated edges);
+            edge_index: ``[2, num_edges]``; u: ``[num_graphs, global_size]`` and batch
+            ``[num_nodes]`` (both needed iff the block uses globals).
+
+        Returns:
+            ``[num_nodes, out_size]``.
+        """
+        parts = [(x, None), (aggregate(edge_attr, edge_index[1], x.shape[0], self.aggregation), None)]
+        if self.use_globals:
+            if u is None or batch is None:
+                raise ValueError("this NodeBlock uses globals: pass u and batch")
+            parts.append((u, batch))
+        return _apply_mlp_to_concat(self.mlp, parts)
+
+
+class GlobalBlock(nn.Module):
+    """Global update ``u'_g = phi_u([u_g, agg_{edges in g} e'_k, agg_{nodes in g} x'_i])``.
+
+    Args:
+        global_size: input global size (0: the block reads only the aggregates);
+        edge_size, node_size: sizes of the updated edges and nodes; out_size: updated global size.
+        aggregation: ``"mean"`` (default, independent of graph size), ``"sum"`` or ``"max"``.
+        hidden_size, num_hidden_layers, layer_norm, activation: see :func:`build_mlp`.
+    """
+
+    def __init__(self, global_size: int, edge_size: int, node_size: int, out_size: int,
+                 hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
+                 activation: ActivationFactory = nn.SiLU, aggregation: str = "mean"):
+        super().__init__()
+        self.use_globals = global_size > 0
+        self.aggregation = _check_aggregation(aggregation)
+        self.mlp = build_mlp(global_size + edge_size + node_size, hidden_size, out_size,
+                             num_hidden_layers, layer_norm, activation)
+
+    def forward(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, batch: Tensor,
+                edge_batch: Tensor, num_graphs: int) -> Tensor:
+        """Args:
+            x: ``[num_nodes, node_size]`` (updated); edge_attr: ``[num_edges, edge_size]``
+            (updated); u: ``[num_graphs, global_size]`` or None for a block without globals input;
+            batch: ``[num_nodes]``; edge_batch: ``[num_edges]``; num_graphs: ``B``.
+
+        Returns:
+            ``[num_graphs, out_size]``.
+        """
+        parts = [aggregate(edge_attr, edge_batch, num_graphs, self.aggregation),
+                 aggregate(x, batch, num_graphs, self.aggregation)]
+        if self.use_globals:
+            if u is None:
+                raise ValueError("this GlobalBlock reads globals: pass u")
+            parts.insert(0, u)
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+class GraphNetwork(nn.Module):
+    """A full GN block: edge, then node, then (optionally) global update; like PyG's MetaLayer.
+
+    Args:
+        edge_block, node_block: the edge and node updates.
+        global_block: the global update, or None (globals then pass through unchanged).
+        residual: add the inputs to the outputs (``x + x'``, ``e + e'``, ``u + u'``); the sizes
+            must then be equal. The blocks themselves see the non-residual updates, as in
+            graph_nets' interaction networks.
+    """
+
+    def __init__(self, edge_block: EdgeBlock, node_block: NodeBlock, global_block: GlobalBlock | None = None,
+                 residual: bool = False):
+        super().__init__()
+        self.edge_block = edge_block
+        self.node_block = node_block
+        self.global_block = global_block
+        self.residual = residual
+
+    def forward(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, edge_index: Tensor, batch: Tensor,
+                num_graphs: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Args:
+            x: ``[num_nodes, F_node]``; edge_attr: ``[num_edges, F_edge]``;
+            u: ``[num_graphs, F_global]`` or None; edge_index: ``[2, num_edges]``;
+            batch: ``[num_nodes]``; num_graphs: ``B`` (inferred from ``u`` or ``batch`` if None;
+            pass it when trailing graphs may have no nodes).
+
+        Returns:
+            ``(x' [num_nodes, F_node'], edge_attr' [num_edges, F_edge'], u' [num_graphs, F_global'])``;
+            ``u'`` is ``u`` itself when there is no global block.
+        """
+        needs_edge_batch = self.edge_block.use_globals or self.global_block is not None
+        edge_batch = batch[edge_index[0]] if needs_edge_batch else None
+        e_new = self.edge_block(x, edge_attr, edge_index, u, edge_batch)
+        x_new = self.node_block(x, e_new, edge_index, u, batch)
+        u_new = u
+        if self.global_block is not None:
+            B = _infer_num_graphs(batch, u, num_graphs)
+            u_new = self.global_block(x_new, e_new, u, batch, edge_batch, B)
+        if self.residual:
+            x_new = x_new + x
+            e_new = e_new + edge_attr
+            if self.global_block is not None and u is not None:
+                u_new = u_new + u
+        return x_new, e_new, u_new
+
+
+class EncodeProcessDecode(nn.Module):
+    """Encoder, ``M`` residual graph networks, decoder (Sanchez-Gonzalez et al. 2020).
+
+    Args:
+        node_in, edge_in, global_in: input feature sizes (``global_in`` may be 0).
+        latent_size: width of the latent node/edge/global features.
+        mlp_hidden_size, mlp_layers: hidden width and number of hidden layers of every MLP.
+        message_passing_steps: ``M``, the number of processor steps (information travels ``M``
+            hops).
+        shared_weights: reuse one processor block ``M`` times instead of ``M`` distinct blocks.
+        node_out, edge_out, global_out: output sizes; only those > 0 are decoded.
+        aggregation: edge-to-node aggregation (``"sum"``, ``"mean"``, ``"max"``).
+        global_aggregation: edge/node-to-global aggregation (default ``"mean"``).
+        use_globals: keep a latent global per graph (encoded from ``u`` when ``global_in > 0``,
+            else starting at zero) and update it in every step. Without it, graphs exchange no
+            information through globals and ``global_out`` must be 0.
+        activation: activation factory for every MLP (see :func:`build_mlp`).
+    """
+
+    def __init__(self, node_in: int, edge_in: int, global_in: int, latent_size: int = 128,
+                 mlp_hidden_size: int = 128, mlp_layers: int = 2, message_passing_steps: int = 2,
+                 shared_weights: bool = False, node_out: int = 0, edge_out: int = 0, global_out: int = 0,
+                 aggregation: str = "sum", use_globals: bool = True, global_aggregation: str = "mean",
+                 activation: ActivationFactory = nn.SiLU):
+        super().__init__()
+        if global_out > 0 and not use_globals:
+            raise ValueError("global_out > 0 needs use_globals=True")
+        if message_passing_steps < 0:
+            raise ValueError(f"message_passing_steps must be >= 0, got {message_passing_steps}")
+        self.node_in, self.edge_in, self.global_in = node_in, edge_in, global_in
+        self.node_out, self.edge_out, self.global_out = node_out, edge_out, global_out
+        self.latent_size = latent_size
+        self.message_passing_steps = message_passing_steps
+        self.shared_weights = shared_weights
+        self.use_globals = use_globals
+        L = latent_size
+
+        def mlp(i: int, o: int, layer_norm: bool) -> nn.Sequential:
+            return build_mlp(i, mlp_hidden_size, o, mlp_layers, layer_norm, activation)
+
+        # Encoder.
+        self.node_encoder = mlp(node_in, L, True)
+        self.edge_encoder = mlp(edge_in, L, True)
+        self.global_encoder = mlp(global_in, L, True) if (use_globals and global_in > 0) else None
+
+        # Processor.
+        G = L if use_globals else 0
+
+        def gn() -> GraphNetwork:
+            kw = dict(hidden_size=mlp_hidden_size, num_hidden_layers=mlp_layers, layer_norm=True,
+                      activation=activation)
+            return GraphNetwork(
+                EdgeBlock(L, L, G, L, **kw),
+                NodeBlock(L, L, G, L, aggregation=aggregation, **kw),
+                GlobalBlock(L, L, L, L, aggregation=global_aggregation, **kw) if use_globals else None,
+                residual=True)
+
+        num_blocks = min(1, message_passing_steps) if shared_weights else message_passing_steps
+        self.processor = nn.ModuleList(gn() for _ in range(num_blocks))
+
+        # Decoder.
+        self.node_decoder = mlp(L, node_out, False) if node_out > 0 else None
+        self.edge_decoder = mlp(L, edge_out, False) if edge_out > 0 else None
+        self.global_decoder = mlp(L, global_out, False) if global_out > 0 else None
+
+    # ------------------------------------------------------------------------------------ stages
+    def encode(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, num_graphs: int
+               ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Latents ``([N, L], [E, L], [B, L] or None)`` from raw features."""
+        if x.shape[-1] != self.node_in or edge_attr.shape[-1] != self.edge_in:
+            raise ValueError(f"expected x [N, {self.node_in}] and edge_attr [E, {self.edge_in}], got "
+                             f"{list(x.shape)} and {list(edge_attr.shape)}")
+        h_x = self.node_encoder(x)
+        h_e = self.edge_encoder(edge_attr)
+        h_u = None
+        if self.use_globals:
+            if self.global_encoder is not None:
+                if u is None or u.shape != (num_graphs, self.global_in):
+                    got = None if u is None else list(u.shape)
+                    raise ValueError(f"expected u [{num_graphs}, {self.global_in}], got {got}")
+                h_u = self.global_encoder(u)
+            else:
+                h_u = h_x.new_zeros(num_graphs, self.latent_size)
+        return h_x, h_e, h_u
+
+    def process(self, h_x: Tensor, h_e: Tensor, h_u: Tensor | None, edge_index: Tensor, batch: Tensor,
+                num_graphs: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``M`` residual message-passing steps on the latents."""
+        for step in range(self.message_passing_steps):
+            block = self.processor[0 if self.shared_weights else step]
+            h_x, h_e, h_u = block(h_x, h_e, h_u, edge_index, batch, num_graphs)
+        return h_x, h_e, h_u
+
+    def decode(self, h_x: Tensor, h_e: Tensor, h_u: Tensor | None) -> dict[str, Tensor | None]:
+        """Outputs ``{"node": [N, node_out], "edge": [E, edge_out], "global": [B, global_out]}``
+        (None for each output of size 0)."""
+        return {
+            "node": self.node_decoder(h_x) if self.node_decoder is not None else None,
+            "edge": self.edge_decoder(h_e) if self.edge_decoder is not None else None,
+            "global": self.global_decoder(h_u) if self.global_decoder is not None else None,
+        }
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, edge_index: Tensor, batch: Tensor,
+                num_graphs: int | None = None) -> dict[str, Tensor | None]:
+        """Args:
+            x: ``[num_nodes, node_in]``; edge_attr: ``[num_edges, edge_in]``;
+            u: ``[num_graphs, global_in]`` (None allowed when ``global_in == 0`` or not
+            ``use_globals``); edge_index: ``[2, num_edges]`` (sender, receiver);
+            batch: ``[num_nodes]``; num_graphs: ``B`` (inferred from ``u`` or ``batch`` if None).
+
+        Returns:
+            ``{"node": [num_nodes, node_out] | None, "edge": [num_edges, edge_out] | None,
+            "global": [num_graphs, global_out] | None}``.
+        """
+        if not self.use_globals or self.global_in == 0:
+            u = None  # ignored: keeps size inference from reading an unused tensor
+        B = _infer_num_graphs(batch, u, num_graphs)
+        h = self.encode(x, edge_attr, u, B)
+        h = self.process(*h, edge_index, batch, B)
+        return self.decode(*h)
+
+    def forward_batch(self, data) -> dict[str, Tensor | None]:
+        """:meth:`forward` on a PyG ``Batch`` with ``x``, ``edge_attr``, ``u`` (optional),
+        ``edge_index``, ``batch`` and ``num_graphs``."""
+        return self(data.x, data.edge_attr, getattr(data, "u", None), data.edge_index, data.batch,
+                    data.num_graphs)
