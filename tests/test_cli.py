@@ -1,0 +1,63 @@
+"""The command line: listing, inspecting, checking FK, generating, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gndesign.cli import main
+
+
+def test_systems_lists_the_registry(capsys):
+    assert main(["systems", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert {"pendulum", "cartpole", "acrobot", "swimmerN", "cheetah"} <= set(names)
+
+
+def test_inspect_json_describes_the_graph(capsys):
+    assert main(["inspect", "cartpole", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [e["type"] for e in info["edges"]] == ["slide", "hinge"]
+    assert info["actuators"][0]["joints"] == ["slider"]
+    assert info["feature_sizes"] == {"node": 27, "edge": 50, "global": 4}
+
+
+@pytest.mark.parametrize("system", ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah"])
+def test_check_fk_passes_for_every_registered_system(system, capsys):
+    assert main(["inspect", system, "--check-fk", "--states", "16"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_inspect_an_mjcf_file(tmp_path, capsys):
+    from conftest import ALL_JOINTS_XML
+
+    path = tmp_path / "robot.xml"
+    path.write_text(ALL_JOINTS_XML)
+    assert main(["inspect", str(path), "--check-fk", "--states", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "ball" in out and "weld" in out and "free" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["inspect", "cartpol"], "unknown system"),
+    (["inspect", "swimmer2"], "swimmer"),
+    (["generate", "cartpole", "--episodes", "2", "--steps", "5", "--out", "{tmp}/x.npz/../../..", "--quiet"], "not empty"),
+])
+def test_bad_input_is_a_one_line_error(argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gndesign: error:") and message in err.lower() and "\n" not in err
+
+
+def test_generate_then_load_through_the_console_script(tmp_path):
+    out = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "gndesign", "generate", "pendulum", "--episodes", "3",
+                           "--steps", "10", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "transitions/s" in proc.stdout
+    from gndesign.dataset import TrajectoryDataset
+
+    ds = TrajectoryDataset.load(out, "pendulum")
+    assert ds.qpos.shape == (3, 11, 1)
