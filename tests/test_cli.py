@@ -42,7 +42,8 @@ def test_inspect_an_mjcf_file(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["inspect", "cartpol"], "unknown system"),
     (["inspect", "swimmer2"], "swimmer"),
-    (["generate", "cartpole", "--episodes", "2", "--steps", "5", "--out", "{tmp}/x.npz/../../..", "--quiet"], "not empty"),
+    (["generate", "cartpole", "--episodes", "2", "--steps", "5", "--out", "{tmp}/x.npz/../../..", "--quiet"],
+     "not empty"),
 ])
 def test_bad_input_is_a_one_line_error(argv, message, tmp_path, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]

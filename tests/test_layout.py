@@ -30,5 +30,6 @@ def test_envs_do_not_import_planners_and_planners_do_not_import_envs():
             assert banned not in imported_packages(p), p
 
 
-def test_the_checker_sees_imports():
-    assert "envs" in imported_packages(ROOT / "gndesign" / "cli.py") or "envs" in (ROOT / "gndesign" / "cli.py").read_text()
+def test_the_checker_sees_imports_inside_functions():
+    # The CLI imports envs lazily, inside its commands: the checker must find those too.
+    assert "envs" in imported_packages(ROOT / "gndesign" / "cli.py")

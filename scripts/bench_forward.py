@@ -1,0 +1,241 @@
+"""Forward-model benchmarks: GN vs MLP per system, multi-system, zero-shot swimmers, speed.
+
+Writes ``results/forward.json`` and ``results/forward.md`` (with the machine: cores, torch version).
+
+    python scripts/bench_forward.py                  # everything (about 1 hour on 2 cores)
+    python scripts/bench_forward.py --only single    # GN vs MLP per system
+    python scripts/bench_forward.py --minutes 1 --quick   # a fast smoke version
+
+Every system gets the same data (generated with a fixed seed) and the GN and the MLP the same
+wall-clock training budget. Rollout errors are measured on held-out episodes; the 1000-step
+stability check uses separate 1000-step episodes. Jobs run two at a time, one thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah"]
+SWIM_TRAIN = [3, 4, 5, 6, 8, 9]
+SWIM_TEST = [7, 10, 11, 12, 13, 14]
+HORIZONS = (1, 10, 50, 100)
+MODEL = {"gn": ["model.latent_size=128", "model.mlp_hidden_size=128", "model.message_passing_steps=2"],
+         "mlp": ["model.kind=mlp", "model.mlp_hidden_size=256", "model.mlp_layers=3"]}
+log = logging.getLogger("bench_forward")
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
+            "threads_per_job": 1}
+
+
+def dataset(name: str, episodes: int, steps: int, seed: int, root: Path) -> Path:
+    from envs.generate import generate_dataset
+
+    out = root / f"{name}-{episodes}x{steps}-s{seed}"
+    if not (out / "meta.json").exists():
+        generate_dataset(name, episodes=episodes, steps=steps, seed=seed, out_dir=out, workers=2,
+                         overwrite=True, progress=False)
+    return out
+
+
+def train_job(job: dict) -> dict:
+    """Train one model and evaluate it (runs in a worker process, one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from gndesign.dataset import TrajectoryDataset
+    from gndesign.evaluation import evaluate
+    from gndesign.training import held_out_episodes, load_config, load_model, system_spec, train
+
+    run = Path(job["run"])
+    cfg = load_config(None, MODEL[job["kind"]] + [f"train.minutes={job['minutes']}", "train.steps=1000000",
+                                                   "train.eval_every=200", "train.log_every=100", "train.seed=0"])
+    cfg.data = job["train_data"]
+    t0 = time.time()
+    if not (run / "checkpoints" / "latest.pt").exists():
+        summary = train(cfg, run, progress=False)
+    else:
+        summary = {"note": "reused an existing run"}
+    out = {"job": job["name"], "kind": job["kind"], "train_seconds": time.time() - t0, "summary": summary,
+           "checkpoint": str(run / "checkpoints" / "latest.pt"), "eval": {}}
+    for path in job["eval_data"]:
+        ds = TrajectoryDataset.load(path)
+        model, blob = load_model(out["checkpoint"], ds.system, allow_new_system=True)
+        if ds.system not in model.systems:
+            model.add_system(system_spec(ds))
+        episodes, which = held_out_episodes(blob, ds)
+        horizons = tuple(h for h in HORIZONS if h <= ds.steps) if ds.steps < 1000 else (100, 1000)
+        res = evaluate(model, ds, episodes, horizons)
+        res["episode_set"] = which
+        out["eval"][path] = res
+    return out
+
+
+def speed(system: str, checkpoint: str, data: str) -> dict:
+    """Batched inference throughput of the learned model vs MuJoCo's own step rate."""
+    import mujoco
+    import torch
+
+    from gndesign.dataset import TrajectoryDataset
+    from gndesign.training import load_model
+
+    torch.set_num_threads(1)
+    ds = TrajectoryDataset.load(data)
+    model, _ = load_model(checkpoint, system)
+    B = 1024
+    idx = np.random.default_rng(0).integers(0, ds.num_episodes, B)
+    q = torch.as_tensor(ds.qpos[idx, 0], dtype=torch.float32)
+    v = torch.as_tensor(ds.qvel[idx, 0], dtype=torch.float32)
+    a = torch.as_tensor(ds.action[idx, 0], dtype=torch.float32)
+    with torch.no_grad():
+        model.step(q, v, a)
+        t = time.perf_counter()
+        reps = 5
+        for _ in range(reps):
+            model.step(q, v, a)
+        learned = reps * B / (time.perf_counter() - t)
+    m = ds.base_model()
+    d = mujoco.MjData(m)
+    t = time.perf_counter()
+    for i in range(B):
+        d.qpos[:], d.qvel[:], d.ctrl[:] = ds.qpos[idx[i], 0], ds.qvel[idx[i], 0], ds.action[idx[i], 0]
+        for _ in range(ds.n_substeps):
+            mujoco.mj_step(m, d)
+    mj = B / (time.perf_counter() - t)
+    return {"batch": B, "learned_states_per_s": learned, "mujoco_states_per_s": mj,
+            "note": "one control step per state; MuJoCo single-threaded, n_substeps mj_step calls"}
+
+
+def time_to_accuracy(run: Path, rel: float = 1.05) -> dict:
+    """Seconds until the validation loss first came within ``rel`` of its final value."""
+    import csv
+
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_loss")]
+    final = float(rows[-1]["val_loss"])
+    first = next(r for r in rows if float(r["val_loss"]) <= rel * final)
+    return {"final_val_loss": final, "seconds_to_within_5pct": float(first["time_s"]),
+            "total_seconds": float(rows[-1]["time_s"]), "graphs_per_s": float(rows[-1]["graphs_per_s"])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=4.0, help="training budget per single-system model")
+    p.add_argument("--episodes", type=int, default=300)
+    p.add_argument("--only", choices=["single", "multi", "zeroshot", "all"], default="all")
+    p.add_argument("--quick", action="store_true", help="small data, for a smoke run")
+    p.add_argument("--work", default=str(ROOT / "runs" / "bench_forward"))
+    p.add_argument("--out", default=str(ROOT / "results" / "forward.json"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work = Path(args.work)
+    eps = 24 if args.quick else args.episodes
+    data_root = work / "data"
+    jobs = []
+    train_data = {s: str(dataset(s, eps, 200, 0, data_root)) for s in SYSTEMS}
+    long_data = {s: str(dataset(s, 8, 1000, 99, data_root)) for s in SYSTEMS}
+    if args.only in ("single", "all"):
+        for s in SYSTEMS:
+            for kind in ("gn", "mlp"):
+                jobs.append({"name": f"{s}-{kind}", "kind": kind, "minutes": args.minutes,
+                             "run": str(work / f"{s}-{kind}"), "train_data": [train_data[s]],
+                             "eval_data": [train_data[s], long_data[s]]})
+    if args.only in ("multi", "all"):
+        jobs.append({"name": "multi-gn", "kind": "gn", "minutes": 2 * args.minutes, "run": str(work / "multi-gn"),
+                     "train_data": list(train_data.values()), "eval_data": list(train_data.values())})
+    if args.only in ("zeroshot", "all"):
+        swim_train = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_TRAIN]
+        swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
+        jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes,
+                     "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = {r["job"]: r for r in pool.map(train_job, jobs)}
+
+    out_path = Path(args.out)
+    report = json.loads(out_path.read_text()) if out_path.exists() else {}
+    report.setdefault("jobs", {}).update(results)
+    report["machine"] = machine()
+    report["settings"] = {"minutes_per_single_model": args.minutes, "episodes": eps, "steps": 200,
+                          "horizons": HORIZONS, "models": MODEL}
+    if "cartpole-gn" in results:
+        report["cartpole_training"] = time_to_accuracy(work / "cartpole-gn")
+        report["speed"] = {s: speed(s, results[f"{s}-gn"]["checkpoint"], train_data[s])
+                           for s in SYSTEMS if f"{s}-gn" in results}
+    from gndesign.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out_path, report)
+    atomic_write_text(out_path.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread per training job; "
+             f"{r['settings']['minutes_per_single_model']} min per single-system model.", ""]
+    jobs = r["jobs"]
+    if any(f"{s}-gn" in jobs for s in SYSTEMS):
+        lines += ["| system | model | one-step loss | body err h=10 [m] | h=50 | h=100 | h=1000 finite |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in SYSTEMS:
+            for kind in ("gn", "mlp"):
+                j = jobs.get(f"{s}-{kind}")
+                if not j:
+                    continue
+                ev = list(j["eval"].values())
+                e, long = ev[0], ev[1] if len(ev) > 1 else None
+                b = e["body_pos_error"]
+                fin = long["finite"].get(1000, long["finite"].get("1000")) if long else "-"
+                lines.append(f"| {s} | {kind} | {e['one_step_loss']:.4f} | {_g(b, 10):.4f} | {_g(b, 50):.4f} | "
+                             f"{_g(b, 100):.4f} | {fin} |")
+        lines.append("")
+    if "multi-gn" in jobs:
+        lines += ["Multi-system GN (one model, all five systems) vs single-system GN, body error at h=100 [m]:", "",
+                  "| system | multi | single |", "|---|---|---|"]
+        for e in jobs["multi-gn"]["eval"].values():
+            s = e["system"]
+            single = jobs.get(f"{s}-gn")
+            sv = f"{_g(list(single['eval'].values())[0]['body_pos_error'], 100):.4f}" if single else "-"
+            lines.append(f"| {s} | {_g(e['body_pos_error'], 100):.4f} | {sv} |")
+        lines.append("")
+    if "swimmers-gn" in jobs:
+        lines += ["Zero-shot swimmers (trained on 3-6, 8, 9 links), body error [m]:", "",
+                  "| swimmer | set | h=10 | h=50 | h=100 |", "|---|---|---|---|---|"]
+        for e in jobs["swimmers-gn"]["eval"].values():
+            b = e["body_pos_error"]
+            lines.append(f"| {e['system']} | {e['episode_set']} | {_g(b, 10):.4f} | {_g(b, 50):.4f} "
+                         f"| {_g(b, 100):.4f} |")
+        lines.append("")
+    if "cartpole_training" in r:
+        c = r["cartpole_training"]
+        lines.append(f"Cartpole GN: within 5% of its final validation loss after {c['seconds_to_within_5pct']:.0f} s "
+                     f"(of {c['total_seconds']:.0f} s); training throughput {c['graphs_per_s']:.0f} graphs/s.")
+    if "speed" in r:
+        lines += ["", "| system | learned model states/s (batch 1024) | MuJoCo states/s |", "|---|---|---|"]
+        for s, v in r["speed"].items():
+            lines.append(f"| {s} | {v['learned_states_per_s']:.0f} | {v['mujoco_states_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _g(d: dict, h: int):
+    return d.get(h, d.get(str(h), float("nan")))
+
+
+if __name__ == "__main__":
+    main()
