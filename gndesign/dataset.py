@@ -83,9 +83,27 @@ STATE_KEYS = ("qpos", "qvel", "action")
 STAT_FEATURES = ("qpos", "qvel", "action", "qacc")
 SHARD_KEYS = (*STATE_KEYS, "episode", *PARAM_KEYS)
 REQUIRED_META_KEYS = (
-    "format", "schema_version", "system", "mjcf", "mjcf_sha256", "assets", "timestep",
-    "control_timestep", "n_substeps", "nq", "nv", "nu", "nbody", "episodes", "steps", "seed",
-    "randomize", "randomization", "versions", "stats_sha256", "shards",
+    "format",
+    "schema_version",
+    "system",
+    "mjcf",
+    "mjcf_sha256",
+    "assets",
+    "timestep",
+    "control_timestep",
+    "n_substeps",
+    "nq",
+    "nv",
+    "nu",
+    "nbody",
+    "episodes",
+    "steps",
+    "seed",
+    "randomize",
+    "randomization",
+    "versions",
+    "stats_sha256",
+    "shards",
 )
 REGENERATE = "regenerate the dataset (gndesign generate)"
 
@@ -93,6 +111,7 @@ REGENERATE = "regenerate the dataset (gndesign generate)"
 # ----------------------------------------------------------------------------------------------
 # Physical parameters
 # ----------------------------------------------------------------------------------------------
+
 
 def param_shapes(nbody: int, nv: int, nu: int) -> dict[str, tuple[int, ...]]:
     """Shapes of one episode's physical parameters, keyed as in :data:`PARAM_KEYS`."""
@@ -117,8 +136,7 @@ def validate_params(
     extra = sorted(set(params) - set(PARAM_KEYS))
     if missing or extra:
         raise error(
-            f"physical parameters must have exactly the keys {list(PARAM_KEYS)}; "
-            f"missing {missing}, unexpected {extra}"
+            f"physical parameters must have exactly the keys {list(PARAM_KEYS)}; missing {missing}, unexpected {extra}"
         )
     out = {}
     for key, shape in param_shapes(nbody, nv, nu).items():
@@ -133,9 +151,7 @@ def validate_params(
     # The world body (0) has no mass; every other body must be able to move.
     if nbody > 1 and np.any(out["body_mass"][1:] <= 0):
         bad = int(np.flatnonzero(out["body_mass"][1:] <= 0)[0]) + 1
-        raise error(
-            f"physical parameter body_mass must be positive, body {bad} has {out['body_mass'][bad]:g}"
-        )
+        raise error(f"physical parameter body_mass must be positive, body {bad} has {out['body_mass'][bad]:g}")
     return out
 
 
@@ -157,6 +173,7 @@ def apply_params(model, params: Mapping[str, Any], *, inplace: bool = False, dat
 # ----------------------------------------------------------------------------------------------
 # Statistics
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunningStats:
@@ -194,9 +211,7 @@ class RunningStats:
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.count / n)
         m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / n)
-        return RunningStats(
-            n, mean, m2, np.minimum(self.min, other.min), np.maximum(self.max, other.max)
-        )
+        return RunningStats(n, mean, m2, np.minimum(self.min, other.min), np.maximum(self.max, other.max))
 
     @property
     def std(self) -> np.ndarray:
@@ -236,6 +251,7 @@ def merge_stats(parts: Sequence[Mapping[str, RunningStats]]) -> dict[str, Runnin
 # Writing
 # ----------------------------------------------------------------------------------------------
 
+
 def shard_filename(index: int) -> str:
     return SHARD_PATTERN.format(index)
 
@@ -247,9 +263,7 @@ def shard_ranges(episodes: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, episodes)) for s in range(0, episodes, shard_size)]
 
 
-def write_shard(
-    directory: str | os.PathLike, index: int, arrays: Mapping[str, np.ndarray]
-) -> dict[str, Any]:
+def write_shard(directory: str | os.PathLike, index: int, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Write one shard (arrays keyed as :data:`SHARD_KEYS`) atomically; return its ``meta.json``
     entry ``{"file", "episodes": [start, stop], "sha256"}``."""
     missing = [k for k in SHARD_KEYS if k not in arrays]
@@ -327,9 +341,7 @@ def make_meta(
     }
 
 
-def finalize(
-    directory: str | os.PathLike, meta: Mapping[str, Any], stats: Mapping[str, RunningStats]
-) -> None:
+def finalize(directory: str | os.PathLike, meta: Mapping[str, Any], stats: Mapping[str, RunningStats]) -> None:
     """Write ``stats.json`` then ``meta.json`` (last, so it marks a complete dataset)."""
     directory = Path(directory)
     stats_obj = {k: stats[k].to_json() for k in STAT_FEATURES}
@@ -354,8 +366,6 @@ def staging_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> It
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)
         yield tmp
-        for file in tmp.iterdir():  # io's atomic writes make private (0600) files too
-            file.chmod(0o666 & ~umask)
         check_out_dir(out_dir, overwrite)
         old = None
         if out_dir.exists() and any(out_dir.iterdir()):
@@ -447,17 +457,32 @@ def write_dataset(
         shards, parts = [], []
         for index, (start, stop) in enumerate(shard_ranges(n, shard_size)):
             arrays = {
-                "qpos": qpos[start:stop], "qvel": qvel[start:stop], "action": action[start:stop],
+                "qpos": qpos[start:stop],
+                "qvel": qvel[start:stop],
+                "action": action[start:stop],
                 "episode": np.arange(start, stop, dtype=np.int64),
                 **{k: params[k][start:stop] for k in PARAM_KEYS},
             }
             shards.append(write_shard(tmp, index, arrays))
             parts.append(episode_stats(arrays["qpos"], arrays["qvel"], arrays["action"], control_timestep))
         meta = make_meta(
-            system=system, mjcf=mjcf, assets=assets or {}, timestep=timestep,
-            control_timestep=control_timestep, n_substeps=n_substeps, nq=nq, nv=nv, nu=nu,
-            nbody=nbody, episodes=n, steps=t1 - 1, seed=seed, randomize=randomize,
-            randomization=randomization or {}, shards=shards, generator=generator,
+            system=system,
+            mjcf=mjcf,
+            assets=assets or {},
+            timestep=timestep,
+            control_timestep=control_timestep,
+            n_substeps=n_substeps,
+            nq=nq,
+            nv=nv,
+            nu=nu,
+            nbody=nbody,
+            episodes=n,
+            steps=t1 - 1,
+            seed=seed,
+            randomize=randomize,
+            randomization=randomization or {},
+            shards=shards,
+            generator=generator,
         )
         finalize(tmp, meta, merge_stats(parts))
     return Path(out_dir)
@@ -466,6 +491,7 @@ def write_dataset(
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
+
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
@@ -559,8 +585,7 @@ class TrajectoryDataset:
             expected_start = entry["episodes"][1]
         if expected_start != meta["episodes"]:
             raise DatasetError(
-                f"{meta_path}: shards cover {expected_start} episodes, meta says {meta['episodes']}: "
-                f"{REGENERATE}"
+                f"{meta_path}: shards cover {expected_start} episodes, meta says {meta['episodes']}: {REGENERATE}"
             )
         return meta
 
@@ -592,9 +617,7 @@ class TrajectoryDataset:
             for field in ("mean", "std", "min", "max"):
                 value = np.asarray(entry.get(field, []), dtype=np.float64)
                 if value.shape != (dim,):
-                    raise DatasetError(
-                        f"{stats_path}: {feature}.{field} has shape {value.shape}, expected ({dim},)"
-                    )
+                    raise DatasetError(f"{stats_path}: {feature}.{field} has shape {value.shape}, expected ({dim},)")
                 stats[feature][field] = value
             stats[feature]["count"] = np.int64(entry.get("count", 0))
         return stats
@@ -614,13 +637,9 @@ class TrajectoryDataset:
             name = entry["file"]
             file = path / name
             if not file.is_file():
-                raise DatasetError(
-                    f"shard {name} listed in {META_FILE} is missing from {path}: {REGENERATE}"
-                )
+                raise DatasetError(f"shard {name} listed in {META_FILE} is missing from {path}: {REGENERATE}")
             if sha256_file(file) != entry["sha256"]:
-                raise DatasetError(
-                    f"shard {file} is truncated or corrupted (sha256 mismatch): {REGENERATE}"
-                )
+                raise DatasetError(f"shard {file} is truncated or corrupted (sha256 mismatch): {REGENERATE}")
             start, stop = entry["episodes"]
             try:
                 with np.load(file, allow_pickle=False) as npz:
@@ -628,16 +647,13 @@ class TrajectoryDataset:
             except Exception as e:  # noqa: BLE001 - any unreadable archive is the same user error
                 raise DatasetError(f"shard {file} cannot be read ({_one_line(e)}): {REGENERATE}") from None
             if sorted(arrays) != sorted(shapes):
-                raise DatasetError(
-                    f"shard {file} has arrays {sorted(arrays)}, expected {sorted(shapes)}: {REGENERATE}"
-                )
+                raise DatasetError(f"shard {file} has arrays {sorted(arrays)}, expected {sorted(shapes)}: {REGENERATE}")
             for key, shape in shapes.items():
                 arr = arrays[key]
                 dtype = np.int64 if key == "episode" else np.float64
                 if arr.dtype != dtype:
                     raise DatasetError(
-                        f"array {key} in shard {name} has dtype {arr.dtype}, expected "
-                        f"{np.dtype(dtype)}: {REGENERATE}"
+                        f"array {key} in shard {name} has dtype {arr.dtype}, expected {np.dtype(dtype)}: {REGENERATE}"
                     )
                 if arr.shape != (stop - start, *shape):
                     raise DatasetError(
@@ -655,8 +671,7 @@ class TrajectoryDataset:
                 if not finite.all():
                     first = start + int(np.flatnonzero(~finite)[0])
                     raise DatasetError(
-                        f"array {key} in shard {name} has non-finite values (first in episode "
-                        f"{first}): {REGENERATE}"
+                        f"array {key} in shard {name} has non-finite values (first in episode {first}): {REGENERATE}"
                     )
                 parts[key].append(arr)
         return {k: np.concatenate(v, axis=0) for k, v in parts.items() if k != "episode"}

@@ -42,14 +42,16 @@ def test_inspect_an_mjcf_file(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["inspect", "cartpol"], "unknown system"),
     (["inspect", "swimmer2"], "swimmer"),
-    (["generate", "cartpole", "--episodes", "2", "--steps", "5", "--out", "{tmp}/x.npz/../../..", "--quiet"],
-     "not empty"),
+    (["generate", "cartpole", "--episodes", "2", "--steps", "5", "--out", "{tmp}", "--quiet"], "not empty"),
+    (["inspect", "{tmp}/missing.xml"], "does not exist"),
 ])
 def test_bad_input_is_a_one_line_error(argv, message, tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("someone's file")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gndesign: error:") and message in err.lower() and "\n" not in err
+    assert (tmp_path / "keep.txt").read_text() == "someone's file"
 
 
 def test_generate_then_load_through_the_console_script(tmp_path):
