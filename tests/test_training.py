@@ -100,3 +100,22 @@ def test_ddp_two_processes_on_cpu(cartpole_data, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_checkpoint(Path(run) / "checkpoints" / "latest.pt")["step"] == 4
+
+
+def test_exported_checkpoint_predicts_the_same_and_refuses_resume(cartpole_data, tmp_path):
+    from gndesign.training import export_checkpoint, resolve_checkpoint
+
+    run = tmp_path / "run"
+    train(config(cartpole_data, "train.steps=2"), run, progress=False)
+    src = run / "checkpoints" / "latest.pt"
+    dst = export_checkpoint(src, tmp_path / "small.pt")
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    a, _ = load_model(src, "cartpole")
+    b, _ = load_model(dst, "cartpole")
+    q, v, u = torch.randn(3, 2), torch.randn(3, 2), torch.rand(3, 1)
+    assert torch.equal(a.step(q, v, u)[1], b.step(q, v, u)[1])
+    (run / "checkpoints" / "latest.pt").write_bytes(dst.read_bytes())
+    with pytest.raises(GndesignError, match="cannot be resumed"):
+        train(config(cartpole_data, "train.steps=4"), run, resume=True, progress=False)
+    with pytest.raises(GndesignError, match="no pretrained model 'nope'"):
+        resolve_checkpoint("pretrained:nope")
