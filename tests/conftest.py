@@ -5,6 +5,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Test models are tiny: one thread is faster than two and immune to a busy machine.
+torch.set_num_threads(1)
+
 # An articulated chain with every joint type: free root, ball, several joints on one body
 # (hinge, slide, hinge with offset anchors) and a welded body.
 ALL_JOINTS_XML = """

@@ -89,7 +89,7 @@ def test_tiny_model_overfits_a_few_transitions(cartpole_data):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.01 * first and float(loss) < 1e-2
+    assert loss.item() < 0.01 * first and loss.item() < 1e-2
 
 
 def test_mlp_refuses_several_systems(cartpole_data, swimmer_data):
