@@ -1,0 +1,38 @@
+"""The ground-truth environment for MPC: a dm_control task behind the planners' protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from envs.tasks import Task
+
+
+class DmControlEnvironment:
+    """``reset() -> (qpos, qvel)``, ``step(action) -> (reward, qpos, qvel)`` on dm_control.
+
+    The task's context (e.g. the swimmer's random target) is synchronized at every reset, so the
+    planner's differentiable reward always equals the environment's.
+    """
+
+    def __init__(self, task: Task, seed: int, dtype=torch.float32):
+        self.task = task
+        self.env = task.make_env(seed)
+        self.dtype = dtype
+
+    def _state(self):
+        q, v = self.task.state_from_env(self.env)
+        return torch.as_tensor(q, dtype=self.dtype), torch.as_tensor(v, dtype=self.dtype)
+
+    def reset(self):
+        self.env.reset()
+        self.task.sync_from_env(self.env)
+        return self._state()
+
+    def step(self, action: torch.Tensor):
+        a = np.asarray(action.detach().cpu().numpy(), dtype=np.float64)
+        ts = self.env.step(a)
+        return float(ts.reward or 0.0), *self._state()
+
+    def render(self, height: int = 240, width: int = 320, camera_id: int = 0) -> np.ndarray:
+        return self.env.physics.render(height=height, width=width, camera_id=camera_id)

@@ -1,0 +1,148 @@
+"""Control tasks with differentiable rewards equal to dm_control's.
+
+A :class:`Task` pairs a system with a reward written in the shared objective library
+(:mod:`gndesign.objectives`) over named quantities computed differentiably from the state by torch
+forward kinematics. As in dm_control, the reward of a step is evaluated on the state the step
+reaches and the action that was applied: ``r_t = R(qpos_{t+1}, qvel_{t+1}, a_t)``. Task context
+that is not part of the dynamics (the swimmer's target) lives in the task.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import torch
+
+from envs.systems import System, get_system
+from gndesign.errors import GndesignError
+from gndesign.kinematics import forward_kinematics
+from gndesign.objectives import Affine, Objective, Tolerance
+from gndesign.tree import KinematicTree
+
+TASK_NAMES = ("cartpole-swingup", "swimmer6")
+
+
+class Task:
+    """A system, a differentiable reward and the dm_control environment that judges it.
+
+    Attributes:
+        system: the registered system.
+        reward_objective: the reward as an objective over :meth:`quantities`.
+        episode_steps: dm_control's episode length in control steps.
+    """
+
+    domain: str
+    task: str
+    episode_steps = 1000
+
+    def __init__(self, system: System):
+        self.system = system
+        self.tree = KinematicTree.from_model(system.model, system.name)
+        self.reward_objective = self.build_reward()
+
+    def build_reward(self) -> Objective:
+        raise NotImplementedError
+
+    def quantities(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def reward(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``[B]`` rewards of reaching ``qpos [B, nq], qvel [B, nv]`` with ``action [B, nu]``."""
+        return self.reward_objective(self.quantities(qpos, qvel, action))
+
+    def cost(self, qpos: torch.Tensor, qvel: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Planner cost ``[B]``: minus the return of ``actions [B, H, nu]`` along the rollout
+        ``qpos [B, H+1, nq], qvel [B, H+1, nv]`` (all steps scored in one batched call)."""
+        B, H = actions.shape[:2]
+        r = self.reward(qpos[:, 1:].reshape(B * H, -1), qvel[:, 1:].reshape(B * H, -1),
+                        actions.reshape(B * H, -1))
+        return -r.reshape(B, H).sum(1)
+
+    # ------------------------------------------------------------------- ground truth
+    def make_env(self, seed: int | None = None):
+        """The dm_control environment (true MuJoCo) this task is judged in."""
+        from dm_control import suite
+
+        return suite.load(self.domain, self.task, task_kwargs={"random": seed})
+
+    def sync_from_env(self, env) -> None:
+        """Read task context (e.g. a target position) from a freshly reset environment."""
+
+    def state_from_env(self, env) -> tuple[np.ndarray, np.ndarray]:
+        return env.physics.data.qpos.copy(), env.physics.data.qvel.copy()
+
+
+class CartpoleSwingup(Task):
+    """dm_control ``cartpole/swingup``: upright x centered x small control x small velocity."""
+
+    domain, task = "cartpole", "swingup"
+
+    def __init__(self):
+        super().__init__(get_system("cartpole"))
+
+    def build_reward(self) -> Objective:
+        upright = Affine("pole_cos", offset=0.5, scale=0.5, reduce="mean")
+        centered = Tolerance("cart_position", margin=2, offset=0.5, scale=0.5)
+        small_control = Tolerance("control", margin=1, value_at_margin=0, sigmoid="quadratic", offset=0.8,
+                                  scale=0.2, reduce="mean")
+        small_velocity = Tolerance("angular_vel", margin=5, reduce="min", offset=0.5, scale=0.5)
+        return upright * small_control * small_velocity * centered
+
+    def quantities(self, qpos, qvel, action):
+        kin = forward_kinematics(self.tree, qpos)
+        return {"pole_cos": kin.xmat[:, 2:, 2, 2], "cart_position": qpos[:, 0], "control": action[:, :1],
+                "angular_vel": qvel[:, 1:]}
+
+
+class SwimmerTask(Task):
+    """dm_control ``swimmer/swimmerN``: bring the nose to the target (long-tail tolerance)."""
+
+    domain = "swimmer"
+
+    def __init__(self, n_links: int = 6):
+        self.task = f"swimmer{n_links}"
+        self.n_links = n_links
+        system = get_system(f"swimmer{n_links}")
+        m = system.model
+        nose = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "nose")
+        target = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "target")
+        self.nose_body = int(m.geom_bodyid[nose])
+        self.nose_pos = torch.as_tensor(m.geom_pos[nose], dtype=torch.float64)
+        self.head_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "head")
+        self.target_size = float(m.geom_size[target, 0])
+        self.target_geom = target
+        self.target = torch.as_tensor(m.geom_pos[target], dtype=torch.float64)
+        super().__init__(system)
+
+    def make_env(self, seed: int | None = None):
+        from dm_control import suite
+
+        return suite.load("swimmer", self.task, task_kwargs={"random": seed})
+
+    def build_reward(self) -> Objective:
+        s = self.target_size
+        return Tolerance("nose_to_target_dist", bounds=(0, s), margin=5 * s, sigmoid="long_tail")
+
+    def set_target(self, xyz) -> None:
+        self.target = torch.as_tensor(np.asarray(xyz, dtype=np.float64))
+
+    def sync_from_env(self, env) -> None:
+        self.set_target(env.physics.model.geom_pos[self.target_geom])
+
+    def quantities(self, qpos, qvel, action):
+        kin = forward_kinematics(self.tree, qpos)
+        R_nose = kin.xmat[:, self.nose_body]
+        nose = kin.xpos[:, self.nose_body] + (R_nose @ self.nose_pos.to(qpos)[:, None])[..., 0]
+        d = self.target.to(qpos) - nose  # world frame
+        local = (d[:, None, :] @ kin.xmat[:, self.head_body])[:, 0, :2]  # dm_control: d.dot(head_xmat)
+        dist = torch.sqrt((local * local).sum(-1) + 1e-12)
+        return {"nose_to_target_dist": dist, "nose_to_target": local}
+
+
+def get_task(name: str) -> Task:
+    """``cartpole-swingup`` or ``swimmerN`` (N >= 3)."""
+    if name in ("cartpole-swingup", "cartpole"):
+        return CartpoleSwingup()
+    if name.startswith("swimmer") and name[7:].isdigit() and int(name[7:]) >= 3:
+        return SwimmerTask(int(name[7:]))
+    raise GndesignError(f"unknown task {name!r}: choose cartpole-swingup or swimmerN (N >= 3, e.g. swimmer6)")

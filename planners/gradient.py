@@ -1,0 +1,92 @@
+"""Gradient-based planning: Adam on action sequences through a differentiable rollout."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from planners.base import CostFn, Planner, PlanResult
+
+log = logging.getLogger(__name__)
+
+
+class GradientPlanner(Planner):
+    """First-order trajectory optimization with K restarts in one batch.
+
+    Actions live in an unconstrained space squashed to the bounds,
+    ``a = mid + half * tanh(z)``, so every iterate is feasible. The restarts are the warm start,
+    noisy copies of it and uniform random sequences; each restart's gradient is clipped, a restart
+    whose cost or gradient is not finite is reset to the best plan so far (and logged), and the
+    best sequence seen over all iterations is returned.
+
+    Args:
+        iterations: Adam steps per decision.
+        restarts: K sequences optimized together.
+        lr: Adam learning rate (in the unconstrained space).
+        noise: std of the perturbations of the warm start, as a fraction of the action range.
+        random_fraction: share of the restarts drawn uniformly at random.
+        grad_clip: per-restart gradient norm limit.
+    """
+
+    name = "gradient"
+
+    def __init__(self, dynamics, cost: CostFn, horizon: int, iterations: int = 20, restarts: int = 8,
+                 lr: float = 0.3, noise: float = 0.3, random_fraction: float = 0.25, grad_clip: float = 10.0,
+                 seed: int = 0):
+        if not dynamics.differentiable:
+            raise ValueError("the gradient planner needs differentiable dynamics (a learned model)")
+        super().__init__(dynamics, cost, horizon, seed)
+        self.iterations, self.restarts, self.lr = iterations, restarts, lr
+        self.noise, self.random_fraction, self.grad_clip = noise, random_fraction, grad_clip
+        self.mid = (self.high + self.low) / 2
+        self.half = (self.high - self.low) / 2
+
+    def _to_z(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.atanh(((a - self.mid) / self.half).clamp(-0.995, 0.995))
+
+    def _to_a(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mid + self.half * torch.tanh(z)
+
+    def starts(self, init: torch.Tensor) -> torch.Tensor:
+        K = self.restarts
+        n_rand = int(round(self.random_fraction * K)) if K > 1 else 0
+        n_noisy = K - 1 - n_rand
+        eps = torch.randn(n_noisy, *init.shape, generator=self.generator) * self.noise * (self.high - self.low)
+        return torch.cat([init[None], self.clip(init[None] + eps), self.uniform(n_rand)], dim=0)
+
+    def optimize(self, qpos, qvel, init) -> PlanResult:
+        z = self._to_z(self.starts(init)).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=self.lr)
+        best_a, best_c = init.clone(), float("inf")
+        history = []
+        for _ in range(self.iterations):
+            a = self._to_a(z)
+            cost = self.evaluate(qpos, qvel, a)
+            finite = torch.isfinite(cost)
+            if finite.any():
+                c_min, i = torch.where(finite, cost, torch.full_like(cost, float("inf"))).min(0)
+                if float(c_min) < best_c:
+                    best_c, best_a = float(c_min), a[i].detach().clone()
+            history.append(best_c)
+            opt.zero_grad(set_to_none=True)
+            torch.where(finite, cost, torch.zeros_like(cost)).sum().backward()
+            with torch.no_grad():
+                g = z.grad
+                bad = ~finite | ~torch.isfinite(g).all(dim=(1, 2))
+                if bad.any():
+                    log.warning("gradient planner: %d restart(s) non-finite; reset to the best plan", int(bad.sum()))
+                    g[bad] = 0.0
+                    z[bad] = self._to_z(best_a)
+                norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+                g.mul_((self.grad_clip / norm).clamp(max=1.0)[:, None, None])
+            opt.step()
+        with torch.no_grad():  # the last iterate has not been scored yet
+            a = self._to_a(z)
+            cost = self.evaluate(qpos, qvel, a)
+            cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, float("inf")))
+            c_min, i = cost.min(0)
+            if float(c_min) < best_c:
+                best_c, best_a = float(c_min), a[i].clone()
+        history.append(best_c)
+        return PlanResult(best_a, best_c, history)
