@@ -65,7 +65,8 @@ class GradientPlanner(Planner):
             cost = self.evaluate(qpos, qvel, a)
             finite = torch.isfinite(cost)
             if finite.any():
-                c_min, i = torch.where(finite, cost, torch.full_like(cost, float("inf"))).min(0)
+                scored = cost.detach()
+                c_min, i = torch.where(finite, scored, torch.full_like(scored, float("inf"))).min(0)
                 if float(c_min) < best_c:
                     best_c, best_a = float(c_min), a[i].detach().clone()
             history.append(best_c)

@@ -1,0 +1,62 @@
+"""The objective library: dm_control-equal tolerances, composition, specs as data, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from dm_control.utils import rewards
+
+from gndesign.errors import ConfigError
+from gndesign.objectives import SIGMOIDS, Affine, Residual, Tolerance, from_spec, tolerance
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+def test_tolerance_equals_dm_control(sigmoid):
+    x = np.linspace(-4, 4, 401)
+    v = 0.0 if sigmoid in ("linear", "quadratic", "cosine") else 0.1
+    for bounds, margin in (((0, 0), 1.0), ((-0.5, 1.0), 2.0), ((0, 0), 0.0)):
+        ours = tolerance(torch.tensor(x), bounds, margin, sigmoid, v).numpy()
+        ref = rewards.tolerance(x, bounds=bounds, margin=margin, sigmoid=sigmoid, value_at_margin=v)
+        assert np.allclose(ours, ref, atol=1e-12), (sigmoid, bounds, margin)
+
+
+def test_tolerance_is_differentiable_outside_bounds():
+    x = torch.tensor([2.0, -3.0], requires_grad=True)
+    tolerance(x, (0, 1), margin=1.0, sigmoid="long_tail").sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad != 0).all()
+
+
+def test_composition_and_specs_round_trip():
+    q = {"a": torch.tensor([[1.0, 2.0], [0.0, 0.0]]), "b": torch.tensor([0.5, -1.0])}
+    obj = Residual("a", target=1.0, weight=2.0) + 3.0 * Tolerance("b", margin=1.0) * Affine("b", offset=1.0)
+    value = obj(q)
+    expected_res = 2.0 * 0.5 * torch.tensor([0.0 + 1.0, 1.0 + 1.0])
+    expected_tol = tolerance(q["b"], (0, 0), 1.0) * (1.0 + q["b"])
+    assert torch.allclose(value, expected_res + 3.0 * expected_tol)
+    again = from_spec(obj.to_spec())
+    assert torch.allclose(again(q), value)
+
+
+def test_residual_norms_at_their_limits():
+    q = {"x": torch.tensor([[0.0], [3.0]])}
+    assert Residual("x", norm="l1")(q).tolist() == [0.0, 3.0]
+    smooth = Residual("x", norm="smooth_abs", smoothing=0.1)(q)
+    assert smooth[0] == 0 and abs(float(smooth[1]) - (np.sqrt(9.01) - 0.1)) < 1e-6
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "bogus"}, "unknown objective kind"),
+    ({"kind": "residual", "quantity": "x", "weight": -1.0}, "non-negative"),
+    ({"kind": "residual", "quantity": "x", "weight": float("nan")}, "finite"),
+    ({"kind": "tolerance", "quantity": "x", "sigmoid": "wavy"}, "unknown sigmoid"),
+    ({"kind": "sum", "terms": []}, "at least one term"),
+    ({"kind": "residual", "quantity": "x", "colour": 1}, "bad residual objective"),
+    ("residual", "mapping"),
+])
+def test_bad_specs_are_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        from_spec(spec)
+
+
+def test_missing_quantity_names_what_is_available():
+    with pytest.raises(ConfigError, match="'y'.*available: x"):
+        Residual("y")({"x": torch.zeros(2)})
