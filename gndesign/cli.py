@@ -7,6 +7,7 @@ stderr and exit status 2; ``--verbose`` shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -166,6 +167,147 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Planner settings per task and planner (override with --set planner.KEY=VALUE).
+PLAN_DEFAULTS = {
+    "horizon": {"cartpole-swingup": 60, "swimmer6": 30},
+    "gradient": {"iterations": 10, "restarts": 8, "lr": 0.3},
+    "cem": {"population": 128, "elites": 16, "iterations": 4},
+    "mppi": {"samples": 128, "iterations": 4, "temperature": 0.1},
+    "random": {"samples": 512},
+}
+
+
+def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
+                  replan_every: int = 1, horizon: int | None = None, options: dict | None = None,
+                  video: str | None = None, progress: bool = True) -> dict:
+    """Run MPC episodes in the real dm_control environment; returns per-episode summaries."""
+    import numpy as np
+    import torch
+
+    from envs.control import DmControlEnvironment
+    from envs.mujoco_dynamics import MujocoDynamics
+    from envs.tasks import get_task
+    from gndesign.dynamics import LearnedDynamics
+    from gndesign.training import load_model, resolve_checkpoint
+    from planners import PLANNERS, make_planner
+    from planners.mpc import run_mpc
+
+    task = get_task(task_name)
+    if planner_name not in PLANNERS:
+        raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
+    if model == "mujoco":
+        dynamics = MujocoDynamics(task.system)
+    else:
+        ckpt = resolve_checkpoint(model)
+        learned, _ = load_model(ckpt, task.system.name, mjcf_sha256=task.system.mjcf_sha256())
+        dynamics = LearnedDynamics(learned, task.system.name)
+    opts = dict(PLAN_DEFAULTS[planner_name], **(options or {}))
+    H = horizon or PLAN_DEFAULTS["horizon"].get(task_name, 30)
+    steps = steps or task.episode_steps
+    results, frames = [], []
+    for ep in range(episodes):
+        planner = make_planner(planner_name, dynamics, task.cost, H, seed=seed + ep, **opts)
+        env = DmControlEnvironment(task, seed=seed + ep)
+        on_step = None
+        if video and ep == 0:
+            def on_step(t, env=env):
+                if t % 2 == 0:
+                    frames.append(env.render())
+        with torch.no_grad() if not dynamics.differentiable else contextlib.nullcontext():
+            rec = run_mpc(env, planner, steps, replan_every=replan_every, progress=progress, on_step=on_step)
+        summary = rec.summary()
+        summary.update(episode=ep, seed=seed + ep, rewards=rec.rewards, actions=rec.actions)
+        results.append(summary)
+        log.info("episode %d: return %.1f, %.3f s per decision, %.0f model evaluations per decision",
+                 ep, summary["return"], summary["mean_latency_s"], summary["mean_evaluations"])
+    returns = np.array([r["return"] for r in results])
+    out = {"task": task_name, "model": model, "planner": planner_name, "horizon": H, "options": opts,
+           "replan_every": replan_every, "steps": steps, "episodes": results,
+           "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+           "mean_latency_s": float(np.mean([r["mean_latency_s"] for r in results])),
+           "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),
+           "control_timestep": task.system.control_timestep}
+    out["real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_latency_s"], 1e-12)
+    if video:
+        out["video"] = str(write_gif(frames, video, fps=int(round(0.5 / task.system.control_timestep))))
+    return out
+
+
+def write_gif(frames, path: str, fps: int = 25) -> Path:
+    """Write RGB frames as an animated GIF (atomically)."""
+    from PIL import Image
+
+    from gndesign.io import atomic_path
+
+    if not frames:
+        raise GndesignError("no frames were rendered: is MUJOCO_GL set to egl or osmesa?")
+    path = Path(path)
+    images = [Image.fromarray(f) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def plot_episode(result: dict, path: str) -> Path:
+    """Reward and actions over time of the first episode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from gndesign.io import atomic_path
+
+    ep = result["episodes"][0]
+    t = np.arange(len(ep["rewards"])) * result["control_timestep"]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True)
+    a1.plot(t, ep["rewards"], "C0")
+    a1.set_ylabel("reward")
+    a1.set_title(f"{result['task']}: {result['planner']} planner on {result['model']} (return {ep['return']:.1f})")
+    a2.plot(t, np.array(ep["actions"]), lw=1)
+    a2.set_ylabel("action")
+    a2.set_xlabel("time [s]")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gndesign.training import parse_value
+
+    options = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if not key.startswith("planner.") or not value:
+            raise GndesignError(f"--set {item!r} must look like planner.KEY=VALUE (e.g. planner.iterations=20)")
+        options[key.split(".", 1)[1]] = parse_value(value)
+    result = plan_episodes(args.system, args.model, args.planner, args.episodes, args.seed, args.steps,
+                           args.replan_every, args.horizon, options, args.video, progress=not args.quiet)
+    if args.plot:
+        result["plot"] = str(plot_episode(result, args.plot))
+    if args.out:
+        from gndesign.io import atomic_write_json
+
+        atomic_write_json(args.out, result)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "episodes"}
+                         | {"returns": [e["return"] for e in result["episodes"]]}, indent=2))
+    else:
+        for e in result["episodes"]:
+            print(f"episode {e['episode']} (seed {e['seed']}): return {e['return']:.1f}")
+        print(f"{result['planner']} on {result['model']}: return {result['return_mean']:.1f} +- "
+              f"{result['return_std']:.1f}; {result['mean_latency_s'] * 1e3:.1f} ms and "
+              f"{result['mean_evaluations']:.0f} model evaluations per decision; real-time factor "
+              f"{result['real_time_factor']:.2f}")
+        for key in ("plot", "video"):
+            if key in result:
+                print(f"{key}: {result[key]}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job until planning lands: inspect cartpole, check FK, generate a small dataset."""
     from envs.generate import generate_dataset
@@ -238,6 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="also write the results as JSON to this file")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("plan", help="model-predictive control in the real dm_control environment")
+    s.add_argument("system", help="task: cartpole-swingup (or cartpole) or swimmerN, e.g. swimmer6")
+    s.add_argument("--model", required=True, help="checkpoint path, pretrained:NAME, or mujoco (the oracle)")
+    s.add_argument("--planner", default="gradient", help="gradient, cem, mppi or random")
+    s.add_argument("--episodes", type=_positive_int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=_positive_int, help="control steps per episode (default: dm_control's 1000)")
+    s.add_argument("--horizon", type=_positive_int, help="planning horizon in control steps")
+    s.add_argument("--replan-every", type=_positive_int, default=1, help="replan every k control steps")
+    s.add_argument("--set", action="append", metavar="planner.KEY=VALUE", help="planner option (repeatable)")
+    s.add_argument("--video", help="write an animated GIF of the first episode here")
+    s.add_argument("--plot", help="write reward and actions over time (PNG) here")
+    s.add_argument("--out", help="write all results as JSON here")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs)")
     s.add_argument("--out", default="runs/demo")

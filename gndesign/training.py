@@ -126,6 +126,11 @@ def _coerce(f: dataclasses.Field, value: Any, where: str):
         raise ConfigError(f"{where}: cannot read {value!r} as {type(default).__name__}") from None
 
 
+def parse_value(text: str):
+    """A command-line value as YAML reads it (numbers, booleans, strings)."""
+    return yaml.safe_load(text)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
     """A :class:`RunConfig` from defaults, an optional YAML file and ``section.key=value`` overrides."""
     raw: dict = {}
@@ -143,7 +148,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+        raw.setdefault(section, {})[name] = parse_value(value)
     cfg = RunConfig.from_dict(raw)
     cfg.model.validate()
     cfg.train.validate()

@@ -64,3 +64,38 @@ def test_generate_then_load_through_the_console_script(tmp_path):
 
     ds = TrajectoryDataset.load(out, "pendulum")
     assert ds.qpos.shape == (3, 11, 1)
+
+
+def test_oracle_mpc_beats_doing_nothing(tmp_path, capsys):
+    from envs.tasks import get_task
+
+    steps = 100
+    out = tmp_path / "plan.json"
+    assert main(["plan", "cartpole", "--model", "mujoco", "--planner", "cem", "--steps", str(steps),
+                 "--horizon", "30", "--set", "planner.population=48", "--set", "planner.iterations=3",
+                 "--out", str(out), "--plot", str(tmp_path / "p.png"), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    env = get_task("cartpole-swingup").make_env(seed=0)
+    env.reset()
+    zero = sum(env.step([0.0]).reward for _ in range(steps))
+    assert result["return_mean"] > zero + 1.0
+    assert result["mean_evaluations"] == 48 * 3 * 30
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_plan_refuses_unknown_planner_and_foreign_checkpoint(tmp_path, capsys, cartpole_data):
+    from gndesign.training import load_config, train
+
+    cfg = load_config(None, ["model.latent_size=8", "model.mlp_hidden_size=8", "train.steps=1",
+                             "train.batch_size=8", "train.stats_transitions=50"])
+    cfg.data = [str(cartpole_data)]
+    train(cfg, tmp_path / "run", progress=False)
+    ckpt = str(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert main(["plan", "swimmer6", "--model", ckpt, "--steps", "2"]) == 2
+    assert "trained on ['cartpole'], not on 'swimmer6'" in capsys.readouterr().err
+    assert main(["plan", "cartpole", "--model", "mujoco", "--planner", "ilqr", "--steps", "2"]) == 2
+    assert "unknown planner 'ilqr'" in capsys.readouterr().err
+    assert main(["plan", "walker", "--model", "mujoco"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert main(["plan", "cartpole", "--model", "mujoco", "--set", "iterations=3"]) == 2
+    assert "planner.KEY=VALUE" in capsys.readouterr().err

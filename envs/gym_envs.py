@@ -1,0 +1,142 @@
+"""Gymnasium environments: dm_control tasks (true MuJoCo) and learned-model simulators.
+
+    import gndesign, gymnasium
+    env = gymnasium.make("gndesign/CartpoleSwingup-v0", render_mode="rgb_array")
+    env = gymnasium.make("gndesign/Swimmer6-v0")
+    env = gymnasium.make("gndesign/Learned-v0", checkpoint="pretrained:cartpole", task="cartpole-swingup")
+
+Observations are ``[qpos, qvel]`` (plus the target's x, y for the swimmer) as float64; actions
+are the actuators' controls within their ranges. Episodes last dm_control's 1000 control steps
+and end by truncation.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.tasks import SwimmerTask, Task, get_task
+
+RENDER_SIZE = (240, 320)
+
+
+def _obs_space(n: int) -> gym.spaces.Box:
+    return gym.spaces.Box(-np.inf, np.inf, shape=(n,), dtype=np.float64)
+
+
+def _action_space(ctrlrange: np.ndarray) -> gym.spaces.Box:
+    return gym.spaces.Box(ctrlrange[:, 0].astype(np.float32), ctrlrange[:, 1].astype(np.float32), dtype=np.float32)
+
+
+class _TaskEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, task: Task, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.task = task
+        self.render_mode = render_mode
+        self.extra = 2 if isinstance(task, SwimmerTask) else 0
+        s = task.system
+        self.observation_space = _obs_space(s.nq + s.nv + self.extra)
+        self.action_space = _action_space(s.ctrlrange())
+
+    def _obs(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        parts = [qpos, qvel] + ([self.task.target[:2].numpy()] if self.extra else [])
+        return np.concatenate(parts).astype(np.float64)
+
+    def _check_action(self, action) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        if not np.isfinite(a).all():
+            raise ValueError(f"action contains NaN or infinite values: {a}")
+        return np.clip(a, self.action_space.low, self.action_space.high)
+
+
+class DmControlGymEnv(_TaskEnv):
+    """A dm_control task (ground-truth MuJoCo) with the gymnasium 5-tuple API."""
+
+    def __init__(self, task: str = "cartpole-swingup", render_mode: str | None = None):
+        super().__init__(get_task(task), render_mode)
+        self._env = None
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        if self._env is None or seed is not None:
+            self._env = self.task.make_env(int(self.np_random.integers(2**31 - 1)))
+        self._env.reset()
+        self.task.sync_from_env(self._env)
+        return self._obs(*self.task.state_from_env(self._env)), {}
+
+    def step(self, action):
+        ts = self._env.step(self._check_action(action))
+        obs = self._obs(*self.task.state_from_env(self._env))
+        return obs, float(ts.reward or 0.0), False, bool(ts.last()), {}
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self._env.physics.render(*RENDER_SIZE, camera_id=0)
+
+
+class LearnedGymEnv(_TaskEnv):
+    """An environment whose step is a trained forward model (any system and checkpoint).
+
+    The reward is the task's (dm_control's, computed on the learned state); initial states are
+    drawn as for data generation. Rendering shows the learned state in MuJoCo's renderer.
+    """
+
+    def __init__(self, checkpoint: str = "pretrained:cartpole", task: str = "cartpole-swingup",
+                 episode_steps: int = 1000, render_mode: str | None = None):
+        from gndesign.training import load_model, resolve_checkpoint
+
+        t = get_task(task)
+        super().__init__(t, render_mode)
+        self.model, _ = load_model(resolve_checkpoint(checkpoint), t.system.name, allow_new_system=True)
+        if t.system.name not in self.model.systems:
+            from gndesign.simulator import SystemSpec
+
+            self.model.add_system(SystemSpec(t.system.name, t.system.mjcf, t.system.control_timestep,
+                                             t.system.assets))
+        self.episode_steps = episode_steps
+        self._renderer = None
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        rng = np.random.default_rng(int(self.np_random.integers(2**31 - 1)))
+        q, v = self.task.system.initial_state(self.task.system.model, rng)
+        if isinstance(self.task, SwimmerTask):
+            self.task.set_target([*rng.uniform(-2, 2, size=2), self.task.target[2].item()])
+        self.q = torch.as_tensor(q, dtype=torch.float32)[None]
+        self.v = torch.as_tensor(v, dtype=torch.float32)[None]
+        self.t = 0
+        return self._obs(q, v), {}
+
+    def step(self, action):
+        a = torch.as_tensor(self._check_action(action), dtype=torch.float32)[None]
+        with torch.no_grad():
+            self.q, self.v = self.model.step(self.q, self.v, a, self.task.system.name)
+            reward = float(self.task.reward(self.q.double(), self.v.double(), a.double()))
+        self.t += 1
+        q, v = self.q[0].double().numpy(), self.v[0].double().numpy()
+        terminated = not (np.isfinite(q).all() and np.isfinite(v).all())
+        return self._obs(q, v), reward, terminated, self.t >= self.episode_steps, {}
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        import mujoco
+
+        m = self.task.system.model
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(m, *RENDER_SIZE)
+            self._data = mujoco.MjData(m)
+        self._data.qpos[:] = self.q[0].double().numpy()
+        mujoco.mj_forward(m, self._data)
+        self._renderer.update_scene(self._data, camera=0)
+        return self._renderer.render()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
