@@ -5,7 +5,8 @@ Errors are measured against the ground-truth MuJoCo states:
 * ``one_step_loss``: the training loss (normalized units) with no input noise;
 * ``qpos_rmse[h]``: root-mean-square generalized-coordinate error after ``h`` steps of an open-loop
   rollout under the recorded actions (tangent-space difference, so quaternions are handled);
-* ``body_pos_error[h]``: mean Euclidean error of the body positions after ``h`` steps [m].
+* ``body_pos_error[h]``: mean Euclidean error of the bodies' centres of mass after ``h`` steps [m]
+  (centres of mass, not frame origins: a pendulum's frame origin sits on its hinge and never moves).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def rollout_errors(model: ForwardModel, ds: TrajectoryDataset, episodes: np.ndar
             finite[h] &= bool(ok.all())
             diff = differentiate_qpos(tree, qt.double(), qp.double(), 1.0)
             sq_q[h].append(diff.pow(2).mean(1))
-            xp = forward_kinematics(tree, qp.double()).xpos[:, 1:]
-            xt = forward_kinematics(tree, qt.double()).xpos[:, 1:]
+            xp = forward_kinematics(tree, qp.double()).xipos[:, 1:]
+            xt = forward_kinematics(tree, qt.double()).xipos[:, 1:]
             pos[h].append((xp - xt).norm(dim=-1).mean(1))
     return {
         "qpos_rmse": {h: float(torch.cat(sq_q[h]).mean().sqrt()) for h in horizons},
