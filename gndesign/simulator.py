@@ -65,8 +65,8 @@ class ModelConfig:
     """Architecture of a forward model (saved with every checkpoint)."""
 
     kind: str = "gn"  # "gn" (graph network) or "mlp" (flat baseline)
-    latent_size: int = 128
-    mlp_hidden_size: int = 128
+    latent_size: int = 64  # 64 trains ~2x faster than 128 on CPU and was more accurate per minute
+    mlp_hidden_size: int = 64
     mlp_layers: int = 2
     message_passing_steps: int = 2
     shared_weights: bool = False
@@ -109,6 +109,8 @@ class Transitions:
     params: Params
     qpos_next: torch.Tensor
     qvel_next: torch.Tensor
+    qpos_clean: torch.Tensor | None = None  # noise-free qpos: if set, the position correction
+    # target is computed from it (position noise then only perturbs the inputs)
 
 
 class ForwardModel(nn.Module):
@@ -198,11 +200,14 @@ class ForwardModel(nn.Module):
         return torch.stack(qs, 1), torch.stack(vs, 1)
 
     # ----------------------------------------------------------------------------- training
-    def targets(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw_targets(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dof ``(a, c)`` targets; ``c`` from ``batch.qpos_clean`` when given."""
         b = self.builder(batch.system)
-        acc, corr = dynamics_targets(b.tree, batch.qpos, batch.qvel, batch.qpos_next, batch.qvel_next,
-                                     b.control_timestep)
-        return self.normalize_targets(batch, acc, corr)
+        q = batch.qpos if batch.qpos_clean is None else batch.qpos_clean
+        return dynamics_targets(b.tree, q, batch.qvel, batch.qpos_next, batch.qvel_next, b.control_timestep)
+
+    def targets(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.normalize_targets(batch, *self.raw_targets(batch))
 
     def forward(self, batches: list[Transitions], want_next: bool = False):
         """The training objective: mean squared error of normalized predictions over all valid
@@ -279,8 +284,7 @@ class GraphNetworkSimulator(ForwardModel):
         self.node_norm.accumulate(g.x)
         self.edge_norm.accumulate(g.edge_attr)
         self.global_norm.accumulate(g.u)
-        acc, corr = dynamics_targets(b.tree, batch.qpos, batch.qvel, batch.qpos_next, batch.qvel_next,
-                                     b.control_timestep)
+        acc, corr = self.raw_targets(batch)
         tgt = self._edge_targets(batch, acc, corr)
         for e, t in enumerate(b.tree.edge_type):
             if t != WELD:
@@ -341,11 +345,8 @@ class MLPDynamics(ForwardModel):
 
     @torch.no_grad()
     def accumulate_statistics(self, batch: Transitions) -> None:
-        b = self.builder(batch.system)
         self.input_norm.accumulate(self._inputs(batch))
-        acc, corr = dynamics_targets(b.tree, batch.qpos, batch.qvel, batch.qpos_next, batch.qvel_next,
-                                     b.control_timestep)
-        self.target_norm.accumulate(torch.cat([acc, corr], -1))
+        self.target_norm.accumulate(torch.cat(self.raw_targets(batch), -1))
 
     def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
         return [self.net(self.input_norm(self._inputs(x))) for x in batches]

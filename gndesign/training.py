@@ -49,10 +49,13 @@ class TrainConfig:
     minutes: float | None = None  # stop after this wall-clock time; the learning rate then decays over it
     batch_size: int = 256  # transitions per step and process
     lr: float = 1e-3
-    lr_final: float = 1e-5  # exponential decay from lr to lr_final over `steps`
+    lr_final: float = 1e-4  # exponential decay from lr to lr_final over `steps` (or `minutes`)
     grad_clip: float = 1.0
-    vel_noise: float = 0.02  # input noise on qvel, as a fraction of each dof's velocity std
-    pos_noise: float = 0.5  # input noise on qpos, as a fraction of each dof's (velocity std x dt)
+    vel_noise: float = 0.005  # input noise on qvel, as a fraction of each dof's velocity std
+    pos_noise: float = 0.1  # input noise on qpos, as a fraction of each dof's (velocity std x dt)
+    # Noise-correct the position target too (True), or let position noise only perturb the inputs
+    # (False: the position correction it cannot predict would otherwise dominate the loss).
+    correct_pos_noise: bool = False
     unroll_steps: int = 1  # > 1: multi-step loss through the model's own predictions
     val_fraction: float = 0.1
     stats_transitions: int = 20000  # transitions used to accumulate normalization statistics
@@ -232,7 +235,7 @@ def add_noise(model: ForwardModel, seq: dict, scales: tuple[torch.Tensor, torch.
 
 
 def unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[torch.Tensor, torch.Tensor]],
-                  net=None) -> torch.Tensor:
+                  net=None, correct_pos_noise: bool = True) -> torch.Tensor:
     """Mean normalized loss over ``length`` steps, each step starting from the model's own
     prediction of the previous one (plain one-step loss for length 1).
 
@@ -243,7 +246,8 @@ def unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[torch
     total = 0.0
     for k in range(length):
         batches = [Transitions(s["system"], q, v, s["action"][:, k], s["params"], s["qpos"][:, k + 1],
-                               s["qvel"][:, k + 1]) for s, (q, v) in zip(seqs, states, strict=True)]
+                               s["qvel"][:, k + 1], None if correct_pos_noise or k else s["qpos"][:, 0])
+                   for s, (q, v) in zip(seqs, states, strict=True)]
         loss, nxt = net(batches, k + 1 < length)
         total = total + loss
         states = nxt
@@ -451,7 +455,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
         for seq in train_set.sample(tc.stats_transitions, 1, stat_gen):
             q, v = add_noise(model, seq, scales[seq["system"]], stat_gen)
             model.accumulate_statistics(Transitions(seq["system"], q, v, seq["action"][:, 0], seq["params"],
-                                                    seq["qpos"][:, 1], seq["qvel"][:, 1]))
+                                                    seq["qpos"][:, 1], seq["qvel"][:, 1],
+                                                    None if tc.correct_pos_noise else seq["qpos"][:, 0]))
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -473,7 +478,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
         model.train()
         seqs = train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
         start = [add_noise(model, s, scales[s["system"]], gens["noise"]) for s in seqs]
-        loss = unrolled_loss(model, seqs, start, net)
+        loss = unrolled_loss(model, seqs, start, net, tc.correct_pos_noise)
         if not torch.isfinite(loss):
             raise GndesignError(f"training diverged at step {step} (loss {float(loss)}): lower train.lr")
         optimizer.zero_grad(set_to_none=True)

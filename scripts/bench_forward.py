@@ -29,7 +29,7 @@ SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah"]
 SWIM_TRAIN = [3, 4, 5, 6, 8, 9]
 SWIM_TEST = [7, 10, 11, 12, 13, 14]
 HORIZONS = (1, 10, 50, 100)
-MODEL = {"gn": ["model.latent_size=128", "model.mlp_hidden_size=128", "model.message_passing_steps=2"],
+MODEL = {"gn": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=2"],
          "mlp": ["model.kind=mlp", "model.mlp_hidden_size=256", "model.mlp_layers=3"]}
 log = logging.getLogger("bench_forward")
 

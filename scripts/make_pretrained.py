@@ -16,12 +16,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GN = ["model.latent_size=128", "model.mlp_hidden_size=128", "model.message_passing_steps=2",
+GN = ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=2",
       "train.log_every=200", "train.eval_every=1000", "train.checkpoint_every=1000", "train.threads=1"]
 SPECS = {
-    "cartpole": {"data": [("cartpole", 400, 0)], "steps": 8000},
-    "swimmer6": {"data": [("swimmer6", 400, 0)], "steps": 3000},
-    "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 4000},
+    "cartpole": {"data": [("cartpole", 400, 0)], "steps": 15000},
+    "swimmer6": {"data": [("swimmer6", 400, 0)], "steps": 8000},
+    "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 10000},
 }
 
 
