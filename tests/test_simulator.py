@@ -106,3 +106,20 @@ def test_mlp_refuses_several_systems(cartpole_data, swimmer_data):
 def test_bad_model_config_is_refused():
     with pytest.raises(ConfigError, match="model.kind"):
         ModelConfig(kind="transformer").validate()
+
+
+def test_position_noise_can_leave_the_correction_target_clean(cartpole_data):
+    """With ``qpos_clean`` the position-correction target ignores the (unpredictable) input noise,
+    while the acceleration target stays noise-corrected."""
+    ds = TrajectoryDataset.load(cartpole_data)
+    model = build_model(SMALL, [system_spec(ds)])
+    b = transitions(ds)
+    noisy = b.qpos + 1e-3 * torch.randn_like(b.qpos)
+    dirty = Transitions(b.system, noisy, b.qvel, b.action, b.params, b.qpos_next, b.qvel_next)
+    clean = Transitions(b.system, noisy, b.qvel, b.action, b.params, b.qpos_next, b.qvel_next, qpos_clean=b.qpos)
+    acc_d, corr_d = model.raw_targets(dirty)
+    acc_c, corr_c = model.raw_targets(clean)
+    _, corr_true = model.raw_targets(b)  # the noise-free transition
+    assert torch.equal(acc_d, acc_c)
+    assert torch.allclose(corr_c, corr_true)
+    assert (corr_d - corr_true).abs().max() > 1e-2  # noise/dt would swamp the real correction
