@@ -8,7 +8,8 @@ step ``dt``:
 
 Integration happens in joint space (quaternions for ball and free joints), so links cannot come
 apart in a rollout. ``c`` is zero for a single semi-implicit Euler substep and absorbs the
-difference when MuJoCo takes several substeps per control step (the swimmer takes 15). The
+difference when MuJoCo integrates otherwise (cartpole uses RK4) or takes several substeps per
+control step (the swimmer takes 15). The
 decoding has an exact inverse, :func:`dynamics_targets`, which builds the training targets from
 consecutive states, so a perfect prediction reproduces the data exactly.
 
