@@ -24,6 +24,7 @@ Features (``[static | dynamic]``; see :meth:`GraphBuilder.feature_names` for eve
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -67,7 +68,9 @@ class GraphBuilder:
         E = tree.num_edges
         self.edge_index = torch.as_tensor(tree.edge_index())  # [2, 2E]
         self.edge_dofs = torch.as_tensor(tree.edge_dofs())  # [E, MAX_DOF]
-        self._constant_edge = self._constant_edge_features()  # [E, ...] numpy
+        self._constant_edge = torch.as_tensor(self._constant_edge_features())  # [E, ...]
+        self._ctrlrange = torch.as_tensor(self._edge_ctrlrange())  # [E, 2]
+        self._consts: dict = {}
         # Per-edge index lists used to gather joint quantities into dof slots.
         self._dof_mask = self.edge_dofs >= 0
         self._dof_gather = self.edge_dofs.clamp_min(0)
@@ -140,19 +143,19 @@ class GraphBuilder:
         B, N = mass.shape
         like = mass
         # Principal inertia rotated into the body frame: R diag(I) R^T, 6 unique entries.
-        R = torch.as_tensor(_np_quat_to_mat(self.tree.body_iquat), dtype=like.dtype, device=like.device)
+        R = self.const("iquat_mat", like)
         full = torch.einsum("nij,bnj,nkj->bnik", R, params["body_inertia"], R)
         inertia = torch.stack([full[..., 0, 0], full[..., 1, 1], full[..., 2, 2],
                                full[..., 0, 1], full[..., 0, 2], full[..., 1, 2]], dim=-1)
-        com = torch.as_tensor(self.tree.body_ipos, dtype=like.dtype, device=like.device).expand(B, N, 3)
+        com = self.const("body_ipos", like).expand(B, N, 3)
         is_world = torch.zeros(B, N, 1, dtype=like.dtype, device=like.device)
         is_world[:, 0] = 1.0
         return torch.cat([mass[..., None], inertia, com, is_world], dim=-1)
 
     def _dof_slots(self, per_dof: torch.Tensor) -> torch.Tensor:
         """Gather ``[B, nv]`` per-dof values into per-edge slots ``[B, E, MAX_DOF]`` (zero padded)."""
-        mask = self._dof_mask.to(per_dof.device)
-        out = per_dof[:, self._dof_gather.to(per_dof.device)]
+        mask = self.const("dof_mask", per_dof)
+        out = per_dof[:, self.const("dof_gather", per_dof)]
         return torch.where(mask, out, torch.zeros_like(out))
 
     def dofs_to_edges(self, per_dof: torch.Tensor) -> torch.Tensor:
@@ -172,19 +175,33 @@ class GraphBuilder:
         """``[B, E, len(EDGE_STATIC)]`` for the forward edges."""
         like = params["dof_damping"]
         B = like.shape[0]
-        const = torch.as_tensor(self._constant_edge, dtype=like.dtype, device=like.device).expand(B, -1, -1)
+        const = self.const("constant_edge", like).expand(B, -1, -1)
         n_type = len(EDGE_TYPES)
-        mask = self._dof_mask.to(like.device)
+        mask = self.const("dof_mask", like)
         damping = self._dof_slots(params["dof_damping"]).sum(-1) / mask.sum(-1).clamp_min(1)
-        gain = torch.as_tensor(self.tree.actuator_gain, dtype=like.dtype, device=like.device)
+        gain = self.const("actuator_gain", like)
         moment = self.tree.actuator_moment(params["actuator_gear"]) * gain[:, None]  # [B, nu, nv]
         strength = self._dof_slots(moment.abs().sum(1))  # [B, E, MAX_DOF]
-        ctrl = self._edge_ctrlrange(like)
+        ctrl = self.const("ctrlrange", like)[None]
         return torch.cat([const[..., : n_type + 6], damping[..., None], const[..., n_type + 6:],
                           strength, ctrl.expand(B, -1, -1)], dim=-1)
 
-    def _edge_ctrlrange(self, like: torch.Tensor) -> torch.Tensor:
-        """``[1, E, 2]`` the widest finite control range among actuators reaching each edge."""
+    def const(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """A cached constant tensor (tree arrays, constant features) in ``like``'s dtype and device."""
+        key = (name, like.dtype, like.device)
+        if key not in self._consts:
+            t = self.tree
+            src = {"constant_edge": self._constant_edge, "ctrlrange": self._ctrlrange,
+                   "body_ipos": t.body_ipos, "iquat_mat": _np_quat_to_mat(t.body_iquat), "gravity": t.gravity,
+                   "qpos0": t.qpos0, "actuator_gain": t.actuator_gain, "edge_dofs": self.edge_dofs,
+                   "dof_mask": self._dof_mask, "dof_gather": self._dof_gather,
+                   "edge_type_index": np.array([EDGE_TYPES.index(e) for e in t.edge_type])}[name]
+            src = torch.as_tensor(src)
+            self._consts[key] = src.to(device=like.device, dtype=like.dtype if src.is_floating_point() else None)
+        return self._consts[key]
+
+    def _edge_ctrlrange(self) -> np.ndarray:
+        """``[E, 2]`` the widest finite control range among actuators reaching each edge."""
         t = self.tree
         out = np.zeros((t.num_edges, 2))
         reach = np.abs(t.actuator_basis).sum(1) > 0  # [nu, nv]
@@ -194,7 +211,7 @@ class GraphBuilder:
             lo = [t.ctrlrange[a, 0] for a in acts if np.isfinite(t.ctrlrange[a, 0])]
             hi = [t.ctrlrange[a, 1] for a in acts if np.isfinite(t.ctrlrange[a, 1])]
             out[e] = [min(lo, default=0.0), max(hi, default=0.0)]
-        return torch.as_tensor(out, dtype=like.dtype, device=like.device)[None]
+        return out
 
     # --------------------------------------------------------------------------- dynamic features
     def joint_coordinates(self, qpos: torch.Tensor) -> torch.Tensor:
@@ -203,7 +220,7 @@ class GraphBuilder:
         B = qpos.shape[0]
         zeros = qpos.new_zeros(B, _COORD_WIDTH)
         cols = []
-        q0 = torch.as_tensor(t.qpos0, dtype=qpos.dtype, device=qpos.device)
+        q0 = self.const("qpos0", qpos)
         for j, et in zip(t.edge_joint, t.edge_type, strict=True):
             if j < 0:
                 cols.append(zeros)
@@ -225,6 +242,11 @@ class GraphBuilder:
 
     def build(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor | None = None,
               params: Params | None = None) -> Batch:
+        """Graphs for a batch of states as a PyG ``Batch`` (see :meth:`build_tensors`)."""
+        return self.build_tensors(qpos, qvel, action, params).to_pyg()
+
+    def build_tensors(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor | None = None,
+                      params: Params | None = None) -> GraphTensors:
         """Graphs for a batch of states.
 
         Args:
@@ -232,8 +254,8 @@ class GraphBuilder:
             params: optional physical parameters, each ``[B, ...]`` or unbatched (nominal if None).
 
         Returns:
-            A PyG ``Batch`` with ``x [B*nbody, F_node]``, ``edge_index [2, B*2E]``,
-            ``edge_attr [B*2E, F_edge]``, ``u [B, F_global]``, ``batch [B*nbody]`` and ``ptr``.
+            :class:`GraphTensors` with ``x [B*nbody, F_node]``, ``edge_index [2, B*2E]``,
+            ``edge_attr [B*2E, F_edge]``, ``u [B, F_global]`` and ``batch [B*nbody]``.
         """
         t = self.tree
         if qpos.dim() == 1:
@@ -248,8 +270,9 @@ class GraphBuilder:
 
         # Nodes.
         root = kin.xpos[:, 1:2] if t.nbody > 1 else kin.xpos[:, :1]
-        g = torch.as_tensor(t.gravity, dtype=qpos.dtype, device=qpos.device)
-        up = -g / g.norm().clamp_min(1e-12) if float(g.norm()) > 0 else g.new_tensor([0.0, 0.0, 1.0])
+        g = self.const("gravity", qpos)
+        gn = float(np.linalg.norm(t.gravity))
+        up = -g / gn if gn > 0 else g.new_tensor([0.0, 0.0, 1.0])
         height = (kin.xpos * up).sum(-1, keepdim=True)
         rot6 = kin.xmat[..., :, :2].transpose(-1, -2).reshape(B, t.nbody, 6)
         rel = kin.xpos - root
@@ -274,12 +297,33 @@ class GraphBuilder:
 
         # Globals.
         u = torch.cat([qpos.new_full((B, 1), self.control_timestep), g.expand(B, 3)], -1)
-        return make_batch(x, edge_attr, ei, u)
+        return make_graphs(x, edge_attr, ei, u)
 
 
-def make_batch(x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor,
-               u: torch.Tensor) -> Batch:
-    """Pack ``B`` graphs sharing one topology into a PyG ``Batch``.
+@dataclass
+class GraphTensors:
+    """A batch of graphs as plain tensors (the simulator's hot path; no PyG objects).
+
+    ``x [N_total, F_node]``, ``edge_attr [E_total, F_edge]``, ``u [B, F_global]``,
+    ``edge_index [2, E_total]``, ``batch [N_total]`` (graph of each node), ``num_graphs = B``.
+    """
+
+    x: torch.Tensor
+    edge_attr: torch.Tensor
+    u: torch.Tensor
+    edge_index: torch.Tensor
+    batch: torch.Tensor
+    num_graphs: int
+
+    def to_pyg(self) -> Batch:
+        ptr = torch.zeros(self.num_graphs + 1, dtype=torch.long, device=self.x.device)
+        ptr[1:] = torch.bincount(self.batch, minlength=self.num_graphs).cumsum(0)
+        return Batch(x=self.x, edge_index=self.edge_index, edge_attr=self.edge_attr, u=self.u, batch=self.batch,
+                     ptr=ptr)
+
+
+def make_graphs(x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, u: torch.Tensor) -> GraphTensors:
+    """Pack ``B`` graphs sharing one topology.
 
     Args:
         x: ``[B, N, F_node]``; edge_attr: ``[B, E, F_edge]``; edge_index: ``[2, E]`` (per graph);
@@ -289,14 +333,14 @@ def make_batch(x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tenso
     dev = x.device
     offsets = (torch.arange(B, device=dev) * N)[:, None, None]
     ei = (edge_index.to(dev)[None] + offsets).permute(1, 0, 2).reshape(2, -1)
-    return Batch(x=x.reshape(B * N, -1), edge_index=ei, edge_attr=edge_attr.reshape(-1, edge_attr.shape[-1]),
-                 u=u, batch=torch.arange(B, device=dev).repeat_interleave(N),
-                 ptr=torch.arange(B + 1, device=dev) * N)
+    return GraphTensors(x.reshape(B * N, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), u, ei,
+                        torch.arange(B, device=dev).repeat_interleave(N), B)
 
 
-def concat_batches(batches: Sequence[Batch]) -> Batch:
-    """One ``Batch`` from batches of different systems (graph sizes may differ)."""
-    xs, eas, eis, us, bs, ptr = [], [], [], [], [], [0]
+def concat_batches(batches: Sequence[GraphTensors | Batch]) -> GraphTensors | Batch:
+    """One batch from batches of different systems (graph sizes may differ); PyG ``Batch`` in,
+    PyG ``Batch`` out."""
+    xs, eas, eis, us, bs = [], [], [], [], []
     node_off = graph_off = 0
     for b in batches:
         xs.append(b.x)
@@ -304,8 +348,7 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
         eis.append(b.edge_index + node_off)
         us.append(b.u)
         bs.append(b.batch + graph_off)
-        ptr.extend((b.ptr[1:] + node_off).tolist())
         node_off += b.x.shape[0]
         graph_off += b.num_graphs
-    return Batch(x=torch.cat(xs), edge_attr=torch.cat(eas), edge_index=torch.cat(eis, 1), u=torch.cat(us),
-                 batch=torch.cat(bs), ptr=torch.as_tensor(ptr, device=xs[0].device))
+    out = GraphTensors(torch.cat(xs), torch.cat(eas), torch.cat(us), torch.cat(eis, 1), torch.cat(bs), graph_off)
+    return out.to_pyg() if isinstance(batches[0], Batch) else out

@@ -267,21 +267,17 @@ class GraphNetworkSimulator(ForwardModel):
         return torch.cat([m, m], dim=-1)  # [E, 12]
 
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets."""
-        means, stds = [], []
-        for t in self.builder(system).tree.edge_type:
-            if t == WELD:
-                means.append(like.new_zeros(_CHANNELS * MAX_DOF))
-                stds.append(like.new_ones(_CHANNELS * MAX_DOF))
-            else:
-                means.append(self.target_norm[t].mean.to(like))
-                stds.append(self.target_norm[t].std.to(like))
-        return torch.stack(means), torch.stack(stds)
+        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1)."""
+        zeros = like.new_zeros(_CHANNELS * MAX_DOF)
+        means = torch.stack([self.target_norm[t].mean.to(like) if t != WELD else zeros for t in EDGE_TYPES])
+        stds = torch.stack([self.target_norm[t].std.to(like) if t != WELD else zeros + 1 for t in EDGE_TYPES])
+        idx = self.builder(system).const("edge_type_index", like)
+        return means[idx], stds[idx]
 
     @torch.no_grad()
     def accumulate_statistics(self, batch: Transitions) -> None:
         b = self.builder(batch.system)
-        g = b.build(batch.qpos, batch.qvel, batch.action, batch.params)
+        g = b.build_tensors(batch.qpos, batch.qvel, batch.action, batch.params)
         self.node_norm.accumulate(g.x)
         self.edge_norm.accumulate(g.edge_attr)
         self.global_norm.accumulate(g.u)
@@ -292,7 +288,7 @@ class GraphNetworkSimulator(ForwardModel):
                 self.target_norm[t].accumulate(tgt[:, e])
 
     def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
-        graphs = [self.builder(x.system).build(x.qpos, x.qvel, x.action, x.params) for x in batches]
+        graphs = [self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params) for x in batches]
         g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
         out = self.core(self.node_norm(g.x), self.edge_norm(g.edge_attr), self.global_norm(g.u),
                         g.edge_index, g.batch, g.num_graphs)["edge"]
