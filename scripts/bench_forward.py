@@ -141,6 +141,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=300)
     p.add_argument("--only", choices=["single", "multi", "zeroshot", "all"], default="all")
     p.add_argument("--quick", action="store_true", help="small data, for a smoke run")
+    p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="systems for --only single")
+    p.add_argument("--rerun", action="store_true", help="retrain even if a run directory exists")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_forward"))
     p.add_argument("--out", default=str(ROOT / "results" / "forward.json"))
     args = p.parse_args()
@@ -152,7 +154,7 @@ def main() -> None:
     train_data = {s: str(dataset(s, eps, 200, 0, data_root)) for s in SYSTEMS}
     long_data = {s: str(dataset(s, 8, 1000, 99, data_root)) for s in SYSTEMS}
     if args.only in ("single", "all"):
-        for s in SYSTEMS:
+        for s in args.systems:
             for kind in ("gn", "mlp"):
                 jobs.append({"name": f"{s}-{kind}", "kind": kind, "minutes": args.minutes,
                              "run": str(work / f"{s}-{kind}"), "train_data": [train_data[s]],
@@ -165,6 +167,11 @@ def main() -> None:
         swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
         jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes,
                      "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
+    if args.rerun:
+        import shutil
+
+        for job in jobs:
+            shutil.rmtree(job["run"], ignore_errors=True)
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = {r["job"]: r for r in pool.map(train_job, jobs)}
 
@@ -176,8 +183,8 @@ def main() -> None:
                           "horizons": HORIZONS, "models": MODEL}
     if "cartpole-gn" in results:
         report["cartpole_training"] = time_to_accuracy(work / "cartpole-gn")
-        report["speed"] = {s: speed(s, results[f"{s}-gn"]["checkpoint"], train_data[s])
-                           for s in SYSTEMS if f"{s}-gn" in results}
+    report.setdefault("speed", {}).update({s: speed(s, results[f"{s}-gn"]["checkpoint"], train_data[s])
+                                           for s in SYSTEMS if f"{s}-gn" in results})
     from gndesign.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out_path, report)
