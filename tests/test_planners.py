@@ -49,7 +49,7 @@ def optimum(horizon, target=0.5, dt=0.1):
         return c
 
     opt.step(closure)
-    return float(closure())
+    return closure().item()
 
 
 OPTIONS = {"gradient": {"iterations": 100, "restarts": 4, "lr": 0.2},
