@@ -94,7 +94,7 @@ class GraphBuilder:
                 for k, v in self.tree.nominal_params().items()}
 
     def resolve_params(self, params: Params | None, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        nominal = self.tree.nominal_params()
+        nominal = self.tree.nominal
         if params is None:
             params = {}
         unknown = set(params) - set(PARAM_KEYS)
@@ -103,7 +103,7 @@ class GraphBuilder:
         out = {}
         for k in PARAM_KEYS:
             v = params.get(k)
-            v = torch.as_tensor(nominal[k] if v is None else v, dtype=like.dtype, device=like.device)
+            v = self.const(k, like) if v is None else torch.as_tensor(v, dtype=like.dtype, device=like.device)
             if v.shape == nominal[k].shape:
                 v = v.expand((batch,) + v.shape)
             if v.shape != (batch,) + nominal[k].shape:
@@ -195,7 +195,8 @@ class GraphBuilder:
                    "body_ipos": t.body_ipos, "iquat_mat": _np_quat_to_mat(t.body_iquat), "gravity": t.gravity,
                    "qpos0": t.qpos0, "actuator_gain": t.actuator_gain, "edge_dofs": self.edge_dofs,
                    "dof_mask": self._dof_mask, "dof_gather": self._dof_gather,
-                   "edge_type_index": np.array([EDGE_TYPES.index(e) for e in t.edge_type])}[name]
+                   "edge_type_index": np.array([EDGE_TYPES.index(e) for e in t.edge_type]),
+                   **t.nominal}[name]
             src = torch.as_tensor(src)
             self._consts[key] = src.to(device=like.device, dtype=like.dtype if src.is_floating_point() else None)
         return self._consts[key]
