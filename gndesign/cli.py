@@ -250,14 +250,11 @@ def write_gif(frames, path: str, fps: int = 25) -> Path:
 
 def plot_episode(result: dict, path: str) -> Path:
     """Reward and actions over time of the first episode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from gndesign.io import atomic_path
+    from gndesign.plotting import pyplot, save_figure
 
+    plt = pyplot()
     ep = result["episodes"][0]
     t = np.arange(len(ep["rewards"])) * result["control_timestep"]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True)
@@ -268,11 +265,7 @@ def plot_episode(result: dict, path: str) -> Path:
     a2.set_ylabel("action")
     a2.set_xlabel("time [s]")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -102,13 +102,9 @@ def evaluate(model: ForwardModel, ds: TrajectoryDataset, episodes: np.ndarray | 
 def plot_rollout(model: ForwardModel, ds: TrajectoryDataset, episode: int, horizon: int,
                  path: str | Path) -> Path:
     """Predicted vs ground-truth generalized coordinates of one episode, saved as a PNG."""
-    import matplotlib
+    from gndesign.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gndesign.io import atomic_path
-
+    plt = pyplot()
     d = _episode_tensors(ds, np.array([episode]))
     H = min(horizon, ds.steps)
     q_pred, _ = model.rollout(d["qpos"][:, 0], d["qvel"][:, 0], d["action"][:, :H], ds.system, d["params"])
@@ -130,8 +126,4 @@ def plot_rollout(model: ForwardModel, ds: TrajectoryDataset, episode: int, horiz
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{ds.system}: episode {episode}, {H}-step open-loop rollout")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
