@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import logging
 import os
 import random
@@ -235,7 +236,7 @@ def add_noise(model: ForwardModel, seq: dict, scales: tuple[torch.Tensor, torch.
 
 
 def unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[torch.Tensor, torch.Tensor]],
-                  net=None, correct_pos_noise: bool = True) -> torch.Tensor:
+                  net=None, correct_pos_noise: bool = False) -> torch.Tensor:
     """Mean normalized loss over ``length`` steps, each step starting from the model's own
     prediction of the previous one (plain one-step loss for length 1).
 
@@ -341,8 +342,6 @@ def load_model(path: str | os.PathLike, system: str | None = None, allow_new_sys
             raise GndesignError(f"checkpoint {path} was trained on {trained}, not on {system!r}"
                                 + ("" if cfg.model.kind == "gn" else " (an MLP cannot serve another system)"))
     if system is not None and mjcf_sha256 is not None and system in trained:
-        import hashlib
-
         spec = specs[trained.index(system)]
         if hashlib.sha256(spec.mjcf.encode()).hexdigest() != mjcf_sha256:
             raise GndesignError(f"checkpoint {path} was trained on a different {system!r} model "
