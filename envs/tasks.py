@@ -19,8 +19,6 @@ from gndesign.kinematics import forward_kinematics
 from gndesign.objectives import Affine, Objective, Tolerance
 from gndesign.tree import KinematicTree
 
-TASK_NAMES = ("cartpole-swingup", "swimmer6")
-
 
 class Task:
     """A system, a differentiable reward and the dm_control environment that judges it.

@@ -209,14 +209,6 @@ class TransitionSampler:
             out.append(self.sequences(d, ep, t0, length))
         return out
 
-    def all_transitions(self, d: int) -> dict:
-        """Every transition of dataset ``d`` (for evaluation), flattened to ``[N*T, ...]``."""
-        T = self.tensors[d]
-        n_ep, n_t = T["action"].shape[:2]
-        ep = torch.arange(n_ep).repeat_interleave(n_t)
-        t0 = torch.arange(n_t).repeat(n_ep)
-        return self.sequences(d, ep, t0, 1)
-
 
 def noise_scales(ds: TrajectoryDataset, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dof input-noise standard deviations ``(qpos [nv], qvel [nv])`` of a dataset."""
