@@ -1,0 +1,446 @@
+"""Particle datasets (the obstacle-design scene): the on-disk format, its writer and a loader.
+
+An episode is a set of ``N`` particles released at rest that fall onto a kinematic obstacle (a
+polyline of ``K`` segments from an anchor, its ``K`` joint angles being the design) and settle on
+the floor between two walls. The scene's physical description is stored with the data, so a model
+trained on it remembers the scene and refuses another (see :func:`scene_mismatch`).
+
+Format (schema version 1)
+-------------------------
+``DIR/meta.json`` (JSON object, written last: its presence marks a complete dataset)
+    ``format``           ``"gndesign-particles"``
+    ``schema_version``   ``1``
+    ``scene``            the scene configuration (a JSON object); it holds at least
+                         ``particle_radius`` [m], ``obstacle_radius`` [m] (capsule radius),
+                         ``x_min``, ``x_max`` (x of the inner faces of the two walls), ``floor``
+                         (z of the floor surface), ``dt`` (time between two frames [s]) and
+                         ``gravity`` (``[gx, gz]`` [m/s^2])
+    ``scene_sha256``     sha256 of the canonical JSON of ``scene`` (:func:`scene_sha256`)
+    ``episodes``, ``steps``  number of episodes ``E`` and frames per episode minus one ``T``
+    ``num_particles``    ``N``; ``num_segments``: ``K``
+    ``seed``             generation seed (``null`` for data brought from elsewhere)
+    ``generator``        free-form description of how designs and layouts were sampled
+    ``versions``         ``{"gndesign", "numpy"}`` used to write the data
+    ``stats_sha256``     sha256 of ``stats.json``
+    ``shards``           list, in episode order, of ``{"file", "episodes": [start, stop], "sha256"}``
+    No timestamps, host names or absolute paths: the same inputs give byte-identical files.
+
+``DIR/stats.json``  statistics over all particles, frames and episodes, in *frame units* (metres
+    per frame, the units the learned simulator works in), each
+    ``{"mean": [2], "std": [2], "min": [2], "max": [2], "count": int}``:
+    ``position`` (``x[t]``), ``velocity`` (``x[t+1] - x[t]``) and ``acceleration``
+    (``x[t+1] - 2 x[t] + x[t-1]``).
+
+``DIR/shard-00000.npz``, ... uncompressed ``.npz`` (no pickles), for the ``e`` episodes of the
+    shard, float64 except ``episode``:
+    ``positions [e, T+1, N, 2]``  particle centres ``(x, z)`` at frames ``0..T`` (frame 0 at rest)
+    ``obstacle [e, K+1, 2]``       the obstacle polyline's vertices ``(x, z)`` (anchor first)
+    ``design [e, K]``              the design (joint angles) the obstacle comes from
+    ``episode [e]`` int64          global episode indices
+    All values are finite.
+
+Write with :func:`write_particle_dataset`; load with :meth:`ParticleDataset.load`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gndesign.dataset import RunningStats, _one_line, shard_filename, shard_ranges, staging_directory
+from gndesign.errors import DatasetError
+from gndesign.io import atomic_write_json, atomic_write_npz, sha256_bytes, sha256_file
+
+FORMAT_NAME = "gndesign-particles"
+SCHEMA_VERSION = 1
+META_FILE = "meta.json"
+STATS_FILE = "stats.json"
+SCENE_KEYS = ("particle_radius", "obstacle_radius", "x_min", "x_max", "floor", "dt", "gravity")
+SHARD_KEYS = ("positions", "obstacle", "design", "episode")
+STAT_FEATURES = ("position", "velocity", "acceleration")
+REQUIRED_META_KEYS = ("format", "schema_version", "scene", "scene_sha256", "episodes", "steps", "num_particles",
+                      "num_segments", "seed", "generator", "versions", "stats_sha256", "shards")
+REGENERATE = "regenerate the dataset (gndesign generate obstacle-scene)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenes
+# ----------------------------------------------------------------------------------------------
+
+
+def _canonical(scene: Mapping[str, Any]) -> Any:
+    """``scene`` as plain JSON types (numpy scalars and arrays, tuples become numbers and lists)."""
+    try:
+        return json.loads(json.dumps(scene, sort_keys=True, default=_json_default))
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"the scene must be JSON-serializable ({_one_line(e)})") from None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
+
+
+def validate_scene(scene: Mapping[str, Any], where: str = "scene", error: type[Exception] = DatasetError
+                   ) -> dict[str, Any]:
+    """Check the scene's physical keys (:data:`SCENE_KEYS`); return it as plain JSON types."""
+    if not isinstance(scene, Mapping):
+        raise error(f"{where} must be a mapping with keys {list(SCENE_KEYS)}, got {type(scene).__name__}")
+    out = _canonical(scene)
+    missing = [k for k in SCENE_KEYS if k not in out]
+    if missing:
+        raise error(f"{where} lacks keys {missing} (needs {list(SCENE_KEYS)})")
+
+    def number(key: str) -> float:
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise error(f"{where}: {key} must be a finite number, got {v!r}")
+        return float(v)
+
+    for key in ("particle_radius", "obstacle_radius", "dt"):
+        if number(key) <= 0:
+            raise error(f"{where}: {key} must be positive, got {out[key]!r}")
+    number("floor")
+    if number("x_min") >= number("x_max"):
+        raise error(f"{where}: x_min ({out['x_min']}) must be below x_max ({out['x_max']})")
+    g = out["gravity"]
+    if (not isinstance(g, list) or len(g) != 2
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in g)):
+        raise error(f"{where}: gravity must be [gx, gz] (two finite numbers), got {g!r}")
+    return out
+
+
+def scene_sha256(scene: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no whitespace) of ``scene``."""
+    text = json.dumps(_canonical(scene), sort_keys=True, separators=(",", ":"))
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def _same_value(a: Any, b: Any, rtol: float = 1e-9) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_value(x, y, rtol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k], rtol) for k in a)
+    return a == b
+
+
+def scene_mismatch(trained: Mapping[str, Any], other: Mapping[str, Any],
+                   keys: Iterable[str] | None = None) -> list[str]:
+    """The keys on which scene ``other`` differs from ``trained`` (numbers compared to 1e-9
+    relative), as ``"key: trained vs other"`` strings; empty when they agree.
+
+    ``keys``: the keys to compare (default: the physical keys :data:`SCENE_KEYS` plus every other
+    key both scenes have). A key missing from ``other`` is a mismatch only if it is compared and
+    physical (in :data:`SCENE_KEYS`) or explicitly asked for.
+    """
+    a, b = _canonical(trained), _canonical(other)
+    explicit = keys is not None
+    names = list(keys) if explicit else list(SCENE_KEYS) + sorted(k for k in a if k in b and k not in SCENE_KEYS)
+    out = []
+    for k in names:
+        if k not in a and k not in b:
+            continue
+        if k not in b or k not in a:
+            out.append(f"{k}: {a.get(k, '<missing>')!r} vs {b.get(k, '<missing>')!r}")
+        elif not _same_value(a[k], b[k]):
+            out.append(f"{k}: {a[k]!r} vs {b[k]!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+
+
+def particle_stats(positions: np.ndarray) -> dict[str, RunningStats]:
+    """Statistics (frame units) of ``positions [e, T+1, N, 2]``: positions, finite-difference
+    velocities ``x[t+1] - x[t]`` and accelerations ``x[t+1] - 2 x[t] + x[t-1]``."""
+    vel = positions[:, 1:] - positions[:, :-1]
+    acc = vel[:, 1:] - vel[:, :-1]
+    feats = {"position": positions, "velocity": vel, "acceleration": acc}
+    return {k: RunningStats.from_samples(v.reshape(-1, 2)) for k, v in feats.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    import gndesign
+
+    return {"gndesign": gndesign.__version__, "numpy": np.__version__}
+
+
+def write_particle_dataset(
+    path: str | os.PathLike,
+    positions: np.ndarray,
+    obstacle: np.ndarray,
+    design: np.ndarray,
+    scene: Mapping[str, Any],
+    seed: int | None,
+    overwrite: bool = False,
+    *,
+    generator: Mapping[str, Any] | None = None,
+    shard_size: int = 64,
+) -> Path:
+    """Write a particle dataset (see the module docstring) to directory ``path``, atomically.
+
+    Args:
+        positions: ``[E, T+1, N, 2]`` particle centres ``(x, z)`` [m] at every frame.
+        obstacle: ``[E, K+1, 2]`` the obstacle polyline's vertices ``(x, z)`` [m].
+        design: ``[E, K]`` the designs (joint angles) the obstacles come from.
+        scene: the scene configuration (JSON-serializable; see :data:`SCENE_KEYS`).
+        seed: the generation seed (None for data from elsewhere).
+        overwrite: replace an existing dataset at ``path`` (never a directory of other files).
+        generator: free-form description of the sampling, stored in ``meta.json``.
+        shard_size: episodes per shard.
+
+    Raises:
+        DatasetError: bad shapes, non-finite values, an incomplete scene or an occupied ``path``.
+    """
+    scene = validate_scene(scene)
+    positions = np.asarray(positions, dtype=np.float64)
+    obstacle = np.asarray(obstacle, dtype=np.float64)
+    design = np.asarray(design, dtype=np.float64)
+    if positions.ndim != 4 or positions.shape[-1] != 2:
+        raise DatasetError(f"positions must be [episodes, T+1, particles, 2], got shape {positions.shape}")
+    n_ep, t1, n_part, _ = positions.shape
+    if n_ep < 1 or t1 < 3 or n_part < 1:
+        raise DatasetError(f"positions {positions.shape}: need at least 1 episode, 3 frames and 1 particle")
+    if design.ndim != 2 or design.shape[0] != n_ep or design.shape[1] < 1:
+        raise DatasetError(f"design must be [{n_ep}, K] with K >= 1, got shape {design.shape}")
+    k = design.shape[1]
+    if obstacle.shape != (n_ep, k + 1, 2):
+        raise DatasetError(f"obstacle must be [{n_ep}, {k + 1}, 2] (K+1 vertices for K={k} segments), "
+                           f"got shape {obstacle.shape}")
+    for name, arr in (("positions", positions), ("obstacle", obstacle), ("design", design)):
+        finite = np.isfinite(arr).reshape(n_ep, -1).all(axis=1)
+        if not finite.all():
+            raise DatasetError(f"{name} has non-finite values (first in episode {int(np.flatnonzero(~finite)[0])})")
+    with staging_directory(path, overwrite) as tmp:
+        shards, parts = [], []
+        for index, (start, stop) in enumerate(shard_ranges(n_ep, shard_size)):
+            arrays = {"positions": positions[start:stop], "obstacle": obstacle[start:stop],
+                      "design": design[start:stop], "episode": np.arange(start, stop, dtype=np.int64)}
+            sha = atomic_write_npz(tmp / shard_filename(index), arrays)
+            shards.append({"file": shard_filename(index), "episodes": [start, stop], "sha256": sha})
+            parts.append(particle_stats(arrays["positions"]))
+        stats = parts[0]
+        for part in parts[1:]:
+            stats = {key: stats[key].merge(part[key]) for key in STAT_FEATURES}
+        atomic_write_json(tmp / STATS_FILE, {key: stats[key].to_json() for key in STAT_FEATURES})
+        meta = {
+            "format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "scene": scene,
+            "scene_sha256": scene_sha256(scene), "episodes": n_ep, "steps": t1 - 1, "num_particles": n_part,
+            "num_segments": k, "seed": None if seed is None else int(seed), "generator": dict(generator or {}),
+            "versions": _versions(), "stats_sha256": sha256_file(tmp / STATS_FILE), "shards": shards,
+        }
+        atomic_write_json(tmp / META_FILE, _canonical(meta))
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+class ParticleDataset:
+    """A loaded, validated particle dataset; all episodes in memory.
+
+    Arrays: ``positions [E, T+1, N, 2]``, ``obstacle [E, K+1, 2]``, ``design [E, K]``;
+    ``scene`` (dict), ``stats`` (``{feature: {"mean", "std", "min", "max": [2], "count"}}`` in
+    frame units), ``meta`` (the ``meta.json`` object).
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], stats: dict[str, dict[str, np.ndarray]],
+                 arrays: dict[str, np.ndarray]) -> None:
+        self.path = path
+        self.meta = meta
+        self.stats = stats
+        self.positions: np.ndarray = arrays["positions"]
+        self.obstacle: np.ndarray = arrays["obstacle"]
+        self.design: np.ndarray = arrays["design"]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expected_scene: Mapping[str, Any] | None = None) -> ParticleDataset:
+        """Load and validate the particle dataset in directory ``path``.
+
+        ``expected_scene``: refuse a dataset whose scene differs (see :func:`scene_mismatch`).
+        Every problem raises :class:`DatasetError` with a one-line message.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"dataset directory {path} does not exist: {REGENERATE} first")
+        if not path.is_dir():
+            raise DatasetError(f"dataset path {path} is not a directory: pass the dataset directory")
+        meta = cls._load_meta(path)
+        if expected_scene is not None:
+            diff = scene_mismatch(meta["scene"], expected_scene)
+            if diff:
+                raise DatasetError(f"dataset {path} was generated for another scene ({'; '.join(diff)})")
+        stats = cls._load_stats(path, meta)
+        arrays = cls._load_shards(path, meta)
+        return cls(path, meta, stats, arrays)
+
+    @staticmethod
+    def _load_meta(path: Path) -> dict[str, Any]:
+        meta_path = path / META_FILE
+        if not meta_path.is_file():
+            raise DatasetError(f"{path} is not a gndesign dataset or generation was interrupted (no {META_FILE}): "
+                               f"{REGENERATE}")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DatasetError(f"{meta_path} cannot be read ({_one_line(e)}): {REGENERATE}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise DatasetError(f"{meta_path} is not a particle dataset (format {fmt!r}, expected {FORMAT_NAME!r})")
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DatasetError(f"{meta_path} has schema_version {version!r} but this gndesign reads version "
+                               f"{SCHEMA_VERSION}: {REGENERATE} with this gndesign")
+        missing = [k for k in REQUIRED_META_KEYS if k not in meta]
+        if missing:
+            raise DatasetError(f"{meta_path} lacks required keys {missing}: {REGENERATE}")
+        validate_scene(meta["scene"], f"{meta_path}: scene")
+        if scene_sha256(meta["scene"]) != meta["scene_sha256"]:
+            raise DatasetError(f"{meta_path}: scene does not match scene_sha256 (edited by hand?): {REGENERATE}")
+        for key in ("episodes", "steps", "num_particles", "num_segments"):
+            if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 1:
+                raise DatasetError(f"{meta_path}: {key} must be a positive integer, got {meta[key]!r}")
+        if meta["steps"] < 2:
+            raise DatasetError(f"{meta_path}: episodes need at least 2 steps (3 frames), got {meta['steps']}")
+        shards = meta["shards"]
+        expected_start = 0
+        for entry in shards if isinstance(shards, list) and shards else [None]:
+            ok = (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                  and Path(entry["file"]).name == entry["file"] and isinstance(entry.get("sha256"), str)
+                  and isinstance(entry.get("episodes"), list) and len(entry["episodes"]) == 2
+                  and entry["episodes"][0] == expected_start and entry["episodes"][1] > expected_start)
+            if not ok:
+                raise DatasetError(f"{meta_path}: malformed shard list entry {entry!r}: {REGENERATE}")
+            expected_start = entry["episodes"][1]
+        if expected_start != meta["episodes"]:
+            raise DatasetError(f"{meta_path}: shards cover {expected_start} episodes, meta says "
+                               f"{meta['episodes']}: {REGENERATE}")
+        return meta
+
+    @staticmethod
+    def _load_stats(path: Path, meta: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+        stats_path = path / STATS_FILE
+        if not stats_path.is_file():
+            raise DatasetError(f"{stats_path} is missing: {REGENERATE}")
+        if sha256_file(stats_path) != meta["stats_sha256"]:
+            raise DatasetError(f"{stats_path} is corrupted (sha256 mismatch): {REGENERATE}")
+        raw = json.loads(stats_path.read_text(encoding="utf-8"))
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        for feature in STAT_FEATURES:
+            entry = raw.get(feature)
+            if not isinstance(entry, dict):
+                raise DatasetError(f"{stats_path} lacks feature {feature!r}: {REGENERATE}")
+            stats[feature] = {}
+            for name in ("mean", "std", "min", "max"):
+                value = np.asarray(entry.get(name, []), dtype=np.float64)
+                if value.shape != (2,):
+                    raise DatasetError(f"{stats_path}: {feature}.{name} has shape {value.shape}, expected (2,)")
+                stats[feature][name] = value
+            stats[feature]["count"] = np.int64(entry.get("count", 0))
+        return stats
+
+    @staticmethod
+    def _load_shards(path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        t1, n, k = meta["steps"] + 1, meta["num_particles"], meta["num_segments"]
+        shapes = {"positions": (t1, n, 2), "obstacle": (k + 1, 2), "design": (k,), "episode": ()}
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in shapes}
+        for entry in meta["shards"]:
+            name = entry["file"]
+            file = path / name
+            if not file.is_file():
+                raise DatasetError(f"shard {name} listed in {META_FILE} is missing from {path}: {REGENERATE}")
+            if sha256_file(file) != entry["sha256"]:
+                raise DatasetError(f"shard {file} is truncated or corrupted (sha256 mismatch): {REGENERATE}")
+            start, stop = entry["episodes"]
+            try:
+                with np.load(file, allow_pickle=False) as npz:
+                    arrays = {key: npz[key] for key in npz.files}
+            except Exception as e:  # noqa: BLE001 - any unreadable archive is the same user error
+                raise DatasetError(f"shard {file} cannot be read ({_one_line(e)}): {REGENERATE}") from None
+            if sorted(arrays) != sorted(shapes):
+                raise DatasetError(f"shard {file} has arrays {sorted(arrays)}, expected {sorted(shapes)}: {REGENERATE}")
+            for key, shape in shapes.items():
+                arr = arrays[key]
+                dtype = np.int64 if key == "episode" else np.float64
+                if arr.dtype != dtype:
+                    raise DatasetError(f"array {key} in shard {name} has dtype {arr.dtype}, expected "
+                                       f"{np.dtype(dtype)}: {REGENERATE}")
+                if arr.shape != (stop - start, *shape):
+                    raise DatasetError(f"array {key} in shard {name} has shape {arr.shape}, expected "
+                                       f"{(stop - start, *shape)} from {META_FILE}: {REGENERATE}")
+                if key == "episode":
+                    if not np.array_equal(arr, np.arange(start, stop)):
+                        raise DatasetError(f"shard {name} holds episodes {arr.tolist()}, {META_FILE} says "
+                                           f"{start}..{stop - 1}: {REGENERATE}")
+                    continue
+                finite = np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+                if not finite.all():
+                    first = start + int(np.flatnonzero(~finite)[0])
+                    raise DatasetError(f"array {key} in shard {name} has non-finite values (first in episode "
+                                       f"{first}): {REGENERATE}")
+                parts[key].append(arr)
+        return {key: np.concatenate(v, axis=0) for key, v in parts.items() if key != "episode"}
+
+    # -- accessors ----------------------------------------------------------------------------
+    @property
+    def scene(self) -> dict[str, Any]:
+        return self.meta["scene"]
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.meta["episodes"])
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    @property
+    def steps(self) -> int:
+        """``T``: frames per episode minus one."""
+        return int(self.meta["steps"])
+
+    @property
+    def num_particles(self) -> int:
+        return int(self.meta["num_particles"])
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.meta["num_segments"])
+
+    @property
+    def dt(self) -> float:
+        return float(self.meta["scene"]["dt"])
+
+    def episode(self, i: int) -> dict[str, np.ndarray]:
+        """One episode: ``positions [T+1, N, 2]``, ``obstacle [K+1, 2]``, ``design [K]``."""
+        if not -self.num_episodes <= i < self.num_episodes:
+            raise IndexError(f"episode {i} out of range for {self.num_episodes} episodes")
+        return {"positions": self.positions[i], "obstacle": self.obstacle[i], "design": self.design[i]}
+
+    def split(self, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic ``(train, validation)`` episode indices (sorted int64 arrays), the same
+        rule as :meth:`gndesign.dataset.TrajectoryDataset.split`."""
+        from gndesign.dataset import TrajectoryDataset
+
+        return TrajectoryDataset.split(self, val_fraction, seed)  # type: ignore[arg-type]
