@@ -1,6 +1,15 @@
 """Optimizers over action sequences and designs; they see only the core's interfaces."""
 
 from planners.base import Planner, PlanResult
+from planners.design import (
+    DESIGN_OPTIMIZERS,
+    CEMDesign,
+    DesignOptimizer,
+    DesignResult,
+    GradientDesign,
+    RandomDesign,
+    make_design_optimizer,
+)
 from planners.gradient import GradientPlanner
 from planners.sampling import CEMPlanner, MPPIPlanner, RandomShootingPlanner
 
@@ -17,4 +26,6 @@ def make_planner(name: str, dynamics, cost, horizon: int, **options) -> Planner:
 
 
 __all__ = ["Planner", "PlanResult", "GradientPlanner", "CEMPlanner", "MPPIPlanner", "RandomShootingPlanner",
-           "PLANNERS", "make_planner"]
+           "PLANNERS", "make_planner",
+           "DesignOptimizer", "DesignResult", "GradientDesign", "CEMDesign", "RandomDesign", "DESIGN_OPTIMIZERS",
+           "make_design_optimizer"]

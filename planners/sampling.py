@@ -16,6 +16,14 @@ def _best(actions: torch.Tensor, cost: torch.Tensor, best_a: torch.Tensor, best_
     return (actions[i].clone(), float(c)) if float(c) < best_c else (best_a, best_c)
 
 
+def cem_refit(samples: torch.Tensor, cost: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, elites: int,
+              alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CEM's update: refit ``mean``, ``std`` (shaped like one sample) to the ``elites`` lowest-cost
+    ``samples [N, ...]`` (non-finite costs last), smoothed by ``alpha`` towards the old values."""
+    elite = samples[torch.argsort(torch.nan_to_num(cost, nan=float("inf")))[:elites]]
+    return alpha * mean + (1 - alpha) * elite.mean(0), alpha * std + (1 - alpha) * elite.std(0)
+
+
 class CEMPlanner(Planner):
     """Cross-entropy method: sample around a Gaussian, refit it to the elites, repeat.
 
@@ -47,9 +55,7 @@ class CEMPlanner(Planner):
             samples = torch.cat([mean[None], self.clip(mean + std * eps)], dim=0)
             cost = self.evaluate(qpos, qvel, samples)
             best_a, best_c = _best(samples, cost, best_a, best_c)
-            elite = samples[torch.argsort(torch.nan_to_num(cost, nan=float("inf")))[: self.elites]]
-            mean = self.alpha * mean + (1 - self.alpha) * elite.mean(0)
-            std = self.alpha * std + (1 - self.alpha) * elite.std(0)
+            mean, std = cem_refit(samples, cost, mean, std, self.elites, self.alpha)
             history.append(best_c)
         return PlanResult(best_a, best_c, history)
 

@@ -1,0 +1,308 @@
+"""Design optimization: one interface for gradient descent, CEM and random search over designs.
+
+A design is a vector ``[K]`` within per-coordinate bounds (an obstacle's joint angles). The caller
+gives a batched loss ``loss_fn(designs [B, K]) -> {"total": [B], other named terms: [B]}`` (lower
+is better); for the gradient optimizer it must be differentiable (e.g. a learned rollout), for the
+sampling ones it may be anything (e.g. MuJoCo). Every optimizer adds the same smoothness prior
+``smoothness * sum_k (x[k+1] - x[k])^2`` to ``total`` (the ``objective``), never leaves the bounds,
+counts the designs it scores (``evaluations``: one simulator rollout each, the budget's unit), keeps
+the best design seen, and records a history of every named term per iteration.
+
+Like the planners, this module knows only callables and tensors: the scene (MuJoCo, forward
+kinematics of the obstacle) is wired in by the caller (``gndesign design``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from planners.sampling import cem_refit
+
+log = logging.getLogger(__name__)
+DesignLossFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class DesignResult:
+    """The best design ``[K]``, its objective and named terms, and how it was found.
+
+    ``history[name]`` holds, per iteration, that term of the best design of the iteration's batch
+    (``"objective"``: total plus prior; ``"best"``: the best objective so far).
+    """
+
+    design: torch.Tensor
+    objective: float
+    terms: dict[str, float]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    evaluations: int = 0
+    seconds: float = 0.0
+    optimizer: str = ""
+
+    def to_dict(self) -> dict:
+        return {"design": [float(x) for x in self.design], "objective": self.objective, "terms": self.terms,
+                "history": self.history, "evaluations": self.evaluations, "seconds": self.seconds,
+                "optimizer": self.optimizer}
+
+
+class Squash:
+    """``x = mid + half * tanh(z)``: unconstrained ``z`` onto the open box ``(low, high)``."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, margin: float = 1e-4):
+        self.mid, self.half, self.margin = (high + low) / 2, (high - low) / 2, margin
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mid + self.half * torch.tanh(z)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        u = ((x - self.mid) / self.half).clamp(-1 + self.margin, 1 - self.margin)
+        return torch.atanh(u)
+
+
+class DesignOptimizer:
+    """Base class: bounds, the prior, evaluation bookkeeping. Subclasses implement :meth:`_run`.
+
+    Args:
+        low, high: bounds ``[K]`` of the design (inclusive).
+        smoothness: weight of the prior on differences of consecutive design coordinates.
+        seed: seed of the optimizer's own random generator.
+    """
+
+    name = "design"
+
+    def __init__(self, low, high, smoothness: float = 0.0, seed: int = 0):
+        self.low = torch.as_tensor(low, dtype=torch.float64).flatten()
+        self.high = torch.as_tensor(high, dtype=torch.float64).flatten()
+        if self.low.shape != self.high.shape or not bool((self.low < self.high).all()):
+            raise ValueError(f"design bounds need low < high elementwise, got {self.low.tolist()}, "
+                             f"{self.high.tolist()}")
+        if smoothness < 0:
+            raise ValueError(f"smoothness must be non-negative, got {smoothness}")
+        self.smoothness = smoothness
+        self.generator = torch.Generator().manual_seed(seed)
+        self.evaluations = 0
+
+    @property
+    def dim(self) -> int:
+        return self.low.numel()
+
+    def clip(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(x, self.high.to(x)), self.low.to(x))
+
+    def uniform(self, n: int) -> torch.Tensor:
+        """``[n, K]`` designs drawn uniformly within the bounds."""
+        u = torch.rand(n, self.dim, generator=self.generator, dtype=torch.float64)
+        return self.low + (self.high - self.low) * u
+
+    def midpoint(self) -> torch.Tensor:
+        return (self.low + self.high) / 2
+
+    def prior(self, x: torch.Tensor) -> torch.Tensor:
+        """The smoothness prior ``[B]`` of designs ``x [B, K]``."""
+        if self.smoothness == 0 or x.shape[-1] < 2:
+            return torch.zeros(x.shape[0], dtype=x.dtype)
+        return self.smoothness * x.diff(dim=-1).square().sum(-1)
+
+    def score(self, loss_fn: DesignLossFn, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named terms ``[B]`` of designs ``x [B, K]`` plus ``prior`` and ``objective`` (total + prior)."""
+        terms = dict(loss_fn(x))
+        if "total" not in terms:
+            raise ValueError(f"the design loss must return a 'total' term, got {sorted(terms)}")
+        self.evaluations += x.shape[0]
+        prior = self.prior(x)
+        terms["prior"] = prior
+        terms["objective"] = terms["total"] + prior.to(terms["total"])
+        return terms
+
+    def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None) -> DesignResult:
+        """Minimize the objective from ``init [K]`` (default: the bounds' midpoint)."""
+        init = self.midpoint() if init is None else torch.as_tensor(init, dtype=torch.float64).flatten()
+        if init.shape != self.low.shape:
+            raise ValueError(f"initial design has {init.numel()} coordinates, the bounds {self.dim}")
+        if not bool(((init >= self.low) & (init <= self.high)).all()):
+            raise ValueError(f"initial design {init.tolist()} is outside the bounds")
+        self.evaluations = 0
+        self._best = (init.clone(), math.inf, {})
+        self._history: dict[str, list[float]] = {}
+        start = time.perf_counter()
+        self._run(loss_fn, init)
+        design, objective, terms = self._best
+        if not torch.isfinite(design).all():  # cannot happen through _track, but never return garbage
+            design = init.clone()
+        return DesignResult(self.clip(design), objective, terms, self._history, self.evaluations,
+                            time.perf_counter() - start, self.name)
+
+    def _track(self, x: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> None:
+        """Record the batch's best design in the history; keep it if it beats the best so far."""
+        obj = terms["objective"].detach()
+        obj = torch.where(torch.isfinite(obj), obj, torch.full_like(obj, math.inf))
+        i = int(obj.argmin())
+        values = {k: float(v.detach().reshape(-1)[i]) if v.numel() > 1 else float(v.detach())
+                  for k, v in terms.items()}
+        if math.isfinite(values["objective"]) and values["objective"] < self._best[1]:
+            self._best = (x[i].detach().clone().to(torch.float64), values["objective"], values)
+        for k, v in values.items():
+            self._history.setdefault(k, []).append(v)
+        self._history.setdefault("best", []).append(self._best[1])
+
+    def _run(self, loss_fn: DesignLossFn, init: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class GradientDesign(DesignOptimizer):
+    """Adam on unconstrained parameters ``z`` with ``design = mid + half * tanh(z)``.
+
+    The gradient of the objective flows through whatever ``loss_fn`` computes (a full learned
+    rollout). ``restarts`` designs are optimized together: the initial design and, for the others,
+    uniform random designs. Per restart the gradient norm is clipped; a restart whose objective or
+    gradient is not finite is reset to the best design so far (logged). The best design seen is
+    returned (the final iterate is scored too).
+
+    Args:
+        iterations: Adam steps.
+        lr: learning rate in ``z`` space (``z`` = 1 moves a coordinate 76% of the way to a bound).
+        restarts: designs optimized in one batch.
+        grad_clip: per-restart gradient norm limit (in ``z`` space).
+        lr_decay: final learning rate as a fraction of ``lr`` (cosine schedule); 1 keeps it constant.
+    """
+
+    name = "gradient"
+
+    def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
+                 grad_clip: float = 1.0, lr_decay: float = 1.0, smoothness: float = 0.0, seed: int = 0):
+        super().__init__(low, high, smoothness, seed)
+        if iterations <= 0 or restarts <= 0:
+            raise ValueError("iterations and restarts must be positive")
+        self.iterations, self.lr, self.restarts = iterations, lr, restarts
+        self.grad_clip, self.lr_decay = grad_clip, lr_decay
+        self.squash = Squash(self.low, self.high)
+
+    def _run(self, loss_fn, init):
+        x0 = torch.cat([init[None], self.uniform(self.restarts - 1)], dim=0)
+        z = self.squash.inverse(x0).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=self.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: self.lr_decay + (1 - self.lr_decay) * 0.5 * (
+            1 + math.cos(math.pi * min(i, self.iterations) / self.iterations)))
+        for _ in range(self.iterations):
+            x = self.squash(z)
+            terms = self.score(loss_fn, x)
+            obj = terms["objective"]
+            self._track(x, terms)
+            finite = torch.isfinite(obj)
+            opt.zero_grad(set_to_none=True)
+            if finite.any():
+                torch.where(finite, obj, torch.zeros_like(obj)).sum().backward()
+            with torch.no_grad():
+                if z.grad is None:
+                    z.grad = torch.zeros_like(z)
+                g = z.grad
+                bad = ~finite | ~torch.isfinite(g).all(dim=1)
+                if bad.any():
+                    log.warning("gradient design: %d of %d designs non-finite; reset to the best design",
+                                int(bad.sum()), len(bad))
+                    g[bad] = 0.0
+                    z[bad] = self.squash.inverse(self._best[0]).to(z)
+                norm = g.norm(dim=1).clamp_min(1e-12)
+                g.mul_((self.grad_clip / norm).clamp(max=1.0)[:, None])
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            x = self.squash(z)
+            self._track(x, self.score(loss_fn, x))
+
+
+class CEMDesign(DesignOptimizer):
+    """Cross-entropy method over designs (any batched scorer, no gradients).
+
+    Each iteration scores ``population`` designs (the current mean and clipped Gaussian samples
+    around it) and refits the Gaussian to the ``elites`` best (the planners' CEM update).
+
+    Args:
+        budget: designs to score in all (``iterations = budget // population``), or
+        iterations: given directly (``budget`` wins if both are given).
+        init_std: initial standard deviation as a fraction of the bounds' range.
+        alpha: smoothing of the refit.
+    """
+
+    name = "cem"
+
+    def __init__(self, low, high, population: int = 32, elites: int = 6, iterations: int = 10,
+                 budget: int | None = None, init_std: float = 0.3, alpha: float = 0.1, smoothness: float = 0.0,
+                 seed: int = 0):
+        super().__init__(low, high, smoothness, seed)
+        if not 2 <= elites <= population:
+            raise ValueError("need 2 <= elites <= population")
+        if budget is not None:
+            if budget < population:
+                raise ValueError(f"a CEM budget of {budget} designs is less than one population ({population})")
+            iterations = budget // population
+        if iterations <= 0:
+            raise ValueError("iterations must be positive")
+        self.population, self.elites, self.iterations = population, elites, iterations
+        self.init_std, self.alpha = init_std, alpha
+
+    @torch.no_grad()
+    def _run(self, loss_fn, init):
+        mean = init.clone()
+        std = self.init_std * (self.high - self.low)
+        for _ in range(self.iterations):
+            eps = torch.randn(self.population - 1, self.dim, generator=self.generator, dtype=torch.float64)
+            x = torch.cat([mean[None], self.clip(mean + std * eps)], dim=0)
+            terms = self.score(loss_fn, x)
+            self._track(x, terms)
+            mean, std = cem_refit(x, terms["objective"].detach().to(x), mean, std, self.elites, self.alpha)
+            mean = self.clip(mean)
+
+
+class RandomDesign(DesignOptimizer):
+    """Random search: the initial design and uniform random designs, scored in batches.
+
+    Args:
+        budget: designs to score in all (the initial design included).
+        batch: designs per call of the loss.
+    """
+
+    name = "random"
+
+    def __init__(self, low, high, budget: int = 256, batch: int = 32, smoothness: float = 0.0, seed: int = 0):
+        super().__init__(low, high, smoothness, seed)
+        if budget <= 0 or batch <= 0:
+            raise ValueError("budget and batch must be positive")
+        self.budget, self.batch = budget, batch
+
+    @torch.no_grad()
+    def _run(self, loss_fn, init):
+        done = 0
+        while done < self.budget:
+            n = min(self.batch, self.budget - done)
+            x = self.uniform(n) if done else torch.cat([init[None], self.uniform(n - 1)], dim=0)
+            self._track(x, self.score(loss_fn, x))
+            done += n
+
+
+DESIGN_OPTIMIZERS = {"gradient": GradientDesign, "cem": CEMDesign, "random": RandomDesign}
+
+
+def make_design_optimizer(name: str, low, high, **options) -> DesignOptimizer:
+    """A design optimizer by name (``gradient``, ``cem``, ``random``) with its options."""
+    if name not in DESIGN_OPTIMIZERS:
+        from gndesign.errors import GndesignError
+
+        raise GndesignError(f"unknown optimizer {name!r}: choose one of {', '.join(DESIGN_OPTIMIZERS)}")
+    return DESIGN_OPTIMIZERS[name](low, high, **options)
+
+
+def rollout_loss(rollout: Callable[[torch.Tensor], torch.Tensor],
+                 terms: Callable[[torch.Tensor], Mapping[str, torch.Tensor]]) -> DesignLossFn:
+    """Compose ``rollout(designs [B, K]) -> positions [B, T+1, N, 2]`` with a task's
+    ``terms(positions) -> {"total": [B], ...}`` into a design loss."""
+
+    def loss(designs: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        return terms(rollout(designs))
+
+    return loss

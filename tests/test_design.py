@@ -1,0 +1,137 @@
+"""Design optimizers (planners/design.py): toy optima, bounds, the squash, the NaN guard, the prior."""
+
+import logging
+import math
+
+import pytest
+import torch
+
+from gndesign.errors import GndesignError
+from planners.design import CEMDesign, GradientDesign, RandomDesign, Squash, make_design_optimizer
+
+LOW = torch.tensor([-1.0, -1.0, -0.5, 0.0])
+HIGH = torch.tensor([1.0, 2.0, 0.5, 1.0])
+OPTIMUM = torch.tensor([0.3, -0.6, 0.5, 1.0])  # the last two sit on their upper bounds: the box's optimum
+
+
+def quadratic(target):
+    def loss(x):
+        d = x - target.to(x)
+        return {"total": d.square().sum(-1), "distance": d.norm(dim=-1)}
+    return loss
+
+
+def track_bounds(loss_fn, seen):
+    def loss(x):
+        seen.append(x.detach().clone())
+        return loss_fn(x)
+    return loss
+
+
+TARGET = torch.tensor([0.3, -0.6, 0.9, 1.7])  # outside the box in the last two coordinates
+OPTIMIZERS = {
+    "gradient": lambda: GradientDesign(LOW, HIGH, iterations=150, lr=0.1, seed=0),
+    "cem": lambda: CEMDesign(LOW, HIGH, population=32, elites=6, budget=32 * 25, seed=0),
+    "random": lambda: RandomDesign(LOW, HIGH, budget=20000, batch=2000, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_finds_the_box_optimum_and_never_leaves_the_bounds(name):
+    seen = []
+    opt = OPTIMIZERS[name]()
+    result = opt.optimize(track_bounds(quadratic(TARGET), seen))
+    xs = torch.cat(seen)
+    assert bool(((xs >= LOW.double()) & (xs <= HIGH.double())).all())
+    assert bool(((result.design >= LOW.double()) & (result.design <= HIGH.double())).all())
+    tol = {"gradient": 0.02, "cem": 0.02, "random": 0.25}[name]
+    assert (result.design - OPTIMUM.double()).abs().max() < tol, result.design
+    # The objective is the best one seen, the history records every term once per iteration.
+    assert result.objective == pytest.approx(min(result.history["objective"]))
+    assert result.history["best"] == sorted(result.history["best"], reverse=True)
+    assert set(result.history) >= {"total", "distance", "prior", "objective", "best"}
+    assert result.evaluations == xs.shape[0] and result.optimizer == name
+    assert result.terms["total"] == pytest.approx(result.objective)
+
+
+def test_budgets_count_designs_scored():
+    loss = quadratic(TARGET)
+    assert GradientDesign(LOW, HIGH, iterations=7, restarts=3).optimize(loss).evaluations == 3 * 8
+    assert CEMDesign(LOW, HIGH, population=16, budget=100).optimize(loss).evaluations == 16 * 6
+    assert RandomDesign(LOW, HIGH, budget=70, batch=32).optimize(loss).evaluations == 70
+
+
+def test_squash_maps_onto_the_box_with_the_right_gradient():
+    sq = Squash(LOW.double(), HIGH.double())
+    z = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sq, (z,))
+    x = sq(torch.tensor([[-50.0, 50.0, 0.0, 3.0]], dtype=torch.float64))
+    assert bool(((x >= LOW) & (x <= HIGH)).all())
+    assert torch.allclose(x[0, 2], torch.tensor(0.0, dtype=torch.float64))
+    inner = LOW.double() + (HIGH.double() - LOW.double()) * torch.rand(6, 4, dtype=torch.float64)
+    assert torch.allclose(sq(sq.inverse(inner)), inner, atol=1e-10)
+    assert torch.isfinite(sq.inverse(torch.stack([LOW, HIGH]).double())).all()  # bounds themselves: finite z
+
+
+def test_nan_guard_resets_and_recovers(caplog):
+    calls = {"n": 0}
+    target = quadratic(torch.tensor([0.3, -0.6, 0.2, 0.4]))
+
+    def flaky(x):  # the simulator blows up on a few iterations (for one restart or all)
+        calls["n"] += 1
+        terms = target(x)
+        if calls["n"] in (3, 4, 10):
+            terms["total"] = terms["total"] * torch.tensor(float("nan"))
+        elif calls["n"] == 6:
+            terms["total"] = terms["total"] + 0 * torch.where(torch.arange(len(x)) == 0, math.inf, 0.0)
+        return terms
+
+    with caplog.at_level(logging.WARNING, logger="planners.design"):
+        result = GradientDesign(LOW, HIGH, iterations=120, lr=0.1, restarts=2).optimize(flaky)
+    assert "non-finite" in caplog.text
+    assert torch.isfinite(result.design).all() and math.isfinite(result.objective)
+    assert (result.design - torch.tensor([0.3, -0.6, 0.2, 0.4], dtype=torch.float64)).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("clip", [1.0, math.inf])
+def test_gradient_clipping_survives_a_gradient_spike(clip):
+    # One iteration's gradient is 1e8 times too large (a simulator glitch). Unclipped, it fills
+    # Adam's second moment and freezes the design for hundreds of steps; clipped, nothing happens.
+    calls = {"n": 0}
+    target = torch.tensor([0.3, -0.6, 0.2, 0.4])
+
+    def spiky(x):
+        calls["n"] += 1
+        total = quadratic(target)(x)["total"]
+        return {"total": total * (1e8 if calls["n"] == 2 else 1.0)}
+
+    result = GradientDesign(LOW, HIGH, iterations=100, lr=0.1, grad_clip=clip).optimize(spiky)
+    error = (result.design - target.double()).abs().max()
+    assert (error < 0.02) if clip == 1.0 else (error > 0.1)
+
+
+def test_smoothness_prior_straightens_the_design():
+    low, high = -torch.ones(6), torch.ones(6)
+    zigzag = torch.tensor([0.8, -0.8, 0.8, -0.8, 0.8, -0.8])
+    loss = lambda x: {"total": 0.1 * (x - zigzag.to(x)).square().sum(-1)}  # noqa: E731
+    plain = GradientDesign(low, high, iterations=200, lr=0.1).optimize(loss).design
+    smooth_opt = GradientDesign(low, high, iterations=200, lr=0.1, smoothness=1.0)
+    smooth = smooth_opt.optimize(loss)
+    assert plain.diff().abs().mean() > 1.4
+    assert smooth.design.diff().abs().mean() < 0.5
+    assert smooth.terms["prior"] == pytest.approx(float(smooth_opt.prior(smooth.design[None])[0]))
+    assert smooth.terms["objective"] == pytest.approx(smooth.terms["total"] + smooth.terms["prior"])
+
+
+def test_bad_input():
+    with pytest.raises(GndesignError, match="unknown optimizer"):
+        make_design_optimizer("adam", LOW, HIGH)
+    with pytest.raises(ValueError, match="low < high"):
+        GradientDesign(HIGH, LOW)
+    with pytest.raises(ValueError, match="outside the bounds"):
+        GradientDesign(LOW, HIGH).optimize(quadratic(TARGET), init=HIGH + 1)
+    with pytest.raises(ValueError, match="less than one population"):
+        CEMDesign(LOW, HIGH, population=32, budget=10)
+    with pytest.raises(ValueError, match="'total'"):
+        RandomDesign(LOW, HIGH, budget=4).optimize(lambda x: {"loss": x.sum(-1)})
+    assert isinstance(make_design_optimizer("cem", LOW, HIGH, population=8, elites=2), CEMDesign)
