@@ -135,8 +135,31 @@ def parse_value(text: str):
     return yaml.safe_load(text)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """A :class:`RunConfig` from defaults, an optional YAML file and ``section.key=value`` overrides."""
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                data: list[str | os.PathLike] | None = None):
+    """A :class:`RunConfig` from defaults, an optional YAML file and ``section.key=value`` overrides.
+
+    ``data``: the training data directories (they replace the file's ``data:``). When they (or the
+    file's) are particle datasets, the result is a
+    :class:`gndesign.particles.ParticleRunConfig` instead (its own model options and defaults).
+    """
+    raw = _read_config(path, overrides)
+    if data is not None:
+        raw["data"] = [str(d) for d in data]
+    if raw.get("data") and is_particle_dataset(raw["data"][0]):
+        from gndesign.particles import ParticleRunConfig
+
+        cfg = ParticleRunConfig.from_dict(raw)
+        cfg.validate()
+        return cfg
+    cfg = RunConfig.from_dict(raw)
+    cfg.model.validate()
+    cfg.train.validate()
+    return cfg
+
+
+def _read_config(path: str | os.PathLike | None, overrides: list[str] | None) -> dict:
+    """The raw ``{section: {key: value}}`` of a YAML file with overrides applied."""
     raw: dict = {}
     if path is not None:
         try:
@@ -153,10 +176,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
         raw.setdefault(section, {})[name] = parse_value(value)
-    cfg = RunConfig.from_dict(raw)
-    cfg.model.validate()
-    cfg.train.validate()
-    return cfg
+    return raw
 
 
 # ----------------------------------------------------------------------------------- data
@@ -265,7 +285,7 @@ def save_checkpoint(path: str | os.PathLike, model: ForwardModel, config: RunCon
                     optimizer=None, scheduler=None, rng: dict | None = None, extra: dict | None = None) -> None:
     """Write a checkpoint atomically (a temporary file renamed into place)."""
     blob = {
-        "format": CHECKPOINT_FORMAT, "gndesign_version": __version__, "step": step,
+        "format": CHECKPOINT_FORMAT, "kind": "forward", "gndesign_version": __version__, "step": step,
         "config": config.to_dict(), "model": model.state_dict(), "systems": model.describe()["systems"],
         "feature_names": GraphBuilder.feature_names(),
         "signatures": {s: model.tree(s).signature() for s in model.trained_systems},
@@ -316,6 +336,9 @@ def load_model(path: str | os.PathLike, system: str | None = None, allow_new_sys
             the system does not match (the message names the mismatch).
     """
     blob = read_checkpoint(path)
+    if blob.get("kind", "forward") != "forward":
+        raise GndesignError(f"checkpoint {path} holds a {blob['kind']!r} model, not a forward model of an "
+                            "articulated system (load it with gndesign.particles.load_particle_model)")
     names = GraphBuilder.feature_names()
     for kind, cols in blob["feature_names"].items():
         if cols != names[kind]:
@@ -383,20 +406,134 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+class TrainingTask:
+    """What :func:`run_training` needs from one kind of model (articulated forward models,
+    particle simulators): the shared loop owns seeding, the optimizer and learning-rate schedule,
+    resume, logging, checkpoints and DDP; a task owns data, model, statistics and losses.
+
+    ``config`` must have ``.train`` (a :class:`TrainConfig`) and ``.to_dict()``. The methods are
+    called in this order: :meth:`prepare` (load data), then, after seeding, :meth:`build_model`,
+    then :meth:`init_statistics` (fresh runs) or :meth:`check_resume` (resumed runs), then
+    :meth:`loss` once per step; :meth:`validation_loss` and :meth:`save_checkpoint` when due.
+    """
+
+    config: Any
+
+    def prepare(self) -> None:
+        """Load the data (before seeding: it must not consume the global RNGs)."""
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def init_statistics(self, rank: int) -> None:
+        """Accumulate normalization statistics (fresh runs only; the same on every rank)."""
+
+    def check_resume(self, blob: dict) -> None:
+        """Refuse a checkpoint of another kind of run (called before anything is loaded)."""
+
+    def loss(self, model: torch.nn.Module, net: torch.nn.Module, gens: dict[str, torch.Generator]) -> torch.Tensor:
+        """One training batch's loss (``net`` is ``model`` or its DDP wrapper)."""
+        raise NotImplementedError
+
+    def validation_loss(self, model: torch.nn.Module) -> float | None:
+        return None
+
+    def save_checkpoint(self, path: Path, model: torch.nn.Module, step: int, optimizer, scheduler, rng: dict) -> None:
+        raise NotImplementedError
+
+
+class _ForwardTask(TrainingTask):
+    """Articulated forward models (:class:`ForwardModel`) on trajectory datasets."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+
+    def prepare(self) -> None:
+        cfg, tc = self.config, self.config.train
+        self.datasets = [TrajectoryDataset.load(p) for p in cfg.data]
+        self.systems: dict[str, SystemSpec] = {}
+        for ds in self.datasets:
+            spec = system_spec(ds)
+            if ds.system in self.systems and self.systems[ds.system].mjcf != spec.mjcf:
+                raise GndesignError(f"two datasets are named {ds.system!r} but hold different models")
+            self.systems[ds.system] = spec
+        splits = [ds.split(tc.val_fraction, tc.seed) for ds in self.datasets]
+        self.train_set = TransitionSampler(self.datasets, [s[0] for s in splits])
+        self.val_set = TransitionSampler(self.datasets, [s[1] for s in splits]) if tc.val_fraction > 0 else None
+        self.scales = {ds.system: noise_scales(ds, tc) for ds in self.datasets}
+
+    def build_model(self) -> ForwardModel:
+        return build_model(self.config.model, list(self.systems.values()))
+
+    def init_statistics(self, rank: int) -> None:
+        # Normalization statistics from a fixed sample of noised training transitions (the inputs
+        # and noise-corrected targets the model is trained on), the same on every rank.
+        tc, model = self.config.train, self.model
+        stat_gen = torch.Generator().manual_seed(tc.seed + 12345)
+        for seq in self.train_set.sample(tc.stats_transitions, 1, stat_gen):
+            q, v = add_noise(model, seq, self.scales[seq["system"]], stat_gen)
+            model.accumulate_statistics(Transitions(seq["system"], q, v, seq["action"][:, 0], seq["params"],
+                                                    seq["qpos"][:, 1], seq["qvel"][:, 1],
+                                                    None if tc.correct_pos_noise else seq["qpos"][:, 0]))
+
+    def check_resume(self, blob: dict) -> None:
+        if blob.get("kind", "forward") != "forward":
+            raise GndesignError(f"the checkpoint to resume holds a {blob['kind']!r} model, not a forward model")
+
+    def loss(self, model, net, gens) -> torch.Tensor:
+        tc = self.config.train
+        seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
+        start = [add_noise(model, s, self.scales[s["system"]], gens["noise"]) for s in seqs]
+        return unrolled_loss(model, seqs, start, net, tc.correct_pos_noise)
+
+    def validation_loss(self, model) -> float | None:
+        return None if self.val_set is None else validation_loss(model, self.val_set)
+
+    def save_checkpoint(self, path, model, step, optimizer, scheduler, rng) -> None:
+        save_checkpoint(path, model, self.config, step, optimizer, scheduler, rng)
+
+
+def train(config, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
           max_new_steps: int | None = None) -> dict:
     """Train a forward model; returns a summary (final losses, steps, throughput).
 
     With ``resume``, continues from ``run_dir/checkpoints/latest.pt`` and reproduces the
     uninterrupted run (same data order, noise and optimizer state). ``max_new_steps`` stops this
     invocation early, as a preemption would (the run can be resumed).
+
+    A particle configuration (:class:`gndesign.particles.ParticleRunConfig`, what
+    :func:`load_config` returns for particle data), or a :class:`RunConfig` whose data are particle
+    datasets, trains a particle simulator (:func:`gndesign.particles.train_particles`).
     """
+    from gndesign.particles import ParticleRunConfig, as_particle_config, train_particles
+
+    if isinstance(config, ParticleRunConfig) or (config.data and is_particle_dataset(config.data[0])):
+        return train_particles(as_particle_config(config), run_dir, resume, progress, max_new_steps)
     cfg = config
     cfg.model.validate()
     cfg.train.validate()
-    tc = cfg.train
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
+    return run_training(_ForwardTask(cfg), run_dir, resume, progress, max_new_steps)
+
+
+def is_particle_dataset(path: str | os.PathLike) -> bool:
+    """Whether directory ``path`` holds a particle dataset (by its ``meta.json`` format)."""
+    import json
+
+    meta = Path(path) / "meta.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == "gndesign-particles"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_training(task: TrainingTask, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+                 max_new_steps: int | None = None) -> dict:
+    """The training loop shared by every kind of model (see :class:`TrainingTask`): Adam with
+    gradient clipping, exponential learning-rate decay over ``train.steps`` (or ``train.minutes``),
+    CSV metrics, atomic checkpoints with the full training state, exact resume, DDP."""
+    tc = task.config.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     rank, world = _distributed()
@@ -406,23 +543,12 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
         raise GndesignError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
     if resume and not ckpt_path.exists():
         raise GndesignError(f"nothing to resume: {ckpt_path} does not exist")
-
-    datasets = [TrajectoryDataset.load(p) for p in cfg.data]
-    systems = {}
-    for ds in datasets:
-        spec = system_spec(ds)
-        if ds.system in systems and systems[ds.system].mjcf != spec.mjcf:
-            raise GndesignError(f"two datasets are named {ds.system!r} but hold different models")
-        systems[ds.system] = spec
-    splits = [ds.split(tc.val_fraction, tc.seed) for ds in datasets]
-    train_set = TransitionSampler(datasets, [s[0] for s in splits])
-    val_set = TransitionSampler(datasets, [s[1] for s in splits]) if tc.val_fraction > 0 else None
-    scales = {ds.system: noise_scales(ds, tc) for ds in datasets}
+    task.prepare()
 
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
-    model = build_model(cfg.model, list(systems.values()))
+    model = task.model = task.build_model()
     gens = {"sample": torch.Generator().manual_seed(tc.seed * 1000 + rank),
             "noise": torch.Generator().manual_seed(tc.seed * 1000 + 500 + rank)}
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -431,6 +557,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     step = 0
     if resume:
         blob = read_checkpoint(ckpt_path)
+        task.check_resume(blob)
         if blob["optimizer"] is None:
             raise GndesignError(f"{ckpt_path} is an exported (inference-only) checkpoint and cannot be resumed")
         model.load_state_dict(blob["model"])
@@ -440,17 +567,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
         set_rng_state(blob["rng"], gens)
         log.info("resumed %s at step %d", run_dir, step)
     else:
-        # Normalization statistics from a fixed sample of noised training transitions (the inputs
-        # and noise-corrected targets the model is trained on), the same on every rank.
-        stat_gen = torch.Generator().manual_seed(tc.seed + 12345)
-        for seq in train_set.sample(tc.stats_transitions, 1, stat_gen):
-            q, v = add_noise(model, seq, scales[seq["system"]], stat_gen)
-            model.accumulate_statistics(Transitions(seq["system"], q, v, seq["action"][:, 0], seq["params"],
-                                                    seq["qpos"][:, 1], seq["qvel"][:, 1],
-                                                    None if tc.correct_pos_noise else seq["qpos"][:, 0]))
+        task.init_statistics(rank)
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(task.config.to_dict(), sort_keys=False))
 
     net = model
     if world > 1:
@@ -467,9 +587,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
             log.info("stopping after %.1f minutes (train.minutes)", tc.minutes)
             break
         model.train()
-        seqs = train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
-        start = [add_noise(model, s, scales[s["system"]], gens["noise"]) for s in seqs]
-        loss = unrolled_loss(model, seqs, start, net, tc.correct_pos_noise)
+        loss = task.loss(model, net, gens)
         if not torch.isfinite(loss):
             raise GndesignError(f"training diverged at step {step} (loss {float(loss)}): lower train.lr")
         optimizer.zero_grad(set_to_none=True)
@@ -490,19 +608,22 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
                    "lr": optimizer.param_groups[0]["lr"],
                    "graphs_per_s": round((step - start_step) * tc.batch_size * tc.unroll_steps * world
                                          / max(time.time() - start_time, 1e-9), 1)}
-            if val_set is not None and (step % tc.eval_every == 0 or step == tc.steps):
-                row["val_loss"] = validation_loss(model, val_set)
+            if step % tc.eval_every == 0 or step == tc.steps:
+                val = task.validation_loss(model)
+                if val is not None:
+                    row["val_loss"] = val
             _append_csv(metrics_path, row)
             bar.set_postfix(loss=f"{last_loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
             summary.update(row)
         if rank == 0 and (step % tc.checkpoint_every == 0 or step == tc.steps):
-            save_checkpoint(ckpt_path, model, cfg, step, optimizer, scheduler, rng_state(gens))
+            task.save_checkpoint(ckpt_path, model, step, optimizer, scheduler, rng_state(gens))
     bar.close()
     if rank == 0:
-        save_checkpoint(ckpt_path, model, cfg, step, optimizer, scheduler, rng_state(gens))
+        task.save_checkpoint(ckpt_path, model, step, optimizer, scheduler, rng_state(gens))
         summary.update({"step": step, "train_loss": last_loss, "seconds": time.time() - start_time})
-        if val_set is not None:
-            summary["val_loss"] = validation_loss(model, val_set)
+        val = task.validation_loss(model)
+        if val is not None:
+            summary["val_loss"] = val
     if world > 1:
         dist.barrier()
     return summary
