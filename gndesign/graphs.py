@@ -194,7 +194,7 @@ class GraphBuilder:
             src = {"constant_edge": self._constant_edge, "ctrlrange": self._ctrlrange,
                    "body_ipos": t.body_ipos, "iquat_mat": _np_quat_to_mat(t.body_iquat), "gravity": t.gravity,
                    "qpos0": t.qpos0, "actuator_gain": t.actuator_gain, "edge_dofs": self.edge_dofs,
-                   "dof_mask": self._dof_mask, "dof_gather": self._dof_gather,
+                   "dof_mask": self._dof_mask, "dof_gather": self._dof_gather, "edge_index": self.edge_index,
                    "edge_type_index": np.array([EDGE_TYPES.index(e) for e in t.edge_type]),
                    **t.nominal}[name]
             src = torch.as_tensor(src)
@@ -247,12 +247,14 @@ class GraphBuilder:
         return self.build_tensors(qpos, qvel, action, params).to_pyg()
 
     def build_tensors(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor | None = None,
-                      params: Params | None = None) -> GraphTensors:
+                      params: Params | None = None, static: StaticGraph | None = None) -> GraphTensors:
         """Graphs for a batch of states.
 
         Args:
             qpos: ``[B, nq]``; qvel: ``[B, nv]``; action: ``[B, nu]`` (zeros if None);
             params: optional physical parameters, each ``[B, ...]`` or unbatched (nominal if None).
+            static: the output of :meth:`static_graph` for these parameters (then ``params`` is
+                ignored); rollouts compute it once.
 
         Returns:
             :class:`GraphTensors` with ``x [B*nbody, F_node]``, ``edge_index [2, B*2E]``,
@@ -266,7 +268,11 @@ class GraphBuilder:
             action = qpos.new_zeros(B, t.nu)
         if action.shape != (B, t.nu):
             raise ValueError(f"action must be [{B}, {t.nu}], got {list(action.shape)}")
-        p = self.resolve_params(params, B, qpos)
+        if static is None:
+            static = self.static_graph(params, B, qpos)
+        elif static.num_graphs != B:
+            raise ValueError(f"static features are for {static.num_graphs} graphs, the states for {B}")
+        p = static.params
         kin = forward_kinematics(t, qpos, qvel)
 
         # Nodes.
@@ -278,10 +284,10 @@ class GraphBuilder:
         rot6 = kin.xmat[..., :, :2].transpose(-1, -2).reshape(B, t.nbody, 6)
         rel = kin.xpos - root
         rel = torch.cat([torch.zeros_like(rel[:, :1]), rel[:, 1:]], dim=1)  # the world node is fixed
-        x = torch.cat([self.static_node_features(p), rel, height, rot6, kin.linvel, kin.angvel], dim=-1)
+        x = torch.cat([static.node, rel, height, rot6, kin.linvel, kin.angvel], dim=-1)
 
         # Edges: forward then reverse.
-        ei = self.edge_index.to(qpos.device)
+        ei = self.const("edge_index", qpos)
         E = self._num_edges
         disp = kin.xpos[:, ei[1, :E]] - kin.xpos[:, ei[0, :E]]
         # Edges from the fixed world frame would carry absolute positions; their joint
@@ -290,15 +296,37 @@ class GraphBuilder:
         dist = disp.norm(dim=-1, keepdim=True)
         force = t.generalized_actuation(action, p["actuator_gear"])
         joint = torch.cat([self.joint_coordinates(qpos), self._dof_slots(qvel), self._dof_slots(force)], -1)
-        static = self.static_edge_features(p)
         ones = qpos.new_ones(B, E, 1)
-        fwd = torch.cat([static, disp, dist, joint, 0 * ones], -1)
-        rev = torch.cat([static, -disp, dist, joint, ones], -1)
+        fwd = torch.cat([static.edge, disp, dist, joint, 0 * ones], -1)
+        rev = torch.cat([static.edge, -disp, dist, joint, ones], -1)
         edge_attr = torch.cat([fwd, rev], dim=1)
+        return GraphTensors(x.reshape(B * t.nbody, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), static.u,
+                            static.edge_index, static.batch, B)
 
-        # Globals.
-        u = torch.cat([qpos.new_full((B, 1), self.control_timestep), g.expand(B, 3)], -1)
-        return make_graphs(x, edge_attr, ei, u)
+    def static_graph(self, params: Params | None, batch: int, like: torch.Tensor) -> StaticGraph:
+        """What does not change along a rollout of ``batch`` graphs with parameters ``params``
+        (nominal if None): static node and edge features, globals and the batched topology.
+        Pass it to :meth:`build_tensors` to skip recomputing them every step."""
+        p = self.resolve_params(params, batch, like)
+        g = self.const("gravity", like)
+        u = torch.cat([like.new_full((batch, 1), self.control_timestep), g.expand(batch, 3)], -1)
+        ei, graph_of = batched_topology(self.const("edge_index", like), batch, self.tree.nbody)
+        return StaticGraph(p, self.static_node_features(p), self.static_edge_features(p), u, ei, graph_of, batch)
+
+
+@dataclass
+class StaticGraph:
+    """The per-rollout constants of ``num_graphs`` graphs: resolved ``params``, static node features
+    ``node [B, nbody, F]`` and forward-edge features ``edge [B, E, F]``, globals ``u [B, F_global]``,
+    the batched ``edge_index [2, B*2E]`` and ``batch [B*nbody]``."""
+
+    params: dict
+    node: torch.Tensor
+    edge: torch.Tensor
+    u: torch.Tensor
+    edge_index: torch.Tensor
+    batch: torch.Tensor
+    num_graphs: int
 
 
 @dataclass
@@ -331,11 +359,17 @@ def make_graphs(x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tens
         u: ``[B, F_global]``.
     """
     B, N = x.shape[:2]
-    dev = x.device
+    ei, graph_of = batched_topology(edge_index.to(x.device), B, N)
+    return GraphTensors(x.reshape(B * N, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), u, ei, graph_of, B)
+
+
+def batched_topology(edge_index: torch.Tensor, B: int, N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``edge_index [2, E]`` of one graph of ``N`` nodes repeated for ``B`` graphs:
+    ``(edge_index [2, B*E], batch [B*N])``."""
+    dev = edge_index.device
     offsets = (torch.arange(B, device=dev) * N)[:, None, None]
-    ei = (edge_index.to(dev)[None] + offsets).permute(1, 0, 2).reshape(2, -1)
-    return GraphTensors(x.reshape(B * N, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), u, ei,
-                        torch.arange(B, device=dev).repeat_interleave(N), B)
+    ei = (edge_index[None] + offsets).permute(1, 0, 2).reshape(2, -1)
+    return ei, torch.arange(B, device=dev).repeat_interleave(N)
 
 
 def concat_batches(batches: Sequence[GraphTensors | Batch]) -> GraphTensors | Batch:

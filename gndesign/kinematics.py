@@ -18,16 +18,47 @@ _SMALL = 1e-6
 
 
 # --------------------------------------------------------------------------------- quaternions
+def _bilinear_table(name: str, like: torch.Tensor) -> torch.Tensor:
+    """Constant tables ``[16, k]`` that turn the outer product ``q_a q_b`` of quaternions into the
+    Hamilton product (``"mul"``, k=4) or a rotation matrix (``"mat"``, k=9): two tensor ops instead
+    of thirty element-wise ones, which matters in per-step rollouts."""
+    key = (name, like.dtype, like.device)
+    if key not in _TABLES:
+        t = torch.zeros(4, 4, 4 if name == "mul" else 9, dtype=torch.float64)
+        if name == "mul":  # (a*b)_k = sum_ij T_ijk a_i b_j
+            for i, j, k, sign in _HAMILTON:
+                t[i, j, k] = sign
+        else:  # R = (w^2 - |u|^2) I + 2 u u^T + 2 w [u]_x, valid for unit quaternions
+            for r in range(3):
+                t[0, 0, 4 * r] = 1.0
+                for a in range(1, 4):
+                    t[a, a, 4 * r] -= 1.0
+                for c in range(3):
+                    t[r + 1, c + 1, 3 * r + c] += 2.0
+            for r, c, a, sign in ((0, 1, 3, -1), (0, 2, 2, 1), (1, 0, 3, 1), (1, 2, 1, -1), (2, 0, 2, -1),
+                                  (2, 1, 1, 1)):
+                t[0, a, 3 * r + c] += sign
+                t[a, 0, 3 * r + c] += sign
+        _TABLES[key] = t.reshape(16, -1).to(dtype=like.dtype, device=like.device)
+    return _TABLES[key]
+
+
+# Hamilton product terms (i, j, k, sign): component k of a*b gets sign * a_i * b_j.
+_HAMILTON = [(0, 0, 0, 1), (1, 1, 0, -1), (2, 2, 0, -1), (3, 3, 0, -1),
+             (0, 1, 1, 1), (1, 0, 1, 1), (2, 3, 1, 1), (3, 2, 1, -1),
+             (0, 2, 2, 1), (1, 3, 2, -1), (2, 0, 2, 1), (3, 1, 2, 1),
+             (0, 3, 3, 1), (1, 2, 3, 1), (2, 1, 3, -1), (3, 0, 3, 1)]
+_TABLES: dict = {}
+
+
+def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = torch.broadcast_tensors(a, b)
+    return (a[..., :, None] * b[..., None, :]).reshape(a.shape[:-1] + (16,))
+
+
 def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product ``a * b`` of ``[..., 4]`` quaternions."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
+    return _outer(a, b) @ _bilinear_table("mul", a)
 
 
 def quat_conj(q: torch.Tensor) -> torch.Tensor:
@@ -40,12 +71,7 @@ def quat_normalize(q: torch.Tensor) -> torch.Tensor:
 
 def quat_to_mat(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices ``[..., 3, 3]`` of unit quaternions ``[..., 4]``."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(q.shape[:-1] + (3, 3))
+    return (_outer(q, q) @ _bilinear_table("mat", q)).reshape(q.shape[:-1] + (3, 3))
 
 
 def quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -150,14 +176,11 @@ def forward_kinematics(tree: KinematicTree, qpos: torch.Tensor,
         raise ValueError(f"qvel must be [{qpos.shape[0]}, {tree.nv}], got {list(qvel.shape)}")
     B, dtype, dev = qpos.shape[0], qpos.dtype, qpos.device
 
-    def const(x):
-        return torch.as_tensor(x, dtype=dtype, device=dev)
-
-    body_pos, body_quat = const(tree.body_pos), const(tree.body_quat)
-    jnt_pos, jnt_axis, qpos0 = const(tree.jnt_pos), const(tree.jnt_axis), const(tree.qpos0)
+    body_pos, body_quat, jnt_pos, jnt_axis, qpos0, body_ipos = tree.tensors(
+        ("body_pos", "body_quat", "jnt_pos", "jnt_axis", "qpos0", "body_ipos"), dtype, dev)
     zeros3 = qpos.new_zeros(B, 3)
     xpos = [zeros3]
-    xquat = [qpos.new_zeros(B, 4) + const([1.0, 0.0, 0.0, 0.0])]
+    xquat = [qpos.new_zeros(B, 4) + qpos.new_tensor([1.0, 0.0, 0.0, 0.0])]
     lin, ang = [zeros3], [zeros3]
     joints_of = [[] for _ in range(tree.nbody)]
     for j, b in enumerate(tree.jnt_body):
@@ -198,7 +221,8 @@ def forward_kinematics(tree: KinematicTree, qpos: torch.Tensor,
         xquat.append(quat)
 
         if qvel is not None:
-            rot = quat_to_mat(quat)
+            # Only free and ball joints need the body's rotation matrix here.
+            rot = quat_to_mat(quat) if any(m[0] in (FREE, BALL) for m in motion) else None
             if motion and motion[0][0] == FREE:
                 d = motion[0][3]
                 v, w = qvel[:, d:d + 3], (rot @ qvel[:, d + 3:d + 6, None])[..., 0]
@@ -221,7 +245,7 @@ def forward_kinematics(tree: KinematicTree, qpos: torch.Tensor,
     xquat_t = torch.stack(xquat, dim=1)
     xpos_t = torch.stack(xpos, dim=1)
     xmat = quat_to_mat(xquat_t)
-    com_offset = (xmat @ const(tree.body_ipos)[..., None])[..., 0]
+    com_offset = (xmat @ body_ipos[..., None])[..., 0]
     out = BodyKinematics(xpos=xpos_t, xquat=xquat_t, xmat=xmat, xipos=xpos_t + com_offset)
     if qvel is not None:
         out.linvel = torch.stack(lin, dim=1)

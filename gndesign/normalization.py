@@ -25,6 +25,16 @@ class Normalizer(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("sum", torch.zeros(size, dtype=torch.float64))
         self.register_buffer("sumsq", torch.zeros(size, dtype=torch.float64))
+        self._cache: dict = {}
+
+    def stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` in ``like``'s dtype and device, recomputed only when the statistics
+        change (accumulate or load_state_dict bump the buffers' versions): rollouts call this every step."""
+        key = (like.dtype, like.device, self.count._version, self.sum._version, self.sumsq._version,
+               self.count.data_ptr())
+        if self._cache.get("key") != key:
+            self._cache = {"key": key, "stats": (self.mean.to(like), self.std.to(like))}
+        return self._cache["stats"]
 
     @torch.no_grad()
     def accumulate(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
@@ -48,10 +58,12 @@ class Normalizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.count == 0:
             raise RuntimeError("Normalizer has no statistics: accumulate() training data first")
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        mean, std = self.stats(x)
+        return (x - mean) / std
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
+        mean, std = self.stats(y)
+        return y * std + mean
 
     def extra_repr(self) -> str:
         return f"size={self.size}, count={int(self.count)}"

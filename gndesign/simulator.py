@@ -28,7 +28,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from gndesign.errors import ConfigError
-from gndesign.graphs import GraphBuilder, concat_batches
+from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, integrate_qpos
 from gndesign.nn import EncodeProcessDecode
 from gndesign.normalization import Normalizer
@@ -112,6 +112,7 @@ class Transitions:
     qvel_next: torch.Tensor
     qpos_clean: torch.Tensor | None = None  # noise-free qpos: if set, the position correction
     # target is computed from it (position noise then only perturbs the inputs)
+    static: StaticGraph | None = None  # precomputed per-rollout graph constants (see GraphBuilder.static_graph)
 
 
 class ForwardModel(nn.Module):
@@ -167,16 +168,18 @@ class ForwardModel(nn.Module):
 
     # ----------------------------------------------------------------------------- dynamics
     def step(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor, system: str | None = None,
-             params: Params | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             params: Params | None = None, static: StaticGraph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One control step: ``qpos [B, nq], qvel [B, nv], action [B, nu] -> (qpos', qvel')``.
 
         Differentiable with respect to states, actions and parameters (``params``: optional
-        ``{key: [B, ...]}`` physical parameters, nominal if None).
+        ``{key: [B, ...]}`` physical parameters, nominal if None). ``static``: the graph constants
+        of these parameters from ``builder(system).static_graph`` (rollouts compute them once).
         """
         b = self.builder(system)
         name = b.tree.name if system is None else system
-        params = b.resolve_params(params, qpos.shape[0], qpos)
-        batch = Transitions(name, qpos, qvel, action, params, qpos, qvel)
+        if static is None:
+            static = b.static_graph(params, qpos.shape[0], qpos)
+        batch = Transitions(name, qpos, qvel, action, static.params, qpos, qvel, static=static)
         pred = self.predict_normalized([batch])[0]
         acc, corr = self.denormalize(name, pred)
         return integrate_prediction(b.tree, qpos, qvel, acc, corr, b.control_timestep)
@@ -189,13 +192,14 @@ class ForwardModel(nn.Module):
         ``checkpoint=True`` recomputes each step's activations in the backward pass, so long
         differentiable rollouts fit in memory.
         """
+        static = self.builder(system).static_graph(params, qpos.shape[0], qpos)
         qs, vs = [qpos], [qvel]
         for t in range(actions.shape[1]):
             if checkpoint and torch.is_grad_enabled():
                 q, v = torch.utils.checkpoint.checkpoint(self.step, qs[-1], vs[-1], actions[:, t], system,
-                                                         params, use_reentrant=False)
+                                                         None, static, use_reentrant=False)
             else:
-                q, v = self.step(qs[-1], vs[-1], actions[:, t], system, params)
+                q, v = self.step(qs[-1], vs[-1], actions[:, t], system, static=static)
             qs.append(q)
             vs.append(v)
         return torch.stack(qs, 1), torch.stack(vs, 1)
@@ -269,15 +273,16 @@ class GraphNetworkSimulator(ForwardModel):
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1)."""
         zeros = like.new_zeros(_CHANNELS * MAX_DOF)
-        means = torch.stack([self.target_norm[t].mean.to(like) if t != WELD else zeros for t in EDGE_TYPES])
-        stds = torch.stack([self.target_norm[t].std.to(like) if t != WELD else zeros + 1 for t in EDGE_TYPES])
+        stats = {t: self.target_norm[t].stats(like) for t in EDGE_TYPES if t != WELD}
+        means = torch.stack([stats[t][0] if t != WELD else zeros for t in EDGE_TYPES])
+        stds = torch.stack([stats[t][1] if t != WELD else zeros + 1 for t in EDGE_TYPES])
         idx = self.builder(system).const("edge_type_index", like)
         return means[idx], stds[idx]
 
     @torch.no_grad()
     def accumulate_statistics(self, batch: Transitions) -> None:
         b = self.builder(batch.system)
-        g = b.build_tensors(batch.qpos, batch.qvel, batch.action, batch.params)
+        g = b.build_tensors(batch.qpos, batch.qvel, batch.action, batch.params, batch.static)
         self.node_norm.accumulate(g.x)
         self.edge_norm.accumulate(g.edge_attr)
         self.global_norm.accumulate(g.u)
@@ -288,7 +293,8 @@ class GraphNetworkSimulator(ForwardModel):
                 self.target_norm[t].accumulate(tgt[:, e])
 
     def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
-        graphs = [self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params) for x in batches]
+        graphs = [self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params, x.static)
+                  for x in batches]
         g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
         out = self.core(self.node_norm(g.x), self.edge_norm(g.edge_attr), self.global_norm(g.u),
                         g.edge_index, g.batch, g.num_graphs)["edge"]

@@ -128,6 +128,18 @@ class KinematicTree:
         self.edge_child = np.asarray(child, dtype=np.int64)
         self.edge_joint = np.asarray(joint, dtype=np.int64)
         self.edge_type = etype
+        self._tensor_cache: dict = {}
+
+    def tensors(self, names: tuple[str, ...], dtype: torch.dtype, device) -> tuple[torch.Tensor, ...]:
+        """The named array fields as (cached) torch tensors: per-step code should not convert them
+        from numpy every call."""
+        out = []
+        for name in names:
+            key = (name, dtype, torch.device(device))
+            if key not in self._tensor_cache:
+                self._tensor_cache[key] = torch.as_tensor(getattr(self, name), dtype=dtype, device=device)
+            out.append(self._tensor_cache[key])
+        return tuple(out)
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -272,7 +284,7 @@ class KinematicTree:
     # ----------------------------------------------------------------------------- features
     def actuator_moment(self, gear: torch.Tensor) -> torch.Tensor:
         """Moment arms ``[B, nu, nv]`` from gears ``[B, nu, 6]`` (generalized force per unit force)."""
-        basis = torch.as_tensor(self.actuator_basis, dtype=gear.dtype, device=gear.device)
+        (basis,) = self.tensors(("actuator_basis",), gear.dtype, gear.device)
         return torch.einsum("bak,akv->bav", gear, basis)
 
     def generalized_actuation(self, action: torch.Tensor, gear: torch.Tensor) -> torch.Tensor:
@@ -281,5 +293,5 @@ class KinematicTree:
         Exact for motors (fixed gain, no bias); for other actuator types it is the gain-scaled
         control, which the learned model complements from the state.
         """
-        gain = torch.as_tensor(self.actuator_gain, dtype=action.dtype, device=action.device)
+        (gain,) = self.tensors(("actuator_gain",), action.dtype, action.device)
         return torch.einsum("ba,bav->bv", action * gain, self.actuator_moment(gear))

@@ -122,3 +122,17 @@ def test_bad_parameter_shapes_are_refused():
         gb.build(q, v, params={"body_mass": torch.ones(5)})
     with pytest.raises(KeyError, match="unknown parameter"):
         gb.build(q, v, params={"mass": torch.ones(3)})
+
+
+def test_precomputed_static_graph_gives_the_same_graphs():
+    gb, system = builder("cheetah")
+    q, v = states(system, 4)
+    a = torch.rand(4, system.model.nu, dtype=torch.float64)
+    params = gb.nominal_params(4, dtype=torch.float64)
+    params["body_mass"] = params["body_mass"] * 1.3
+    static = gb.static_graph(params, 4, q)
+    fresh, cached = gb.build_tensors(q, v, a, params), gb.build_tensors(q, v, a, static=static)
+    for name in ("x", "edge_attr", "u", "edge_index", "batch"):
+        assert torch.equal(getattr(fresh, name), getattr(cached, name)), name
+    with pytest.raises(ValueError, match="static features are for 4 graphs"):
+        gb.build_tensors(q[:2], v[:2], a[:2], static=static)

@@ -270,3 +270,19 @@ def test_overfits_neighbour_sum_regression():
         losses.append(loss.item())
     assert target.var() > 1.0
     assert losses[-1] < 0.01 * losses[0] and losses[-1] < 0.05, (losses[0], losses[-1])
+
+
+def test_normalizer_statistics_follow_new_data_and_loaded_state():
+    from gndesign.normalization import Normalizer
+
+    norm = Normalizer(2)
+    with pytest.raises(RuntimeError, match="no statistics"):
+        norm(torch.zeros(1, 2))
+    norm.accumulate(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
+    assert torch.allclose(norm(torch.tensor([[1.0, 2.0]])), torch.zeros(1, 2))  # cached from here on
+    norm.accumulate(torch.tensor([[10.0, 11.0]]))  # the cache must not go stale
+    assert torch.allclose(norm(torch.tensor([[4.0, 5.0]])), torch.zeros(1, 2))
+    other = Normalizer(2)
+    other.accumulate(torch.tensor([[100.0, 100.0], [102.0, 102.0]]))
+    norm.load_state_dict(other.state_dict())
+    assert torch.allclose(norm(torch.tensor([[101.0, 101.0]])), torch.zeros(1, 2))
