@@ -62,6 +62,8 @@ SCHEMA_VERSION = 1
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 SCENE_KEYS = ("particle_radius", "obstacle_radius", "x_min", "x_max", "floor", "dt", "gravity")
+# Further physical keys a scene may have (MuJoCo's contact and integration settings): compared too.
+PHYSICS_KEYS = ("timestep", "substeps", "friction", "solref", "solimp", "density", "restitution", "damping")
 SHARD_KEYS = ("positions", "obstacle", "design", "episode")
 STAT_FEATURES = ("position", "velocity", "acceleration")
 REQUIRED_META_KEYS = ("format", "schema_version", "scene", "scene_sha256", "episodes", "steps", "num_particles",
@@ -142,13 +144,13 @@ def scene_mismatch(trained: Mapping[str, Any], other: Mapping[str, Any],
     """The keys on which scene ``other`` differs from ``trained`` (numbers compared to 1e-9
     relative), as ``"key: trained vs other"`` strings; empty when they agree.
 
-    ``keys``: the keys to compare (default: the physical keys :data:`SCENE_KEYS` plus every other
-    key both scenes have). A key missing from ``other`` is a mismatch only if it is compared and
-    physical (in :data:`SCENE_KEYS`) or explicitly asked for.
+    ``keys``: the keys to compare. By default the physical ones: :data:`SCENE_KEYS` and those of
+    :data:`PHYSICS_KEYS` either scene has. Layout keys (number of particles, source region,
+    obstacle segments and anchor, episode length) are not compared: a learned simulator is local
+    and may be used zero-shot on other layouts of the same physics.
     """
     a, b = _canonical(trained), _canonical(other)
-    explicit = keys is not None
-    names = list(keys) if explicit else list(SCENE_KEYS) + sorted(k for k in a if k in b and k not in SCENE_KEYS)
+    names = list(keys) if keys is not None else [*SCENE_KEYS, *(k for k in PHYSICS_KEYS if k in a or k in b)]
     out = []
     for k in names:
         if k not in a and k not in b:
