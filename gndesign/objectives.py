@@ -8,6 +8,8 @@ declared as data:
   the MuJoCo MPC way of writing costs;
 * :class:`Tolerance`: dm_control's smooth tolerance reward (1 inside ``bounds``, decaying over
   ``margin`` with one of its sigmoids), equal to ``dm_control.utils.rewards.tolerance``;
+* :class:`SoftInside` (a soft fraction of elements inside an interval) and :class:`IntervalDistance`
+  (their distance to it), for particle scenes;
 * :class:`Sum` and :class:`Product` of objectives (``a + b``, ``a * b``, ``2.0 * a`` also work).
 
 Every objective round-trips through ``to_spec()`` / :func:`from_spec` (plain dicts, so YAML works).
@@ -203,6 +205,89 @@ class Affine(Objective):
 
 
 @dataclass
+class SoftInside(Objective):
+    """``offset + scale * reduce(sigmoid((x - lo) / s) * sigmoid((hi - x) / s))``: a soft count of
+    elements inside ``bounds = (lo, hi)``, e.g. the fraction of particles inside a bin.
+
+    ``sharpness`` ``s`` is the width of the sigmoid margin: an element ``3 s`` inside both bounds
+    counts about 0.95, one on a bound 0.5, one ``3 s`` outside 0.05. Unlike :class:`Tolerance` the
+    gradient does not vanish just inside the bounds, so elements near an edge are pulled inwards.
+    ``offset=1, scale=-1`` turns it into a cost (the soft fraction outside).
+    """
+
+    quantity: str
+    bounds: tuple[float, float] = (0.0, 1.0)
+    sharpness: float = 0.1
+    reduce: str = "mean"
+    offset: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self):
+        self.bounds = _check_bounds(self.bounds, "soft_inside")
+        if not (math.isfinite(self.sharpness) and self.sharpness > 0):
+            raise ConfigError(f"soft_inside sharpness must be a positive number, got {self.sharpness}")
+
+    def __call__(self, q: Quantities) -> torch.Tensor:
+        x = _get(q, self.quantity)
+        lo, hi = self.bounds
+        inside = torch.sigmoid((x - lo) / self.sharpness) * torch.sigmoid((hi - x) / self.sharpness)
+        return self.offset + self.scale * _reduce(inside, self.reduce)
+
+    def to_spec(self) -> dict:
+        return {"kind": "soft_inside", **{k: getattr(self, k) for k in
+                                          ("quantity", "bounds", "sharpness", "reduce", "offset", "scale")}}
+
+
+@dataclass
+class IntervalDistance(Objective):
+    """``weight * reduce(norm(distance of quantity to [lo, hi]))``: a cost, zero inside ``bounds``.
+
+    ``norm`` is ``l1`` (the distance), ``quadratic`` (half its square) or ``smooth_abs``
+    (pseudo-Huber with width ``smoothing``), as for :class:`Residual`.
+    """
+
+    quantity: str
+    bounds: tuple[float, float] = (0.0, 0.0)
+    weight: float = 1.0
+    norm: str = "l1"
+    smoothing: float = 0.1
+    reduce: str = "mean"
+
+    def __post_init__(self):
+        self.bounds = _check_bounds(self.bounds, "interval_distance")
+        if self.norm not in ("quadratic", "l1", "smooth_abs"):
+            raise ConfigError(f"unknown norm {self.norm!r}; choose quadratic, l1 or smooth_abs")
+        _check_weight(self.weight)
+
+    def __call__(self, q: Quantities) -> torch.Tensor:
+        x = _get(q, self.quantity)
+        lo, hi = self.bounds
+        d = torch.relu(lo - x) + torch.relu(x - hi)
+        if self.norm == "quadratic":
+            v = 0.5 * d * d
+        elif self.norm == "l1":
+            v = d
+        else:
+            p = self.smoothing
+            v = torch.sqrt(d * d + p * p) - p
+        return self.weight * _reduce(v, self.reduce)
+
+    def to_spec(self) -> dict:
+        return {"kind": "interval_distance", **{k: getattr(self, k) for k in
+                                                ("quantity", "bounds", "weight", "norm", "smoothing", "reduce")}}
+
+
+def _check_bounds(bounds, kind: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{kind} bounds must be a pair of numbers (lower, upper), got {bounds!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ConfigError(f"{kind} bounds must be finite with lower <= upper, got {bounds!r}")
+    return lo, hi
+
+
+@dataclass
 class Sum(Objective):
     terms: list[Objective] = field(default_factory=list)
 
@@ -244,7 +329,8 @@ def _check_weight(w: float) -> None:
         raise ConfigError(f"weights must be finite and non-negative, got {w}")
 
 
-_KINDS = {"residual": Residual, "tolerance": Tolerance, "affine": Affine}
+_KINDS = {"residual": Residual, "tolerance": Tolerance, "affine": Affine, "soft_inside": SoftInside,
+          "interval_distance": IntervalDistance}
 
 
 def from_spec(spec: Mapping) -> Objective:

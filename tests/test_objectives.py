@@ -6,7 +6,16 @@ import torch
 from dm_control.utils import rewards
 
 from gndesign.errors import ConfigError
-from gndesign.objectives import SIGMOIDS, Affine, Residual, Tolerance, from_spec, tolerance
+from gndesign.objectives import (
+    SIGMOIDS,
+    Affine,
+    IntervalDistance,
+    Residual,
+    SoftInside,
+    Tolerance,
+    from_spec,
+    tolerance,
+)
 
 
 @pytest.mark.parametrize("sigmoid", SIGMOIDS)
@@ -60,3 +69,36 @@ def test_bad_specs_are_refused(spec, message):
 def test_missing_quantity_names_what_is_available():
     with pytest.raises(ConfigError, match="'y'.*available: x"):
         Residual("y")({"x": torch.zeros(2)})
+
+
+def test_soft_inside_and_interval_distance_at_their_limits():
+    x = torch.tensor([[0.4, 0.5, 0.6], [5.0, 6.0, -4.0], [0.0, 1.0, 3.0]], dtype=torch.float64)
+    q = {"x": x}
+    soft = SoftInside("x", bounds=(0.0, 1.0), sharpness=0.05)
+    frac = soft(q)
+    assert frac[0] > 0.99 and frac[1] < 1e-9  # all inside / all far outside
+    assert abs(float(frac[2]) - (0.5 + 0.5 + 0.0) / 3) < 1e-6  # on a bound counts one half
+    cost = SoftInside("x", bounds=(0.0, 1.0), sharpness=0.05, offset=1.0, scale=-1.0)
+    assert torch.allclose(cost(q), 1 - frac)
+    dist = IntervalDistance("x", bounds=(0.0, 1.0))
+    assert torch.allclose(dist(q), torch.tensor([0.0, (4.0 + 5.0 + 4.0) / 3, 2.0 / 3], dtype=torch.float64))
+    quad = IntervalDistance("x", bounds=(0.0, 1.0), norm="quadratic", reduce="sum", weight=2.0)
+    assert quad(q)[1].item() == pytest.approx(16.0 + 25.0 + 16.0)
+    # Gradients point inwards from outside; none inside the interval for the distance.
+    xg = x.clone().requires_grad_(True)
+    (dist({"x": xg}) - soft({"x": xg})).sum().backward()
+    assert xg.grad[1, 0] > 0 and xg.grad[1, 2] < 0
+    for obj in (soft, cost, dist, quad):
+        assert torch.allclose(from_spec(obj.to_spec())(q), obj(q))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "soft_inside", "quantity": "x", "bounds": (1.0, 0.0)}, "lower <= upper"),
+    ({"kind": "soft_inside", "quantity": "x", "sharpness": 0.0}, "sharpness"),
+    ({"kind": "interval_distance", "quantity": "x", "bounds": "wide"}, "pair of numbers"),
+    ({"kind": "interval_distance", "quantity": "x", "norm": "cubic"}, "unknown norm"),
+    ({"kind": "interval_distance", "quantity": "x", "weight": -1.0}, "non-negative"),
+])
+def test_bad_interval_objectives_are_refused(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        from_spec(spec)
