@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from envs.generate import generate_dataset
 
+    if args.system == "obstacle-scene":
+        return generate_obstacle_scene(args)
+    if args.steps is None:
+        raise GndesignError(f"generate {args.system} needs --steps (control steps per episode)")
     report = generate_dataset(args.system, episodes=args.episodes, steps=args.steps, seed=args.seed,
                               out_dir=args.out, workers=args.workers, randomize=not args.no_randomize,
                               overwrite=args.overwrite, progress=not args.quiet)
@@ -334,6 +339,311 @@ def cmd_demo(args: argparse.Namespace) -> int:
 DEMO_ORACLE = {"population": 64, "elites": 8, "iterations": 3}
 
 
+# ------------------------------------------------------------------------------------ design
+#: Optimizer settings for `gndesign design` (override with --iterations and --set optimizer.KEY=VALUE).
+#: Budgets count simulator calls (one rollout of one design each).
+DESIGN_DEFAULTS = {
+    "gradient": {"iterations": 30, "lr": 0.1, "restarts": 1, "grad_clip": 1.0, "smoothness": 0.01},
+    "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.01},
+    "random": {"budget": 160, "batch": 16, "smoothness": 0.01},
+}
+
+
+def load_scene_file(path: str | None, base: dict | None = None, **overrides):
+    """A validated ``SceneConfig``: ``base`` (e.g. a model's training scene) or the defaults, updated
+    with the keys of a JSON/YAML file, then with the ``overrides`` that are not ``None``."""
+    import yaml
+
+    from envs.obstacle_scene import SceneConfig
+
+    values = dict(base or {})
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise GndesignError(f"scene file {path} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise GndesignError(f"scene file {path} must hold a mapping of SceneConfig keys")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.pop("dt", None)  # derived from timestep and substeps
+    return SceneConfig.from_dict(values)
+
+
+def design_terms(task, positions):
+    """Named loss terms ``[B]`` of rollouts ``positions [B, T+1, N, 2]``: ``total`` (the task's smooth
+    loss), each part of it, and the hard ``score`` of the final frame (not differentiable)."""
+    import torch
+
+    from envs.obstacle_scene import particle_quantities
+    from gndesign.objectives import Sum
+
+    final = positions[:, -1]
+    q = particle_quantities(final)
+    terms = {"total": task.objective(q)}
+    if isinstance(task.objective, Sum):
+        for part in task.objective.terms:
+            terms[part.to_spec()["kind"]] = part(q).detach()
+    terms["score"] = torch.as_tensor(task.score(final.detach()), dtype=final.dtype)
+    return terms
+
+
+class DesignScene:
+    """A design problem wired from the scene (``envs``), a simulator and the optimizers.
+
+    ``learned_loss`` and ``mujoco_loss`` map designs ``[B, K]`` to named terms (see
+    :func:`design_terms`) plus ``intrusion`` (a penalty on obstacles reaching into the source region,
+    which MuJoCo refuses) and ``feasible`` (0 for such designs: they never become the result).
+    MuJoCo never simulates infeasible designs (their ``total`` is 2, above any feasible loss, plus the
+    penalty). ``mujoco_calls`` counts ground-truth rollouts, ``learned_calls`` learned ones.
+
+    Args:
+        intrusion_weight: weight of the penalty ``relu(margin - clearance) / margin``, the clearance
+            measured differentiably at points along the segments.
+    """
+
+    def __init__(self, cfg, task, seed: int, model=None, intrusion_weight: float = 1.0, margin: float = 0.05):
+        import torch
+
+        from envs.obstacle_scene import initial_positions
+
+        self.cfg, self.task, self.seed, self.model = cfg, task, seed, model
+        self.init = initial_positions(cfg, seed)
+        self.dtype = next(model.parameters()).dtype if model is not None else torch.float32
+        self.init_t = torch.as_tensor(self.init, dtype=self.dtype)
+        self.intrusion_weight, self.margin = intrusion_weight, margin
+        self.mujoco_calls = self.learned_calls = 0
+
+    def clearance(self, designs):
+        """``[B]`` exact gap between the obstacle and the source region's balls (numpy; > 0: valid)."""
+        return self.cfg.design_clearance(designs.detach().cpu().double().numpy().reshape(-1, self.cfg.segments))
+
+    def intrusion(self, designs):
+        """``[B]`` differentiable penalty, zero for obstacles at least ``margin`` clear of the source."""
+        import torch
+
+        from envs.obstacle_scene import design_fk
+
+        cfg = self.cfg
+        v = design_fk(designs, cfg)  # [B, K+1, 2]
+        t = torch.linspace(0, 1, 33, dtype=v.dtype)[:, None]
+        pts = (v[:, :-1, None] * (1 - t) + v[:, 1:, None] * t).flatten(1, 2)  # [B, 33 K, 2]
+        lo = torch.tensor([cfg.source_x[0], cfg.source_z[0]], dtype=v.dtype)
+        hi = torch.tensor([cfg.source_x[1], cfg.source_z[1]], dtype=v.dtype)
+        gap = (torch.relu(lo - pts) + torch.relu(pts - hi)).norm(dim=-1).amin(-1)
+        clear = gap - cfg.obstacle_radius - cfg.particle_radius
+        return self.intrusion_weight * torch.relu(self.margin - clear) / self.margin
+
+    def simulate(self, designs):
+        """MuJoCo rollouts ``[B, T+1, N, 2]`` (float64 tensor) of valid ``designs [B, K]`` (or ``[K]``)."""
+        import torch
+
+        from envs.obstacle_scene import simulate
+
+        d = designs.detach().cpu().double().numpy() if hasattr(designs, "detach") else designs
+        pos = simulate(self.cfg, d, self.init)
+        self.mujoco_calls += len(pos)
+        return torch.as_tensor(pos)
+
+    def learned_rollout(self, designs):
+        """Learned rollouts ``[B, T+1, N, 2]`` (the model's dtype, differentiable w.r.t. ``designs [B, K]``)."""
+        from envs.obstacle_scene import design_fk
+
+        if self.model is None:
+            raise GndesignError("no learned model: pass --model CKPT or pretrained:obstacle")
+        B = designs.shape[0]
+        vertices = design_fk(designs.to(self.dtype), self.cfg)
+        self.learned_calls += B
+        return self.model.rollout(self.init_t.expand(B, -1, -1), vertices, self.cfg.frames, checkpoint=True)
+
+    def learned_loss(self, designs):
+        import torch
+
+        terms = design_terms(self.task, self.learned_rollout(designs))
+        pen = self.intrusion(designs).to(terms["total"])
+        terms["total"] = terms["total"] + pen
+        terms["intrusion"] = pen.detach()
+        terms["feasible"] = torch.as_tensor(self.clearance(designs) > 0, dtype=pen.dtype)
+        return terms
+
+    def mujoco_loss(self, designs):
+        import torch
+
+        ok = torch.as_tensor(self.clearance(designs) > 0)
+        pen = self.intrusion(designs.detach().double())
+        terms = {"total": 2.0 + pen}
+        if ok.any():
+            sim = design_terms(self.task, self.simulate(designs[ok]))
+            for k, v in sim.items():
+                terms[k] = torch.full_like(pen, math.nan) if k not in terms else terms[k]
+                terms[k] = terms[k].clone()
+                terms[k][ok] = v.to(pen) + (pen[ok] if k == "total" else 0.0)
+        terms["intrusion"] = pen
+        terms["feasible"] = ok.to(pen.dtype)
+        return terms
+
+
+def absolute_angles(design):
+    """Absolute segment angles ``[B, K]`` of designs (first angle, then relative joint angles)."""
+    return design.cumsum(-1)
+
+
+def load_design_model(model: str, cfg_path: str | None, segments: int | None):
+    """The particle simulator and the scene to design in (the model's own scene unless a scene file
+    says otherwise, which must then match the model's physics)."""
+    from gndesign.particles import load_particle_model
+
+    _, blob = load_particle_model(model)
+    base = dict(blob["scene"])
+    try:
+        cfg = load_scene_file(cfg_path, base, segments=segments)
+    except GndesignError:
+        if cfg_path:
+            raise
+        # The model's scene lacks SceneConfig keys (data from elsewhere): defaults, checked below.
+        cfg = load_scene_file(None, segments=segments)
+    sim, _ = load_particle_model(model, scene=cfg.to_dict())
+    return sim, cfg
+
+
+def design_obstacle(task: str = "bin", target_x: float | None = None, side: str = "right", segments: int | None = None,
+                    optimizer: str = "gradient", simulator: str = "learned", model: str = "pretrained:obstacle",
+                    iterations: int | None = None, seed: int = 0, options: dict | None = None,
+                    scene: str | None = None, cfg=None, out: str | None = None) -> dict:
+    """Optimize an obstacle, re-simulate the initial and final designs in MuJoCo and score them there.
+
+    Returns a JSON-ready dict (design, MuJoCo scores, learned-model prediction, loss history, calls,
+    times); with ``out``, also writes ``design.json``, ``design.xml`` (MJCF), ``design.png``
+    (initial and final obstacle with MuJoCo particle traces) and ``loss.png``.
+    """
+    import time
+
+    import torch
+
+    from envs.obstacle_scene import design_fk, design_to_mjcf, get_obstacle_task
+    from gndesign.io import atomic_write_json, atomic_write_text
+    from planners.design import DESIGN_OPTIMIZERS, make_design_optimizer, plot_design, plot_history
+
+    if optimizer not in DESIGN_OPTIMIZERS:
+        raise GndesignError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(DESIGN_OPTIMIZERS)}")
+    if simulator not in ("learned", "mujoco"):
+        raise GndesignError(f"unknown simulator {simulator!r}: choose learned or mujoco")
+    if optimizer == "gradient" and simulator == "mujoco":
+        raise GndesignError("the gradient optimizer needs a differentiable simulator: use --simulator learned "
+                            "(or --optimizer cem/random on mujoco)")
+    sim = None
+    if simulator == "learned":
+        if cfg is not None:
+            from gndesign.particles import load_particle_model
+
+            sim, _ = load_particle_model(model, scene=cfg.to_dict())
+        else:
+            sim, cfg = load_design_model(model, scene, segments)
+    elif cfg is None:
+        cfg = load_scene_file(scene, segments=segments)
+    if task == "bin":
+        if target_x is None:
+            raise GndesignError("the bin task needs --target-x")
+        the_task = get_obstacle_task("bin", cfg, target_x=target_x)
+    else:
+        the_task = get_obstacle_task(task, cfg, side=side)
+    opts = dict(DESIGN_DEFAULTS[optimizer], **(options or {}))
+    if iterations is not None:
+        opts["budget" if optimizer == "random" else "iterations"] = (
+            iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
+    problem = DesignScene(cfg, the_task, seed, sim)
+    low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
+    try:
+        # The prior penalizes bends: differences of consecutive absolute segment angles.
+        opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=absolute_angles, **opts)
+    except (TypeError, ValueError) as e:
+        raise GndesignError(f"bad {optimizer} options {opts}: {e}") from None
+    init = torch.as_tensor(cfg.default_design())
+    loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss
+    log.info("designing a %d-segment obstacle for %s with %s on %s", cfg.segments, the_task.to_dict(), optimizer,
+             simulator)
+    with torch.no_grad() if optimizer != "gradient" else contextlib.nullcontext():
+        result = opt.optimize(loss, init)
+    calls_opt = problem.mujoco_calls
+    # The number that counts: both designs re-simulated in MuJoCo from the same layout.
+    t0 = time.perf_counter()
+    truth = problem.simulate(torch.stack([init, result.design]))
+    verify_s = time.perf_counter() - t0
+    scores = the_task.score(truth[:, -1])
+    out_dict = {
+        "task": the_task.to_dict(), "region": list(the_task.region), "optimizer": optimizer, "simulator": simulator,
+        "model": model if simulator == "learned" else None, "seed": seed, "options": opts,
+        "scene": cfg.to_dict(), "initial_design": init.tolist(), "design": result.design.tolist(),
+        "vertices": design_fk(result.design[None], cfg)[0].tolist(),
+        "score_initial": float(scores[0]), "score": float(scores[1]),
+        "loss_initial": float(the_task.loss(truth[:1, -1])[0]), "loss": float(the_task.loss(truth[1:, -1])[0]),
+        "objective": result.objective, "terms": result.terms, "history": result.history,
+        "optimizer_seconds": result.seconds, "verify_seconds": verify_s,
+        "evaluations": result.evaluations, "learned_calls": problem.learned_calls,
+        "mujoco_calls": calls_opt + 1,  # the optimizer's, plus re-simulating the final design
+    }
+    if sim is not None:
+        with torch.no_grad():
+            pred = problem.learned_rollout(result.design[None])
+        out_dict["predicted_score"] = float(the_task.score(pred[:, -1])[0])
+        out_dict["model_error"] = float((pred[0].double() - truth[1]).norm(dim=-1).mean())
+    if out:
+        out_dir = Path(out)
+        atomic_write_text(out_dir / "design.xml", design_to_mjcf(cfg, result.design.numpy()))
+        vert = design_fk(torch.stack([init, result.design]), cfg)
+        title = f"{the_task.name} task, {optimizer} on {simulator}: MuJoCo score {scores[0]:.2f} -> {scores[1]:.2f}"
+        plot_design([{"title": f"initial design: {scores[0]:.0%} in the bin", "obstacle": vert[0], "traces": truth[0]},
+                     {"title": f"{optimizer} design: {scores[1]:.0%} in the bin", "obstacle": vert[1],
+                      "traces": truth[1]}], (cfg.x_min, cfg.x_max), cfg.floor, the_task.region,
+                    out_dir / "design.png", title)
+        plot_history(result.history, out_dir / "loss.png", f"{optimizer} on {simulator} (simulator loss terms)")
+        out_dict["files"] = {k: str(out_dir / f) for k, f in (("json", "design.json"), ("mjcf", "design.xml"),
+                                                               ("figure", "design.png"), ("loss", "loss.png"))}
+        atomic_write_json(out_dir / "design.json", out_dict)
+    return out_dict
+
+
+def generate_obstacle_scene(args: argparse.Namespace) -> int:
+    """``gndesign generate obstacle-scene``: random designs and layouts of the particle scene."""
+    from envs.obstacle_scene import generate_obstacle_dataset
+
+    if args.no_randomize:
+        raise GndesignError("--no-randomize does not apply to obstacle-scene (designs and layouts are always random)")
+    cfg = load_scene_file(args.scene, frames=args.steps)
+    report = generate_obstacle_dataset(cfg, args.out, episodes=args.episodes, seed=args.seed, workers=args.workers,
+                                       overwrite=args.overwrite)
+    print(f"wrote {report}")
+    return 0
+
+
+def cmd_design(args: argparse.Namespace) -> int:
+    import torch
+
+    from gndesign.training import parse_value
+
+    torch.set_num_threads(args.threads)
+
+    options = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if not key.startswith("optimizer.") or not value:
+            raise GndesignError(f"--set {item!r} must look like optimizer.KEY=VALUE (e.g. optimizer.lr=0.05)")
+        options[key.split(".", 1)[1]] = parse_value(value)
+    r = design_obstacle(args.task, args.target_x, args.side, args.segments, args.optimizer, args.simulator,
+                        args.model, args.iterations, args.seed, options, args.scene, out=args.out)
+    if args.json:
+        print(json.dumps({k: v for k, v in r.items() if k not in ("history", "scene")}, indent=2))
+    else:
+        print(f"{r['optimizer']} on {r['simulator']}: {r['evaluations']} simulator calls in "
+              f"{r['optimizer_seconds']:.1f} s; design {[round(x, 3) for x in r['design']]}")
+        pred = f" (the learned model predicted {r['predicted_score']:.0%})" if "predicted_score" in r else ""
+        print(f"MuJoCo score (fraction of balls in {[round(x, 3) for x in r['region']]}): initial design "
+              f"{r['score_initial']:.0%}, designed {r['score']:.0%}{pred}")
+        for key, path in r.get("files", {}).items():
+            print(f"{key}: {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gndesign", description=__doc__.splitlines()[0])
@@ -353,9 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("generate", help="roll MuJoCo out into a trajectory dataset")
-    s.add_argument("system", help="a registered system name or an MJCF path")
+    s.add_argument("system", help="a registered system name, an MJCF path, or obstacle-scene (particle data)")
+    s.add_argument("--scene", help="obstacle-scene: JSON/YAML file of scene settings (default: the default scene)")
     s.add_argument("--episodes", type=_positive_int, required=True)
-    s.add_argument("--steps", type=_positive_int, required=True, help="control steps per episode")
+    s.add_argument("--steps", type=_positive_int,
+                   help="control steps per episode (required; obstacle-scene: frames, default the scene's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     s.add_argument("--workers", type=_positive_int, default=1)
@@ -414,6 +726,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("design", help="inverse design of an obstacle that steers falling balls (scored in MuJoCo)")
+    s.add_argument("--task", choices=["bin", "side"], default="bin")
+    s.add_argument("--target-x", type=float, help="bin task: x of the bin's centre [m]")
+    s.add_argument("--side", choices=["left", "right"], default="right", help="side task: which wall")
+    s.add_argument("--segments", type=_positive_int, help="obstacle segments K (default: the scene's)")
+    s.add_argument("--optimizer", default="gradient", help="gradient, cem or random")
+    s.add_argument("--simulator", default="learned", help="learned (the particle model) or mujoco (ground truth)")
+    s.add_argument("--model", default="pretrained:obstacle", help="particle model: checkpoint or pretrained:NAME")
+    s.add_argument("--scene", help="JSON/YAML file of scene settings (default: the model's scene)")
+    s.add_argument("--iterations", type=_positive_int,
+                   help="gradient: Adam steps; cem: refits; random: batches of designs")
+    s.add_argument("--seed", type=int, default=0, help="initial particle layout and optimizer seed")
+    s.add_argument("--set", action="append", metavar="optimizer.KEY=VALUE", help="optimizer option (repeatable)")
+    s.add_argument("--out", default="runs/design", help="output directory")
+    s.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch threads (the models are small: one thread is fastest on a busy machine)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_design)
     return p
 
 

@@ -70,12 +70,14 @@ class DesignOptimizer:
     Args:
         low, high: bounds ``[K]`` of the design (inclusive).
         smoothness: weight of the prior on differences of consecutive design coordinates.
+        prior_map: the prior penalizes consecutive differences of ``prior_map(x) [B, K']`` instead
+            (e.g. absolute segment angles ``x.cumsum(-1)`` when ``x`` holds relative joint angles).
         seed: seed of the optimizer's own random generator.
     """
 
     name = "design"
 
-    def __init__(self, low, high, smoothness: float = 0.0, seed: int = 0):
+    def __init__(self, low, high, smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
         self.low = torch.as_tensor(low, dtype=torch.float64).flatten()
         self.high = torch.as_tensor(high, dtype=torch.float64).flatten()
         if self.low.shape != self.high.shape or not bool((self.low < self.high).all()):
@@ -83,7 +85,7 @@ class DesignOptimizer:
                              f"{self.high.tolist()}")
         if smoothness < 0:
             raise ValueError(f"smoothness must be non-negative, got {smoothness}")
-        self.smoothness = smoothness
+        self.smoothness, self.prior_map = smoothness, prior_map
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
 
@@ -104,9 +106,10 @@ class DesignOptimizer:
 
     def prior(self, x: torch.Tensor) -> torch.Tensor:
         """The smoothness prior ``[B]`` of designs ``x [B, K]``."""
-        if self.smoothness == 0 or x.shape[-1] < 2:
+        y = x if self.prior_map is None else self.prior_map(x)
+        if self.smoothness == 0 or y.shape[-1] < 2:
             return torch.zeros(x.shape[0], dtype=x.dtype)
-        return self.smoothness * x.diff(dim=-1).square().sum(-1)
+        return self.smoothness * y.diff(dim=-1).square().sum(-1)
 
     def score(self, loss_fn: DesignLossFn, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named terms ``[B]`` of designs ``x [B, K]`` plus ``prior`` and ``objective`` (total + prior)."""
@@ -138,13 +141,20 @@ class DesignOptimizer:
                             time.perf_counter() - start, self.name)
 
     def _track(self, x: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> None:
-        """Record the batch's best design in the history; keep it if it beats the best so far."""
+        """Record the batch's best design in the history; keep it if it beats the best so far.
+
+        A ``feasible`` term (``[B]``, 0 or 1), if the loss gives one, marks designs that may not
+        become the result (e.g. designs the ground-truth simulator refuses): they still guide the
+        search through their (penalized) objective.
+        """
         obj = terms["objective"].detach()
         obj = torch.where(torch.isfinite(obj), obj, torch.full_like(obj, math.inf))
-        i = int(obj.argmin())
+        ok = terms["feasible"].detach().reshape(-1).bool() if "feasible" in terms else torch.ones_like(obj).bool()
+        masked = torch.where(ok, obj, torch.full_like(obj, math.inf))
+        i = int(masked.argmin()) if bool(torch.isfinite(masked).any()) else int(obj.argmin())
         values = {k: float(v.detach().reshape(-1)[i]) if v.numel() > 1 else float(v.detach())
                   for k, v in terms.items()}
-        if math.isfinite(values["objective"]) and values["objective"] < self._best[1]:
+        if bool(ok[i]) and math.isfinite(values["objective"]) and values["objective"] < self._best[1]:
             self._best = (x[i].detach().clone().to(torch.float64), values["objective"], values)
         for k, v in values.items():
             self._history.setdefault(k, []).append(v)
@@ -174,8 +184,9 @@ class GradientDesign(DesignOptimizer):
     name = "gradient"
 
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
-                 grad_clip: float = 1.0, lr_decay: float = 1.0, smoothness: float = 0.0, seed: int = 0):
-        super().__init__(low, high, smoothness, seed)
+                 grad_clip: float = 1.0, lr_decay: float = 1.0, smoothness: float = 0.0,
+                 prior_map: Callable | None = None, seed: int = 0):
+        super().__init__(low, high, smoothness, prior_map, seed)
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
         self.iterations, self.lr, self.restarts = iterations, lr, restarts
@@ -227,14 +238,17 @@ class CEMDesign(DesignOptimizer):
         iterations: given directly (``budget`` wins if both are given).
         init_std: initial standard deviation as a fraction of the bounds' range.
         alpha: smoothing of the refit.
+        max_seconds: also stop after the iteration in which this much wall-clock time has passed
+            (a time budget, e.g. the time a gradient design took).
     """
 
     name = "cem"
 
     def __init__(self, low, high, population: int = 32, elites: int = 6, iterations: int = 10,
                  budget: int | None = None, init_std: float = 0.3, alpha: float = 0.1, smoothness: float = 0.0,
-                 seed: int = 0):
-        super().__init__(low, high, smoothness, seed)
+                 max_seconds: float | None = None, prior_map: Callable | None = None, seed: int = 0):
+        super().__init__(low, high, smoothness, prior_map, seed)
+        self.max_seconds = max_seconds
         if not 2 <= elites <= population:
             raise ValueError("need 2 <= elites <= population")
         if budget is not None:
@@ -250,7 +264,10 @@ class CEMDesign(DesignOptimizer):
     def _run(self, loss_fn, init):
         mean = init.clone()
         std = self.init_std * (self.high - self.low)
-        for _ in range(self.iterations):
+        start = time.perf_counter()
+        for i in range(self.iterations):
+            if i and self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
+                break
             eps = torch.randn(self.population - 1, self.dim, generator=self.generator, dtype=torch.float64)
             x = torch.cat([mean[None], self.clip(mean + std * eps)], dim=0)
             terms = self.score(loss_fn, x)
@@ -265,20 +282,25 @@ class RandomDesign(DesignOptimizer):
     Args:
         budget: designs to score in all (the initial design included).
         batch: designs per call of the loss.
+        max_seconds: also stop after the batch in which this much wall-clock time has passed.
     """
 
     name = "random"
 
-    def __init__(self, low, high, budget: int = 256, batch: int = 32, smoothness: float = 0.0, seed: int = 0):
-        super().__init__(low, high, smoothness, seed)
+    def __init__(self, low, high, budget: int = 256, batch: int = 32, smoothness: float = 0.0,
+                 max_seconds: float | None = None, prior_map: Callable | None = None, seed: int = 0):
+        super().__init__(low, high, smoothness, prior_map, seed)
+        self.max_seconds = max_seconds
         if budget <= 0 or batch <= 0:
             raise ValueError("budget and batch must be positive")
         self.budget, self.batch = budget, batch
 
     @torch.no_grad()
     def _run(self, loss_fn, init):
-        done = 0
+        done, start = 0, time.perf_counter()
         while done < self.budget:
+            if done and self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
+                break
             n = min(self.batch, self.budget - done)
             x = self.uniform(n) if done else torch.cat([init[None], self.uniform(n - 1)], dim=0)
             self._track(x, self.score(loss_fn, x))
@@ -306,3 +328,62 @@ def rollout_loss(rollout: Callable[[torch.Tensor], torch.Tensor],
         return terms(rollout(designs))
 
     return loss
+
+
+def plot_design(panels: list[dict], walls: tuple[float, float], floor: float, target: tuple[float, float] | None,
+                path, title: str = "") -> object:
+    """Obstacles with particle traces, one panel each (e.g. the initial and the final design).
+
+    Each panel is ``{"title": str, "obstacle": [K+1, 2] vertices, "traces": [T+1, N, 2] positions}``
+    (numpy or torch); ``walls`` are the inner wall faces' x, ``target`` the bin's ``(x_lo, x_hi)``.
+    """
+    import numpy as np
+
+    from gndesign.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        traces = np.asarray(panel["traces"], dtype=float)
+        obstacle = np.asarray(panel["obstacle"], dtype=float)
+        top = max(float(traces[..., 1].max()), float(obstacle[:, 1].max())) + 0.05
+        if target is not None:
+            ax.axvspan(target[0], target[1], ymax=0.12, color="C2", alpha=0.25, lw=0, label="target bin")
+        ax.plot(traces[:, :, 0], traces[:, :, 1], color="C0", lw=0.4, alpha=0.35)
+        ax.scatter(traces[0, :, 0], traces[0, :, 1], s=4, color="C0", alpha=0.6)
+        ax.scatter(traces[-1, :, 0], traces[-1, :, 1], s=6, color="C3", zorder=3, label="final positions")
+        ax.plot(obstacle[:, 0], obstacle[:, 1], color="k", lw=3, solid_capstyle="round", label="obstacle")
+        ax.plot(obstacle[:1, 0], obstacle[:1, 1], "ks", ms=5)
+        ax.axvline(walls[0], color="0.4", lw=2)
+        ax.axvline(walls[1], color="0.4", lw=2)
+        ax.axhline(floor, color="0.4", lw=2)
+        ax.set_xlim(walls[0] - 0.02, walls[1] + 0.02)
+        ax.set_ylim(floor - 0.02, top)
+        ax.set_aspect("equal")
+        ax.set_title(panel.get("title", ""), fontsize=9)
+    axes[0][0].legend(loc="upper left", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_history(history: Mapping[str, list[float]], path, title: str = "") -> object:
+    """Every named loss term per iteration (the design loss curves)."""
+    from gndesign.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    names = [k for k in history if k not in ("best",)]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for k in names:
+        axes[0 if k in ("objective", "total") else 1].plot(history[k], label=k, lw=1.2)
+    if "best" in history:
+        axes[0].plot(history["best"], "k--", lw=1, label="best so far")
+    for ax, t in zip(axes, ("objective", "terms"), strict=True):
+        ax.set_xlabel("iteration")
+        ax.set_title(t, fontsize=9)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
