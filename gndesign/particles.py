@@ -689,7 +689,8 @@ def plot_particle_rollout(model: ParticleSimulator, dataset: ParticleDataset, ep
     obs = torch.as_tensor(ep["obstacle"], dtype=torch.float32)
     pred = model.rollout(truth[None, 0], obs[None], T)[0]
     s = dataset.scene
-    fig, axes = plt.subplots(2, len(frames), figsize=(3 * len(frames), 6), squeeze=False)
+    top = float(max(truth[..., 1].max(), obs[:, 1].max())) + 2 * s["particle_radius"]
+    fig, axes = plt.subplots(2, len(frames), figsize=(3 * len(frames), 4.5), squeeze=False, sharex=True, sharey=True)
     for row, (name, pos) in enumerate((("ground truth", truth), ("learned", pred))):
         for col, f in enumerate(frames):
             ax = axes[row][col]
@@ -698,6 +699,8 @@ def plot_particle_rollout(model: ParticleSimulator, dataset: ParticleDataset, ep
             ax.axhline(s["floor"], color="gray")
             for xw in (s["x_min"], s["x_max"]):
                 ax.axvline(xw, color="gray")
+            ax.set_xlim(s["x_min"], s["x_max"])
+            ax.set_ylim(s["floor"] - s["particle_radius"], top)
             ax.set_aspect("equal")
             ax.set_title(f"{name}, frame {f}", fontsize=9)
     fig.tight_layout()

@@ -1,7 +1,8 @@
 """Regenerate the shipped pretrained models (``gndesign/pretrained/*.pt``) from fixed seeds.
 
-    python scripts/make_pretrained.py                 # all three (about 30 min on 2 cores)
+    python scripts/make_pretrained.py                 # all four (about 50 min on 2 cores)
     python scripts/make_pretrained.py --only cartpole
+    python scripts/make_pretrained.py --only obstacle  # the particle simulator of the obstacle scene
 
 Each model is trained for a fixed number of steps on one thread from a fixed data seed and
 training seed, so the same command gives the same weights. The results (validation rollout errors)
@@ -22,6 +23,13 @@ SPECS = {
     "cartpole": {"data": [("cartpole", 400, 0)], "steps": 15000},
     "swimmer6": {"data": [("swimmer6", 400, 0)], "steps": 8000},
     "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 10000},
+    # The particle simulator of the obstacle-design scene (default SceneConfig): episodes and seeds
+    # of the training and validation data (gndesign generate obstacle-scene), options, steps.
+    "obstacle": {"kind": "particles", "train": (400, 0), "valid": (40, 1), "steps": 20000,
+                 "options": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=3",
+                             "model.radius=3.0", "model.history=5", "train.batch_size=4", "train.vel_noise=0.03",
+                             "train.log_every=500", "train.eval_every=2000", "train.checkpoint_every=1000",
+                             "train.val_fraction=0.05", "train.threads=1"]},
 }
 
 
@@ -36,6 +44,8 @@ def build(name: str, work: str) -> dict:
 
     spec = SPECS[name]
     work_dir = Path(work)
+    if spec.get("kind") == "particles":
+        return build_particles(name, work_dir)
     data = []
     for system, episodes, seed in spec["data"]:
         out = work_dir / "data" / f"{system}-{episodes}x200-s{seed}"
@@ -58,6 +68,34 @@ def build(name: str, work: str) -> dict:
         e = evaluate(model, ds, episodes, (10, 50, 100))
         res["eval"][ds.system] = {k: e[k] for k in ("one_step_loss", "qpos_rmse", "body_pos_error")}
     return {name: res}
+
+
+def build_particles(name: str, work_dir: Path) -> dict:
+    """Generate the obstacle scene's data, train the particle simulator, export and evaluate it."""
+    from envs.obstacle_scene import SceneConfig, generate_obstacle_dataset
+    from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, train_particles
+    from gndesign.training import PRETRAINED_DIR, export_checkpoint, load_config
+
+    spec = SPECS[name]
+    scene = SceneConfig()
+    data = {}
+    for split in ("train", "valid"):
+        episodes, seed = spec[split]
+        out = work_dir / "data" / f"obstacle-{split}-{episodes}-s{seed}"
+        if not (out / "meta.json").exists():
+            generate_obstacle_dataset(scene, out, episodes, seed, overwrite=True)
+        data[split] = out
+    run = work_dir / name
+    cfg = load_config(None, spec["options"] + [f"train.steps={spec['steps']}", "train.seed=0"], data=[data["train"]])
+    ckpt = run / "checkpoints" / "latest.pt"
+    summary = train_particles(cfg, run, resume=ckpt.exists(), progress=False)
+    dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
+    model, _ = load_particle_model(dst, scene.to_dict())
+    valid = ParticleDataset.load(data["valid"])
+    errors = particle_rollout_errors(model, valid, horizons=(10, 50, 100, valid.steps))
+    return {name: {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "kind": "particles",
+                   "data": {k: list(spec[k]) for k in ("train", "valid")}, "train_seconds": summary.get("seconds"),
+                   "eval": {"obstacle": errors}}}
 
 
 def main() -> None:

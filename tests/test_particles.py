@@ -255,3 +255,25 @@ def test_particle_resume_equals_an_uninterrupted_run(trained, tmp_path):
     a = read_checkpoint(full / "checkpoints" / "latest.pt")["model"]
     b = read_checkpoint(part / "checkpoints" / "latest.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_forward_run_config_on_particle_data_trains_a_particle_model(tmp_path):
+    from gndesign.errors import ConfigError
+    from gndesign.particles import ParticleRunConfig, as_particle_config
+    from gndesign.training import load_config, read_checkpoint, train
+
+    x, obs, design = falling_particles(episodes=4, steps=8, n=4, k=2)
+    data = write_particle_dataset(tmp_path / "ds", x, obs, design, SCENE, seed=0)
+    cfg = load_config(None, ["model.latent_size=8", "train.steps=2", "train.batch_size=2", "train.stats_transitions=8"])
+    cfg.data = [str(data)]  # what the command line does: data set after the options
+    assert not isinstance(cfg, ParticleRunConfig)
+    converted = as_particle_config(cfg)
+    assert converted.model.latent_size == 8 and converted.model.message_passing_steps == 3
+    assert converted.train.batch_size == 2 and converted.train.lr_final == 1e-5  # particle default kept
+    train(cfg, tmp_path / "run", progress=False)
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["kind"] == "particles"
+    cfg.model.kind = "mlp"
+    with pytest.raises(ConfigError, match="cannot simulate particles"):
+        as_particle_config(cfg)
+    with pytest.raises(ConfigError, match="unknown option model.nope"):
+        load_config(None, ["model.nope=1"], data=[data])
