@@ -173,11 +173,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 #: Planner settings per task and planner (override with --set planner.KEY=VALUE).
+#: A 60-step (0.6 s) horizon swings the cartpole up but cannot keep it balanced, even planning on
+#: true MuJoCo; 120 steps can. The gradient planner spends a quarter of CEM's and MPPI's model
+#: evaluations per decision (8 x 6 rollouts against 64 x 3).
 PLAN_DEFAULTS = {
-    "horizon": {"cartpole-swingup": 60, "swimmer6": 30},
-    "gradient": {"iterations": 10, "restarts": 8, "lr": 0.3},
-    "cem": {"population": 128, "elites": 16, "iterations": 4},
-    "mppi": {"samples": 128, "iterations": 4, "temperature": 0.1},
+    "horizon": {"cartpole-swingup": 120, "swimmer6": 30},
+    "gradient": {"iterations": 5, "restarts": 8, "lr": 0.3},
+    "cem": {"population": 64, "elites": 8, "iterations": 3},
+    "mppi": {"samples": 64, "iterations": 3, "temperature": 0.1},
     "random": {"samples": 512},
 }
 
