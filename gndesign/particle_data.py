@@ -62,8 +62,10 @@ SCHEMA_VERSION = 1
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
 SCENE_KEYS = ("particle_radius", "obstacle_radius", "x_min", "x_max", "floor", "dt", "gravity")
-# Further physical keys a scene may have (MuJoCo's contact and integration settings): compared too.
+# Further physical keys a scene may have (MuJoCo's contact and integration settings): compared too,
+# as is every key naming one of PHYSICS_WORDS (e.g. ``obstacle_friction``).
 PHYSICS_KEYS = ("timestep", "substeps", "friction", "solref", "solimp", "density", "restitution", "damping")
+PHYSICS_WORDS = ("friction", "restitution", "damping", "stiffness", "solref", "solimp", "density", "gravity", "radius")
 SHARD_KEYS = ("positions", "obstacle", "design", "episode")
 STAT_FEATURES = ("position", "velocity", "acceleration")
 REQUIRED_META_KEYS = ("format", "schema_version", "scene", "scene_sha256", "episodes", "steps", "num_particles",
@@ -144,13 +146,19 @@ def scene_mismatch(trained: Mapping[str, Any], other: Mapping[str, Any],
     """The keys on which scene ``other`` differs from ``trained`` (numbers compared to 1e-9
     relative), as ``"key: trained vs other"`` strings; empty when they agree.
 
-    ``keys``: the keys to compare. By default the physical ones: :data:`SCENE_KEYS` and those of
-    :data:`PHYSICS_KEYS` either scene has. Layout keys (number of particles, source region,
-    obstacle segments and anchor, episode length) are not compared: a learned simulator is local
-    and may be used zero-shot on other layouts of the same physics.
+    ``keys``: the keys to compare. By default the physical ones: :data:`SCENE_KEYS`, and those of
+    :data:`PHYSICS_KEYS` or naming a word of :data:`PHYSICS_WORDS` that either scene has. Layout
+    keys (number of particles, source region, obstacle segments and anchor, episode length) are not
+    compared: a learned simulator is local and may be used zero-shot on other layouts of the same
+    physics.
     """
     a, b = _canonical(trained), _canonical(other)
-    names = list(keys) if keys is not None else [*SCENE_KEYS, *(k for k in PHYSICS_KEYS if k in a or k in b)]
+    if keys is None:
+        extra = sorted(k for k in {*a, *b} - set(SCENE_KEYS)
+                       if k in PHYSICS_KEYS or any(w in k for w in PHYSICS_WORDS))
+        names = [*SCENE_KEYS, *extra]
+    else:
+        names = list(keys)
     out = []
     for k in names:
         if k not in a and k not in b:

@@ -96,8 +96,9 @@ def test_dataset_refuses_another_scene(dataset_dir):
         ParticleDataset.load(dataset_dir, expected_scene={**SCENE, "dt": 0.01})
     assert scene_mismatch(SCENE, {**SCENE, "gravity": (0.0, -9.81)}) == []
     # Physical keys are compared, layout keys (how many particles, where they start) are not.
-    assert scene_mismatch(SCENE, {**SCENE, "x_max": 0.6, "num_particles": 7, "friction": 0.5}) == [
-        "x_max: 0.5 vs 0.6", "friction: '<missing>' vs 0.5"]
+    assert scene_mismatch(SCENE, {**SCENE, "x_max": 0.6, "num_particles": 7, "friction": 0.5,
+                                  "obstacle_friction": 0.1}) == [
+        "x_max: 0.5 vs 0.6", "friction: '<missing>' vs 0.5", "obstacle_friction: '<missing>' vs 0.1"]
 
 
 # ----------------------------------------------------------------------------------------------
