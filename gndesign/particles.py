@@ -349,7 +349,7 @@ class ParticleSimulator(nn.Module):
         types[N:, OBSTACLE] = 1.0
         x = torch.cat([torch.cat([vel, still], 1), walls, types.expand(B, -1, -1)], -1).reshape(B * (N + P), -1)
         flat = pos.reshape(-1, 2)
-        d = (flat[edge_index[0]] - flat[edge_index[1]]) / self.R
+        d = (flat.index_select(0, edge_index[0]) - flat.index_select(0, edge_index[1])) / self.R
         e = torch.cat([d, (d.pow(2).sum(-1, keepdim=True) + 1e-12).sqrt()], -1)
         return x, e
 
