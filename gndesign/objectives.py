@@ -10,7 +10,9 @@ declared as data:
   ``margin`` with one of its sigmoids), equal to ``dm_control.utils.rewards.tolerance``;
 * :class:`SoftInside` (a soft fraction of elements inside an interval) and :class:`IntervalDistance`
   (their distance to it), for particle scenes;
-* :class:`Sum` and :class:`Product` of objectives (``a + b``, ``a * b``, ``2.0 * a`` also work).
+* :class:`Sum` and :class:`Product` of objectives (``a + b``, ``a * b``, ``2.0 * a`` also work);
+* the test-time constraints of :mod:`gndesign.constraints` (half-planes, walls, disks, boxes, pins,
+  joint limits: squared-hinge penalties, zero when satisfied), registered with :func:`register_kind`.
 
 Every objective round-trips through ``to_spec()`` / :func:`from_spec` (plain dicts, so YAML works).
 """
@@ -329,12 +331,35 @@ def _check_weight(w: float) -> None:
         raise ConfigError(f"weights must be finite and non-negative, got {w}")
 
 
-_KINDS = {"residual": Residual, "tolerance": Tolerance, "affine": Affine, "soft_inside": SoftInside,
-          "interval_distance": IntervalDistance}
+_KINDS: dict = {"residual": Residual, "tolerance": Tolerance, "affine": Affine, "soft_inside": SoftInside,
+                "interval_distance": IntervalDistance}
+_COMPOSITES = ("sum", "product", "scaled")
+
+
+def register_kind(kind: str, factory) -> None:
+    """Make ``from_spec({"kind": kind, **fields})`` call ``factory(**fields)`` (e.g. a dataclass, or a
+    function that validates the fields and names the bad ones). Extensions such as
+    :mod:`gndesign.constraints` register their kinds when imported."""
+    if kind in _COMPOSITES or (kind in _KINDS and _KINDS[kind] is not factory):
+        raise ValueError(f"objective kind {kind!r} is already registered")
+    _KINDS[kind] = factory
+
+
+def known_kinds() -> list[str]:
+    """Every kind :func:`from_spec` accepts (the test-time constraints included)."""
+    _load_extensions()
+    return sorted([*_KINDS, *_COMPOSITES])
+
+
+def _load_extensions() -> None:
+    # The constraint kinds live in their own module (which imports this one): load them on first
+    # use so that every spec, wherever it was written, parses without an explicit import.
+    import gndesign.constraints  # noqa: F401
 
 
 def from_spec(spec: Mapping) -> Objective:
     """Build an objective from its ``to_spec()`` dict (e.g. loaded from YAML)."""
+    _load_extensions()
     if not isinstance(spec, Mapping) or "kind" not in spec:
         raise ConfigError(f"an objective spec is a mapping with a 'kind', got {spec!r}")
     kind = spec["kind"]
@@ -348,8 +373,7 @@ def from_spec(spec: Mapping) -> Objective:
         _check_weight(float(rest.get("weight", 1.0)))
         return Scaled(from_spec(rest["term"]), float(rest.get("weight", 1.0)))
     if kind not in _KINDS:
-        raise ConfigError(f"unknown objective kind {kind!r}; choose one of "
-                          f"{', '.join(sorted([*_KINDS, 'sum', 'product', 'scaled']))}")
+        raise ConfigError(f"unknown objective kind {kind!r}; choose one of {', '.join(known_kinds())}")
     try:
         return _KINDS[kind](**rest)
     except TypeError as e:

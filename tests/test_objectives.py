@@ -102,3 +102,14 @@ def test_soft_inside_and_interval_distance_at_their_limits():
 def test_bad_interval_objectives_are_refused(spec, message):
     with pytest.raises(ConfigError, match=message):
         from_spec(spec)
+
+
+def test_registry_lists_every_kind_and_refuses_clashes():
+    from gndesign.objectives import register_kind
+
+    with pytest.raises(ConfigError, match="unknown objective kind 'bogus'; choose one of .*disk.*residual"):
+        from_spec({"kind": "bogus"})
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind("residual", dict)
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind("sum", dict)
