@@ -82,6 +82,7 @@ __all__ = [
     "bind_constraints",
     "constraint_terms",
     "load_constraints",
+    "node_stiffness",
     "parse_constraint",
     "parse_constraints",
     "stiffness",
@@ -678,6 +679,27 @@ def stiffness(obj: Objective | None) -> float:
         return sum(stiffness(t) for t in obj.terms)
     if isinstance(obj, Scaled):
         return abs(obj.weight) * stiffness(obj.term)
+    raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
+
+
+def node_stiffness(obj: Objective | None, num_nodes: int) -> torch.Tensor:
+    """:func:`stiffness` per node ``[num_nodes]`` (float64): the weights of the constraints that
+    act on each node (all nodes for those without ``nodes``). Solvers of independent nodes use it
+    for a per-node step, so a stiff pin slows no other node. Needs bound (integer) node lists."""
+    out = torch.zeros(num_nodes, dtype=torch.float64)
+    if obj is None:
+        return out
+    if isinstance(obj, Constraint):
+        nodes = getattr(obj, "nodes", None)
+        if nodes is None:
+            out += obj.weight
+        else:
+            out[obj._indices(nodes, num_nodes, "node")] += obj.weight
+        return out
+    if isinstance(obj, Sum):
+        return sum((node_stiffness(t, num_nodes) for t in obj.terms), out)
+    if isinstance(obj, Scaled):
+        return abs(obj.weight) * node_stiffness(obj.term, num_nodes)
     raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
 
 

@@ -14,6 +14,7 @@ from gndesign.constraints import (
     bind_constraints,
     constraint_terms,
     load_constraints,
+    node_stiffness,
     parse_constraint,
     parse_constraints,
     stiffness,
@@ -100,6 +101,8 @@ def test_composition_adds_and_specs_round_trip(tmp_path):
     assert torch.allclose((a + b)(q), a(q) + b(q))
     assert torch.allclose((0.5 * a)(q), 0.5 * a(q))
     assert stiffness(a + 0.5 * b) == pytest.approx(4.5)
+    pins = parse_constraint("pin nodes=1,2 weight=7") + 0.5 * parse_constraint("pin nodes=2 weight=2")
+    assert node_stiffness(a + pins, 4).tolist() == [2.0, 9.0, 10.0, 2.0]
     assert constraint_terms(a + b) == [a, b]
     for obj in (a, b, a + b, 0.5 * a + b):
         again = from_spec(obj.to_spec())
