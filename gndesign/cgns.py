@@ -385,12 +385,14 @@ class ParticleCGNS(_SolverMixin, ParticleSimulator):
         mean = self.acc_normalizer.stats(u)[0]
         return integrate(history, u * self.sigma(u) + mean)
 
-    def energy(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor, u: Tensor) -> Tensor:
+    def energy(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor, u: Tensor,
+               current: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``f_C`` per scene ``[B]`` of the candidates ``u [B, N, 2]``: accelerations centred on the
-        data's mean, in units of :meth:`sigma` (one scale for both axes)."""
+        data's mean, in units of :meth:`sigma` (one scale for both axes). ``current``: the
+        current state's node and edge features (``_features``), if already computed."""
         B, _, N, _ = history.shape
         P = obs_nodes.shape[1]
-        x, e = self._features(history, obs_nodes, edge_index)  # current state [B M, 2C+5], [E, 3]
+        x, e = current if current is not None else self._features(history, obs_nodes, edge_index)
         nxt = torch.cat([self._next(history, u), obs_nodes], 1)  # [B, M, 2]
         uc = torch.cat([u, u.new_zeros(B, P, 2)], 1)
         x = torch.cat([x, torch.cat([uc, self._walls(nxt)], -1).reshape(B * (N + P), -1)], -1)
@@ -416,7 +418,8 @@ class ParticleCGNS(_SolverMixin, ParticleSimulator):
             nxt = self._next(history, u)
             return {"positions": nxt, "velocities": nxt - history[:, -1]}
 
-        u = self._descend(lambda u: self.energy(history, obs_nodes, edge_index, u),
+        current = self._features(history, obs_nodes, edge_index)  # the same for every iteration
+        u = self._descend(lambda u: self.energy(history, obs_nodes, edge_index, u, current),
                           self._user_energy(quantities), u0, sigma)
         return u * (sigma / std)
 

@@ -86,7 +86,7 @@ def test_model_solver_on_a_quadratic_constraint_reaches_its_minimizer_and_stays_
     edges = model.edges(hist, nodes)
     target = torch.randn(hist.shape[0], hist.shape[2], 2, dtype=torch.float64)
     # A known f_C: 0.5 |u - target|^2 (curvature 1) and a step size of 0.5.
-    model.energy = lambda h, o, e, u: 0.5 * (u - target).pow(2).sum((1, 2))
+    model.energy = lambda h, o, e, u, current=None: 0.5 * (u - target).pow(2).sum((1, 2))
     model.step_param.data.fill_(float(np.log(np.expm1(0.5))))
     mean, std = model.acc_normalizer.stats(hist)
     sigma = model.sigma(hist)
