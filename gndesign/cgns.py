@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gndesign import __version__
-from gndesign.constraints import ConstraintContext, bind_constraints, node_stiffness, stiffness
+from gndesign.constraints import ConstraintContext, bind_constraints, constraint_terms, node_stiffness, stiffness
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import GraphBuilder
 from gndesign.io import atomic_path
@@ -324,6 +324,22 @@ class _SolverMixin:
         return lambda z: c({**self._test.start, **quantities(z)})
 
 
+def _report(bound: Objective | None, frames: list[dict]) -> dict[str, Any]:
+    """Violations of every bound constraint over a rollout's frames (quantity dicts)."""
+    out = []
+    for c in constraint_terms(bound):
+        per_step = []
+        total, count = 0.0, 0
+        for q in frames:
+            v = c.violation(q).detach().double()
+            per_step.append(float(v.max()) if v.numel() else 0.0)
+            total += float(v.sum())
+            count += v.numel()
+        out.append({"spec": c.to_spec(), "max": max(per_step, default=0.0), "mean": total / max(count, 1),
+                    "per_step_max": per_step})
+    return {"constraints": out, "max": max((r["max"] for r in out), default=0.0)}
+
+
 def _check_checkpointing(model: _SolverMixin, checkpoint: bool, constraints, iterations) -> None:
     if checkpoint and (constraints is not None or iterations is not None):
         # Recomputation in the backward pass happens after the rollout's solver settings are gone.
@@ -435,6 +451,18 @@ class ParticleCGNS(_SolverMixin, ParticleSimulator):
         with self.solving(constraints, iterations, start, self.constraint_context(history.shape[2])):
             return super().rollout(history, obstacle, steps, checkpoint)
 
+    @torch.no_grad()
+    def violation_report(self, constraints: Objective, positions: Tensor) -> dict[str, Any]:
+        """How much a rollout ``positions [B, T+1, N, 2]`` violates ``constraints`` (bound to this
+        scene like :meth:`rollout` does; pins refer to frame 0): for each constraint its spec, the
+        largest and mean violation [m] (for obstacles: the penetration of the particles' surface)
+        and the largest per frame; ``max`` over all of them. Any model's rollout may be judged."""
+        bound = bind_constraints(constraints, self.constraint_context(positions.shape[2]))
+        vel = torch.cat([torch.zeros_like(positions[:, :1]), positions[:, 1:] - positions[:, :-1]], 1)
+        frames = [{"positions": positions[:, t], "positions_0": positions[:, 0], "velocities": vel[:, t]}
+                  for t in range(positions.shape[1])]
+        return _report(bound, frames)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": KIND, "front": self.front, "solver": asdict(self.solver)}
 
@@ -529,6 +557,26 @@ class ArticulatedCGNS(_SolverMixin, GraphNetworkSimulator):
         _check_checkpointing(self, checkpoint, constraints, iterations)
         with self.solving(constraints, iterations, self._start(qpos, system), self.constraint_context(system)):
             return super().rollout(qpos, qvel, actions, system, params, checkpoint)
+
+    @torch.no_grad()
+    def violation_report(self, constraints: Objective, qpos: Tensor, qvel: Tensor | None = None,
+                         system: str | None = None) -> dict[str, Any]:
+        """How much a rollout ``qpos [B, T+1, nq]`` (``qvel [B, T+1, nv]`` for constraints on
+        velocities) violates ``constraints`` (bound to the system; pins refer to step 0): per
+        constraint its spec, largest and mean violation (metres or radians) and the largest per
+        step; ``max`` over all of them. Any model's rollout may be judged."""
+        tree = self.tree(system)
+        bound = bind_constraints(constraints, self.constraint_context(system))
+        B, T1 = qpos.shape[:2]
+        xpos = forward_kinematics(tree, qpos.reshape(B * T1, -1)).xpos.reshape(B, T1, tree.nbody, 3)
+        frames = []
+        for t in range(T1):
+            q = {"qpos": qpos[:, t], "positions": xpos[:, t], "xpos": xpos[:, t], "qpos_0": qpos[:, 0],
+                 "positions_0": xpos[:, 0], "xpos_0": xpos[:, 0]}
+            if qvel is not None:
+                q["qvel"] = qvel[:, t]
+            frames.append(q)
+        return _report(bound, frames)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": KIND, "front": self.front, "solver": asdict(self.solver)}

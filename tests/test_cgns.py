@@ -169,11 +169,15 @@ def test_an_unseen_obstacle_holds_particles_back():
     obs = torch.tensor([[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.45]])
     box = parse_constraint("box lower=-0.3,0.1 upper=0.3,0.2 weight=100")
     bound = box.bind(model.constraint_context(3))
-    through = model.rollout(hist, obs, 10)
-    held = model.rollout(hist, obs, 10, constraints=box, iterations=10)
-    depth = [float(bound.max_violation({"positions": x[:, t].detach()})) for x in (through, held) for t in range(11)]
+    with torch.no_grad():
+        through = model.rollout(hist, obs, 10)
+        held = model.rollout(hist, obs, 10, constraints=box, iterations=10)
+    depth = [float(bound.max_violation({"positions": x[:, t]})) for x in (through, held) for t in range(11)]
     assert max(depth[:11]) > 2 * r  # the solver alone never saw the box: they fall into it
     assert max(depth[11:]) < 0.1 * r
+    report = model.violation_report(box, through)
+    assert report["max"] == pytest.approx(max(depth[:11])) and len(report["constraints"][0]["per_step_max"]) == 11
+    assert report["constraints"][0]["spec"]["margin"] == r  # bound: the particle radius
 
 
 def test_checkpointed_rollouts_refuse_test_time_settings():
@@ -234,6 +238,8 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
         walled, _ = model.rollout(q, v, a, constraints=wall, iterations=20)
     assert float(qs[:, :, 0].max()) > upper + 0.02 and float(held[:, :, 0].max()) < upper + 1e-4
     assert float(walled[:, :, 0].max()) < upper + 1e-4
+    free, limited = model.violation_report(limit, qs), model.violation_report(wall, walled, system="cartpole")
+    assert free["max"] == pytest.approx(float(qs[:, :, 0].max()) - upper, abs=1e-6) and limited["max"] < 1e-4
     with pytest.raises(ConfigError, match="body 'pole', which does not exist"):
         model.rollout(q, v, a, constraints=parse_constraint("pin nodes=pole"))
     with pytest.raises(GndesignError, match="not on 'swimmer6'"):
