@@ -345,10 +345,11 @@ DEMO_ORACLE = {"population": 64, "elites": 8, "iterations": 3}
 # ------------------------------------------------------------------------------------ design
 #: Optimizer settings for `gndesign design` (override with --iterations and --set optimizer.KEY=VALUE).
 #: Budgets count simulator calls (one rollout of one design each).
+#: Every optimizer minimizes the same objective: the task loss plus the smoothness prior.
 DESIGN_DEFAULTS = {
-    "gradient": {"iterations": 30, "lr": 0.1, "restarts": 1, "grad_clip": 1.0, "smoothness": 0.01},
-    "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.01},
-    "random": {"budget": 160, "batch": 16, "smoothness": 0.01},
+    "gradient": {"iterations": 20, "lr": 0.1, "restarts": 1, "grad_clip": 1.0, "backtrack": 0.1, "smoothness": 0.2},
+    "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.2},
+    "random": {"budget": 160, "batch": 16, "smoothness": 0.2},
 }
 
 
@@ -402,7 +403,7 @@ class DesignScene:
 
     Args:
         intrusion_weight: weight of the penalty ``relu(margin - clearance) / margin``, the clearance
-            measured differentiably at points along the segments.
+            measured differentiably at points along the segments (``envs.obstacle_scene.source_clearance``).
     """
 
     def __init__(self, cfg, task, seed: int, model=None, intrusion_weight: float = 1.0, margin: float = 0.05):
@@ -425,16 +426,9 @@ class DesignScene:
         """``[B]`` differentiable penalty, zero for obstacles at least ``margin`` clear of the source."""
         import torch
 
-        from envs.obstacle_scene import design_fk
+        from envs.obstacle_scene import source_clearance
 
-        cfg = self.cfg
-        v = design_fk(designs, cfg)  # [B, K+1, 2]
-        t = torch.linspace(0, 1, 33, dtype=v.dtype)[:, None]
-        pts = (v[:, :-1, None] * (1 - t) + v[:, 1:, None] * t).flatten(1, 2)  # [B, 33 K, 2]
-        lo = torch.tensor([cfg.source_x[0], cfg.source_z[0]], dtype=v.dtype)
-        hi = torch.tensor([cfg.source_x[1], cfg.source_z[1]], dtype=v.dtype)
-        gap = (torch.relu(lo - pts) + torch.relu(pts - hi)).norm(dim=-1).amin(-1)
-        clear = gap - cfg.obstacle_radius - cfg.particle_radius
+        clear = source_clearance(designs, self.cfg)
         return self.intrusion_weight * torch.relu(self.margin - clear) / self.margin
 
     def simulate(self, designs):

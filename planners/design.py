@@ -169,8 +169,11 @@ class GradientDesign(DesignOptimizer):
 
     The gradient of the objective flows through whatever ``loss_fn`` computes (a full learned
     rollout). ``restarts`` designs are optimized together: the initial design and, for the others,
-    uniform random designs. Per restart the gradient norm is clipped; a restart whose objective or
-    gradient is not finite is reset to the best design so far (logged). The best design seen is
+    uniform random designs, each with its own Adam state and step size. Per restart the gradient
+    norm is clipped; a restart whose objective or gradient is not finite goes back to its best
+    design (logged). With ``backtrack`` > 0, a restart whose objective rises more than ``backtrack``
+    above its best also goes back there, with a fresh Adam state and its step size times ``shrink``
+    (particle landscapes have cliffs and plateaus that momentum runs over). The best design seen is
     returned (the final iterate is scored too).
 
     Args:
@@ -179,49 +182,77 @@ class GradientDesign(DesignOptimizer):
         restarts: designs optimized in one batch.
         grad_clip: per-restart gradient norm limit (in ``z`` space).
         lr_decay: final learning rate as a fraction of ``lr`` (cosine schedule); 1 keeps it constant.
+        betas: Adam's moment decay rates.
+        backtrack: objective increase over a restart's best that sends it back there (0: never).
+        shrink: step-size factor applied at each backtrack.
     """
 
     name = "gradient"
 
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
-                 grad_clip: float = 1.0, lr_decay: float = 1.0, smoothness: float = 0.0,
+                 grad_clip: float = 1.0, lr_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
+                 backtrack: float = 0.0, shrink: float = 0.5, smoothness: float = 0.0,
                  prior_map: Callable | None = None, seed: int = 0):
         super().__init__(low, high, smoothness, prior_map, seed)
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
+        if backtrack < 0 or not 0 < shrink <= 1:
+            raise ValueError("need backtrack >= 0 and 0 < shrink <= 1")
         self.iterations, self.lr, self.restarts = iterations, lr, restarts
-        self.grad_clip, self.lr_decay = grad_clip, lr_decay
+        self.grad_clip, self.lr_decay, self.betas = grad_clip, lr_decay, tuple(betas)
+        self.backtrack, self.shrink = backtrack, shrink
         self.squash = Squash(self.low, self.high)
+        self.backtracks = 0
+
+    def _schedule(self, i: int) -> float:
+        return self.lr_decay + (1 - self.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(i, self.iterations)
+                                                                          / self.iterations))
 
     def _run(self, loss_fn, init):
-        x0 = torch.cat([init[None], self.uniform(self.restarts - 1)], dim=0)
-        z = self.squash.inverse(x0).requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=self.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: self.lr_decay + (1 - self.lr_decay) * 0.5 * (
-            1 + math.cos(math.pi * min(i, self.iterations) / self.iterations)))
-        for _ in range(self.iterations):
+        B = self.restarts
+        z = self.squash.inverse(torch.cat([init[None], self.uniform(B - 1)], dim=0))
+        m, v = torch.zeros_like(z), torch.zeros_like(z)
+        steps = torch.zeros(B, 1, dtype=z.dtype)
+        scale = torch.ones(B, 1, dtype=z.dtype)  # per-restart step size factor (backtracking)
+        best_z, best_g = z.clone(), torch.zeros_like(z)
+        best_obj = torch.full((B,), math.inf, dtype=z.dtype)
+        b1, b2 = self.betas
+        self.backtracks = 0
+        for i in range(self.iterations):
+            z = z.detach().requires_grad_(True)
             x = self.squash(z)
             terms = self.score(loss_fn, x)
             obj = terms["objective"]
             self._track(x, terms)
             finite = torch.isfinite(obj)
-            opt.zero_grad(set_to_none=True)
             if finite.any():
-                torch.where(finite, obj, torch.zeros_like(obj)).sum().backward()
+                (g,) = torch.autograd.grad(torch.where(finite, obj, torch.zeros_like(obj)).sum(), z,
+                                           allow_unused=True)
+            g = torch.zeros_like(z) if not finite.any() or g is None else g
             with torch.no_grad():
-                if z.grad is None:
-                    z.grad = torch.zeros_like(z)
-                g = z.grad
+                z, obj = z.detach(), obj.detach().to(z.dtype)
                 bad = ~finite | ~torch.isfinite(g).all(dim=1)
+                g = torch.where(bad[:, None], torch.zeros_like(g), g)
+                g = g * (self.grad_clip / g.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+                better = ~bad & (obj < best_obj)
+                best_z[better], best_obj[better], best_g[better] = z[better], obj[better], g[better]
+                worse = ~bad & (obj > best_obj + self.backtrack) if self.backtrack > 0 else torch.zeros_like(bad)
                 if bad.any():
-                    log.warning("gradient design: %d of %d designs non-finite; reset to the best design",
-                                int(bad.sum()), len(bad))
-                    g[bad] = 0.0
-                    z[bad] = self.squash.inverse(self._best[0]).to(z)
-                norm = g.norm(dim=1).clamp_min(1e-12)
-                g.mul_((self.grad_clip / norm).clamp(max=1.0)[:, None])
-            opt.step()
-            sched.step()
+                    log.warning("gradient design: %d of %d designs non-finite; back to their best design",
+                                int(bad.sum()), B)
+                reset = bad | worse
+                if reset.any():
+                    self.backtracks += int(worse.sum())
+                    never = reset & ~torch.isfinite(best_obj)  # no finite iterate yet: the best design overall
+                    best_z[never] = self.squash.inverse(self._best[0]).to(z)
+                    z[reset], g[reset] = best_z[reset], best_g[reset]
+                    m[reset], v[reset], steps[reset] = 0.0, 0.0, 0.0
+                    scale[worse] *= self.shrink
+                steps += 1
+                m.mul_(b1).add_((1 - b1) * g)
+                v.mul_(b2).add_((1 - b2) * g * g)
+                m_hat, v_hat = m / (1 - b1 ** steps), v / (1 - b2 ** steps)
+                z = z - self.lr * self._schedule(i) * scale * m_hat / (v_hat.sqrt() + 1e-8)
         with torch.no_grad():
             x = self.squash(z)
             self._track(x, self.score(loss_fn, x))
@@ -342,11 +373,15 @@ def plot_design(panels: list[dict], walls: tuple[float, float], floor: float, ta
     from gndesign.plotting import pyplot, save_figure
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    top = max(max(float(np.nanmax(np.asarray(pn["traces"], dtype=float)[..., 1])),
+                  float(np.asarray(pn["obstacle"], dtype=float)[:, 1].max())) for pn in panels) + 0.1
+    top = min(top, floor + 2 * (walls[1] - walls[0]))  # a diverged trace must not squash the picture
+    width = 5.0
+    height = width * (top - floor + 0.02) / (walls[1] - walls[0] + 0.04)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height + 0.9), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         traces = np.asarray(panel["traces"], dtype=float)
         obstacle = np.asarray(panel["obstacle"], dtype=float)
-        top = max(float(traces[..., 1].max()), float(obstacle[:, 1].max())) + 0.05
         if target is not None:
             ax.axvspan(target[0], target[1], ymax=0.12, color="C2", alpha=0.25, lw=0, label="target bin")
         ax.plot(traces[:, :, 0], traces[:, :, 1], color="C0", lw=0.4, alpha=0.35)

@@ -1,0 +1,236 @@
+"""Design benchmark: gradient design through the learned particle model vs CEM and random search.
+
+Writes ``results/design.json``, ``results/design.md`` (with the machine) and ``results/design.png``
+(a designed obstacle with its MuJoCo particle traces).
+
+    python scripts/bench_design.py                           # the protocol below (~25 min on one core)
+    python scripts/bench_design.py --targets 1.5 --grad-iterations 5 --out /tmp/bench   # a smoke run
+
+Protocol, per target bin centre (the scene's ``BENCHMARK_TARGETS``), from the scene's default design
+and the same initial ball layout (``--seed``), every final design re-simulated and scored in MuJoCo
+(the fraction of balls inside the bin, the number that counts):
+
+* ``initial``: the default design, no optimization;
+* ``gradient``: Adam through the learned rollout, ``G`` iterations (``G + 1`` learned rollouts);
+* ``cem-learned``: CEM on the learned model with the **same wall-clock time** as the gradient run
+  on that target (forward rollouts are batched and need no backward pass, so CEM gets several
+  times more learned rollouts than the gradient run);
+* ``cem-mujoco``: CEM on MuJoCo with ``10 (G + 1)`` simulator calls;
+* ``random-mujoco``: random search on MuJoCo with as many calls as ``cem-mujoco``.
+
+Designs that reach into the balls' source region are refused by MuJoCo; they count as candidates
+(the budget) but cost no MuJoCo call and never become the result. The learned model's rollout error
+is measured on held-out episodes of random designs and on the designs the gradient run found.
+Every run is cached in ``OUT/runs/`` (``--rerun`` repeats them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gndesign.cli import DESIGN_DEFAULTS, design_obstacle, load_design_model
+from gndesign.io import atomic_write_json, atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("gradient", "cem-learned", "cem-mujoco", "random-mujoco")
+LABELS = {"initial": "initial design", "gradient": "gradient (learned)", "cem-learned": "CEM (learned, same time)",
+          "cem-mujoco": "CEM (MuJoCo, 10x calls)", "random-mujoco": "random (MuJoCo, 10x calls)"}
+
+
+def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict:
+    """One design run (``grad``: the gradient run on this target, which sets the others' budgets)."""
+    model = args.model
+    if method == "gradient":
+        opts = {"iterations": args.grad_iterations, "lr": args.lr}
+        return design_obstacle("bin", target, optimizer="gradient", simulator="learned", model=model, seed=args.seed,
+                               options=opts, cfg=cfg)
+    calls = args.mujoco_factor * grad["learned_calls"]
+    pop = args.population
+    if method == "cem-learned":
+        opts = {"population": pop, "elites": args.elites, "iterations": 10**6, "max_seconds": grad["optimizer_seconds"]}
+        return design_obstacle("bin", target, optimizer="cem", simulator="learned", model=model, seed=args.seed,
+                               options=opts, cfg=cfg)
+    if method == "cem-mujoco":
+        opts = {"population": pop, "elites": args.elites, "budget": calls}
+        return design_obstacle("bin", target, optimizer="cem", simulator="mujoco", seed=args.seed, options=opts,
+                               cfg=cfg)
+    if method == "random-mujoco":
+        opts = {"budget": calls, "batch": pop}
+        return design_obstacle("bin", target, optimizer="random", simulator="mujoco", seed=args.seed, options=opts,
+                               cfg=cfg)
+    raise ValueError(method)
+
+
+def model_rollout_error(args, cfg, sim) -> dict:
+    """Rollout error of the learned model on held-out episodes (random designs and layouts)."""
+    from envs.obstacle_scene import generate_obstacle_dataset
+    from gndesign.particles import ParticleDataset, particle_rollout_errors
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_obstacle_dataset(cfg, Path(tmp) / "heldout", args.error_episodes, seed=args.error_seed)
+        ds = ParticleDataset.load(Path(tmp) / "heldout")
+        err = particle_rollout_errors(sim, ds)
+    err["seed"] = args.error_seed
+    return err
+
+
+def main() -> None:
+    from envs.obstacle_scene import BENCHMARK_TARGETS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="pretrained:obstacle", help="particle model (checkpoint or pretrained:NAME)")
+    p.add_argument("--targets", type=float, nargs="+", default=list(BENCHMARK_TARGETS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seed", type=int, default=0, help="initial ball layout and optimizer seeds")
+    p.add_argument("--grad-iterations", type=int, default=DESIGN_DEFAULTS["gradient"]["iterations"])
+    p.add_argument("--lr", type=float, default=DESIGN_DEFAULTS["gradient"]["lr"])
+    p.add_argument("--population", type=int, default=DESIGN_DEFAULTS["cem"]["population"])
+    p.add_argument("--elites", type=int, default=DESIGN_DEFAULTS["cem"]["elites"])
+    p.add_argument("--mujoco-factor", type=int, default=10, help="MuJoCo calls per learned rollout of the gradient run")
+    p.add_argument("--error-episodes", type=int, default=8, help="held-out episodes for the model's rollout error")
+    p.add_argument("--error-seed", type=int, default=1000)
+    p.add_argument("--figure-target", type=float, help="target whose gradient design goes into design.png")
+    p.add_argument("--out", default=str(ROOT / "results"))
+    p.add_argument("--rerun", action="store_true", help="ignore cached runs")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+
+    out = Path(args.out)
+    cache = out / "design_runs"
+    sim, cfg = load_design_model(args.model, None, None)
+    report = {
+        "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "mujoco": __import__("mujoco").__version__,
+                    "platform": platform.platform()},
+        "protocol": {"model": args.model, "targets": args.targets, "seed": args.seed,
+                     "gradient": dict(DESIGN_DEFAULTS["gradient"], iterations=args.grad_iterations, lr=args.lr),
+                     "cem": dict(DESIGN_DEFAULTS["cem"], population=args.population, elites=args.elites),
+                     "mujoco_factor": args.mujoco_factor, "scene": cfg.to_dict(),
+                     "budgets": "cem-learned: the gradient run's wall-clock time; cem-mujoco and random-mujoco: "
+                                f"{args.mujoco_factor} x the gradient run's learned rollouts in MuJoCo calls"},
+        "runs": {},
+    }
+    for target in args.targets:
+        runs = report["runs"].setdefault(f"{target:g}", {})
+        grad = None
+        for method in ("gradient",) + tuple(m for m in args.methods if m != "gradient"):
+            path = cache / f"{target:g}-{method}.json"
+            if path.exists() and not args.rerun:
+                r = json.loads(path.read_text())
+            else:
+                if method != "gradient" and grad is None:
+                    raise SystemExit("the gradient run sets the other methods' budgets: include it")
+                t0 = time.perf_counter()
+                r = run_method(method, target, args, cfg, grad)
+                r["wall_seconds"] = time.perf_counter() - t0
+                atomic_write_json(path, r)
+            if method == "gradient":
+                grad = r
+            runs[method] = r
+            print(f"target {target:g} {method:>14}: MuJoCo score {r['score']:.2f} (initial {r['score_initial']:.2f}), "
+                  f"{r['optimizer_seconds']:.0f} s, {r['learned_calls']} learned rollouts, "
+                  f"{r['mujoco_calls']} MuJoCo calls", flush=True)
+    report["model_error"] = model_rollout_error(args, cfg, sim)
+    report["summary"] = summarize(report)
+    report["total_seconds"] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "design.json", report)
+    atomic_write_text(out / "design.md", markdown(report))
+    fig_target = args.figure_target if args.figure_target is not None else args.targets[len(args.targets) // 2]
+    figure(report["runs"][f"{fig_target:g}"]["gradient"], cfg, out / "design.png")
+    print(markdown(report))
+
+
+def summarize(report: dict) -> dict:
+    runs = report["runs"]
+    methods = ["initial"] + [m for m in METHODS if all(m in r for r in runs.values())]
+    scores = {m: [r["gradient"]["score_initial"] if m == "initial" else r[m]["score"] for r in runs.values()]
+              for m in methods}
+    s = {"mean_score": {m: float(np.mean(v)) for m, v in scores.items()}, "scores": scores}
+    for m in methods:
+        if m == "initial":
+            continue
+        s.setdefault("mean_seconds", {})[m] = float(np.mean([r[m]["optimizer_seconds"] for r in runs.values()]))
+        s.setdefault("mean_mujoco_calls", {})[m] = float(np.mean([r[m]["mujoco_calls"] for r in runs.values()]))
+        s.setdefault("mean_learned_calls", {})[m] = float(np.mean([r[m]["learned_calls"] for r in runs.values()]))
+    g = s["mean_score"].get("gradient")
+    if g is not None:
+        s["targets"] = {
+            "gradient >= cem-mujoco (10x calls)": (g >= s["mean_score"]["cem-mujoco"]
+                                                   if "cem-mujoco" in s["mean_score"] else None),
+            "gradient > cem-learned (same time)": (g > s["mean_score"]["cem-learned"]
+                                                   if "cem-learned" in s["mean_score"] else None),
+            "gradient mean score >= 0.8": g >= 0.8,
+        }
+        s["model_error_on_gradient_designs"] = float(np.mean([r["gradient"]["model_error"] for r in runs.values()]))
+        s["predicted_score_gradient"] = float(np.mean([r["gradient"]["predicted_score"] for r in runs.values()]))
+    return s
+
+
+def markdown(report: dict) -> str:
+    s, m = report["summary"], report["machine"]
+    methods = list(s["mean_score"])
+    targets = list(report["runs"])
+    lines = ["# Obstacle design benchmark", "",
+             f"Machine: {m['cores']} cores, torch {m['torch']} ({m['threads']} thread), mujoco {m['mujoco']}, "
+             f"Python {m['python']}. Model: `{report['protocol']['model']}`. Total time "
+             f"{report.get('total_seconds', 0) / 60:.1f} min.", "",
+             f"Budgets: {report['protocol']['budgets']}.", "",
+             "MuJoCo score (fraction of the balls inside the bin) of the final design, per bin centre x [m]:", "",
+             "| method | " + " | ".join(f"x={t}" for t in targets)
+             + " | mean | time [s] | MuJoCo calls | learned rollouts |",
+             "|---|" + "---|" * (len(targets) + 4)]
+    for meth in methods:
+        sc = s["scores"][meth]
+        t = s.get("mean_seconds", {}).get(meth)
+        calls = s.get("mean_mujoco_calls", {}).get(meth)
+        lc = s.get("mean_learned_calls", {}).get(meth)
+        lines.append(f"| {LABELS[meth]} | " + " | ".join(f"{v:.2f}" for v in sc) + f" | **{np.mean(sc):.2f}** | "
+                     + (f"{t:.0f} | {calls:.0f} | {lc:.0f} |" if t is not None else "- | 1 | 0 |"))
+    lines += ["", "Time: the optimizer's wall-clock time per target (mean); MuJoCo calls include re-simulating "
+              "the final design; rollouts are 150 frames of 100 balls.", ""]
+    if "targets" in s:
+        lines.append("Targets (issue 5):")
+        for k, v in s["targets"].items():
+            lines.append(f"- {k}: {'met' if v else 'missed' if v is not None else 'not run'}")
+        lines.append("")
+        lines.append(f"The learned model predicted a mean score of {s['predicted_score_gradient']:.2f} for the "
+                     f"gradient designs (MuJoCo: {s['mean_score']['gradient']:.2f}); its mean particle position "
+                     f"error on those rollouts is {s['model_error_on_gradient_designs']:.3f} m.")
+    e = report.get("model_error")
+    if e:
+        hs = ", ".join(f"frame {h}: {v:.3f} m" for h, v in e["position_error"].items())
+        lines += ["", f"Learned-model rollout error on {e['episodes']} held-out episodes of random designs "
+                  f"({e['steps']} frames, from rest): {hs}; mean over frames {e['mean_position_error']:.3f} m "
+                  f"(particles left where they start: {e['baseline_mean_error']:.3f} m)."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(run: dict, cfg, path: Path) -> None:
+    """Re-plot a run's initial and final design with their MuJoCo traces."""
+    from envs.obstacle_scene import design_fk, initial_positions, simulate
+    from planners.design import plot_design
+
+    designs = np.array([run["initial_design"], run["design"]])
+    traces = simulate(cfg, designs, initial_positions(cfg, run["seed"]))
+    v = design_fk(torch.as_tensor(designs), cfg).numpy()
+    lo, hi = run["region"]
+    score = [float(((t[-1, :, 0] >= lo) & (t[-1, :, 0] <= hi)).mean()) for t in traces]
+    plot_design([{"title": f"initial design: {score[0]:.0%} in the bin", "obstacle": v[0], "traces": traces[0]},
+                 {"title": f"gradient design (learned model): {score[1]:.0%} in the bin", "obstacle": v[1],
+                  "traces": traces[1]}], (cfg.x_min, cfg.x_max), cfg.floor, (lo, hi), path,
+                f"bin at x={run['task']['target_x']:g}: MuJoCo traces")
+
+
+if __name__ == "__main__":
+    main()
