@@ -211,7 +211,7 @@ def load_cgns_config(path: str | os.PathLike | None = None, overrides: list[str]
 
 
 def gradient_descent(energy: Energy, z0: Tensor, step_size: Tensor | float, iterations: int,
-                     create_graph: bool | None = None) -> tuple[Tensor, list[float]]:
+                     create_graph: bool | None = None, record: bool = True) -> tuple[Tensor, list[float]]:
     """``iterations`` steps ``z <- z - step_size * grad energy(z)`` from ``z0``.
 
     Args:
@@ -222,9 +222,11 @@ def gradient_descent(energy: Energy, z0: Tensor, step_size: Tensor | float, iter
             to ``step_size``, the energy's parameters and ``z0`` (training, design). Default: when
             gradients are enabled. Without it every step is detached (test time, low memory).
 
+        record: record the energies (one device synchronization per step).
+
     Returns:
         ``(z, energies)``: the final candidate (``z0``'s shape) and the total energy before each
-        step (floats, for diagnostics).
+        step (floats, for diagnostics; empty without ``record``).
     """
     if create_graph is None:
         create_graph = torch.is_grad_enabled()
@@ -233,7 +235,8 @@ def gradient_descent(energy: Energy, z0: Tensor, step_size: Tensor | float, iter
         z = z0 if (create_graph and z0.requires_grad) else z0.detach().clone().requires_grad_(True)
         for _ in range(iterations):
             e = energy(z).sum()
-            energies.append(float(e.detach()))
+            if record:
+                energies.append(float(e.detach()))
             (g,) = torch.autograd.grad(e, z, create_graph=create_graph)
             z = z - step_size * g
             if not create_graph:
@@ -314,7 +317,7 @@ class _SolverMixin:
 
             W = t.stiffness.to(z0) if isinstance(t.stiffness, Tensor) else t.stiffness
             eta = eta / (1 + 2 * eta * W)
-        z, _ = gradient_descent(total, z0, eta, n)
+        z, _ = gradient_descent(total, z0, eta, n, record=False)
         return z
 
     def _user_energy(self, quantities: Callable[[Tensor], dict]) -> Callable[[Tensor], Tensor] | None:
