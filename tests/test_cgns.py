@@ -222,6 +222,7 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
     ckpt = tmp_path / "run/checkpoints/latest.pt"
     model, _ = load_cgns_model(ckpt, system="cartpole")
     assert isinstance(model, ArticulatedCGNS)
+    assert abs(model.step_size().item() - 0.1) > 1e-5  # the learned step size trained (gradients reached it)
     ds = TrajectoryDataset.load(cartpole_data)
     q = torch.as_tensor(ds.qpos[:2, 0], dtype=torch.float32)
     v = torch.as_tensor(ds.qvel[:2, 0], dtype=torch.float32) + torch.tensor([2.0, 0.0])  # the cart moves right
