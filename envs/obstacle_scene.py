@@ -551,10 +551,12 @@ def simulate(cfg: SceneConfig, designs: np.ndarray | torch.Tensor, init: Any = 0
 
 
 def particle_quantities(positions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Named quantities of final positions ``[B, N, 2]``: ``x`` and ``z``, each ``[B, N]``."""
+    """Named quantities of final positions ``[B, N, 2]``: ``x`` and ``z``, each ``[B, N]``, and
+    ``positions`` itself (the name test-time constraints, :mod:`gndesign.constraints`, act on: a
+    constraint bound to the scene is a design penalty on these quantities)."""
     if positions.ndim != 3 or positions.shape[-1] != 2:
         raise ConfigError(f"particle positions must be [B, N, 2], got {tuple(positions.shape)}")
-    return {"x": positions[..., 0], "z": positions[..., 1]}
+    return {"x": positions[..., 0], "z": positions[..., 1], "positions": positions}
 
 
 class ObstacleTask:

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from envs.systems import System, get_system
+from gndesign.constraints import ConstraintContext
 from gndesign.errors import GndesignError
 from gndesign.kinematics import forward_kinematics
 from gndesign.objectives import Affine, Objective, Tolerance
-from gndesign.tree import KinematicTree
+from gndesign.tree import HINGE, SLIDE, KinematicTree
 
 
 class Task:
@@ -42,7 +43,25 @@ class Task:
         raise NotImplementedError
 
     def quantities(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reward's named quantities, plus the state under the names test-time constraints use
+        (:mod:`gndesign.constraints`): ``qpos [B, nq]``, ``qvel [B, nv]`` and ``positions`` (also
+        ``xpos``) ``[B, nbody, 3]``, the body origins in the world frame."""
         raise NotImplementedError
+
+    def state_quantities(self, qpos: torch.Tensor, qvel: torch.Tensor, kin=None) -> dict[str, torch.Tensor]:
+        """``qpos``, ``qvel``, ``positions`` and ``xpos`` (see :meth:`quantities`); ``kin``: the
+        forward kinematics of ``qpos`` if already computed."""
+        xpos = (kin if kin is not None else forward_kinematics(self.tree, qpos)).xpos
+        return {"qpos": qpos, "qvel": qvel, "positions": xpos, "xpos": xpos}
+
+    def constraint_context(self) -> ConstraintContext:
+        """What constraints on this task's quantities may name: bodies, hinge and slide joints
+        (bind them with :func:`gndesign.constraints.bind_constraints` to use them as planner costs)."""
+        t = self.tree
+        joints = {n: int(t.jnt_qposadr[j]) for j, n in enumerate(t.joint_names)
+                  if n and t.jnt_type[j] in (HINGE, SLIDE)}
+        return ConstraintContext(num_nodes=t.nbody, node_names=list(t.body_names), node_kind="body",
+                                 joints=joints, nq=t.nq, dim=3, margin=0.0)
 
     def reward(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``[B]`` rewards of reaching ``qpos [B, nq], qvel [B, nv]`` with ``action [B, nu]``."""
@@ -89,7 +108,7 @@ class CartpoleSwingup(Task):
     def quantities(self, qpos, qvel, action):
         kin = forward_kinematics(self.tree, qpos)
         return {"pole_cos": kin.xmat[:, 2:, 2, 2], "cart_position": qpos[:, 0], "control": action[:, :1],
-                "angular_vel": qvel[:, 1:]}
+                "angular_vel": qvel[:, 1:], **self.state_quantities(qpos, qvel, kin)}
 
 
 class SwimmerTask(Task):
@@ -134,7 +153,7 @@ class SwimmerTask(Task):
         d = self.target.to(qpos) - nose  # world frame
         local = (d[:, None, :] @ kin.xmat[:, self.head_body])[:, 0, :2]  # dm_control: d.dot(head_xmat)
         dist = torch.sqrt((local * local).sum(-1) + 1e-12)
-        return {"nose_to_target_dist": dist, "nose_to_target": local}
+        return {"nose_to_target_dist": dist, "nose_to_target": local, **self.state_quantities(qpos, qvel, kin)}
 
 
 def get_task(name: str) -> Task:

@@ -119,20 +119,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_cgns_run(args: argparse.Namespace) -> bool:
+    """Whether ``gndesign train`` trains a C-GNS: ``--model cgns``, a ``--set solver.KEY=VALUE``, or
+    a config file with a ``solver:`` section."""
+    import yaml
+
+    if args.model == "cgns" or any(s.startswith("solver.") for s in args.set or []):
+        return True
+    if args.config and Path(args.config).is_file():
+        try:
+            raw = yaml.safe_load(Path(args.config).read_text())
+        except yaml.YAMLError:
+            return False  # the config loader reports it
+        return isinstance(raw, dict) and "solver" in raw
+    return False
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from gndesign.training import load_config, train
 
+    cgns = is_cgns_run(args)
     overrides = list(args.set or [])
-    if args.model:
+    if args.model and args.model != "cgns":
         overrides.append(f"model.kind={args.model}")
     if args.steps:
         overrides.append(f"train.steps={args.steps}")
     if args.minutes:
         overrides.append(f"train.minutes={args.minutes}")
-    cfg = load_config(args.config, overrides)
-    if args.data:
-        cfg.data = [str(Path(d)) for d in args.data]
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
+        from gndesign.cgns import load_cgns_config, train_cgns
+
+        cfg = load_cgns_config(args.config, overrides, data=[str(Path(d)) for d in args.data] if args.data else None)
+        summary = train_cgns(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    else:
+        cfg = load_config(args.config, overrides)
+        if args.data:
+            cfg.data = [str(Path(d)) for d in args.data]
+        summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if summary:
         val = f", validation loss {summary['val_loss']:.4g}" if "val_loss" in summary else ""
         print(f"trained {summary['step']} steps in {summary['seconds']:.0f} s: train loss "
@@ -641,6 +664,482 @@ def cmd_design(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ constrain
+#: Control steps of `gndesign constrain` on an articulated system (the particle scene: its frames).
+CONSTRAIN_STEPS = 100
+#: The particle scene's names on the command line.
+PARTICLE_SYSTEMS = ("obstacle", "obstacle-scene")
+
+
+def read_constraints(specs: list[str] | None, path: str | None = None):
+    """The sum of the ``--constraint`` strings and the constraints of a ``--constraints`` YAML file."""
+    from gndesign.constraints import load_constraints, parse_constraints
+    from gndesign.objectives import Sum
+
+    terms = [c for c in (parse_constraints(specs), load_constraints(path) if path else None) if c is not None]
+    if not terms:
+        raise GndesignError("no constraints: pass --constraint SPEC (repeatable) and/or --constraints FILE.yaml, "
+                            "e.g. --constraint 'disk center=0.5,1.0 radius=0.3 weight=100'")
+    return terms[0] if len(terms) == 1 else Sum(terms)
+
+
+def load_constrain_model(path: str, system: str):
+    """The C-GNS of checkpoint ``path`` for ``system`` (a registered system or the obstacle scene)."""
+    from gndesign.cgns import load_cgns_model
+
+    try:
+        model, blob = load_cgns_model(path)
+    except GndesignError as e:
+        if "not a C-GNS" in str(e):
+            raise GndesignError(f"{e}: `gndesign constrain` needs a constraint-based solver (train one with "
+                                "`gndesign train --model cgns ...`)") from None
+        raise
+    particles = system in PARTICLE_SYSTEMS
+    if particles != (model.front == "particles"):
+        want = "the obstacle scene (--system obstacle)" if model.front == "particles" else \
+            f"articulated systems ({', '.join(model.trained_systems)})"
+        raise GndesignError(f"checkpoint {path} holds a C-GNS of {want}, not of {system!r}")
+    if not particles and system not in model.trained_systems:
+        raise GndesignError(f"checkpoint {path} was trained on {model.trained_systems}, not on {system!r}")
+    return model, blob
+
+
+def _spec_text(spec: dict) -> str:
+    """A constraint spec as a command-line string: ``KIND`` and its own options, then ``weight``,
+    ``nodes``, ``margin`` (unset options and the default quantity left out)."""
+    from gndesign.constraints import CONSTRAINTS
+
+    def fmt(v):
+        return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else \
+            (f"{v:g}" if isinstance(v, float) else str(v))
+
+    common = ("weight", "nodes", "margin", "quantity")
+    cls = CONSTRAINTS.get(spec["kind"])
+    keys = [k for k in spec if k not in ("kind", *common)] + list(common)
+    return " ".join([spec["kind"], *(f"{k}={fmt(spec[k])}" for k in keys if spec.get(k) is not None
+                                     and not (k == "quantity" and cls and spec[k] == cls.default_quantity))])
+
+
+def constrain_particles(model, blob: dict, constraints, steps: int | None = None, iterations: int | None = None,
+                        seed: int = 0, design: list[float] | None = None, scene: str | None = None,
+                        particles: int | None = None, compare: bool = False) -> tuple[dict, dict]:
+    """Roll a particle C-GNS out in the obstacle scene under ``constraints``.
+
+    The particles start at rest at ``initial_positions(cfg, seed)``; the obstacle is ``design``
+    (default: the scene's default design). Returns the JSON-ready result (violations in metres and
+    in particle radii, per constraint) and the arrays to draw (``positions``, ``obstacle``, ``cfg``,
+    the bound constraints, and ``baseline``, the rollout without constraints, with ``compare``).
+    """
+    import time
+
+    import numpy as np
+    import torch
+
+    from envs.obstacle_scene import design_fk, initial_positions
+    from gndesign.constraints import bind_constraints, constraint_terms
+    from gndesign.particles import scene_mismatch
+
+    try:
+        cfg = load_scene_file(scene, dict(blob["scene"]), n_particles=particles)
+    except GndesignError:
+        if scene:
+            raise
+        # The model's scene lacks SceneConfig keys (data from elsewhere): the defaults, checked below.
+        cfg = load_scene_file(None, n_particles=particles)
+    diff = scene_mismatch(blob["scene"], cfg.to_dict())
+    if diff:
+        raise GndesignError(f"the C-GNS was trained on another scene ({'; '.join(diff)}); pass --scene FILE with "
+                            "its settings")
+    d = np.asarray(cfg.default_design() if design is None else design, dtype=np.float64)
+    cfg.check_design(d)
+    steps = steps or cfg.frames
+    dtype = next(model.parameters()).dtype
+    init = torch.as_tensor(initial_positions(cfg, seed), dtype=dtype)[None]
+    obstacle = design_fk(torch.as_tensor(d, dtype=dtype)[None], cfg)
+    bound = bind_constraints(constraints, model.constraint_context(cfg.n_particles))  # bad references fail here
+    r = float(cfg.particle_radius)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        traj = model.rollout(init, obstacle, steps, constraints=constraints, iterations=iterations)
+    seconds = time.perf_counter() - t0
+
+    def report(x):
+        rep = model.violation_report(constraints, x)
+        for c in rep["constraints"]:
+            c["max_radii"], c["mean_radii"] = c["max"] / r, c["mean"] / r
+        rep["max_radii"] = rep["max"] / r
+        return rep
+
+    result = {"system": "obstacle", "front": "particles", "steps": steps,
+              "iterations": model.default_iterations() if iterations is None else iterations, "seed": seed,
+              "particles": cfg.n_particles, "particle_radius": r, "design": d.tolist(),
+              "constraints": [_spec_text(c.to_spec()) for c in constraint_terms(constraints)],
+              "violations": report(traj), "rollout_seconds": seconds}
+    arrays = {"positions": traj[0].double().numpy(), "obstacle": obstacle[0].double().numpy(), "cfg": cfg,
+              "bound": bound, "baseline": None}
+    if compare:
+        with torch.no_grad():
+            free = model.rollout(init, obstacle, steps, iterations=iterations)
+        result["unconstrained"] = report(free)
+        arrays["baseline"] = free[0].double().numpy()
+    return result, arrays
+
+
+def constrain_articulated(model, system_name: str, constraints, steps: int | None = None,
+                          iterations: int | None = None, seed: int = 0, actions: str = "zero",
+                          compare: bool = False) -> tuple[dict, dict]:
+    """Roll an articulated C-GNS out under ``constraints``.
+
+    The start is the system's random initial state ``System.initial_state`` with
+    ``np.random.default_rng(seed)`` and nominal parameters; ``actions``: ``zero`` (no control: the
+    default, so what moves the system is its initial velocity and gravity) or ``random`` (the smooth
+    random actions of the training data, ``envs.generate.smooth_random_actions``, same generator).
+    """
+    import time
+
+    import numpy as np
+    import torch
+
+    from envs.generate import smooth_random_actions
+    from envs.systems import get_system
+    from gndesign.constraints import bind_constraints, constraint_terms
+    from gndesign.kinematics import forward_kinematics
+
+    if actions not in ("zero", "random"):
+        raise GndesignError(f"--actions must be zero or random, got {actions!r}")
+    system = get_system(system_name, randomize=False)
+    steps = steps or CONSTRAIN_STEPS
+    rng = np.random.default_rng(seed)
+    q0, v0 = system.initial_state(system.model, rng)
+    a = smooth_random_actions(rng, steps, system.ctrlrange()) if actions == "random" else np.zeros((steps, system.nu))
+    dtype = next(model.parameters()).dtype
+    q, v, u = (torch.as_tensor(x, dtype=dtype)[None] for x in (q0, v0, a))
+    bound = bind_constraints(constraints, model.constraint_context(system.name))  # bad references fail here
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        qs, vs = model.rollout(q, v, u, system.name, constraints=constraints, iterations=iterations)
+    seconds = time.perf_counter() - t0
+    tree = model.tree(system.name)
+    result = {"system": system.name, "front": "articulated", "steps": steps,
+              "iterations": model.default_iterations() if iterations is None else iterations, "seed": seed,
+              "actions": actions, "control_timestep": system.control_timestep,
+              "constraints": [_spec_text(c.to_spec()) for c in constraint_terms(constraints)],
+              "violations": model.violation_report(constraints, qs, vs, system=system.name),
+              "rollout_seconds": seconds}
+    arrays = {"qpos": qs[0].double().numpy(), "xpos": forward_kinematics(tree, qs[0]).xpos.double().numpy(),
+              "tree": tree, "dt": system.control_timestep, "bound": bound, "baseline": None}
+    if compare:
+        with torch.no_grad():
+            fq, fv = model.rollout(q, v, u, system.name, iterations=iterations)
+        result["unconstrained"] = model.violation_report(constraints, fq, fv, system=system.name)
+        arrays["baseline"] = {"qpos": fq[0].double().numpy(),
+                              "xpos": forward_kinematics(tree, fq[0]).xpos.double().numpy()}
+    return result, arrays
+
+
+def _plane_axis(axis) -> int:
+    """A wall's axis in 2-d data ``(x, z)``: x -> 0; y, z, 1, 2 -> 1."""
+    from gndesign.constraints import AXES
+
+    i = AXES[axis] if isinstance(axis, str) else int(axis)
+    return min(i, 1)
+
+
+def draw_constraints(ax, terms, xlim, ylim, pinned_from=None, dims: tuple[int, int] | None = None) -> None:
+    """Draw bound constraints in a 2-d view: disks, boxes, half-planes and walls shaded on their
+    forbidden side (red), regions to stay in outlined (green), pinned points as crosses.
+
+    ``dims``: which coordinates of 3-d constraints are the view's axes (e.g. ``(0, 2)``, an x-z view
+    of bodies); None: 2-d data ``(x, z)`` (particles). ``pinned_from``: ``[N, D]`` start positions
+    (pins without ``at``).
+    """
+    import numpy as np
+    from matplotlib.patches import Circle, Rectangle
+
+    from gndesign.constraints import AXES, Box, Disk, HalfPlane, Pin, Wall
+
+    planar = dims is None
+    dims = (0, 1) if planar else tuple(dims)
+    bad = {"color": "C3", "alpha": 0.25, "lw": 0}
+    for c in terms:
+        if isinstance(c, Disk | Box) and len(c.center if isinstance(c, Disk) else c.lower) > max(dims):
+            keep_in = c.keep == "in"
+            style = {"fill": False, "ec": "C2", "lw": 1.5, "ls": "--"} if keep_in else {"fc": "C3", "alpha": 0.35}
+            if isinstance(c, Disk):
+                ax.add_patch(Circle((c.center[dims[0]], c.center[dims[1]]), c.radius, **style))
+            else:
+                lo = [c.lower[i] for i in dims]
+                hi = [c.upper[i] for i in dims]
+                ax.add_patch(Rectangle(lo, hi[0] - lo[0], hi[1] - lo[1], **style))
+        elif isinstance(c, HalfPlane) and len(c.normal) > max(dims):
+            n = np.array([c.normal[i] for i in dims]) / np.linalg.norm(c.normal)
+            X, Y = np.meshgrid(np.linspace(*xlim, 200), np.linspace(*ylim, 200))
+            side = n[0] * X + n[1] * Y - c.offset
+            ax.contourf(X, Y, side, levels=[-np.inf, 0.0], colors=["C3"], alpha=0.25)
+            ax.contour(X, Y, side, levels=[0.0], colors=["C3"], linewidths=1.5)
+        elif isinstance(c, Wall):
+            i = _plane_axis(c.axis) if planar else (AXES[c.axis] if isinstance(c.axis, str) else int(c.axis))
+            if i not in dims:
+                continue
+            horizontal = dims.index(i) == 1
+            line, span = (ax.axhline, ax.axhspan) if horizontal else (ax.axvline, ax.axvspan)
+            lim = ylim if horizontal else xlim
+            if c.lower is not None:
+                line(c.lower, color="C3", lw=1.5)
+                span(min(lim[0], c.lower), c.lower, **bad)
+            if c.upper is not None:
+                line(c.upper, color="C3", lw=1.5)
+                span(c.upper, max(lim[1], c.upper), **bad)
+        elif isinstance(c, Pin):
+            if c.at is not None and len(c.at) > max(dims):
+                pts = np.array([[c.at[i] for i in dims]])
+            elif pinned_from is not None and c.nodes is not None:
+                pts = pinned_from[c.nodes][:, list(dims)]
+            else:
+                continue
+            ax.plot(pts[:, 0], pts[:, 1], "x", color="C3", ms=9, mew=2.5, zorder=5)
+
+
+def _particle_view(cfg, *trajs):
+    import numpy as np
+
+    top = max(float(np.max(t[..., 1])) for t in trajs)
+    return (cfg.x_min - 0.1, cfg.x_max + 0.1), (cfg.floor - 0.1, max(top, cfg.source_z[1]) + 0.2)
+
+
+def _draw_particle_scene(ax, cfg, obstacle, terms, start, xlim, ylim) -> None:
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.axhline(cfg.floor, color="k", lw=2)
+    ax.axvline(cfg.x_min, color="k", lw=2)
+    ax.axvline(cfg.x_max, color="k", lw=2)
+    ax.plot(obstacle[:, 0], obstacle[:, 1], "-", color="0.3", lw=3, solid_capstyle="round")
+    draw_constraints(ax, terms, xlim, ylim, pinned_from=start)
+
+
+def _draw_particles(ax, pos, radius, color="C0") -> None:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
+
+    ax.add_collection(PatchCollection([Circle(p, radius) for p in pos], fc=color, ec="k", lw=0.3, alpha=0.8))
+
+
+def plot_particle_constraints(result: dict, arrays: dict, path) -> Path:
+    """Particle trajectories (thin lines) and final positions with the obstacle and the
+    constraints drawn; with a baseline, the rollout without constraints on the left."""
+    from gndesign.constraints import constraint_terms
+    from gndesign.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    cfg, terms = arrays["cfg"], constraint_terms(arrays["bound"])
+    panels = [("without the constraints", arrays["baseline"], result.get("unconstrained"))] \
+        if arrays["baseline"] is not None else []
+    panels.append(("with the constraints", arrays["positions"], result["violations"]))
+    xlim, ylim = _particle_view(cfg, *(p[1] for p in panels))
+    w = (xlim[1] - xlim[0]) / (ylim[1] - ylim[0])
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(max(4 * w, 3), 7.5) * len(panels), 4.6), squeeze=False,
+                             layout="constrained")
+    for ax, (title, traj, rep) in zip(axes[0], panels, strict=True):
+        _draw_particle_scene(ax, cfg, arrays["obstacle"], terms, traj[0], xlim, ylim)
+        for i in range(traj.shape[1]):
+            ax.plot(traj[:, i, 0], traj[:, i, 1], "-", color="C0", lw=0.5, alpha=0.4)
+        _draw_particles(ax, traj[-1], cfg.particle_radius)
+        ax.set_title(f"{title}: max violation {rep['max_radii']:.2f} radii", fontsize=9)
+        ax.set_xlabel("x [m]")
+    axes[0][0].set_ylabel("z [m]")
+    fig.suptitle(f"C-GNS, {result['particles']} particles, {result['steps']} frames, "
+                 f"{result['iterations']} solver iterations per frame", fontsize=10)
+    return save_figure(fig, path)
+
+
+def _frame_rgb(fig):
+    import numpy as np
+
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def particle_frames(arrays: dict, max_frames: int = 60) -> list:
+    """RGB frames (matplotlib, headless) of the constrained particle rollout."""
+    from gndesign.constraints import constraint_terms
+    from gndesign.plotting import pyplot
+
+    plt = pyplot()
+    cfg, traj, terms = arrays["cfg"], arrays["positions"], constraint_terms(arrays["bound"])
+    xlim, ylim = _particle_view(cfg, traj)
+    stride = max(1, -(-len(traj) // max_frames))
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 6 * (ylim[1] - ylim[0]) / (xlim[1] - xlim[0]) + 0.4)), dpi=80,
+                           layout="constrained")
+    frames = []
+    for t in range(0, len(traj), stride):
+        ax.clear()
+        _draw_particle_scene(ax, cfg, arrays["obstacle"], terms, traj[0], xlim, ylim)
+        _draw_particles(ax, traj[t], cfg.particle_radius)
+        ax.set_title(f"frame {t}", fontsize=9)
+        frames.append(_frame_rgb(fig))
+    plt.close(fig)
+    return frames
+
+
+def _constrained_series(c, arrays: dict, qpos, xpos):
+    """``(label, values [T+1, k], lower, upper, names)`` of what a bound constraint constrains in an
+    articulated rollout: joint coordinates for joint limits, body coordinates for walls."""
+    from gndesign.constraints import AXES, JointLimit, Wall
+
+    tree = arrays["tree"]
+    if isinstance(c, JointLimit):
+        names = {int(tree.jnt_qposadr[j]): n for j, n in enumerate(tree.joint_names)}
+        return ("qpos", qpos[:, c.joints], c.lower, c.upper, [names.get(j, f"qpos[{j}]") for j in c.joints])
+    if isinstance(c, Wall) and c.quantity in ("positions", "xpos"):
+        i = AXES[c.axis] if isinstance(c.axis, str) else int(c.axis)
+        nodes = c.nodes if c.nodes is not None else list(range(1, tree.nbody))
+        return (f"body {'xyz'[i]} [m]", xpos[:, nodes, i], c.lower, c.upper, [tree.body_names[n] for n in nodes])
+    return None
+
+
+def plot_articulated_constraints(result: dict, arrays: dict, path) -> Path:
+    """One panel per constraint: the constrained coordinate over time with its limits (joint
+    limits, walls), or the constraint's violation per step (other kinds); dashed: no constraints."""
+    import numpy as np
+
+    from gndesign.constraints import constraint_terms
+    from gndesign.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    terms = constraint_terms(arrays["bound"])
+    t = np.arange(len(arrays["qpos"])) * arrays["dt"]
+    fig, axes = plt.subplots(len(terms), 1, figsize=(7, 1.2 + 2.2 * len(terms)), sharex=True, squeeze=False,
+                             layout="constrained")
+    base = arrays["baseline"]
+    for k, (ax, c) in enumerate(zip(axes[:, 0], terms, strict=True)):
+        series = _constrained_series(c, arrays, arrays["qpos"], arrays["xpos"])
+        if series is None:
+            ax.plot(t, result["violations"]["constraints"][k]["per_step_max"], "C0", label="with the constraints")
+            if base is not None:
+                ax.plot(t, result["unconstrained"]["constraints"][k]["per_step_max"], "C0--", label="without")
+            ax.set_ylabel("violation")
+        else:
+            label, values, lower, upper, names = series
+            for j, name in enumerate(names):
+                ax.plot(t, values[:, j], f"C{j % 10}", label=name)
+            if base is not None:
+                bvals = _constrained_series(c, arrays, base["qpos"], base["xpos"])[1]
+                for j in range(len(names)):
+                    ax.plot(t, bvals[:, j], f"C{j % 10}--", lw=1, label="without constraints" if j == 0 else None)
+            for lim in (lower, upper):
+                for v in ([] if lim is None else np.atleast_1d(lim)):
+                    ax.axhline(float(v), color="C3", lw=1.5)
+            ax.set_ylabel(label)
+        ax.set_title(result["constraints"][k], fontsize=9)
+        ax.legend(fontsize=8, loc="best")
+    axes[-1, 0].set_xlabel("time [s]")
+    fig.suptitle(f"C-GNS on {result['system']}: {result['steps']} steps, {result['iterations']} solver iterations",
+                 fontsize=10)
+    return save_figure(fig, path)
+
+
+def articulated_frames(arrays: dict, max_frames: int = 60) -> list:
+    """RGB frames (matplotlib, headless) of the body origins, linked parent to child, in the plane of
+    their largest motion, with the constraints drawn."""
+    import numpy as np
+
+    from gndesign.constraints import constraint_terms
+    from gndesign.plotting import pyplot
+
+    plt = pyplot()
+    xpos, tree = arrays["xpos"], arrays["tree"]
+    dims = tuple(sorted(np.argsort(np.ptp(xpos.reshape(-1, 3), 0))[-2:].tolist()))
+    pts = xpos[..., list(dims)]
+    pad = 0.2 * max(float(np.ptp(pts[..., 0])), float(np.ptp(pts[..., 1])), 0.5)
+    xlim = (float(pts[..., 0].min()) - pad, float(pts[..., 0].max()) + pad)
+    ylim = (float(pts[..., 1].min()) - pad, float(pts[..., 1].max()) + pad)
+    stride = max(1, -(-len(xpos) // max_frames))
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 6 * (ylim[1] - ylim[0]) / (xlim[1] - xlim[0]) + 0.4)), dpi=80,
+                           layout="constrained")
+    terms = constraint_terms(arrays["bound"])
+    frames = []
+    for t in range(0, len(xpos), stride):
+        ax.clear()
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_aspect("equal")
+        draw_constraints(ax, terms, xlim, ylim, pinned_from=xpos[0], dims=dims)
+        for b in range(1, tree.nbody):  # links between bodies (not to the fixed world body), and body origins
+            p = int(tree.body_parent[b])
+            if p > 0:
+                ax.plot(pts[t, [p, b], 0], pts[t, [p, b], 1], "-", color="C0", lw=3)
+        ax.plot(pts[t, 1:, 0], pts[t, 1:, 1], "o", color="C0", ms=6)
+        ax.set_title(f"t = {t * arrays['dt']:.2f} s", fontsize=9)
+        ax.set_xlabel("xyz"[dims[0]])
+        ax.set_ylabel("xyz"[dims[1]])
+        frames.append(_frame_rgb(fig))
+    plt.close(fig)
+    return frames
+
+
+def cmd_constrain(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    constraints = read_constraints(args.constraint, args.constraints)
+    model, blob = load_constrain_model(args.model, args.system)
+    particles = model.front == "particles"
+    if particles:
+        if args.actions is not None:
+            raise GndesignError("--actions applies to articulated systems only")
+        design = None
+        if args.design is not None:
+            try:
+                design = [float(x) for x in args.design.split(",")]
+            except ValueError:
+                raise GndesignError(f"--design must be comma-separated angles in radians, got {args.design!r}") \
+                    from None
+        result, arrays = constrain_particles(model, blob, constraints, args.steps, args.iterations, args.seed, design,
+                                             args.scene, args.particles, args.compare)
+    else:
+        for flag, value in (("--design", args.design), ("--scene", args.scene), ("--particles", args.particles)):
+            if value is not None:
+                raise GndesignError(f"{flag} applies to the obstacle scene only")
+        result, arrays = constrain_articulated(model, args.system, constraints, args.steps, args.iterations,
+                                               args.seed, args.actions or "zero", args.compare)
+    result["model"] = str(args.model)
+    if args.plot:
+        plot = plot_particle_constraints if particles else plot_articulated_constraints
+        result["plot"] = str(plot(result, arrays, args.plot))
+    if args.video:
+        frames = particle_frames(arrays) if particles else articulated_frames(arrays)
+        result["video"] = str(write_gif(frames, args.video, fps=15))
+    if args.out:
+        from gndesign.io import atomic_write_json
+
+        atomic_write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        where = (f"obstacle scene, {result['particles']} particles, {result['steps']} frames" if particles
+                 else f"{result['system']}, {result['steps']} control steps ({result['actions']} actions)")
+        print(f"C-GNS on the {where}, {result['iterations']} solver iterations per step "
+              f"({result['rollout_seconds']:.1f} s)")
+        if particles:
+            print(f"  (obstacles and walls keep the particles' surface out: default margin = the particle radius, "
+                  f"{result['particle_radius']:g} m)")
+        for k, (spec, c) in enumerate(zip(result["constraints"], result["violations"]["constraints"], strict=True)):
+            unit = "(m or rad)" if c["spec"]["kind"] == "joint_limit" else "m"
+            radii = f" ({c['max_radii']:.3f} radii)" if particles else ""
+            print(f"  {spec}\n      max violation {c['max']:.4g} {unit}{radii}, mean {c['mean']:.3g}")
+            if "unconstrained" in result:
+                u = result["unconstrained"]["constraints"][k]
+                radii = f" ({u['max_radii']:.3f} radii)" if particles else ""
+                print(f"      without the constraints: max {u['max']:.4g} {unit}{radii}, mean {u['mean']:.3g}")
+        for key in ("plot", "video"):
+            if key in result:
+                print(f"{key}: {result[key]}")
+        if args.out:
+            print(f"results: {args.out}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gndesign", description=__doc__.splitlines()[0])
@@ -673,11 +1172,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_generate)
 
-    s = sub.add_parser("train", help="train a forward model (graph network or MLP) on datasets")
+    s = sub.add_parser("train", help="train a forward model (graph network or MLP) or a C-GNS on datasets")
     s.add_argument("--data", nargs="+", help="dataset directories (several systems may be mixed)")
     s.add_argument("--out", required=True, help="run directory (config, metrics.csv, checkpoints/)")
-    s.add_argument("--config", help="YAML file with sections data, model, train")
-    s.add_argument("--model", choices=["gn", "mlp"], help="shorthand for --set model.kind=...")
+    s.add_argument("--config", help="YAML file with sections data, model, train (and solver: a C-GNS)")
+    s.add_argument("--model", choices=["gn", "mlp", "cgns"],
+                   help="gn, mlp: shorthand for --set model.kind=...; cgns: the constraint-based solver (C-GNS)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--steps", type=_positive_int, help="optimizer steps (train.steps)")
     g.add_argument("--minutes", type=float, help="stop after this many minutes (train.minutes)")
@@ -742,6 +1242,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads (the models are small: one thread is fastest on a busy machine)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_design)
+
+    s = sub.add_parser("constrain", help="roll a C-GNS out under test-time constraints and report violations")
+    s.add_argument("--model", required=True, help="C-GNS checkpoint (gndesign train --model cgns)")
+    s.add_argument("--system", required=True, help="obstacle (the particle scene) or the articulated system trained on")
+    s.add_argument("--constraint", action="append", metavar="SPEC",
+                   help="a constraint, e.g. 'disk center=0.5,1.0 radius=0.3 weight=100', 'pin nodes=0,3', "
+                        "'wall axis=x upper=1.2 nodes=cart', 'joint_limit joints=slider upper=0.5' (repeatable)")
+    s.add_argument("--constraints", metavar="FILE.yaml", help="a YAML list of constraints (strings or mappings)")
+    s.add_argument("--iterations", type=int, help="solver iterations per step (default: the model's)")
+    s.add_argument("--steps", type=_positive_int,
+                   help=f"steps to roll out (default: the scene's frames; articulated: {CONSTRAIN_STEPS})")
+    s.add_argument("--seed", type=int, default=0, help="initial particle layout or initial state (and actions)")
+    s.add_argument("--design", metavar="ANGLES", help="obstacle scene: the obstacle's angles (default: hanging down)")
+    s.add_argument("--scene", help="obstacle scene: JSON/YAML file of scene settings (default: the model's scene)")
+    s.add_argument("--particles", type=_positive_int, help="obstacle scene: number of particles (default: the scene's)")
+    s.add_argument("--actions", choices=["zero", "random"],
+                   help="articulated: zero (default) or smooth random actions (as in the training data)")
+    s.add_argument("--compare", action="store_true", help="also roll out without the constraints and report both")
+    s.add_argument("--plot", help="write a PNG: particle trajectories with the constraints, or the constrained "
+                                  "coordinates over time with their limits")
+    s.add_argument("--video", help="write an animated GIF of the constrained rollout")
+    s.add_argument("--out", help="also write the results as JSON to this file")
+    s.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_constrain)
     return p
 
 
