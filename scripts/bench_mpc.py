@@ -4,7 +4,7 @@ Writes ``results/mpc.json`` and ``results/mpc.md`` (with the machine).
 
     python scripts/bench_mpc.py                                   # the issue's protocol
     python scripts/bench_mpc.py --tasks cartpole-swingup --episodes 2 --steps 300   # a shorter run
-    python scripts/bench_mpc.py --sweep                           # return vs iterations, equal evaluations
+    python scripts/bench_mpc.py --sweep --episodes 5              # planned return vs iterations (open loop)
 
 Protocol: cartpole swing-up 10 episodes, swimmer6 20 episodes (its random target makes returns
 bimodal), fixed seeds, dm_control's 1000-step episodes, replanning every step (``--replan-every``
@@ -15,6 +15,7 @@ MuJoCo. Planner settings are the command line's defaults (``gndesign.cli.PLAN_DE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,7 +43,9 @@ def main() -> None:
     p.add_argument("--replan-every", type=int, default=1)
     p.add_argument("--horizon", type=int, help="planning horizon (default: PLAN_DEFAULTS per task)")
     p.add_argument("--seed", type=int, default=100)
-    p.add_argument("--sweep", action="store_true", help="return vs iterations, gradient vs CEM at equal evaluations")
+    p.add_argument("--sweep", action="store_true",
+                   help="open-loop return vs iterations, gradient vs CEM at equal evaluations "
+                   "(--episodes: number of start states)")
     p.add_argument("--out", default=str(ROOT / "results" / "mpc.json"))
     p.add_argument("--merge", nargs="+", metavar="JSON", help="merge reports of separate runs into --out and stop")
     args = p.parse_args()
@@ -66,7 +69,8 @@ def main() -> None:
     for task in args.tasks:
         n_ep = args.episodes or EPISODES[task]
         if args.sweep:
-            report.setdefault("sweep", {})[task] = sweep(task, n_ep, args)
+            report.setdefault("sweep", {})[task] = sweep(task, args.episodes or 5, args)
+            atomic_write_json(out_path, report)
             continue
         for model in args.models:
             for planner in args.planners:
@@ -90,21 +94,56 @@ def main() -> None:
     print(markdown(report))
 
 
-def sweep(task: str, episodes: int, args) -> dict:
-    """Return against planner iterations: gradient (K restarts) vs CEM (population K), so both
-    spend K x H model evaluations per iteration (the gradient's backward pass not counted)."""
+def sweep(task_name: str, n_states: int, args) -> dict:
+    """Planned-return against planner iterations at (about) equal model evaluations.
+
+    A closed-loop sweep (whole MPC episodes per setting) costs hours on two cores, so this is the
+    open-loop version: from ``n_states`` start states (dm_control resets followed by 0, 25, 50, ...
+    random actions), each planner optimizes from scratch on the learned model and its plan is
+    executed open loop on true MuJoCo over the horizon; the row is the mean true return. Gradient
+    (K restarts: K x H x (I + 1) evaluations, backward passes not counted) vs CEM with population
+    K (K x H x I) and 4K (four times the evaluations).
+    """
+    from envs.control import DmControlEnvironment
+    from envs.mujoco_dynamics import MujocoDynamics
+    from envs.tasks import get_task
+    from gndesign.dynamics import LearnedDynamics
+    from gndesign.training import load_model, resolve_checkpoint
+    from planners import make_planner
+
+    task = get_task(task_name)
+    model, _ = load_model(resolve_checkpoint(MODELS[task_name]), task.system.name)
+    learned, truth = LearnedDynamics(model, task.system.name), MujocoDynamics(task.system)
+    H = args.horizon or PLAN_DEFAULTS["horizon"][task_name]
     K = PLAN_DEFAULTS["gradient"]["restarts"]
+    rng = torch.Generator().manual_seed(args.seed)
+    starts = []
+    for i in range(n_states):
+        env = DmControlEnvironment(task, seed=args.seed + i)
+        q, v = env.reset()
+        for _ in range(25 * i):
+            a = learned.action_low + (learned.action_high - learned.action_low) * torch.rand(learned.nu, generator=rng)
+            _, q, v = env.step(a)
+        starts.append((q, v))
+    settings = {"gradient": ("gradient", {}), "cem": ("cem", {"population": K, "elites": max(2, K // 4)}),
+                "cem_4x": ("cem", {"population": 4 * K, "elites": K})}
     rows = {}
     for iters in SWEEP_ITERATIONS:
-        for planner, opts in (("gradient", {"iterations": iters}),
-                              ("cem", {"iterations": iters, "population": K, "elites": max(2, K // 4)})):
-            r = plan_episodes(task, MODELS[task], planner, episodes, args.seed, args.steps, args.replan_every,
-                              args.horizon, options=opts, progress=False)
-            rows[f"{planner}/{iters}"] = {"return_mean": r["return_mean"], "return_std": r["return_std"],
-                                          "mean_evaluations": r["mean_evaluations"],
-                                          "mean_latency_s": r["mean_latency_s"]}
-            print(task, planner, iters, rows[f"{planner}/{iters}"], flush=True)
-    return rows
+        for label, (name, opts) in settings.items():
+            returns, evals = [], []
+            for i, (q, v) in enumerate(starts):
+                planner = make_planner(name, learned, task.cost, H, seed=args.seed + i,
+                                       **dict(PLAN_DEFAULTS[name], **opts, iterations=iters))
+                with torch.no_grad() if name != "gradient" else contextlib.nullcontext():
+                    plan = planner.plan(q, v)
+                with torch.no_grad():
+                    qs, vs = truth.rollout(q[None], v[None], plan.actions[None])
+                    returns.append(-float(task.cost(qs, vs, plan.actions[None])[0]))
+                evals.append(plan.evaluations)
+            rows[f"{label}/{iters}"] = {"true_return_mean": sum(returns) / len(returns), "returns": returns,
+                                        "evaluations": sum(evals) / len(evals)}
+            print(task_name, label, iters, rows[f"{label}/{iters}"]["true_return_mean"], flush=True)
+    return {"horizon": H, "states": n_states, "rows": rows}
 
 
 def markdown(r: dict) -> str:
@@ -117,14 +156,18 @@ def markdown(r: dict) -> str:
         lines.append(f"| {task} | {model} | {planner} | {v['return_mean']:.1f} +- {v['return_std']:.1f} | "
                      f"{len(v['returns'])} x {v['steps']} steps | {v['mean_evaluations']:.0f} | "
                      f"{v['mean_latency_s'] * 1e3:.0f} | {v['real_time_factor']:.2f} |")
-    for task, rows in r.get("sweep", {}).items():
-        lines += ["", f"{task}: return vs planner iterations at equal model evaluations", "",
-                  "| iterations | gradient | CEM | evals/decision |", "|---|---|---|---|"]
+    for task, sw in r.get("sweep", {}).items():
+        rows = sw["rows"]
+        lines += ["", f"{task}: true (MuJoCo) return of open-loop plans over the {sw['horizon']}-step horizon from "
+                  f"{sw['states']} start states, against planner iterations on the learned model", "",
+                  "| iterations | gradient (K=8) | evals | CEM (pop 8) | evals | CEM (pop 32) | evals |",
+                  "|---|---|---|---|---|---|---|"]
         for it in SWEEP_ITERATIONS:
-            g, c = rows.get(f"gradient/{it}"), rows.get(f"cem/{it}")
-            if g and c:
-                evals = g["mean_evaluations"]
-                lines.append(f"| {it} | {g['return_mean']:.1f} | {c['return_mean']:.1f} | {evals:.0f} |")
+            cells = []
+            for label in ("gradient", "cem", "cem_4x"):
+                row = rows.get(f"{label}/{it}")
+                cells += [f"{row['true_return_mean']:.1f}", f"{row['evaluations']:.0f}"] if row else ["", ""]
+            lines.append(f"| {it} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
