@@ -337,8 +337,9 @@ def load_model(path: str | os.PathLike, system: str | None = None, allow_new_sys
     """
     blob = read_checkpoint(path)
     if blob.get("kind", "forward") != "forward":
+        loader = "gndesign.cgns.load_cgns_model" if blob["kind"] == "cgns" else "gndesign.particles.load_particle_model"
         raise GndesignError(f"checkpoint {path} holds a {blob['kind']!r} model, not a forward model of an "
-                            "articulated system (load it with gndesign.particles.load_particle_model)")
+                            f"articulated system (load it with {loader})")
     names = GraphBuilder.feature_names()
     for kind, cols in blob["feature_names"].items():
         if cols != names[kind]:
