@@ -497,6 +497,54 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def load_shards(path: Path, shards: Sequence[Mapping[str, Any]], shapes: Mapping[str, tuple[int, ...]],
+                regenerate: str) -> dict[str, np.ndarray]:
+    """Read and validate the shards listed in a dataset's meta (``{"file", "episodes", "sha256"}``).
+
+    Every shard must exist, match its sha256, hold exactly the arrays of ``shapes`` (per-episode
+    shapes; ``episode`` int64 with the listed indices, the rest finite float64). Returns the
+    arrays concatenated over shards (without ``episode``). Errors name the shard and end with
+    ``regenerate`` (how to fix it).
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in shapes}
+    for entry in shards:
+        name = entry["file"]
+        file = path / name
+        if not file.is_file():
+            raise DatasetError(f"shard {name} listed in {META_FILE} is missing from {path}: {regenerate}")
+        if sha256_file(file) != entry["sha256"]:
+            raise DatasetError(f"shard {file} is truncated or corrupted (sha256 mismatch): {regenerate}")
+        start, stop = entry["episodes"]
+        try:
+            with np.load(file, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as e:  # noqa: BLE001 - any unreadable archive is the same user error
+            raise DatasetError(f"shard {file} cannot be read ({_one_line(e)}): {regenerate}") from None
+        if sorted(arrays) != sorted(shapes):
+            raise DatasetError(f"shard {file} has arrays {sorted(arrays)}, expected {sorted(shapes)}: {regenerate}")
+        for key, shape in shapes.items():
+            arr = arrays[key]
+            dtype = np.int64 if key == "episode" else np.float64
+            if arr.dtype != dtype:
+                raise DatasetError(
+                    f"array {key} in shard {name} has dtype {arr.dtype}, expected {np.dtype(dtype)}: {regenerate}")
+            if arr.shape != (stop - start, *shape):
+                raise DatasetError(f"array {key} in shard {name} has shape {arr.shape}, expected "
+                                   f"{(stop - start, *shape)} from {META_FILE}: {regenerate}")
+            if key == "episode":
+                if not np.array_equal(arr, np.arange(start, stop)):
+                    raise DatasetError(f"shard {name} holds episodes {arr.tolist()}, {META_FILE} says "
+                                       f"{start}..{stop - 1}: {regenerate}")
+                continue
+            finite = np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+            if not finite.all():
+                first = start + int(np.flatnonzero(~finite)[0])
+                raise DatasetError(f"array {key} in shard {name} has non-finite values (first in episode "
+                                   f"{first}): {regenerate}")
+            parts[key].append(arr)
+    return {k: np.concatenate(v, axis=0) for k, v in parts.items() if k != "episode"}
+
+
 class TrajectoryDataset:
     """A loaded, validated dataset; all episodes in memory.
 
@@ -632,49 +680,7 @@ class TrajectoryDataset:
             "episode": (),
             **param_shapes(nbody, nv, nu),
         }
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in shapes}
-        for entry in meta["shards"]:
-            name = entry["file"]
-            file = path / name
-            if not file.is_file():
-                raise DatasetError(f"shard {name} listed in {META_FILE} is missing from {path}: {REGENERATE}")
-            if sha256_file(file) != entry["sha256"]:
-                raise DatasetError(f"shard {file} is truncated or corrupted (sha256 mismatch): {REGENERATE}")
-            start, stop = entry["episodes"]
-            try:
-                with np.load(file, allow_pickle=False) as npz:
-                    arrays = {k: npz[k] for k in npz.files}
-            except Exception as e:  # noqa: BLE001 - any unreadable archive is the same user error
-                raise DatasetError(f"shard {file} cannot be read ({_one_line(e)}): {REGENERATE}") from None
-            if sorted(arrays) != sorted(shapes):
-                raise DatasetError(f"shard {file} has arrays {sorted(arrays)}, expected {sorted(shapes)}: {REGENERATE}")
-            for key, shape in shapes.items():
-                arr = arrays[key]
-                dtype = np.int64 if key == "episode" else np.float64
-                if arr.dtype != dtype:
-                    raise DatasetError(
-                        f"array {key} in shard {name} has dtype {arr.dtype}, expected {np.dtype(dtype)}: {REGENERATE}"
-                    )
-                if arr.shape != (stop - start, *shape):
-                    raise DatasetError(
-                        f"array {key} in shard {name} has shape {arr.shape}, expected "
-                        f"{(stop - start, *shape)} from {META_FILE}: {REGENERATE}"
-                    )
-                if key == "episode":
-                    if not np.array_equal(arr, np.arange(start, stop)):
-                        raise DatasetError(
-                            f"shard {name} holds episodes {arr.tolist()}, {META_FILE} says "
-                            f"{start}..{stop - 1}: {REGENERATE}"
-                        )
-                    continue
-                finite = np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
-                if not finite.all():
-                    first = start + int(np.flatnonzero(~finite)[0])
-                    raise DatasetError(
-                        f"array {key} in shard {name} has non-finite values (first in episode {first}): {REGENERATE}"
-                    )
-                parts[key].append(arr)
-        return {k: np.concatenate(v, axis=0) for k, v in parts.items() if k != "episode"}
+        return load_shards(path, meta["shards"], shapes, REGENERATE)
 
     # -- accessors --------------------------------------------------------------------------
     @property

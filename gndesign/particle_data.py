@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from gndesign.dataset import RunningStats, _one_line, shard_filename, shard_ranges, staging_directory
+from gndesign.dataset import RunningStats, _one_line, load_shards, shard_filename, shard_ranges, staging_directory
 from gndesign.errors import DatasetError
 from gndesign.io import atomic_write_json, atomic_write_npz, sha256_bytes, sha256_file
 
@@ -375,43 +375,7 @@ class ParticleDataset:
     def _load_shards(path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         t1, n, k = meta["steps"] + 1, meta["num_particles"], meta["num_segments"]
         shapes = {"positions": (t1, n, 2), "obstacle": (k + 1, 2), "design": (k,), "episode": ()}
-        parts: dict[str, list[np.ndarray]] = {key: [] for key in shapes}
-        for entry in meta["shards"]:
-            name = entry["file"]
-            file = path / name
-            if not file.is_file():
-                raise DatasetError(f"shard {name} listed in {META_FILE} is missing from {path}: {REGENERATE}")
-            if sha256_file(file) != entry["sha256"]:
-                raise DatasetError(f"shard {file} is truncated or corrupted (sha256 mismatch): {REGENERATE}")
-            start, stop = entry["episodes"]
-            try:
-                with np.load(file, allow_pickle=False) as npz:
-                    arrays = {key: npz[key] for key in npz.files}
-            except Exception as e:  # noqa: BLE001 - any unreadable archive is the same user error
-                raise DatasetError(f"shard {file} cannot be read ({_one_line(e)}): {REGENERATE}") from None
-            if sorted(arrays) != sorted(shapes):
-                raise DatasetError(f"shard {file} has arrays {sorted(arrays)}, expected {sorted(shapes)}: {REGENERATE}")
-            for key, shape in shapes.items():
-                arr = arrays[key]
-                dtype = np.int64 if key == "episode" else np.float64
-                if arr.dtype != dtype:
-                    raise DatasetError(f"array {key} in shard {name} has dtype {arr.dtype}, expected "
-                                       f"{np.dtype(dtype)}: {REGENERATE}")
-                if arr.shape != (stop - start, *shape):
-                    raise DatasetError(f"array {key} in shard {name} has shape {arr.shape}, expected "
-                                       f"{(stop - start, *shape)} from {META_FILE}: {REGENERATE}")
-                if key == "episode":
-                    if not np.array_equal(arr, np.arange(start, stop)):
-                        raise DatasetError(f"shard {name} holds episodes {arr.tolist()}, {META_FILE} says "
-                                           f"{start}..{stop - 1}: {REGENERATE}")
-                    continue
-                finite = np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
-                if not finite.all():
-                    first = start + int(np.flatnonzero(~finite)[0])
-                    raise DatasetError(f"array {key} in shard {name} has non-finite values (first in episode "
-                                       f"{first}): {REGENERATE}")
-                parts[key].append(arr)
-        return {key: np.concatenate(v, axis=0) for key, v in parts.items() if key != "episode"}
+        return load_shards(path, meta["shards"], shapes, REGENERATE)
 
     # -- accessors ----------------------------------------------------------------------------
     @property
