@@ -341,15 +341,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     steps = args.steps
     learned = plan_episodes("cartpole-swingup", "pretrained:cartpole", "gradient", 1, args.seed, steps,
-                            replan_every=args.replan_every, options={"iterations": 5},
-                            video=str(out / "swingup.gif"), progress=not args.quiet)
+                            replan_every=args.replan_every, video=str(out / "swingup.gif"),
+                            progress=not args.quiet)
     learned["plot"] = str(plot_episode(learned, out / "swingup.png"))
     print(f"[1/2] learned model + gradient planner: return {learned['return_mean']:.1f} over "
           f"{learned['steps']} steps (replanning every {args.replan_every}), "
           f"{learned['mean_latency_s'] * 1e3:.0f} ms per decision "
           f"(real-time factor {learned['real_time_factor']:.2f})")
     oracle = plan_episodes("cartpole-swingup", "mujoco", "cem", 1, args.seed, steps, replan_every=args.replan_every,
-                           progress=not args.quiet, options=DEMO_ORACLE)
+                           progress=not args.quiet)
     print(f"[2/2] MuJoCo oracle + CEM:              return {oracle['return_mean']:.1f} "
           f"({oracle['mean_latency_s'] * 1e3:.0f} ms per decision)")
     ratio = learned["return_mean"] / max(oracle["return_mean"], 1e-9)
@@ -360,9 +360,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"numbers {out / 'demo.json'}")
     return 0
 
-
-#: The oracle's settings in the demo (a cheaper CEM than the benchmark's, to keep it short).
-DEMO_ORACLE = {"population": 64, "elites": 8, "iterations": 3}
 
 
 # ------------------------------------------------------------------------------------ design
@@ -1219,7 +1216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--steps", type=_positive_int, default=500,
                    help="control steps (dm_control's episodes have 1000; 500 keeps the demo under 10 minutes)")
-    s.add_argument("--replan-every", type=_positive_int, default=4, help="replan every k control steps")
+    s.add_argument("--replan-every", type=_positive_int, default=8, help="replan every k control steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
