@@ -367,7 +367,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 #: Budgets count simulator calls (one rollout of one design each).
 #: Every optimizer minimizes the same objective: the task loss plus the smoothness prior.
 DESIGN_DEFAULTS = {
-    "gradient": {"iterations": 20, "lr": 0.1, "restarts": 1, "grad_clip": 1.0, "backtrack": 0.1, "smoothness": 0.2},
+    "gradient": {"iterations": 20, "lr": 0.2, "restarts": 1, "grad_clip": 1.0, "update": "normalized",
+                 "backtrack": 0.1, "grow": 1.25, "smoothness": 0.2},
     "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.2},
     "random": {"budget": 160, "batch": 16, "smoothness": 0.2},
 }

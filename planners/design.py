@@ -185,19 +185,27 @@ class GradientDesign(DesignOptimizer):
         betas: Adam's moment decay rates.
         backtrack: objective increase over a restart's best that sends it back there (0: never).
         shrink: step-size factor applied at each backtrack.
+        grow: step-size factor after each step that does not backtrack (up to the scheduled ``lr``):
+            a trust region that widens again after a backtrack.
+        update: ``adam``, or ``normalized`` (momentum on the unit gradient: steps of length ``lr``
+            along the gradient's direction, not Adam's per-coordinate signs, which give noisy,
+            unimportant coordinates as large a step as the important ones).
     """
 
     name = "gradient"
 
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
                  grad_clip: float = 1.0, lr_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
-                 backtrack: float = 0.0, shrink: float = 0.5, smoothness: float = 0.0,
-                 prior_map: Callable | None = None, seed: int = 0):
+                 backtrack: float = 0.0, shrink: float = 0.5, grow: float = 1.0, update: str = "adam",
+                 smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
         super().__init__(low, high, smoothness, prior_map, seed)
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
-        if backtrack < 0 or not 0 < shrink <= 1:
-            raise ValueError("need backtrack >= 0 and 0 < shrink <= 1")
+        if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
+            raise ValueError("need backtrack >= 0, 0 < shrink <= 1 and grow >= 1")
+        if update not in ("adam", "normalized"):
+            raise ValueError(f"update must be adam or normalized, got {update!r}")
+        self.grow, self.update = grow, update
         self.iterations, self.lr, self.restarts = iterations, lr, restarts
         self.grad_clip, self.lr_decay, self.betas = grad_clip, lr_decay, tuple(betas)
         self.backtrack, self.shrink = backtrack, shrink
@@ -248,11 +256,18 @@ class GradientDesign(DesignOptimizer):
                     z[reset], g[reset] = best_z[reset], best_g[reset]
                     m[reset], v[reset], steps[reset] = 0.0, 0.0, 0.0
                     scale[worse] *= self.shrink
+                ok = ~reset
+                scale[ok] = (scale[ok] * self.grow).clamp(max=1.0)
                 steps += 1
-                m.mul_(b1).add_((1 - b1) * g)
-                v.mul_(b2).add_((1 - b2) * g * g)
-                m_hat, v_hat = m / (1 - b1 ** steps), v / (1 - b2 ** steps)
-                z = z - self.lr * self._schedule(i) * scale * m_hat / (v_hat.sqrt() + 1e-8)
+                if self.update == "adam":
+                    m.mul_(b1).add_((1 - b1) * g)
+                    v.mul_(b2).add_((1 - b2) * g * g)
+                    m_hat, v_hat = m / (1 - b1 ** steps), v / (1 - b2 ** steps)
+                    direction = m_hat / (v_hat.sqrt() + 1e-8)
+                else:
+                    m.mul_(b1).add_((1 - b1) * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12))
+                    direction = m / (1 - b1 ** steps)
+                z = z - self.lr * self._schedule(i) * scale * direction
         with torch.no_grad():
             x = self.squash(z)
             self._track(x, self.score(loss_fn, x))
