@@ -423,7 +423,7 @@ def plot_history(history: Mapping[str, list[float]], path, title: str = "") -> o
     from gndesign.plotting import pyplot, save_figure
 
     plt = pyplot()
-    names = [k for k in history if k not in ("best",)]
+    names = [k for k in history if k not in ("best", "feasible")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for k in names:
         axes[0 if k in ("objective", "total") else 1].plot(history[k], label=k, lw=1.2)
