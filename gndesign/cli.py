@@ -163,7 +163,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_particle_data(path: str) -> bool:
+    from gndesign.particle_data import FORMAT_NAME, META_FILE
+
+    try:
+        return json.loads((Path(path) / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False  # the trajectory loader gives the precise error
+
+
+def evaluate_particles(args: argparse.Namespace) -> int:
+    """`gndesign evaluate` on a particle dataset: open-loop position errors from rest."""
+    from gndesign.io import atomic_write_json
+    from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, plot_particle_rollout
+    from gndesign.training import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.model)
+    ds = ParticleDataset.load(args.data)
+    model, _ = load_particle_model(ckpt, scene=ds.scene)
+    horizons = [int(h) for h in args.horizons.split(",") if int(h) <= ds.steps] + [ds.steps]
+    result = particle_rollout_errors(model, ds, horizons)
+    result.update({"checkpoint": str(ckpt), "data": str(args.data)})
+    if args.plot:
+        result["plot"] = str(plot_particle_rollout(model, ds, 0, args.plot))
+    if args.out:
+        atomic_write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"particles: {result['episodes']} episodes of {result['steps']} frames from rest; mean error over the "
+              f"rollout {result['mean_position_error']:.4g} m (particles that stay put: "
+              f"{result['baseline_mean_error']:.4g} m)")
+        for h, e in result["position_error"].items():
+            print(f"  frame {h:4d}: {e:.4g} m (stay put {result['baseline_error'][h]:.4g} m)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if _is_particle_data(args.data):
+        return evaluate_particles(args)
     from gndesign.dataset import TrajectoryDataset
     from gndesign.evaluation import evaluate, plot_rollout
     from gndesign.io import atomic_write_json

@@ -278,3 +278,16 @@ def test_forward_run_config_on_particle_data_trains_a_particle_model(tmp_path):
         as_particle_config(cfg)
     with pytest.raises(ConfigError, match="unknown option model.nope"):
         load_config(None, ["model.nope=1"], data=[data])
+
+
+def test_evaluate_command_reports_particle_errors(trained, tmp_path, capsys):
+    from gndesign.cli import main
+
+    data, run = trained
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(run / "checkpoints" / "latest.pt"), "--data", str(data),
+                 "--horizons", "2,5", "--out", str(out), "--plot", str(tmp_path / "r.png")]) == 0
+    text = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result["position_error"]) == {"2", "5", "10"} and result["finite"]
+    assert f"{result['mean_position_error']:.4g} m" in text and (tmp_path / "r.png").stat().st_size > 0
