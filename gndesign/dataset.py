@@ -497,6 +497,30 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def load_stats(path: Path, sha256: str, dims: Mapping[str, int], regenerate: str) -> dict[str, dict[str, np.ndarray]]:
+    """Read and validate ``path/stats.json``: its sha256, and per feature of ``dims`` the
+    ``mean``, ``std``, ``min`` and ``max`` vectors of that length and the ``count``."""
+    stats_path = path / STATS_FILE
+    if not stats_path.is_file():
+        raise DatasetError(f"{stats_path} is missing: {regenerate}")
+    if sha256_file(stats_path) != sha256:
+        raise DatasetError(f"{stats_path} is corrupted (sha256 mismatch): {regenerate}")
+    raw = json.loads(stats_path.read_text(encoding="utf-8"))
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for feature, dim in dims.items():
+        entry = raw.get(feature)
+        if not isinstance(entry, dict):
+            raise DatasetError(f"{stats_path} lacks feature {feature!r}: {regenerate}")
+        stats[feature] = {}
+        for field in ("mean", "std", "min", "max"):
+            value = np.asarray(entry.get(field, []), dtype=np.float64)
+            if value.shape != (dim,):
+                raise DatasetError(f"{stats_path}: {feature}.{field} has shape {value.shape}, expected ({dim},)")
+            stats[feature][field] = value
+        stats[feature]["count"] = np.int64(entry.get("count", 0))
+    return stats
+
+
 def load_shards(path: Path, shards: Sequence[Mapping[str, Any]], shapes: Mapping[str, tuple[int, ...]],
                 regenerate: str) -> dict[str, np.ndarray]:
     """Read and validate the shards listed in a dataset's meta (``{"file", "episodes", "sha256"}``).
@@ -649,26 +673,8 @@ class TrajectoryDataset:
 
     @staticmethod
     def _load_stats(path: Path, meta: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-        stats_path = path / STATS_FILE
-        if not stats_path.is_file():
-            raise DatasetError(f"{stats_path} is missing: {REGENERATE}")
-        if sha256_file(stats_path) != meta["stats_sha256"]:
-            raise DatasetError(f"{stats_path} is corrupted (sha256 mismatch): {REGENERATE}")
-        raw = json.loads(stats_path.read_text(encoding="utf-8"))
         dims = {"qpos": meta["nq"], "qvel": meta["nv"], "action": meta["nu"], "qacc": meta["nv"]}
-        stats = {}
-        for feature, dim in dims.items():
-            entry = raw.get(feature)
-            if not isinstance(entry, dict):
-                raise DatasetError(f"{stats_path} lacks feature {feature!r}: {REGENERATE}")
-            stats[feature] = {}
-            for field in ("mean", "std", "min", "max"):
-                value = np.asarray(entry.get(field, []), dtype=np.float64)
-                if value.shape != (dim,):
-                    raise DatasetError(f"{stats_path}: {feature}.{field} has shape {value.shape}, expected ({dim},)")
-                stats[feature][field] = value
-            stats[feature]["count"] = np.int64(entry.get("count", 0))
-        return stats
+        return load_stats(path, meta["stats_sha256"], dims, REGENERATE)
 
     @staticmethod
     def _load_shards(path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:

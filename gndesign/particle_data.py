@@ -53,7 +53,15 @@ from typing import Any
 
 import numpy as np
 
-from gndesign.dataset import RunningStats, _one_line, load_shards, shard_filename, shard_ranges, staging_directory
+from gndesign.dataset import (
+    RunningStats,
+    _one_line,
+    load_shards,
+    load_stats,
+    shard_filename,
+    shard_ranges,
+    staging_directory,
+)
 from gndesign.errors import DatasetError
 from gndesign.io import atomic_write_json, atomic_write_npz, sha256_bytes, sha256_file
 
@@ -351,25 +359,7 @@ class ParticleDataset:
 
     @staticmethod
     def _load_stats(path: Path, meta: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-        stats_path = path / STATS_FILE
-        if not stats_path.is_file():
-            raise DatasetError(f"{stats_path} is missing: {REGENERATE}")
-        if sha256_file(stats_path) != meta["stats_sha256"]:
-            raise DatasetError(f"{stats_path} is corrupted (sha256 mismatch): {REGENERATE}")
-        raw = json.loads(stats_path.read_text(encoding="utf-8"))
-        stats: dict[str, dict[str, np.ndarray]] = {}
-        for feature in STAT_FEATURES:
-            entry = raw.get(feature)
-            if not isinstance(entry, dict):
-                raise DatasetError(f"{stats_path} lacks feature {feature!r}: {REGENERATE}")
-            stats[feature] = {}
-            for name in ("mean", "std", "min", "max"):
-                value = np.asarray(entry.get(name, []), dtype=np.float64)
-                if value.shape != (2,):
-                    raise DatasetError(f"{stats_path}: {feature}.{name} has shape {value.shape}, expected (2,)")
-                stats[feature][name] = value
-            stats[feature]["count"] = np.int64(entry.get("count", 0))
-        return stats
+        return load_stats(path, meta["stats_sha256"], dict.fromkeys(STAT_FEATURES, 2), REGENERATE)
 
     @staticmethod
     def _load_shards(path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
