@@ -20,6 +20,20 @@ log = logging.getLogger(__name__)
 CostFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class Squash:
+    """``x = mid + half * tanh(z)``: unconstrained ``z`` onto the open box ``(low, high)``."""
+
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, margin: float = 1e-4):
+        self.mid, self.half, self.margin = (high + low) / 2, (high - low) / 2, margin
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mid + self.half * torch.tanh(z)
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        u = ((x - self.mid) / self.half).clamp(-1 + self.margin, 1 - self.margin)
+        return torch.atanh(u)
+
+
 @dataclass
 class PlanResult:
     """The best plan ``[H, nu]``, its cost, the cost after each iteration and the evaluations used."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from planners.base import Squash
 from planners.sampling import cem_refit
 
 log = logging.getLogger(__name__)
@@ -48,20 +49,6 @@ class DesignResult:
         return {"design": [float(x) for x in self.design], "objective": self.objective, "terms": self.terms,
                 "history": self.history, "evaluations": self.evaluations, "seconds": self.seconds,
                 "optimizer": self.optimizer}
-
-
-class Squash:
-    """``x = mid + half * tanh(z)``: unconstrained ``z`` onto the open box ``(low, high)``."""
-
-    def __init__(self, low: torch.Tensor, high: torch.Tensor, margin: float = 1e-4):
-        self.mid, self.half, self.margin = (high + low) / 2, (high - low) / 2, margin
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mid + self.half * torch.tanh(z)
-
-    def inverse(self, x: torch.Tensor) -> torch.Tensor:
-        u = ((x - self.mid) / self.half).clamp(-1 + self.margin, 1 - self.margin)
-        return torch.atanh(u)
 
 
 class DesignOptimizer:

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from planners.base import CostFn, Planner, PlanResult
+from planners.base import CostFn, Planner, PlanResult, Squash
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,7 @@ class GradientPlanner(Planner):
         super().__init__(dynamics, cost, horizon, seed)
         self.iterations, self.restarts, self.lr = iterations, restarts, lr
         self.noise, self.random_fraction, self.grad_clip = noise, random_fraction, grad_clip
-        self.mid = (self.high + self.low) / 2
-        self.half = (self.high - self.low) / 2
-
-    def _to_z(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.atanh(((a - self.mid) / self.half).clamp(-0.995, 0.995))
-
-    def _to_a(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mid + self.half * torch.tanh(z)
+        self.squash = Squash(self.low, self.high, margin=0.005)
 
     def starts(self, init: torch.Tensor) -> torch.Tensor:
         K = self.restarts
@@ -56,12 +49,12 @@ class GradientPlanner(Planner):
         return torch.cat([init[None], self.clip(init[None] + eps), self.uniform(n_rand)], dim=0)
 
     def optimize(self, qpos, qvel, init) -> PlanResult:
-        z = self._to_z(self.starts(init)).requires_grad_(True)
+        z = self.squash.inverse(self.starts(init)).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         best_a, best_c = init.clone(), float("inf")
         history = []
         for _ in range(self.iterations):
-            a = self._to_a(z)
+            a = self.squash(z)
             cost = self.evaluate(qpos, qvel, a)
             finite = torch.isfinite(cost)
             if finite.any():
@@ -78,12 +71,12 @@ class GradientPlanner(Planner):
                 if bad.any():
                     log.warning("gradient planner: %d restart(s) non-finite; reset to the best plan", int(bad.sum()))
                     g[bad] = 0.0
-                    z[bad] = self._to_z(best_a)
+                    z[bad] = self.squash.inverse(best_a)
                 norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)
                 g.mul_((self.grad_clip / norm).clamp(max=1.0)[:, None, None])
             opt.step()
         with torch.no_grad():  # the last iterate has not been scored yet
-            a = self._to_a(z)
+            a = self.squash(z)
             cost = self.evaluate(qpos, qvel, a)
             cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, float("inf")))
             c_min, i = cost.min(0)
