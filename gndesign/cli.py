@@ -337,15 +337,21 @@ def plot_episode(result: dict, path: str) -> Path:
     return save_figure(fig, path)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict:
+    """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars)."""
     from gndesign.training import parse_value
 
     options = {}
-    for item in args.set or []:
+    for item in items or []:
         key, _, value = item.partition("=")
-        if not key.startswith("planner.") or not value:
-            raise GndesignError(f"--set {item!r} must look like planner.KEY=VALUE (e.g. planner.iterations=20)")
+        if not key.startswith(prefix + ".") or not value:
+            raise GndesignError(f"--set {item!r} must look like {prefix}.KEY=VALUE (e.g. {prefix}.{example})")
         options[key.split(".", 1)[1]] = parse_value(value)
+    return options
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    options = prefixed_options(args.set, "planner", "iterations=20")
     result = plan_episodes(args.system, args.model, args.planner, args.episodes, args.seed, args.steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet)
     if args.plot:
@@ -675,16 +681,8 @@ def generate_obstacle_scene(args: argparse.Namespace) -> int:
 def cmd_design(args: argparse.Namespace) -> int:
     import torch
 
-    from gndesign.training import parse_value
-
     torch.set_num_threads(args.threads)
-
-    options = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if not key.startswith("optimizer.") or not value:
-            raise GndesignError(f"--set {item!r} must look like optimizer.KEY=VALUE (e.g. optimizer.lr=0.05)")
-        options[key.split(".", 1)[1]] = parse_value(value)
+    options = prefixed_options(args.set, "optimizer", "lr=0.05")
     r = design_obstacle(args.task, args.target_x, args.side, args.segments, args.optimizer, args.simulator,
                         args.model, args.iterations, args.seed, options, args.scene, out=args.out)
     if args.json:
