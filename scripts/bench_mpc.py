@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -46,6 +47,8 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true",
                    help="open-loop return vs iterations, gradient vs CEM at equal evaluations "
                    "(--episodes: number of start states)")
+    p.add_argument("--latency", type=int, metavar="N",
+                   help="only time N decisions per task, planner and model (run it on a quiet machine)")
     p.add_argument("--out", default=str(ROOT / "results" / "mpc.json"))
     p.add_argument("--merge", nargs="+", metavar="JSON", help="merge reports of separate runs into --out and stop")
     args = p.parse_args()
@@ -57,6 +60,7 @@ def main() -> None:
             merged["machine"] = part["machine"]
             merged["runs"].update(part.get("runs", {}))
             merged["sweep"].update(part.get("sweep", {}))
+            merged.setdefault("latency", {}).update(part.get("latency", {}))
         atomic_write_json(args.out, merged)
         atomic_write_text(Path(args.out).with_suffix(".md"), markdown(merged))
         print(markdown(merged))
@@ -68,6 +72,10 @@ def main() -> None:
                          "threads": 1}
     for task in args.tasks:
         n_ep = args.episodes or EPISODES[task]
+        if args.latency:
+            report.setdefault("latency", {})[task] = latency(task, args.latency, args)
+            atomic_write_json(out_path, report)
+            continue
         if args.sweep:
             report.setdefault("sweep", {})[task] = sweep(task, args.episodes or 5, args)
             atomic_write_json(out_path, report)
@@ -146,6 +154,43 @@ def sweep(task_name: str, n_states: int, args) -> dict:
     return {"horizon": H, "states": n_states, "rows": rows}
 
 
+def latency(task_name: str, decisions: int, args) -> dict:
+    """Mean and min seconds per decision from a dm_control reset state, warm-started decisions
+    as in MPC (the episode benchmark's latencies include whatever else ran on the machine)."""
+    from envs.control import DmControlEnvironment
+    from envs.mujoco_dynamics import MujocoDynamics
+    from envs.tasks import get_task
+    from gndesign.dynamics import LearnedDynamics
+    from gndesign.training import load_model, resolve_checkpoint
+    from planners import make_planner
+
+    task = get_task(task_name)
+    model, _ = load_model(resolve_checkpoint(MODELS[task_name]), task.system.name)
+    dyns = {"learned": LearnedDynamics(model, task.system.name), "mujoco": MujocoDynamics(task.system)}
+    H = args.horizon or PLAN_DEFAULTS["horizon"][task_name]
+    q, v = DmControlEnvironment(task, seed=args.seed).reset()
+    out = {}
+    for model_name in args.models:
+        for name in args.planners:
+            dyn = dyns[model_name]
+            if name == "gradient" and not dyn.differentiable:
+                continue
+            planner = make_planner(name, dyn, task.cost, H, seed=args.seed, **PLAN_DEFAULTS[name])
+            times = []
+            for _ in range(decisions + 1):  # the first decision (cold caches) is not counted
+                start = time.perf_counter()
+                with torch.no_grad() if not dyn.differentiable else contextlib.nullcontext():
+                    planner.plan(q, v)
+                times.append(time.perf_counter() - start)
+            times = times[1:]
+            out[f"{model_name}/{name}"] = {"mean_s": sum(times) / len(times), "min_s": min(times),
+                                           "load_average": os.getloadavg()[0],
+                                           "real_time_factor": task.system.control_timestep * args.replan_every
+                                           / (sum(times) / len(times))}
+            print(task_name, model_name, name, out[f"{model_name}/{name}"], flush=True)
+    return out
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"Machine: {m['cores']} cores, torch {m['torch']}, one thread.", "",
@@ -156,6 +201,12 @@ def markdown(r: dict) -> str:
         lines.append(f"| {task} | {model} | {planner} | {v['return_mean']:.1f} +- {v['return_std']:.1f} | "
                      f"{len(v['returns'])} x {v['steps']} steps | {v['mean_evaluations']:.0f} | "
                      f"{v['mean_latency_s'] * 1e3:.0f} | {v['real_time_factor']:.2f} |")
+    for task, rows in r.get("latency", {}).items():
+        lines += ["", f"{task}: decision latency on a quiet machine (warm-started decisions from a reset state)", "",
+                  "| model/planner | mean [ms] | min [ms] | real-time factor | load average |", "|---|---|---|---|---|"]
+        for key, row in rows.items():
+            lines.append(f"| {key} | {row['mean_s'] * 1e3:.0f} | {row['min_s'] * 1e3:.0f} | "
+                         f"{row['real_time_factor']:.3f} | {row['load_average']:.1f} |")
     for task, sw in r.get("sweep", {}).items():
         rows = sw["rows"]
         lines += ["", f"{task}: true (MuJoCo) return of open-loop plans over the {sw['horizon']}-step horizon from "
