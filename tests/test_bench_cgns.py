@@ -1,0 +1,80 @@
+"""scripts/bench_cgns.py's measurements on known inputs: the iteration sweep's noise test, the
+constraint weights, and the penetration metrics (frozen balls must not pass as held back)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gndesign.cgns import ParticleCGNS, SolverConfig
+from gndesign.constraints import parse_constraints
+from gndesign.particles import ParticleModelConfig
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_cgns.py"
+R = 0.05
+SCENE = {"particle_radius": R, "obstacle_radius": 0.04, "x_min": -3.0, "x_max": 3.0, "floor": 0.0, "dt": 0.01,
+         "gravity": [0.0, -9.81]}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_cgns", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sweep_flags_an_increase_beyond_noise_and_accepts_improvements(bench):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 2.0, 20)
+    better = {1: base, 5: 0.5 * base, 20: 0.5 * base + rng.normal(0, 1e-4, 20)}  # 5 -> 20: noise only
+    s = bench.sweep_summary(better)
+    assert s["all_within_noise"]
+    assert s["max_increase"]["from"] == 5 and s["max_increase"]["to"] == 20
+    worse = bench.sweep_summary({1: base, 5: 0.5 * base, 20: 0.8 * base})
+    assert not worse["all_within_noise"]
+    w = worse["worst_vs_noise"]
+    assert (w["from"], w["to"]) == (5, 20) and w["increase"] == pytest.approx(0.3 * base.mean())
+    assert w["relative"] == pytest.approx(0.6)
+
+
+def test_weighted_specs_append_weights_unless_the_spec_names_one(bench):
+    assert bench.weighted_specs("disk center=0,1 radius=0.3", [1, 100]) == [
+        (1.0, "disk center=0,1 radius=0.3 weight=1"), (100.0, "disk center=0,1 radius=0.3 weight=100")]
+    assert bench.weighted_specs("disk center=0,1 radius=0.3 weight=5", [1, 100]) == [
+        (5.0, "disk center=0,1 radius=0.3 weight=5")]
+
+
+def test_penetration_metrics_of_balls_falling_through_a_disk_and_of_frozen_balls(bench):
+    cfg = ParticleModelConfig(latent_size=8, mlp_hidden_size=8, message_passing_steps=1, history=2,
+                              obstacle_points=2)
+    model = ParticleCGNS(cfg, SCENE, SolverConfig(iterations=2))
+    disk = parse_constraints(["disk center=0.0,1.0 radius=0.3"])
+    # Ball 0 falls straight through the disk's centre, ball 1 falls far from it: 21 frames from z=2 to 0.
+    z = torch.linspace(2.0, 0.0, 21)
+    traj = torch.zeros(1, 21, 2, 2)
+    traj[0, :, 0, 1] = z
+    traj[0, :, 1, 0], traj[0, :, 1, 1] = 2.0, z
+    through = bench.penetration(model, disk, traj, R)
+    # Deepest at the centre: the ball's surface 0.3 + 0.05 inside.
+    assert through["max_radii"] == pytest.approx((0.3 + R) / R, rel=1e-5)
+    assert through["entering"] == 0.5 and through["touching"] == 0.5
+    assert through["mean_drop_m"] == pytest.approx(2.0)
+    assert through["mean_radii"] > 0 and through["mean_inside_radii"] > through["mean_radii"]
+    # Balls frozen where they start: no penetration, but they never reach the obstacle.
+    frozen = traj[:, :1].expand(-1, 21, -1, -1)
+    still = bench.penetration(model, disk, frozen, R, free=traj)
+    assert still["max_radii"] == 0 and still["touching"] == 0 and still["mean_drop_m"] == 0
+    # Before ball 0 comes near the disk (and for ball 1 throughout) the frozen rollout lags the free one.
+    assert still["disturbance_radii"] > 1
+    assert not bench.held_back(still, through)
+    # A rollout identical to the free one before contact that stops on the disk's top: held back.
+    stop = traj.clone()
+    top = 1.0 + 0.3 + R
+    stop[0, :, 0, 1] = torch.clamp(z, min=top)
+    held = bench.penetration(model, disk, stop, R, free=traj)
+    assert held["max_radii"] <= 1e-5 and held["touching"] == 0.5
+    assert held["disturbance_radii"] == pytest.approx(0.0, abs=1e-6)
+    assert bench.held_back(held, through)
