@@ -193,17 +193,23 @@ def latency(task_name: str, decisions: int, args) -> dict:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"Machine: {m['cores']} cores, torch {m['torch']}, one thread.", "",
-             "| task | model | planner | return (mean +- std) | episodes | evals/decision | latency [ms] | "
-             "real-time factor |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"Machine: {m['cores']} cores, torch {m['torch']}, one thread. Episode latencies were measured while "
+             "other jobs shared the machine (1-minute load average in the last column); the quiet-machine latencies "
+             "are in the latency tables below. H: horizon, k: replanning interval; real-time factor = "
+             "k x control period / latency.", "",
+             "| task | model | planner | H | k | return (mean +- std) | episodes | evals/decision | latency [ms] | "
+             "real-time factor | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, v in r.get("runs", {}).items():
         task, model, planner = key.split("/")
-        lines.append(f"| {task} | {model} | {planner} | {v['return_mean']:.1f} +- {v['return_std']:.1f} | "
-                     f"{len(v['returns'])} x {v['steps']} steps | {v['mean_evaluations']:.0f} | "
-                     f"{v['mean_latency_s'] * 1e3:.0f} | {v['real_time_factor']:.2f} |")
+        load = max(v.get("load_average", [0.0]))
+        lines.append(f"| {task} | {model} | {planner} | {v['horizon']} | {v['replan_every']} | "
+                     f"{v['return_mean']:.1f} +- {v['return_std']:.1f} | {len(v['returns'])} x {v['steps']} steps | "
+                     f"{v['mean_evaluations']:.0f} | {v['mean_latency_s'] * 1e3:.0f} | {v['real_time_factor']:.3f} | "
+                     f"{load:.1f} |")
     for task, rows in r.get("latency", {}).items():
         lines += ["", f"{task}: decision latency on a quiet machine (warm-started decisions from a reset state)", "",
-                  "| model/planner | mean [ms] | min [ms] | real-time factor | load average |", "|---|---|---|---|---|"]
+                  "| model/planner | mean [ms] | min [ms] | real-time factor (k = 1) | load average |",
+                  "|---|---|---|---|---|"]
         for key, row in rows.items():
             lines.append(f"| {key} | {row['mean_s'] * 1e3:.0f} | {row['min_s'] * 1e3:.0f} | "
                          f"{row['real_time_factor']:.3f} | {row['load_average']:.1f} |")
