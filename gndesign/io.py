@@ -89,3 +89,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def machine_info(**extra: Any) -> dict[str, Any]:
+    """What a benchmark result needs to say about the machine: cores, CPU model, torch and Python
+    versions (plus ``extra``, e.g. threads per job)."""
+    import platform
+
+    import torch
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), **extra}

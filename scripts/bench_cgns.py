@@ -63,14 +63,14 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import platform
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from gndesign.io import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench_cgns")
@@ -607,18 +607,6 @@ def eval_job(job: dict) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
-            "threads_per_job": 1, "platform": platform.platform()}
-
-
 def config_differences(a: dict, b: dict) -> list[str]:
     """Model and train options that differ between two runs' configurations (the C-GNS adds its solver)."""
     diffs = []
@@ -924,7 +912,7 @@ def main() -> None:
     eval_seconds = time.perf_counter() - t0
 
     report = {
-        "machine": machine(),
+        "machine": machine_info(threads_per_job=1),
         "settings": {"quick": args.quick, "minutes": args.minutes, "particle_minutes": args.particle_minutes,
                      "solver_iterations": int(SOLVER[0].split("=")[1]), "sweep": sorted(args.sweep),
                      "constraint_iterations": args.constraint_iterations, "weights": args.weights,

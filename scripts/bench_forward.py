@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from gndesign.io import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah"]
@@ -32,18 +32,6 @@ HORIZONS = (1, 10, 50, 100)
 MODEL = {"gn": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=2"],
          "mlp": ["model.kind=mlp", "model.mlp_hidden_size=256", "model.mlp_layers=3"]}
 log = logging.getLogger("bench_forward")
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
-            "threads_per_job": 1}
 
 
 def dataset(name: str, episodes: int, steps: int, seed: int, root: Path) -> Path:
@@ -178,7 +166,7 @@ def main() -> None:
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.exists() else {}
     report.setdefault("jobs", {}).update(results)
-    report["machine"] = machine()
+    report["machine"] = machine_info(threads_per_job=1)
     report["settings"] = {"minutes_per_single_model": args.minutes, "episodes": eps, "steps": 200,
                           "horizons": HORIZONS, "models": MODEL}
     if "cartpole-gn" in results:

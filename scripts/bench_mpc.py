@@ -18,14 +18,13 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from gndesign.cli import PLAN_DEFAULTS, plan_episodes
-from gndesign.io import atomic_write_json, atomic_write_text
+from gndesign.io import atomic_write_json, atomic_write_text, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 EPISODES = {"cartpole-swingup": 10, "swimmer6": 20}
@@ -68,8 +67,7 @@ def main() -> None:
 
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
-    report["machine"] = {"cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                         "threads": 1}
+    report["machine"] = machine_info(threads=1)
     for task in args.tasks:
         n_ep = args.episodes or EPISODES[task]
         if args.latency:
