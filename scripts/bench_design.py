@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gndesign.cli import DESIGN_DEFAULTS, design_obstacle, load_design_model
+from envs.design_problem import load_design_model
+from gndesign.cli import DESIGN_DEFAULTS, design_obstacle
 from gndesign.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
