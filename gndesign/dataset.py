@@ -497,6 +497,32 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def read_meta(path: Path, format_name: str, description: str, schema_version: int, required: Sequence[str],
+              regenerate: str) -> dict[str, Any]:
+    """Read ``path/meta.json`` and check what every dataset format shares: it exists and parses, its
+    ``format`` is ``format_name`` (else: not a ``description``), its ``schema_version`` is the one
+    this gndesign reads and it has the ``required`` keys. Errors end with ``regenerate``."""
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise DatasetError(f"{path} is not a gndesign dataset or generation was interrupted (no {META_FILE}): "
+                           f"{regenerate}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{meta_path} cannot be read ({_one_line(e)}): {regenerate}") from None
+    if not isinstance(meta, dict) or meta.get("format") != format_name:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise DatasetError(f"{meta_path} is not a {description} (format {fmt!r}, expected {format_name!r})")
+    version = meta.get("schema_version")
+    if version != schema_version:
+        raise DatasetError(f"{meta_path} has schema_version {version!r} but this gndesign reads version "
+                           f"{schema_version}: {regenerate} with this gndesign")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise DatasetError(f"{meta_path} lacks required keys {missing}: {regenerate}")
+    return meta
+
+
 def load_stats(path: Path, sha256: str, dims: Mapping[str, int], regenerate: str) -> dict[str, dict[str, np.ndarray]]:
     """Read and validate ``path/stats.json``: its sha256, and per feature of ``dims`` the
     ``mean``, ``std``, ``min`` and ``max`` vectors of that length and the ``count``."""
@@ -614,26 +640,8 @@ class TrajectoryDataset:
     @staticmethod
     def _load_meta(path: Path) -> dict[str, Any]:
         meta_path = path / META_FILE
-        if not meta_path.is_file():
-            raise DatasetError(
-                f"{path} is not a gndesign dataset or generation was interrupted (no {META_FILE}): "
-                "re-run gndesign generate"
-            )
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{meta_path} cannot be read ({_one_line(e)}): {REGENERATE}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise DatasetError(f"{meta_path} is not a gndesign dataset description: {REGENERATE}")
-        version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise DatasetError(
-                f"{meta_path} has schema_version {version!r} but this gndesign reads version "
-                f"{SCHEMA_VERSION}: {REGENERATE} with this gndesign"
-            )
-        missing = [k for k in REQUIRED_META_KEYS if k not in meta]
-        if missing:
-            raise DatasetError(f"{meta_path} lacks required keys {missing}: {REGENERATE}")
+        meta = read_meta(path, FORMAT_NAME, "gndesign dataset description", SCHEMA_VERSION, REQUIRED_META_KEYS,
+                         REGENERATE)
         for key in ("nq", "nv", "nu", "nbody", "episodes", "steps", "n_substeps"):
             if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0:
                 raise DatasetError(f"{meta_path}: {key} must be a non-negative integer: {REGENERATE}")

@@ -58,6 +58,7 @@ from gndesign.dataset import (
     _one_line,
     load_shards,
     load_stats,
+    read_meta,
     shard_filename,
     shard_ranges,
     staging_directory,
@@ -317,23 +318,7 @@ class ParticleDataset:
     @staticmethod
     def _load_meta(path: Path) -> dict[str, Any]:
         meta_path = path / META_FILE
-        if not meta_path.is_file():
-            raise DatasetError(f"{path} is not a gndesign dataset or generation was interrupted (no {META_FILE}): "
-                               f"{REGENERATE}")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{meta_path} cannot be read ({_one_line(e)}): {REGENERATE}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            fmt = meta.get("format") if isinstance(meta, dict) else None
-            raise DatasetError(f"{meta_path} is not a particle dataset (format {fmt!r}, expected {FORMAT_NAME!r})")
-        version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise DatasetError(f"{meta_path} has schema_version {version!r} but this gndesign reads version "
-                               f"{SCHEMA_VERSION}: {REGENERATE} with this gndesign")
-        missing = [k for k in REQUIRED_META_KEYS if k not in meta]
-        if missing:
-            raise DatasetError(f"{meta_path} lacks required keys {missing}: {REGENERATE}")
+        meta = read_meta(path, FORMAT_NAME, "particle dataset", SCHEMA_VERSION, REQUIRED_META_KEYS, REGENERATE)
         validate_scene(meta["scene"], f"{meta_path}: scene")
         if scene_sha256(meta["scene"]) != meta["scene_sha256"]:
             raise DatasetError(f"{meta_path}: scene does not match scene_sha256 (edited by hand?): {REGENERATE}")
