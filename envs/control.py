@@ -36,3 +36,30 @@ class DmControlEnvironment:
 
     def render(self, height: int = 240, width: int = 320, camera_id: int = 0) -> np.ndarray:
         return self.env.physics.render(height=height, width=width, camera_id=camera_id)
+
+
+class DmControlBatch:
+    """``E`` dm_control episodes (seeds ``seeds``) stepped in lockstep, for
+    :func:`planners.mpc.run_mpc_lockstep`: ``reset() -> (qpos [E, nq], qvel [E, nv])``,
+    ``step(actions [E, nu]) -> (rewards [E], qpos, qvel)``. The task's context (the swimmers'
+    targets) becomes one entry per episode."""
+
+    def __init__(self, task: Task, seeds: list[int], dtype=torch.float32):
+        if not seeds:
+            raise ValueError("DmControlBatch needs at least one seed")
+        self.task = task
+        self.envs = [DmControlEnvironment(task, seed, dtype) for seed in seeds]
+
+    def reset(self):
+        states = [env.reset() for env in self.envs]
+        self.task.sync_from_envs([env.env for env in self.envs])
+        return torch.stack([q for q, _ in states]), torch.stack([v for _, v in states])
+
+    def step(self, actions: torch.Tensor):
+        if actions.shape[0] != len(self.envs):
+            raise ValueError(f"{actions.shape[0]} actions for {len(self.envs)} environments")
+        out = [env.step(a) for env, a in zip(self.envs, actions, strict=True)]
+        return [r for r, _, _ in out], torch.stack([q for _, q, _ in out]), torch.stack([v for _, _, v in out])
+
+    def render(self, height: int = 240, width: int = 320, camera_id: int = 0, episode: int = 0):
+        return self.envs[episode].render(height, width, camera_id)

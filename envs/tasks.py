@@ -85,6 +85,11 @@ class Task:
     def sync_from_env(self, env) -> None:
         """Read task context (e.g. a target position) from a freshly reset environment."""
 
+    def sync_from_envs(self, envs) -> None:
+        """Read the context of ``E`` freshly reset environments that run in lockstep: per-episode
+        context becomes a batch of ``E``, and the reward reads its rows episode-major (``B`` rows
+        are ``E`` blocks of ``B / E``, as :meth:`planners.base.Planner.evaluate` lays them out)."""
+
     def state_from_env(self, env) -> tuple[np.ndarray, np.ndarray]:
         return env.physics.data.qpos.copy(), env.physics.data.qvel.copy()
 
@@ -141,16 +146,33 @@ class SwimmerTask(Task):
         return Tolerance("nose_to_target_dist", bounds=(0, s), margin=5 * s, sigmoid="long_tail")
 
     def set_target(self, xyz) -> None:
-        self.target = torch.as_tensor(np.asarray(xyz, dtype=np.float64))
+        """The target ``[3]``, or ``[E, 3]``: one per episode of a lockstep batch."""
+        xyz = torch.as_tensor(np.asarray(xyz, dtype=np.float64))
+        if xyz.shape[-1:] != (3,) or xyz.dim() > 2:
+            raise ValueError(f"a swimmer target is [3] or [episodes, 3], got {list(xyz.shape)}")
+        self.target = xyz
 
     def sync_from_env(self, env) -> None:
         self.set_target(env.physics.model.geom_pos[self.target_geom])
+
+    def sync_from_envs(self, envs) -> None:
+        self.set_target(np.stack([env.physics.model.geom_pos[self.target_geom] for env in envs]))
+
+    def _targets(self, like: torch.Tensor) -> torch.Tensor:
+        """The target for each of ``like``'s rows: ``[3]``, or ``[B, 3]`` for a batch of episodes."""
+        target = self.target.to(like)
+        if target.dim() == 1:
+            return target
+        B, E = like.shape[0], target.shape[0]
+        if B % E:
+            raise ValueError(f"{B} rows cannot be split among the {E} episodes' targets")
+        return target.repeat_interleave(B // E, 0)
 
     def quantities(self, qpos, qvel, action):
         kin = forward_kinematics(self.tree, qpos)
         R_nose = kin.xmat[:, self.nose_body]
         nose = kin.xpos[:, self.nose_body] + (R_nose @ self.nose_pos.to(qpos)[:, None])[..., 0]
-        d = self.target.to(qpos) - nose  # world frame
+        d = self._targets(qpos) - nose  # world frame
         local = (d[:, None, :] @ kin.xmat[:, self.head_body])[:, 0, :2]  # dm_control: d.dot(head_xmat)
         dist = torch.sqrt((local * local).sum(-1) + 1e-12)
         return {"nose_to_target_dist": dist, "nose_to_target": local, **self.state_quantities(qpos, qvel, kin)}

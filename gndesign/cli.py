@@ -247,22 +247,26 @@ PLAN_DEFAULTS = {
 
 def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
                   replan_every: int = 1, horizon: int | None = None, options: dict | None = None,
-                  video: str | None = None, progress: bool = True) -> dict:
-    """Run MPC episodes in the real dm_control environment; returns per-episode summaries."""
+                  video: str | None = None, progress: bool = True, lockstep: int = 1) -> dict:
+    """Run MPC episodes (seeds ``seed``, ``seed + 1``, ...) in the real dm_control environment;
+    returns per-episode summaries. ``lockstep``: episodes run together, one planner call per
+    decision for all of them (its latency is then the batch's)."""
     import numpy as np
     import torch
 
-    from envs.control import DmControlEnvironment
+    from envs.control import DmControlBatch
     from envs.mujoco_dynamics import MujocoDynamics
     from envs.tasks import get_task
     from gndesign.dynamics import LearnedDynamics
     from gndesign.training import load_model, resolve_checkpoint
     from planners import PLANNERS, make_planner
-    from planners.mpc import run_mpc
+    from planners.mpc import run_mpc_lockstep
 
     task = get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
+    if lockstep < 1:
+        raise GndesignError(f"lockstep must be a positive number of episodes, got {lockstep}")
     if model == "mujoco":
         dynamics = MujocoDynamics(task.system)
     else:
@@ -273,24 +277,28 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     H = horizon or PLAN_DEFAULTS["horizon"].get(task_name, 30)
     steps = steps or task.episode_steps
     results, frames = [], []
-    for ep in range(episodes):
-        planner = make_planner(planner_name, dynamics, task.cost, H, seed=seed + ep, **opts)
-        env = DmControlEnvironment(task, seed=seed + ep)
+    for first in range(0, episodes, lockstep):
+        group = list(range(first, min(first + lockstep, episodes)))
+        planner = make_planner(planner_name, dynamics, task.cost, H, seed=seed + first, **opts)
+        env = DmControlBatch(task, [seed + ep for ep in group])
         on_step = None
-        if video and ep == 0:
+        if video and first == 0:
             def on_step(t, env=env):
                 if t % 2 == 0:
                     frames.append(env.render())
         with torch.no_grad() if not dynamics.differentiable else contextlib.nullcontext():
-            rec = run_mpc(env, planner, steps, replan_every=replan_every, progress=progress, on_step=on_step)
-        summary = rec.summary()
-        summary.update(episode=ep, seed=seed + ep, rewards=rec.rewards, actions=rec.actions)
-        results.append(summary)
-        log.info("episode %d: return %.1f, %.3f s per decision, %.0f model evaluations per decision",
-                 ep, summary["return"], summary["mean_latency_s"], summary["mean_evaluations"])
+            recs = run_mpc_lockstep(env, planner, steps, replan_every=replan_every, progress=progress,
+                                    on_step=on_step)
+        for ep, rec in zip(group, recs, strict=True):
+            summary = rec.summary()
+            summary.update(episode=ep, seed=seed + ep, rewards=rec.rewards, actions=rec.actions)
+            results.append(summary)
+            log.info("episode %d: return %.1f, %.3f s per decision (%d in lockstep), %.0f model evaluations per "
+                     "decision", ep, summary["return"], summary["mean_latency_s"], len(group),
+                     summary["mean_evaluations"])
     returns = np.array([r["return"] for r in results])
     out = {"task": task_name, "model": model, "planner": planner_name, "horizon": H, "options": opts,
-           "replan_every": replan_every, "steps": steps, "episodes": results,
+           "replan_every": replan_every, "steps": steps, "lockstep": lockstep, "episodes": results,
            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
            "mean_latency_s": float(np.mean([r["mean_latency_s"] for r in results])),
            "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),
@@ -352,7 +360,8 @@ def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict
 def cmd_plan(args: argparse.Namespace) -> int:
     options = prefixed_options(args.set, "planner", "iterations=20")
     result = plan_episodes(args.system, args.model, args.planner, args.episodes, args.seed, args.steps,
-                           args.replan_every, args.horizon, options, args.video, progress=not args.quiet)
+                           args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
+                           lockstep=args.lockstep)
     if args.plot:
         result["plot"] = str(plot_episode(result, args.plot))
     if args.out:
@@ -365,8 +374,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         for e in result["episodes"]:
             print(f"episode {e['episode']} (seed {e['seed']}): return {e['return']:.1f}")
+        batch = f" (a decision for {args.lockstep} episodes in lockstep)" if args.lockstep > 1 else ""
         print(f"{result['planner']} on {result['model']}: return {result['return_mean']:.1f} +- "
-              f"{result['return_std']:.1f}; {result['mean_latency_s'] * 1e3:.1f} ms and "
+              f"{result['return_std']:.1f}; {result['mean_latency_s'] * 1e3:.1f} ms{batch} and "
               f"{result['mean_evaluations']:.0f} model evaluations per decision; real-time factor "
               f"{result['real_time_factor']:.2f}")
         for key in ("plot", "video"):
@@ -1093,6 +1103,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, help="control steps per episode (default: dm_control's 1000)")
     s.add_argument("--horizon", type=_positive_int, help="planning horizon in control steps")
     s.add_argument("--replan-every", type=_positive_int, default=1, help="replan every k control steps")
+    s.add_argument("--lockstep", type=_positive_int, default=1, metavar="E",
+                   help="run E episodes together, one batched planner call per decision for all of them "
+                   "(higher throughput; the reported latency is then the batch's)")
     s.add_argument("--set", action="append", metavar="planner.KEY=VALUE", help="planner option (repeatable)")
     s.add_argument("--video", help="write an animated GIF of the first episode here")
     s.add_argument("--plot", help="write reward and actions over time (PNG) here")

@@ -4,6 +4,11 @@ A planner minimizes ``cost(qpos [B, H+1, nq], qvel [B, H+1, nv], actions [B, H, 
 action sequences within the dynamics' bounds, starting from one state, and warm-starts the next
 decision by shifting its previous plan one step (the last action repeated). Planners know only
 the core's :class:`~gndesign.dynamics.Dynamics` and a cost function.
+
+Every planner also plans for ``E`` independent start states at once (``qpos [E, nq]``: episodes
+run in lockstep), as one batched rollout of ``E x N`` sequences per iteration. The cost then sees
+its rows episode-major (all of episode 0's sequences first), so a task with per-episode context
+(the swimmer's targets) can tell them apart. Each episode's optimization is the same as alone.
 """
 
 from __future__ import annotations
@@ -36,12 +41,24 @@ class Squash:
 
 @dataclass
 class PlanResult:
-    """The best plan ``[H, nu]``, its cost, the cost after each iteration and the evaluations used."""
+    """The best plan ``[H, nu]``, its cost, the best cost after each iteration and the evaluations
+    used. For ``E`` start states at once: plans ``[E, H, nu]``, costs ``[E]`` (a tensor) and the
+    history of the mean best cost."""
 
     actions: torch.Tensor
-    cost: float
+    cost: float | torch.Tensor
     history: list[float] = field(default_factory=list)
     evaluations: int = 0
+
+
+def best_so_far(actions: torch.Tensor, cost: torch.Tensor, best_a: torch.Tensor, best_c: torch.Tensor):
+    """Per episode, keep the lower-cost of the best so far (``best_a [E, H, nu]``, ``best_c [E]``)
+    and the best of ``actions [E, N, H, nu]`` with ``cost [E, N]`` (non-finite costs never win)."""
+    cost = torch.where(torch.isfinite(cost), cost.detach(), torch.full_like(cost, float("inf")))
+    c, i = cost.min(1)
+    better = c < best_c
+    cand = actions.detach()[torch.arange(actions.shape[0]), i]
+    return torch.where(better[:, None, None], cand, best_a), torch.where(better, c, best_c)
 
 
 class Planner:
@@ -73,39 +90,62 @@ class Planner:
     def clip(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.maximum(torch.minimum(actions, self.high), self.low)
 
-    def uniform(self, n: int) -> torch.Tensor:
-        """``[n, H, nu]`` uniform random sequences within bounds."""
-        u = torch.rand(n, self.horizon, self.dynamics.nu, generator=self.generator)
+    def uniform(self, *n: int) -> torch.Tensor:
+        """``[*n, H, nu]`` uniform random sequences within bounds."""
+        u = torch.rand(*n, self.horizon, self.dynamics.nu, generator=self.generator)
         return self.low + (self.high - self.low) * u
 
     def initial_plan(self) -> torch.Tensor:
-        """The warm start (previous plan shifted) or, at the first decision, the bounds' midpoint."""
+        """The warm start (previous plan shifted) or, at the first decision, the bounds' midpoint:
+        ``[H, nu]``, or ``[E, H, nu]`` after a decision for ``E`` states."""
         if self.warm is None:
             return ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
         return self.warm.clone()
 
     @staticmethod
-    def shift(plan: torch.Tensor) -> torch.Tensor:
-        """Warm start for the next decision: drop the executed action, repeat the last one."""
-        return torch.cat([plan[1:], plan[-1:]], dim=0)
+    def shift(plan: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """Warm start for the next decision: drop the ``steps`` executed actions (``plan [..., H, nu]``),
+        repeat the last one."""
+        if steps <= 0:
+            return plan
+        steps = min(steps, plan.shape[-2] - 1)
+        return torch.cat([plan[..., steps:, :], plan[..., -1:, :].expand(*plan.shape[:-2], steps, -1)], dim=-2)
 
     def evaluate(self, qpos: torch.Tensor, qvel: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Costs ``[N]`` of ``actions [N, H, nu]`` from one state ``qpos [nq], qvel [nv]``."""
-        N = actions.shape[0]
-        qs, vs = self.dynamics.rollout(qpos.expand(N, -1), qvel.expand(N, -1), actions)
-        return self.cost(qs, vs, actions)
+        """Costs ``[E, N]`` of ``actions [E, N, H, nu]`` from states ``qpos [E, nq], qvel [E, nv]``
+        (one rollout of ``E x N`` sequences, episode-major)."""
+        E, N = actions.shape[:2]
+        flat = actions.reshape(E * N, *actions.shape[2:])
+        qs, vs = self.dynamics.rollout(qpos.repeat_interleave(N, 0), qvel.repeat_interleave(N, 0), flat)
+        return self.cost(qs, vs, flat).reshape(E, N)
 
     def plan(self, qpos: torch.Tensor, qvel: torch.Tensor) -> PlanResult:
-        """Optimize from state ``qpos [nq], qvel [nv]``; remember the shifted plan for next time."""
+        """Optimize from ``qpos [nq], qvel [nv]`` (plan ``[H, nu]``) or from ``E`` states at once,
+        ``qpos [E, nq], qvel [E, nv]`` (plans ``[E, H, nu]``, costs ``[E]``); remember the shifted
+        plans for next time."""
+        single = qpos.dim() == 1
+        q, v = (qpos[None], qvel[None]) if single else (qpos, qvel)
+        init = self.initial_plan()
+        init = init.expand(q.shape[0], -1, -1).clone() if init.dim() == 2 else init
+        if init.shape[0] != q.shape[0]:
+            raise ValueError(f"the warm start is for {init.shape[0]} episode(s) but {q.shape[0]} states were "
+                             "given: call reset() before planning for a different number of episodes")
         before = self.dynamics.evaluations
-        result = self.optimize(qpos, qvel, self.initial_plan())
+        result = self.optimize(q, v, init)
         result.evaluations = self.dynamics.evaluations - before
-        if not torch.isfinite(result.actions).all():
-            log.warning("%s produced a non-finite plan; falling back to the warm start", self.name)
-            result.actions = self.initial_plan()
-        result.actions = self.clip(result.actions)
-        self.warm = self.shift(result.actions.detach())
+        bad = ~torch.isfinite(result.actions).flatten(1).all(1)
+        if bad.any():
+            log.warning("%s produced a non-finite plan for %d episode(s); falling back to the warm start",
+                        self.name, int(bad.sum()))
+            result.actions = torch.where(bad[:, None, None], init, result.actions)
+        result.actions = self.clip(result.actions.detach())
+        self.warm = self.shift(result.actions)
+        if single:
+            self.warm = self.warm[0]
+            result.actions, result.cost = result.actions[0], float(result.cost[0])
         return result
 
     def optimize(self, qpos: torch.Tensor, qvel: torch.Tensor, init: torch.Tensor) -> PlanResult:
+        """Plans ``[E, H, nu]`` and costs ``[E]`` from ``qpos [E, nq], qvel [E, nv]`` and the
+        initial plans ``init [E, H, nu]``."""
         raise NotImplementedError

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from planners.base import CostFn, Planner, PlanResult, Squash
+from planners.base import CostFn, Planner, PlanResult, Squash, best_so_far
 
 log = logging.getLogger(__name__)
 
@@ -42,45 +42,38 @@ class GradientPlanner(Planner):
         self.squash = Squash(self.low, self.high, margin=0.005)
 
     def starts(self, init: torch.Tensor) -> torch.Tensor:
-        K = self.restarts
+        """``[E, K, H, nu]``: per episode the warm start, noisy copies of it and uniform sequences."""
+        E, K = init.shape[0], self.restarts
         n_rand = int(round(self.random_fraction * K)) if K > 1 else 0
         n_noisy = K - 1 - n_rand
-        eps = torch.randn(n_noisy, *init.shape, generator=self.generator) * self.noise * (self.high - self.low)
-        return torch.cat([init[None], self.clip(init[None] + eps), self.uniform(n_rand)], dim=0)
+        eps = torch.randn(E, n_noisy, *init.shape[1:], generator=self.generator) * self.noise * (self.high - self.low)
+        return torch.cat([init[:, None], self.clip(init[:, None] + eps), self.uniform(E, n_rand)], dim=1)
 
     def optimize(self, qpos, qvel, init) -> PlanResult:
         z = self.squash.inverse(self.starts(init)).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
-        best_a, best_c = init.clone(), float("inf")
+        best_a, best_c = init.clone(), torch.full((init.shape[0],), float("inf"))
         history = []
         for _ in range(self.iterations):
             a = self.squash(z)
             cost = self.evaluate(qpos, qvel, a)
             finite = torch.isfinite(cost)
-            if finite.any():
-                scored = cost.detach()
-                c_min, i = torch.where(finite, scored, torch.full_like(scored, float("inf"))).min(0)
-                if float(c_min) < best_c:
-                    best_c, best_a = float(c_min), a[i].detach().clone()
-            history.append(best_c)
+            best_a, best_c = best_so_far(a, cost, best_a, best_c)
+            history.append(float(best_c.mean()))
             opt.zero_grad(set_to_none=True)
             torch.where(finite, cost, torch.zeros_like(cost)).sum().backward()
             with torch.no_grad():
                 g = z.grad
-                bad = ~finite | ~torch.isfinite(g).all(dim=(1, 2))
+                bad = ~finite | ~torch.isfinite(g).all(dim=(2, 3))
                 if bad.any():
                     log.warning("gradient planner: %d restart(s) non-finite; reset to the best plan", int(bad.sum()))
                     g[bad] = 0.0
-                    z[bad] = self.squash.inverse(best_a)
-                norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-                g.mul_((self.grad_clip / norm).clamp(max=1.0)[:, None, None])
+                    z[bad] = self.squash.inverse(best_a)[:, None].expand_as(z)[bad]
+                norm = g.flatten(2).norm(dim=2).clamp_min(1e-12)
+                g.mul_((self.grad_clip / norm).clamp(max=1.0)[..., None, None])
             opt.step()
         with torch.no_grad():  # the last iterate has not been scored yet
             a = self.squash(z)
-            cost = self.evaluate(qpos, qvel, a)
-            cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, float("inf")))
-            c_min, i = cost.min(0)
-            if float(c_min) < best_c:
-                best_c, best_a = float(c_min), a[i].clone()
-        history.append(best_c)
+            best_a, best_c = best_so_far(a, self.evaluate(qpos, qvel, a), best_a, best_c)
+        history.append(float(best_c.mean()))
         return PlanResult(best_a, best_c, history)

@@ -3,6 +3,11 @@
 The loop sees the environment through a small protocol (``reset() -> (qpos, qvel)``,
 ``step(action) -> (reward, qpos, qvel)``), so it runs the same on dm_control, gymnasium wrappers
 or a learned model; ``envs.control.DmControlEnvironment`` is the ground-truth one.
+:func:`run_mpc_lockstep` runs ``E`` episodes in lockstep on a batched environment
+(``reset() -> (qpos [E, nq], qvel [E, nv])``, ``step(actions [E, nu]) -> (rewards [E], qpos, qvel)``,
+e.g. ``envs.control.DmControlBatch``): one planner call per decision plans for all of them in one
+batched rollout, which on a CPU costs little more than one episode's (small graphs are bound by
+per-operation overhead, not arithmetic).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ class Environment(Protocol):
 @dataclass
 class EpisodeRecord:
     """What one MPC episode did: per-step rewards and actions, per-decision latency and model
-    evaluations, and the planner's predicted cost at each decision."""
+    evaluations, and the planner's predicted cost at each decision. In lockstep runs of ``batch``
+    episodes the latency is that of the decision for all of them, and the evaluations are this
+    episode's share."""
 
     rewards: list[float] = field(default_factory=list)
     actions: list[list[float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    evaluations: list[int] = field(default_factory=list)
+    evaluations: list[float] = field(default_factory=list)
     planned_costs: list[float] = field(default_factory=list)
+    batch: int = 1
 
     @property
     def total_return(self) -> float:
@@ -41,7 +49,23 @@ class EpisodeRecord:
     def summary(self) -> dict:
         n = max(len(self.latencies), 1)
         return {"return": self.total_return, "steps": len(self.rewards), "decisions": len(self.latencies),
-                "mean_latency_s": sum(self.latencies) / n, "mean_evaluations": sum(self.evaluations) / n}
+                "mean_latency_s": sum(self.latencies) / n, "mean_evaluations": sum(self.evaluations) / n,
+                "lockstep_batch": self.batch}
+
+
+class _Batch1:
+    """One environment seen as a batch of one."""
+
+    def __init__(self, env: Environment):
+        self.env = env
+
+    def reset(self):
+        q, v = self.env.reset()
+        return q[None], v[None]
+
+    def step(self, actions):
+        r, q, v = self.env.step(actions[0])
+        return [r], q[None], v[None]
 
 
 def run_mpc(env: Environment, planner: Planner, steps: int, replan_every: int = 1,
@@ -51,28 +75,38 @@ def run_mpc(env: Environment, planner: Planner, steps: int, replan_every: int = 
     Between decisions the plan is executed open loop; the next decision warm-starts from the
     plan shifted by the steps executed. ``on_step(t)`` is called after each step (e.g. to render).
     """
+    return run_mpc_lockstep(_Batch1(env), planner, steps, replan_every, progress, on_step)[0]
+
+
+def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, progress: bool = False,
+                     on_step=None) -> list[EpisodeRecord]:
+    """:func:`run_mpc` for a batched environment: its ``E`` episodes step in lockstep and one
+    planner call per decision plans for all of them; one record per episode."""
     if replan_every < 1:
         raise ValueError("replan_every must be >= 1")
-    record = EpisodeRecord()
     qpos, qvel = env.reset()
+    E = qpos.shape[0]
+    records = [EpisodeRecord(batch=E) for _ in range(E)]
     planner.reset()
     plan, k = None, 0
     for t in tqdm(range(steps), disable=not progress, desc=f"mpc ({planner.name})", unit="step"):
         if plan is None or k >= replan_every:
-            if plan is not None:
-                for _ in range(k - 1):  # plan() shifted once already
-                    planner.warm = planner.shift(planner.warm)
+            if plan is not None:  # plan() shifted once already
+                planner.warm = planner.shift(planner.warm, k - 1)
             start = time.perf_counter()
             result = planner.plan(qpos, qvel)
-            record.latencies.append(time.perf_counter() - start)
-            record.evaluations.append(result.evaluations)
-            record.planned_costs.append(result.cost)
+            latency = time.perf_counter() - start
+            for e, rec in enumerate(records):
+                rec.latencies.append(latency)
+                rec.evaluations.append(result.evaluations / E)
+                rec.planned_costs.append(float(result.cost[e]))
             plan, k = result.actions, 0
-        action = plan[k]
+        actions = plan[:, k]
         k += 1
-        reward, qpos, qvel = env.step(action)
-        record.rewards.append(float(reward))
-        record.actions.append(action.tolist())
+        rewards, qpos, qvel = env.step(actions)
+        for e, rec in enumerate(records):
+            rec.rewards.append(float(rewards[e]))
+            rec.actions.append(actions[e].tolist())
         if on_step is not None:
             on_step(t)
-    return record
+    return records

@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import torch
 
-from planners.base import CostFn, Planner, PlanResult
-
-
-def _best(actions: torch.Tensor, cost: torch.Tensor, best_a: torch.Tensor, best_c: float):
-    cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, float("inf")))
-    c, i = cost.min(0)
-    return (actions[i].clone(), float(c)) if float(c) < best_c else (best_a, best_c)
+from planners.base import CostFn, Planner, PlanResult, best_so_far
 
 
 def cem_refit(samples: torch.Tensor, cost: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, elites: int,
               alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """CEM's update: refit ``mean``, ``std`` (shaped like one sample) to the ``elites`` lowest-cost
-    ``samples [N, ...]`` (non-finite costs last), smoothed by ``alpha`` towards the old values."""
-    elite = samples[torch.argsort(torch.nan_to_num(cost, nan=float("inf")))[:elites]]
-    return alpha * mean + (1 - alpha) * elite.mean(0), alpha * std + (1 - alpha) * elite.std(0)
+    """CEM's update: refit ``mean``, ``std`` to the ``elites`` lowest-cost ``samples`` (non-finite
+    costs last), smoothed by ``alpha`` towards the old values. ``samples [*batch, N, *shape]``,
+    ``cost [*batch, N]``, ``mean``/``std [*batch, *shape]``: one refit per batch entry."""
+    d = cost.dim() - 1
+    idx = torch.argsort(torch.nan_to_num(cost, nan=float("inf")), dim=d)[..., :elites]
+    elite = torch.take_along_dim(samples, idx.reshape(idx.shape + (1,) * (samples.dim() - cost.dim())), dim=d)
+    return alpha * mean + (1 - alpha) * elite.mean(d), alpha * std + (1 - alpha) * elite.std(d)
+
+
+def _around(mean: torch.Tensor, std: torch.Tensor, n: int, planner: Planner) -> torch.Tensor:
+    """``[E, n, H, nu]``: each episode's ``mean`` followed by ``n - 1`` clipped Gaussian samples around it."""
+    eps = torch.randn(mean.shape[0], n - 1, *mean.shape[1:], generator=planner.generator)
+    return torch.cat([mean[:, None], planner.clip(mean[:, None] + std[:, None] * eps)], dim=1)
 
 
 class CEMPlanner(Planner):
@@ -49,14 +52,13 @@ class CEMPlanner(Planner):
     def optimize(self, qpos, qvel, init) -> PlanResult:
         mean = init.clone()
         std = self.init_std * (self.high - self.low) * torch.ones_like(mean)
-        best_a, best_c, history = mean.clone(), float("inf"), []
+        best_a, best_c, history = mean.clone(), torch.full((mean.shape[0],), float("inf")), []
         for _ in range(self.iterations):
-            eps = torch.randn(self.population - 1, *mean.shape, generator=self.generator)
-            samples = torch.cat([mean[None], self.clip(mean + std * eps)], dim=0)
+            samples = _around(mean, std, self.population, self)
             cost = self.evaluate(qpos, qvel, samples)
-            best_a, best_c = _best(samples, cost, best_a, best_c)
+            best_a, best_c = best_so_far(samples, cost, best_a, best_c)
             mean, std = cem_refit(samples, cost, mean, std, self.elites, self.alpha)
-            history.append(best_c)
+            history.append(float(best_c.mean()))
         return PlanResult(best_a, best_c, history)
 
 
@@ -79,25 +81,24 @@ class MPPIPlanner(Planner):
     @torch.no_grad()
     def optimize(self, qpos, qvel, init) -> PlanResult:
         mean = init.clone()
-        std = self.noise * (self.high - self.low)
-        best_a, best_c, history = mean.clone(), float("inf"), []
+        std = (self.noise * (self.high - self.low)).expand_as(mean)
+        best_a, best_c, history = mean.clone(), torch.full((mean.shape[0],), float("inf")), []
+        inf = torch.tensor(float("inf"))
         for _ in range(self.iterations):
-            eps = torch.randn(self.samples - 1, *mean.shape, generator=self.generator)
-            samples = torch.cat([mean[None], self.clip(mean + std * eps)], dim=0)
+            samples = _around(mean, std, self.samples, self)
             cost = self.evaluate(qpos, qvel, samples)
-            best_a, best_c = _best(samples, cost, best_a, best_c)
+            best_a, best_c = best_so_far(samples, cost, best_a, best_c)
             finite = torch.isfinite(cost)
-            if not finite.any():  # nothing to learn from: keep the mean
-                history.append(best_c)
-                continue
-            c = torch.where(finite, cost, torch.full_like(cost, float("inf")))
-            spread = (c[finite].max() - c[finite].min()).clamp_min(1e-9)
-            w = torch.softmax(-(c - c[finite].min()) / (self.temperature * spread), dim=0)
-            mean = (w[:, None, None] * samples).sum(0)
-            history.append(best_c)
+            lo = torch.where(finite, cost, inf).min(1).values
+            hi = torch.where(finite, cost, -inf).max(1).values
+            spread = (hi - lo).clamp_min(1e-9)
+            w = torch.softmax(-(torch.where(finite, cost, inf) - lo[:, None]) / (self.temperature * spread[:, None]), 1)
+            # an episode with no finite cost has nothing to learn from: it keeps its mean
+            ok = finite.any(1)
+            mean = torch.where(ok[:, None, None], (w.nan_to_num(0.0)[..., None, None] * samples).sum(1), mean)
+            history.append(float(best_c.mean()))
         # MPPI acts with the weighted mean; score it too so the returned cost is the plan's own.
-        mc = self.evaluate(qpos, qvel, mean[None])
-        best_a, best_c = _best(mean[None], mc, best_a, best_c)
+        best_a, best_c = best_so_far(mean[:, None], self.evaluate(qpos, qvel, mean[:, None]), best_a, best_c)
         return PlanResult(best_a, best_c, history)
 
 
@@ -112,8 +113,7 @@ class RandomShootingPlanner(Planner):
 
     @torch.no_grad()
     def optimize(self, qpos, qvel, init) -> PlanResult:
-        samples = torch.cat([init[None], self.uniform(self.samples - 1)], dim=0)
-        cost = self.evaluate(qpos, qvel, samples)
-        best_a, best_c = _best(samples, cost, init, float("inf"))
-        return PlanResult(best_a, best_c, [best_c])
-
+        samples = torch.cat([init[:, None], self.uniform(init.shape[0], self.samples - 1)], dim=1)
+        best_a, best_c = best_so_far(samples, self.evaluate(qpos, qvel, samples), init,
+                                     torch.full((init.shape[0],), float("inf")))
+        return PlanResult(best_a, best_c, [float(best_c.mean())])

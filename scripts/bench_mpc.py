@@ -41,6 +41,8 @@ def main() -> None:
     p.add_argument("--oracle-episodes", type=int, help="episode count for the MuJoCo oracle (default: --episodes)")
     p.add_argument("--steps", type=int, help="override dm_control's 1000 steps (shorter runs)")
     p.add_argument("--replan-every", type=int, default=1)
+    p.add_argument("--lockstep", type=int, help="episodes run together (one batched planner call per decision for "
+                   "all of them; default: all the episodes of a cell)")
     p.add_argument("--horizon", type=int, help="planning horizon (default: PLAN_DEFAULTS per task)")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--sweep", action="store_true",
@@ -86,7 +88,7 @@ def main() -> None:
                 n = n_ep if model == "learned" or not args.oracle_episodes else args.oracle_episodes
                 load_before = os.getloadavg()[0]
                 r = plan_episodes(task, spec, planner, n, args.seed, args.steps, args.replan_every, args.horizon,
-                                  progress=False)
+                                  progress=False, lockstep=args.lockstep or n)
                 key = f"{task}/{model}/{planner}"
                 report["runs"][key] = {k: v for k, v in r.items() if k != "episodes"} | {
                     "returns": [e["return"] for e in r["episodes"]],

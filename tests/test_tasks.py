@@ -76,3 +76,28 @@ def test_mujoco_dynamics_equals_mj_step_with_substeps():
     assert dyn.evaluations == 15
     with pytest.raises(ValueError, match="outside the control range"):
         dyn.rollout(torch.tensor(q), torch.tensor(v), torch.tensor(a) * 3)
+
+
+def test_lockstep_batch_rewards_use_each_episodes_own_target():
+    """Two swimmer episodes with different random targets step in lockstep: the task's batched
+    reward equals each environment's own reward (a mixed-up target would not)."""
+    from envs.control import DmControlBatch
+
+    task = get_task("swimmer6")
+    batch = DmControlBatch(task, seeds=[1, 2])
+    q, v = batch.reset()
+    assert q.shape == (2, task.system.model.nq) and task.target.shape == (2, 3)
+    assert not torch.allclose(task.target[0], task.target[1])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a = torch.tensor(rng.uniform(-1, 1, size=(2, task.system.model.nu)), dtype=torch.float32)
+        rewards, q, v = batch.step(a)
+        ours = task.reward(q.double(), v.double(), a.double())
+        assert np.allclose(ours.numpy(), rewards, atol=1e-5)
+    # The cost's rows are episode-major: 3 sequences per episode score against their own target.
+    qs, vs = q.double().repeat_interleave(3, 0)[:, None].expand(-1, 2, -1), v.double().repeat_interleave(3, 0)[:, None]
+    costs = task.cost(qs, vs.expand(-1, 2, -1), torch.zeros(6, 1, task.system.model.nu, dtype=torch.float64))
+    assert torch.allclose(costs.reshape(2, 3), -torch.as_tensor(rewards, dtype=torch.float64)[:, None].expand(2, 3),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="episodes' targets"):
+        task.reward(q[:1].double(), v[:1].double(), a[:1].double())
