@@ -190,8 +190,8 @@ def tiny_particle_model(cfg, dtype=torch.float64):
 @pytest.fixture
 def near_obstacle():
     """A bin problem whose particles start right above the default obstacle, rolled out 4 frames."""
-    from envs.obstacle_scene import SceneConfig, design_fk, get_obstacle_task
     from envs.design_problem import DesignScene
+    from envs.obstacle_scene import SceneConfig, design_fk, get_obstacle_task
 
     cfg = SceneConfig(**dict(SMALL, frames=4)).validate()
     problem = DesignScene(cfg, get_obstacle_task("bin", cfg, target_x=-1.5), 0, tiny_particle_model(cfg))
@@ -320,8 +320,8 @@ def test_infeasible_designs_never_become_the_result(name):
 
 
 def test_designs_reaching_into_the_source_are_penalized_not_simulated():
-    from envs.obstacle_scene import SceneConfig, get_obstacle_task
     from envs.design_problem import DesignScene
+    from envs.obstacle_scene import SceneConfig, get_obstacle_task
 
     cfg = SceneConfig(**dict(SMALL, segments=4)).validate()
     problem = DesignScene(cfg, get_obstacle_task("bin", cfg, target_x=1.5), 0)
