@@ -193,18 +193,20 @@ def latency(task_name: str, decisions: int, args) -> dict:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"Machine: {m['cores']} cores, torch {m['torch']}, one thread. Episode latencies were measured while "
-             "other jobs shared the machine (1-minute load average in the last column); the quiet-machine latencies "
-             "are in the latency tables below. H: horizon, k: replanning interval; real-time factor = "
-             "k x control period / latency.", "",
-             "| task | model | planner | H | k | return (mean +- std) | episodes | evals/decision | latency [ms] | "
-             "real-time factor | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Machine: {m['cores']} cores, torch {m['torch']}, one thread. The episodes of a cell ran in lockstep "
+             "(E: one batched planner call per decision for all of them), so the latency column is the decision "
+             "for the whole batch, measured while other jobs shared the machine (1-minute load average in the last "
+             "column); a single controller's latency on a quiet machine and its real-time factor (k x control "
+             "period / latency) are in the latency tables below. H: horizon, k: replanning interval; "
+             "evaluations are per episode and decision.", "",
+             "| task | model | planner | H | k | return (mean +- std) | episodes | E | evals/decision | "
+             "batch latency [ms] | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, v in r.get("runs", {}).items():
         task, model, planner = key.split("/")
         load = max(v.get("load_average", [0.0]))
         lines.append(f"| {task} | {model} | {planner} | {v['horizon']} | {v['replan_every']} | "
                      f"{v['return_mean']:.1f} +- {v['return_std']:.1f} | {len(v['returns'])} x {v['steps']} steps | "
-                     f"{v['mean_evaluations']:.0f} | {v['mean_latency_s'] * 1e3:.0f} | {v['real_time_factor']:.3f} | "
+                     f"{v.get('lockstep', 1)} | {v['mean_evaluations']:.0f} | {v['mean_latency_s'] * 1e3:.0f} | "
                      f"{load:.1f} |")
     for task, rows in r.get("latency", {}).items():
         lines += ["", f"{task}: decision latency on a quiet machine (warm-started decisions from a reset state)", "",
