@@ -27,14 +27,19 @@ joint correction of 1 rad/s live on one scale).
   (``create_graph=True``), ``solver.iterations`` of them (about 5); at test time any number.
 * ``U`` (test-time user constraints, :mod:`gndesign.constraints`) is measured in world units
   (metres, radians) and divided by ``sigma^2``, so a weight of 1 makes a violation of one ``sigma``
-  cost as much as a unit of the learned constraint. Each violation has a gradient of norm <= 1,
-  so ``U / sigma^2`` has curvature at most ``2 W`` in ``z`` (``W`` the sum of the weights); the
-  step becomes ``eta / (1 + 2 eta W)`` (the step for the sum of the two Lipschitz bounds), so
-  stiff constraints (large weights) never make the descent diverge, they only need more
-  iterations to relax ``f_C``. For particles ``W`` is per particle (the weights of the constraints
-  acting on it): a diagonal preconditioner, which keeps the minimizer and slows no unconstrained
-  particle. The penalties are finite: a constraint holds to about ``|grad f_C| sigma / (2 W)``
-  once the descent has converged (more iterations, larger weights: tighter).
+  cost as much as a unit of the learned constraint. Its squared hinges can be far stiffer than
+  ``f_C``, so with constraints every iteration is a plain step on ``f_C`` followed by a
+  Gauss-Newton proximal step on ``U`` (:func:`penalty_descent`): ``y = z - eta grad f_C(z)``,
+  ``z' = y - eta / (1 + 2 eta W(y)) grad U(y) / sigma^2``, where ``W(y)`` is the weight of the
+  constraints *violated at y* (per particle; per scene for articulated systems, whose candidate
+  moves every body). Each violation has a gradient of norm <= 1 (a distance), so ``2 W`` bounds the
+  hinge's curvature where it is active and the step shrinks a violation ``v`` to about
+  ``v / (1 + 2 eta W)``: stable for any weight, a projection for stiff ones. Where no constraint
+  is violated ``W = 0`` and ``grad U = 0``: particles a constraint does not reach (and articulated
+  scenes whose constraints hold) take exactly the unconstrained step, so a stiff obstacle slows
+  nothing that is not touching it. The fixed points are those of gradient descent on
+  ``f_C + U / sigma^2``; the penalties are finite, so a constraint holds to about
+  ``|grad f_C| sigma / (2 W)`` at convergence (larger weights: tighter).
 
 Front ends:
 
@@ -67,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gndesign import __version__
-from gndesign.constraints import ConstraintContext, bind_constraints, constraint_terms, node_stiffness, stiffness
+from gndesign.constraints import ConstraintContext, active_stiffness, bind_constraints, constraint_terms
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import GraphBuilder
 from gndesign.io import atomic_path
@@ -111,6 +116,7 @@ __all__ = [
     "ParticleCGNS",
     "SolverConfig",
     "gradient_descent",
+    "penalty_descent",
     "load_cgns_config",
     "load_cgns_model",
     "save_cgns_checkpoint",
@@ -244,13 +250,50 @@ def gradient_descent(energy: Energy, z0: Tensor, step_size: Tensor | float, iter
     return (z if create_graph else z.detach()), energies
 
 
+def penalty_descent(energy: Energy, penalty: Callable[[Tensor], tuple[Tensor, Tensor]], z0: Tensor,
+                    step_size: Tensor | float, iterations: int, create_graph: bool | None = None) -> Tensor:
+    """``iterations`` steps of gradient descent on ``energy(z) + P(z)`` for a stiff penalty ``P``
+    (forward-backward splitting with a Gauss-Newton proximal step on ``P``)::
+
+        y       = z - eta * grad energy(z)                         (the plain learned step)
+        z_next  = y - eta / (1 + 2 eta W(y)) * grad P(y)
+
+    ``penalty(y)`` returns ``(P(y) [B], W(y))``: the penalty and the curvature bound of its
+    squared hinges where they are active at ``y`` (per element, broadcasting against ``z``; zero
+    where every constraint holds). The second line is the exact proximal step of the penalty's
+    Gauss-Newton model at ``y`` (for a hinge of unit-gradient violation ``v`` and weight ``W``:
+    ``v -> v / (1 + 2 eta W)``), so any weight is stable, a stiff penalty projects onto its
+    feasible side, and it never slows the descent on ``energy``: elements no constraint acts on
+    take the plain step, exactly as without constraints. The fixed points are the stationary
+    points of ``energy + P``, as for plain gradient descent. ``create_graph``: as in
+    :func:`gradient_descent` (``W`` is piecewise constant and carries no gradient).
+    """
+    if create_graph is None:
+        create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        z = z0 if (create_graph and z0.requires_grad) else z0.detach().clone().requires_grad_(True)
+        for _ in range(iterations):
+            (g,) = torch.autograd.grad(energy(z).sum(), z, create_graph=create_graph)
+            y = z - step_size * g
+            if not create_graph:
+                y = y.detach().requires_grad_(True)
+            p, W = penalty(y)
+            if p.requires_grad:
+                (gp,) = torch.autograd.grad(p.sum(), y, create_graph=create_graph, allow_unused=True)
+            else:  # the penalty does not depend on the candidate
+                gp = None
+            z = y if gp is None else y - step_size / (1 + 2 * step_size * W.detach()) * gp
+            if not create_graph:
+                z = z.detach().requires_grad_(True)
+    return z if create_graph else z.detach()
+
+
 @dataclass
 class _TestTime:
     """Test-time solver settings while a rollout (or a :meth:`_SolverMixin.solving` block) runs:
-    bound constraints, their stiffness, quantities at the rollout's start, iterations."""
+    bound constraints, quantities at the rollout's start, iterations."""
 
     constraints: Objective | None = None
-    stiffness: float | Tensor = 0.0
     start: dict = field(default_factory=dict)
     iterations: int | None = None
 
@@ -279,52 +322,47 @@ class _SolverMixin:
     def constraint_context(self, *args) -> ConstraintContext:
         raise NotImplementedError
 
-    def _stiffness(self, bound: Objective | None, context: ConstraintContext | None) -> float | Tensor:
-        """The curvature bound ``W`` of the user constraints (a float, or a tensor broadcasting
-        against the candidate for per-element steps)."""
-        return stiffness(bound)
+    def _active_stiffness(self, bound: Objective, q: dict) -> Tensor:
+        """The weights of the constraints active at the candidate's quantities ``q``, broadcasting
+        against the candidate: per batch element ``[B, 1, 1]`` (the articulated candidate's slots
+        all move every body); :class:`ParticleCGNS` overrides it per particle."""
+        return active_stiffness(bound, q)[:, None, None]
 
     @contextlib.contextmanager
     def solving(self, constraints: Objective | None = None, iterations: int | None = None,
                 start: Mapping[str, Tensor] | None = None, context: ConstraintContext | None = None) -> Iterator[None]:
         """Within the block, every step minimizes ``f_C`` plus ``constraints`` (bound to
-        ``context``) with ``iterations`` gradient steps. ``start``: quantities at the start of the
+        ``context``) with ``iterations`` solver steps. ``start``: quantities at the start of the
         rollout (e.g. ``positions_0``, for pins without ``at``)."""
         if iterations is not None and iterations < 0:
             raise ConfigError(f"solver iterations must be >= 0, got {iterations}")
         bound = bind_constraints(constraints, context) if (constraints is not None and context is not None) \
             else constraints
+        constraint_terms(bound)  # refuse objectives that are not constraints now, not mid-rollout
         old = self._test
-        self._test = _TestTime(bound, self._stiffness(bound, context), dict(start or {}), iterations)
+        self._test = _TestTime(bound, dict(start or {}), iterations)
         try:
             yield
         finally:
             self._test = old
 
-    def _descend(self, energy: Callable[[Tensor], Tensor], user: Callable[[Tensor], Tensor] | None, z0: Tensor,
+    def _descend(self, energy: Callable[[Tensor], Tensor], quantities: Callable[[Tensor], dict], z0: Tensor,
                  sigma: Tensor) -> Tensor:
-        """Gradient descent on ``energy(z) + user(z) / sigma^2`` (``user`` None: none)."""
+        """Gradient descent on ``energy(z)``, with the test-time constraints (if any) by
+        :func:`penalty_descent` on ``energy(z) + U(quantities(z)) / sigma^2``."""
         t = self._test
         n = self.default_iterations() if t.iterations is None else t.iterations
         eta = self.step_size().to(z0.dtype)
-        if user is None or t.constraints is None:
-            total = energy
-        else:
-            inv = 1.0 / sigma.to(z0.dtype).pow(2)
+        if t.constraints is None:
+            z, _ = gradient_descent(energy, z0, eta, n, record=False)
+            return z
+        bound, inv = t.constraints, 1.0 / sigma.to(z0.dtype).pow(2)
 
-            def total(z: Tensor) -> Tensor:
-                return energy(z) + user(z) * inv
+        def penalty(z: Tensor) -> tuple[Tensor, Tensor]:
+            q = {**t.start, **quantities(z)}
+            return bound(q) * inv, self._active_stiffness(bound, q).to(z0.dtype)
 
-            W = t.stiffness.to(z0) if isinstance(t.stiffness, Tensor) else t.stiffness
-            eta = eta / (1 + 2 * eta * W)
-        z, _ = gradient_descent(total, z0, eta, n, record=False)
-        return z
-
-    def _user_energy(self, quantities: Callable[[Tensor], dict]) -> Callable[[Tensor], Tensor] | None:
-        c = self._test.constraints
-        if c is None:
-            return None
-        return lambda z: c({**self._test.start, **quantities(z)})
+        return penalty_descent(energy, penalty, z0, eta, n)
 
 
 def _report(bound: Objective | None, frames: list[dict]) -> dict[str, Any]:
@@ -382,12 +420,10 @@ class ParticleCGNS(_SolverMixin, ParticleSimulator):
         return ConstraintContext(num_nodes=num_particles, node_kind="particle", dim=2,
                                  margin=float(self.scene["particle_radius"]))
 
-    def _stiffness(self, bound: Objective | None, context: ConstraintContext | None) -> float | Tensor:
-        # Particles are separate blocks of the candidate: a per-particle step [N, 1], so a stiff pin
-        # on one particle does not slow the others' descent.
-        if bound is None or context is None or context.num_nodes is None:
-            return stiffness(bound)
-        return node_stiffness(bound, context.num_nodes)[:, None]
+    def _active_stiffness(self, bound: Objective, q: dict) -> Tensor:
+        # Particles are separate blocks of the candidate: a per-particle step [B, N, 1], stiff only
+        # for the particles a constraint acts on at this iterate.
+        return active_stiffness(bound, q, q["positions"].shape[1])[..., None]
 
     def sigma(self, like: Tensor) -> Tensor:
         """The solver's unit of acceleration [m/frame^2]: the largest per-axis std of the data's."""
@@ -439,7 +475,7 @@ class ParticleCGNS(_SolverMixin, ParticleSimulator):
 
         current = self._features(history, obs_nodes, edge_index)  # the same for every iteration
         u = self._descend(lambda u: self.energy(history, obs_nodes, edge_index, u, current),
-                          self._user_energy(quantities), u0, sigma)
+                          quantities, u0, sigma)
         return u * (sigma / std)
 
     def rollout(self, positions: Tensor, obstacle: Tensor, steps: int, checkpoint: bool = False,
@@ -543,7 +579,7 @@ class ArticulatedCGNS(_SolverMixin, GraphNetworkSimulator):
                 return {"qpos": qpos, "qvel": qvel, "positions": xpos, "xpos": xpos}
 
             z = self._descend(lambda z, graph=graph, mask=mask: self.energy(graph, z * mask),
-                              self._user_energy(quantities), z0, self.sigma(tr.system, tr.qpos))
+                              quantities, z0, self.sigma(tr.system, tr.qpos))
             preds.append(z * mask)
         return preds
 

@@ -79,6 +79,7 @@ __all__ = [
     "JointLimit",
     "Pin",
     "Wall",
+    "active_stiffness",
     "bind_constraints",
     "constraint_terms",
     "load_constraints",
@@ -701,6 +702,51 @@ def node_stiffness(obj: Objective | None, num_nodes: int) -> torch.Tensor:
     if isinstance(obj, Scaled):
         return abs(obj.weight) * node_stiffness(obj.term, num_nodes)
     raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
+
+
+def _weighted_terms(obj: Objective | None, scale: float = 1.0) -> list[tuple[float, Constraint]]:
+    if obj is None:
+        return []
+    if isinstance(obj, Constraint):
+        return [(abs(scale) * obj.weight, obj)]
+    if isinstance(obj, Sum):
+        return [wc for t in obj.terms for wc in _weighted_terms(t, scale)]
+    if isinstance(obj, Scaled):
+        return _weighted_terms(obj.term, scale * obj.weight)
+    raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
+
+
+@torch.no_grad()
+def active_stiffness(obj: Objective | None, q: Quantities, num_nodes: int | None = None) -> torch.Tensor:
+    """:func:`stiffness` restricted to the constraints violated at ``q``: the curvature bound of
+    the penalty where it is active (a squared hinge has none where it is satisfied).
+
+    Per batch element ``[B]`` (``num_nodes`` None: the weights of the constraints violated anywhere
+    in the element), or per node ``[B, num_nodes]``: the weights of the constraints a node
+    violates (constraints not on nodes, such as ``joint_limit``, count for every node of an
+    element they are violated in). Solvers use it for a Gauss-Newton step that follows the
+    penalty: stiff where a constraint acts, plain elsewhere. Needs bound (integer) node lists.
+    """
+    out = None
+    for w, c in _weighted_terms(obj):
+        v = c.violation(q).detach()
+        B = v.shape[0]
+        act = (v.reshape(B, -1) > 0).to(v.dtype if v.is_floating_point() else torch.float32)
+        if out is None:
+            out = act.new_zeros(B) if num_nodes is None else act.new_zeros(B, num_nodes)
+        if num_nodes is None:
+            out += w * act.amax(1)
+        elif getattr(c, "joints", None) is not None or act.shape[1] == 0:
+            out += w * act.amax(1, keepdim=True)
+        else:
+            idx = list(range(num_nodes)) if c.nodes is None else c._indices(c.nodes, num_nodes, "node")
+            if act.shape[1] != len(idx):
+                raise ConfigError(f"{c.kind} on {c.quantity!r} has {act.shape[1]} elements, not one per node "
+                                  f"({len(idx)})")
+            out.index_add_(1, torch.as_tensor(idx, device=act.device), w * act)
+    if out is None:
+        raise ConfigError("no constraints to measure the stiffness of")
+    return out
 
 
 def violations(obj: Objective | None, q: Quantities) -> list[dict[str, Any]]:

@@ -13,9 +13,10 @@ from gndesign.cgns import (
     gradient_descent,
     load_cgns_config,
     load_cgns_model,
+    penalty_descent,
     train_cgns,
 )
-from gndesign.constraints import parse_constraint
+from gndesign.constraints import active_stiffness, parse_constraint
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.particles import ParticleModelConfig, load_particle_model, write_particle_dataset
 from gndesign.training import load_model
@@ -103,6 +104,63 @@ def test_model_solver_on_a_quadratic_constraint_reaches_its_minimizer_and_stays_
     assert (nxt[:, 1] - torch.tensor([0.0, 0.3], dtype=torch.float64)).norm(dim=-1).max() < 1e-6
     free = [0, 2, 3, 4]
     assert torch.allclose(z[:, free], (target * sigma / std)[:, free], atol=1e-6)
+
+
+def test_penalty_descent_reaches_the_penalized_minimizer_stably_and_leaves_unconstrained_elements_alone():
+    # energy 0.5 |z - m|^2 (curvature 1, step 0.5) plus a stiff hinge W relu(z[:, 0] - b)^2 on element 0.
+    m = torch.tensor([[1.0, 2.0, -1.0], [0.2, 0.0, 3.0]], dtype=torch.float64)
+    b, W = 0.3, 1e6
+
+    def penalty(z):
+        v = torch.relu(z[:, 0] - b)
+        return W * v.pow(2), torch.stack([W * (v > 0).double(), torch.zeros_like(v), torch.zeros_like(v)], 1)
+
+    def energy(z):
+        return 0.5 * (z - m).pow(2).sum(1)
+
+    z = penalty_descent(energy, penalty, torch.zeros_like(m), 0.5, 60, create_graph=False)
+    # Row 0: the hinge is active, the minimizer of 0.5 (z - 1)^2 + W (z - b)^2; row 1: inactive (0.2 < b).
+    assert z[0, 0] == pytest.approx((1.0 + 2 * W * b) / (1 + 2 * W), abs=1e-12)
+    assert z[1, 0] == pytest.approx(0.2, abs=1e-12)
+    assert torch.allclose(z[:, 1:], m[:, 1:], atol=1e-12)
+    # Elements the penalty does not act on take exactly the plain gradient steps, every iteration.
+    for n in (1, 2, 5):
+        plain, _ = gradient_descent(energy, torch.zeros_like(m), 0.5, n, create_graph=False)
+        z = penalty_descent(energy, penalty, torch.zeros_like(m), 0.5, n, create_graph=False)
+        assert torch.equal(z[:, 1:], plain[:, 1:])
+
+
+def test_active_stiffness_counts_only_the_constraints_violated_at_each_node():
+    disk = parse_constraint("disk center=0.0,0.0 radius=1.0 weight=100 margin=0")
+    pin = parse_constraint("pin nodes=2 at=0.0,5.0 weight=3 margin=0")
+    x = torch.tensor([[[0.5, 0.0], [3.0, 0.0], [0.0, 5.0]], [[3.0, 0.0], [3.0, 0.0], [0.0, 4.0]]])
+    q = {"positions": x}
+    assert active_stiffness(disk + 2.0 * pin, q, 3).tolist() == [[100.0, 0.0, 0.0], [0.0, 0.0, 6.0]]
+    assert active_stiffness(disk + pin, q).tolist() == [100.0, 3.0]
+
+
+def test_a_stiff_constraint_leaves_the_particles_it_does_not_reach_alone():
+    # Particle 0 falls onto a disk; particle 1 falls far from it and from every other node. The
+    # solver's penalty step follows the hinge's curvature per particle and iterate, so particle 1
+    # moves exactly as without the constraint (a step damped for every particle the constraint
+    # applies to would slow its fall) and particle 0 ends up outside the disk.
+    model = particle_model().eval()
+    r = SCENE["particle_radius"]
+    start = torch.tensor([[[-0.3, 0.30], [0.3, 0.30]]])
+    hist = torch.stack([start + torch.tensor([0.0, 0.02 * k]) for k in (2, 1, 0)], 1)  # falling 2 cm/frame
+    obs = torch.tensor([[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.45]])
+    disk = parse_constraint("disk center=-0.3,0.1 radius=0.1 weight=100")
+    bound = disk.bind(model.constraint_context(2))
+    with torch.no_grad():
+        free = model.rollout(hist, obs, 10)
+        held = model.rollout(hist, obs, 10, constraints=disk)
+        inertial = model.rollout(hist, obs, 10, iterations=0)
+    depth = [[float(bound.violation({"positions": x[:, t]})[0, 0]) for t in range(11)] for x in (free, held)]
+    assert max(depth[0]) > r  # without the constraint particle 0 falls into the disk
+    assert max(depth[1]) < 0.1 * r
+    assert torch.equal(free[:, :, 1], held[:, :, 1])  # particle 1: exactly the unconstrained rollout
+    assert (free[:, :, 1] - inertial[:, :, 1]).abs().max() > 1e-4  # in which the solver moves it
+    assert torch.equal(free[:, 1], held[:, 1])  # nobody touches the disk in the first frame
 
 
 def test_gradients_flow_through_the_unrolled_solver_to_every_parameter():
@@ -237,6 +295,9 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
         # A body-position wall (the cart may not pass x = upper) acts through forward kinematics.
         wall = parse_constraint(f"wall axis=x upper={upper} nodes=cart weight=1000")
         walled, _ = model.rollout(q, v, a, constraints=wall, iterations=20)
+        # A stiff wall the cart never reaches changes nothing (no step is slowed where it is satisfied).
+        far = parse_constraint("wall axis=x upper=100 nodes=cart weight=1000")
+        assert torch.equal(model.rollout(q, v, a, constraints=far)[0], model.rollout(q, v, a)[0])
     assert float(qs[:, :, 0].max()) > upper + 0.02 and float(held[:, :, 0].max()) < upper + 1e-4
     assert float(walled[:, :, 0].max()) < upper + 1e-4
     free, limited = model.violation_report(limit, qs), model.violation_report(wall, walled, system="cartpole")
