@@ -40,6 +40,12 @@ joint correction of 1 rad/s live on one scale).
   nothing that is not touching it. The fixed points are those of gradient descent on
   ``f_C + U / sigma^2``; the penalties are finite, so a constraint holds to about
   ``|grad f_C| sigma / (2 W)`` at convergence (larger weights: tighter).
+* ``solver.iterations_min``: training draws the number of unrolled iterations of every solve
+  uniformly from ``[iterations_min, iterations]`` (0: always ``iterations``), so the targets are
+  fitted after any number of steps: the learned constraint's minimizer, not one fixed-length
+  descent from the inertial guess, becomes the prediction, and more test-time iterations stay
+  near it (with a fixed 5 unrolled steps, cartpole's error grew 4.5x from 5 to 20 test-time
+  iterations; see README, C-GNS results).
 
 Front ends:
 
@@ -136,7 +142,12 @@ Energy = Callable[[Tensor], Tensor]
 class SolverConfig:
     """The C-GNS solver (saved with checkpoints)."""
 
-    iterations: int = 5  # N_train: gradient steps unrolled in training
+    iterations: int = 5  # N_train: gradient steps unrolled in training (the most, see iterations_min)
+    # Training draws the number of unrolled steps uniformly from [iterations_min, iterations] for
+    # every solve (0: always ``iterations``). Fitting the targets after any number of steps makes
+    # the learned constraint's minimizer, not one fixed-length descent, the prediction, so more
+    # test-time iterations do not walk away from it (measured on cartpole, see the module doc).
+    iterations_min: int = 1
     test_iterations: int = 0  # default N at test time (0: the same as iterations)
     step_size: float = 0.1  # initial learned step size eta
     learn_step_size: bool = True
@@ -146,6 +157,9 @@ class SolverConfig:
         if self.iterations < 1 or self.test_iterations < 0:
             raise ConfigError(f"solver.iterations must be >= 1 and solver.test_iterations >= 0, got "
                               f"{self.iterations} and {self.test_iterations}")
+        if not 0 <= self.iterations_min <= self.iterations:
+            raise ConfigError(f"solver.iterations_min must be between 0 (off) and solver.iterations "
+                              f"({self.iterations}), got {self.iterations_min}")
         if not (math.isfinite(self.step_size) and self.step_size > 0):
             raise ConfigError(f"solver.step_size must be a positive number, got {self.step_size}")
         if self.energy_channels < 1:
@@ -314,10 +328,16 @@ class _SolverMixin:
         return F.softplus(self.step_param)
 
     def default_iterations(self) -> int:
-        """``solver.iterations`` in training; ``solver.test_iterations`` (if set) in eval mode."""
-        if self.training or not self.solver.test_iterations:
-            return self.solver.iterations
-        return self.solver.test_iterations
+        """In training ``solver.iterations``, or with ``solver.iterations_min`` a number drawn
+        uniformly from ``[iterations_min, iterations]`` (torch's global generator: reproducible
+        with the training seed, resumed exactly); in eval mode ``solver.test_iterations`` (if set),
+        else ``solver.iterations``."""
+        s = self.solver
+        if self.training:
+            if s.iterations_min and s.iterations_min < s.iterations:
+                return int(torch.randint(s.iterations_min, s.iterations + 1, ()))
+            return s.iterations
+        return s.test_iterations or s.iterations
 
     def constraint_context(self, *args) -> ConstraintContext:
         raise NotImplementedError

@@ -176,6 +176,7 @@ def test_gradients_flow_through_the_unrolled_solver_to_every_parameter():
 
 def test_unrolled_gradients_match_finite_differences():
     model = particle_model(torch.float64, iterations=3).train()
+    model.solver.iterations_min = 0  # the same unrolled solve in every loss evaluation
     hist, obs, nxt = window(torch.float64)
     w = model.net.node_decoder[-1].weight
     model.loss(hist, obs, nxt).backward()
@@ -312,6 +313,8 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
 
 @pytest.mark.parametrize("raw, message", [
     ({"solver": {"iterations": 0}}, "solver.iterations must be >= 1"),
+    ({"solver": {"iterations": 5, "iterations_min": 6}}, "iterations_min must be between 0"),
+    ({"solver": {"iterations_min": -1}}, "iterations_min must be between 0"),
     ({"solver": {"step_size": -1.0}}, "step_size must be a positive"),
     ({"solver": {"wobble": 1}}, "unknown option solver.wobble"),
     ({"model": {"kind": "mlp"}}, "the C-GNS is a graph network"),
@@ -320,6 +323,35 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
 def test_bad_configurations_are_refused(raw, message):
     with pytest.raises(ConfigError, match=message):
         CGNSRunConfig.from_dict(raw).validate()
+
+
+def test_random_unrolled_iterations_in_training_only():
+    # solver.iterations_min: every training solve unrolls a number of steps drawn uniformly from
+    # [iterations_min, iterations] (the seed fixes them); eval mode uses the fixed count.
+    model = particle_model(iterations=4)
+    model.solver.iterations_min = 2
+    hist, obs, nxt = window()
+    calls = []
+    energy = model.energy
+    model.energy = lambda *a, **k: calls.append(1) or energy(*a, **k)
+
+    def counts(seed):
+        torch.manual_seed(seed)
+        out = []
+        for _ in range(40):
+            calls.clear()
+            model.loss(hist, obs, nxt)
+            out.append(len(calls))
+        return out
+
+    model.train()
+    drawn = counts(0)
+    assert set(drawn) == {2, 3, 4} and drawn == counts(0)
+    model.solver.iterations_min = 0
+    assert set(counts(0)) == {4}
+    model.solver.iterations_min = 2
+    model.eval()
+    assert set(counts(0)) == {4}
 
 
 def test_data_of_the_wrong_kind_is_refused(tmp_path, cartpole_data):
