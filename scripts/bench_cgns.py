@@ -22,6 +22,10 @@ see the same machine load). Then:
    ``gndesign.particles.particle_rollout_errors``); cartpole body-position and qpos errors after
    1, 10, 50, 100 and 120 steps (120: the swing-up task's planning horizon;
    ``gndesign.evaluation.evaluate``, four start times per episode). Target: C-GNS / forward <= 1.5.
+   The C-GNS makes several times fewer optimizer steps in the same time (every step differentiates
+   through its unrolled solver), so the forward model is also trained for exactly as many steps as
+   the C-GNS made (``<system>-forward-steps``, its learning rate decaying over them) and the ratio
+   is reported at equal steps too; the issue's target stays the equal-time one.
 2. ``iterations``: the C-GNS's errors with 1, 2, 5, 10, 20 solver iterations per step at test
    time (``--sweep``; trained with ``solver.iterations``, 5), per episode, so that differences are
    paired (particles: the first ``--sweep-episodes`` validation episodes; cartpole: every test
@@ -35,12 +39,10 @@ see the same machine load). Then:
    C-GNS with it, for each weight in ``--weights`` (unless the spec names one) and each count in
    ``--constraint-iterations``. Target: <= 10% of the radius *with the balls reaching the
    obstacle* (at least half as many balls come within half a radius of it as the forward
-   simulator sends into it): the solver's step for a constraint of weight ``W`` is
-   ``eta / (1 + 2 eta W)`` for every particle it applies to, so a stiff constraint on all the
-   balls also slows the descent on ``f_C`` (gravity included) and can freeze them in mid-air,
-   which would meet a bare penetration target. Also reported: how far the balls fell, and how far
-   the constraint moved them before they first came near the obstacle in the unconstrained C-GNS
-   rollout (``disturbance``: what the constraint should leave alone).
+   simulator sends into it): a solver that slowed every ball a stiff constraint applies to could
+   freeze them in mid-air, which would meet a bare penetration target. Also reported: how far the
+   balls fell, and how far the constraint moved them before they first came near the obstacle in
+   the unconstrained C-GNS rollout (``disturbance``: what the constraint should leave alone).
    ``wall``: the same on cartpole for a wall the cart may not pass (``--wall``), on the test
    episodes whose MuJoCo trajectory (smooth random actions, the training data's) starts short of
    it and crosses it by at least ``--cross-by`` within ``--wall-steps`` steps; the recorded
@@ -48,9 +50,12 @@ see the same machine load). Then:
 4. ``cgns.png``: layout 0 with the forward simulator, the C-GNS without and with the constraint.
 
 Cost (2 cores, one thread per job, two jobs at a time): training takes ``2 x --minutes`` of
-wall-clock time (the particle pair, then the cartpole pair); evaluation about 15-25 min more at
-the defaults on a shared machine (the C-GNS particle rollouts dominate: about 0.1 s per solver
-iteration per frame for 16 episodes of 100 balls), so about 45-55 min at the default 15 minutes.
+wall-clock time (the particle pair, then the cartpole pair) plus a minute or two for the
+equal-steps forward models; evaluation about 10-25 min more at the defaults on a shared machine
+(the C-GNS particle rollouts dominate: about 0.1 s per solver iteration per frame for 16 episodes
+of 100 balls), so about 45-55 min at the default 15 minutes. With ``--workers 1`` (one job at a
+time) training takes ``4 x --minutes`` and evaluation about 15-20 min: about 60 min at
+``--minutes 10``.
 
 Every training run is kept in ``--work`` (``runs/bench_cgns``; a run without its ``done.json``
 was interrupted and is retrained) and every evaluation is cached there as JSON (recomputed when
@@ -85,7 +90,7 @@ PARTICLE_OPTIONS = ["model.latent_size=64", "model.mlp_hidden_size=64", "model.m
 CARTPOLE_OPTIONS = ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=2",
                     "train.eval_every=200", "train.log_every=100", "train.checkpoint_every=1000"]
 COMMON = ["train.threads=1", "train.seed=0", "train.steps=1000000"]  # the wall-clock budget binds
-SOLVER = ["solver.iterations=5"]
+SOLVER = ["solver.iterations=5"]  # and the solver's defaults (solver.iterations_min)
 OBSTACLE = "disk center=0.0,1.2 radius=0.3"
 WALL = "wall axis=x upper=0.5 nodes=cart"
 CARTPOLE_HORIZONS = (1, 10, 50, 100, 120)
@@ -151,10 +156,15 @@ def train_job(job: dict) -> dict:
     run = Path(job["run"])
     done = run / "done.json"
     if done.exists():
-        return json.loads(done.read_text())
-    if run.exists():  # interrupted: a resumed wall-clock budget would restart its clock
+        finished = json.loads(done.read_text())
+        if finished.get("steps") == job.get("steps"):
+            return finished
+    if run.exists():  # interrupted (a resumed wall-clock budget would restart its clock), or another step budget
         shutil.rmtree(run)
-    overrides = job["options"] + COMMON + [f"train.minutes={job['minutes']}"]
+    if job.get("steps"):  # a budget of optimizer steps (the learning rate decays over them), not of time
+        overrides = job["options"] + COMMON + [f"train.steps={job['steps']}"]
+    else:
+        overrides = job["options"] + COMMON + [f"train.minutes={job['minutes']}"]
     t0 = time.time()
     if job["model"] == "cgns":
         from gndesign.cgns import load_cgns_config, train_cgns
@@ -173,7 +183,7 @@ def train_job(job: dict) -> dict:
         cfg = load_config(None, overrides, data=job["data"])
         summary = train(cfg, run, progress=False)
     out = {"name": job["name"], "system": job["system"], "model": job["model"], "minutes": job["minutes"],
-           "wall_seconds": time.time() - t0, "summary": summary, "config": cfg.to_dict(),
+           "steps": job.get("steps"), "wall_seconds": time.time() - t0, "summary": summary, "config": cfg.to_dict(),
            "checkpoint": str(run / "checkpoints" / "latest.pt")}
     from gndesign.io import atomic_write_json
 
@@ -271,6 +281,11 @@ def _summarize_particle(err: np.ndarray, horizons: list[int]) -> dict:
             "mean_position_error": float(err[:, 1:].mean()), "finite": bool(np.isfinite(err).all())}
 
 
+def _particle_ratio(cg: dict, fwd: dict, hs: list[int]) -> dict:
+    return {"mean_position_error": cg["mean_position_error"] / fwd["mean_position_error"],
+            **{f"frame {h}": cg["position_error"][h] / fwd["position_error"][h] for h in hs}}
+
+
 def eval_particle_errors(ctx: dict) -> dict:
     """Sections 1 (every validation episode) and 2 (the first ``sweep_episodes``) on the particle scene."""
     from gndesign.cgns import load_cgns_model
@@ -291,9 +306,13 @@ def eval_particle_errors(ctx: dict) -> dict:
     t0 = time.perf_counter()
     ec = particle_errors(cg, ds)
     out["cgns"] = {**_summarize_particle(ec, hs), "rollout_seconds": time.perf_counter() - t0}
-    out["ratio"] = {"mean_position_error": out["cgns"]["mean_position_error"] / out["forward"]["mean_position_error"],
-                    **{f"frame {h}": out["cgns"]["position_error"][h] / out["forward"]["position_error"][h]
-                       for h in hs}}
+    out["ratio"] = _particle_ratio(out["cgns"], out["forward"], hs)
+    if ctx.get("forward_steps"):  # the forward model trained for as many optimizer steps as the C-GNS
+        fs, blob = load_particle_model(ctx["forward_steps"], ds.scene)
+        t0 = time.perf_counter()
+        out["forward_steps"] = {**_summarize_particle(particle_errors(fs, ds), hs), "train_steps": blob["step"],
+                                "rollout_seconds": time.perf_counter() - t0}
+        out["ratio_steps"] = _particle_ratio(out["cgns"], out["forward_steps"], hs)
     S = min(ctx["sweep_episodes"], len(ds))
     out["sweep_episodes"] = S
     per = {}
@@ -484,6 +503,13 @@ def eval_cartpole_errors(ctx: dict) -> dict:
     out["cgns"] = evaluate(cg, ds, None, tuple(hs))
     out["cgns"]["seconds"] = time.perf_counter() - t0
     out["ratio"] = {f"h={h}": out["cgns"]["body_pos_error"][h] / out["forward"]["body_pos_error"][h] for h in hs}
+    if ctx.get("forward_steps"):  # the forward model trained for as many optimizer steps as the C-GNS
+        fs, blob = load_model(ctx["forward_steps"], ds.system)
+        t0 = time.perf_counter()
+        out["forward_steps"] = evaluate(fs, ds, None, tuple(hs))
+        out["forward_steps"].update(train_steps=blob["step"], seconds=time.perf_counter() - t0)
+        out["ratio_steps"] = {f"h={h}": out["cgns"]["body_pos_error"][h] / out["forward_steps"]["body_pos_error"][h]
+                              for h in hs}
     H = max(hs)
     per = {}
     for n in ctx["sweep"]:
@@ -596,8 +622,9 @@ def eval_job(job: dict) -> dict:
 
     torch.set_num_threads(1)
     ctx = job["ctx"]
-    key = {k: v for k, v in ctx.items() if k not in ("forward", "cgns", "arrays")}
+    key = {k: v for k, v in ctx.items() if k not in ("forward", "cgns", "forward_steps", "arrays")}
     key.update(forward=_ckpt_key(ctx["forward"]), cgns=_ckpt_key(ctx["cgns"]),
+               forward_steps=_ckpt_key(ctx["forward_steps"]) if ctx.get("forward_steps") else None,
                script=hashlib.sha256(Path(__file__).read_bytes()).hexdigest())  # this code measured it
     return {job["name"]: cached(Path(job["cache"]), key, lambda: EVALS[job["name"]](ctx), job["reeval"])}
 
@@ -626,9 +653,15 @@ def targets(r: dict) -> dict:
     pe, ce = ev.get("particle-errors"), ev.get("cartpole-errors")
     if pe:
         t["particles: C-GNS error <= 1.5x forward"] = all(v <= RATIO_TARGET for v in pe["ratio"].values())
+        if "ratio_steps" in pe:
+            t["particles: C-GNS error <= 1.5x forward at equal optimizer steps (not the issue's target: equal "
+              "training budget)"] = all(v <= RATIO_TARGET for v in pe["ratio_steps"].values())
         t["particles: more iterations never worse by more than noise"] = pe["sweep_summary"]["all_within_noise"]
     if ce:
         t["cartpole: C-GNS error <= 1.5x forward"] = all(v <= RATIO_TARGET for v in ce["ratio"].values())
+        if "ratio_steps" in ce:
+            t["cartpole: C-GNS error <= 1.5x forward at equal optimizer steps (not the issue's target: equal "
+              "training budget)"] = all(v <= RATIO_TARGET for v in ce["ratio_steps"].values())
         t["cartpole: more iterations never worse by more than noise"] = ce["sweep_summary"]["all_within_noise"]
     po = ev.get("particle-obstacle")
     if po:
@@ -653,18 +686,28 @@ def markdown(r: dict) -> str:
     m, s = r["machine"], r["settings"]
     tr = r["training"]
     lines = ["# C-GNS benchmark", "",
-             f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread per job (two jobs at a time); "
+             f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread per job "
+             f"({_jobs(s.get('workers', 2))} at a time); "
              f"Python {m['python']}. Total time {r['total_seconds'] / 60:.1f} min."
              + (" **--quick smoke run: tiny data and budgets, the numbers mean nothing.**" if s["quick"] else ""), "",
              f"Training: the same data, architecture, optimizer options and seed for both models of a system, "
              f"{s['minutes']:g} min of wall-clock time each (particles: {s['particle_minutes']:g} min), one thread; "
-             f"the C-GNS unrolls {s['solver_iterations']} solver iterations. The two models of a system trained "
-             "at the same time on the shared machine.", "",
+             f"the C-GNS unrolls {s['solver_iterations']} solver iterations"
+             + (f" (in training a number drawn uniformly from {s['solver']['iterations_min']} to "
+                f"{s['solver']['iterations']} for every solve, solver.iterations_min)"
+                if s.get("solver", {}).get("iterations_min") else "") + ". "
+             + ("The two models of a system trained at the same time on the shared machine. "
+                if s.get("workers", 2) > 1 else "One job at a time (the machine's other core was busy with other "
+                "work). ")
+             + "Equal steps: the forward model trained again for as many optimizer steps as the C-GNS made in "
+             "its time (the learning rate decaying over them), to separate the C-GNS's cost per step from its "
+             "accuracy per step.", "",
              "| system | model | steps | seconds | final validation loss |", "|---|---|---|---|---|"]
     for j in tr.values():
         sm = j["summary"]
         val = f"{sm['val_loss']:.4g}" if "val_loss" in sm else "-"
-        lines.append(f"| {j['system']} | {j['model']} | {sm.get('step', '-')} | {sm.get('seconds', 0):.0f} | {val} |")
+        model = f"{j['model']} (equal steps)" if j.get("steps") else j["model"]
+        lines.append(f"| {j['system']} | {model} | {sm.get('step', '-')} | {sm.get('seconds', 0):.0f} | {val} |")
     diffs = r.get("config_differences", {})
     if any(diffs.values()):
         lines += ["", "Configuration differences between the two models: "
@@ -678,11 +721,17 @@ def markdown(r: dict) -> str:
                   f"x_true| [m]; particles left where they start: {pe['baseline_mean_error']:.3f} m):", "",
                   "| model | " + " | ".join(f"frame {h}" for h in hs) + " | mean over frames |",
                   "|---|" + "---|" * (len(hs) + 1)]
-        for name, e in (("forward GN", pe["forward"]), (f"C-GNS ({pe['trained_iterations']} iterations)", pe["cgns"])):
+        rows = [("forward GN (equal time)", pe["forward"])]
+        if "forward_steps" in pe:
+            rows.append((f"forward GN (equal steps: {pe['forward_steps']['train_steps']})", pe["forward_steps"]))
+        rows.append((f"C-GNS ({pe['trained_iterations']} iterations)", pe["cgns"]))
+        for name, e in rows:
             lines.append(f"| {name} | " + " | ".join(f"{e['position_error'][str(h)]:.4f}" for h in hs)
                          + f" | {e['mean_position_error']:.4f} |")
-        lines.append("| **ratio** | " + " | ".join(f"**{pe['ratio'][f'frame {h}']:.2f}**" for h in hs)
-                     + f" | **{pe['ratio']['mean_position_error']:.2f}** |")
+        for name, key in (("ratio, equal time", "ratio"), ("ratio, equal steps", "ratio_steps")):
+            if key in pe:
+                lines.append(f"| **{name}** | " + " | ".join(f"**{pe[key][f'frame {h}']:.2f}**" for h in hs)
+                             + f" | **{pe[key]['mean_position_error']:.2f}** |")
         lines.append("")
     if ce:
         hs = ce["horizons"]
@@ -690,10 +739,16 @@ def markdown(r: dict) -> str:
                   "each; body position error [m]):", "",
                   "| model | one-step loss | " + " | ".join(f"h={h}" for h in hs) + " |",
                   "|---|---|" + "---|" * len(hs)]
-        for name, e in (("forward GN", ce["forward"]), (f"C-GNS ({ce['trained_iterations']} iterations)", ce["cgns"])):
+        rows = [("forward GN (equal time)", ce["forward"])]
+        if "forward_steps" in ce:
+            rows.append((f"forward GN (equal steps: {ce['forward_steps']['train_steps']})", ce["forward_steps"]))
+        rows.append((f"C-GNS ({ce['trained_iterations']} iterations)", ce["cgns"]))
+        for name, e in rows:
             lines.append(f"| {name} | {e['one_step_loss']:.4g} | "
                          + " | ".join(f"{e['body_pos_error'][str(h)]:.4f}" for h in hs) + " |")
-        lines.append("| **ratio** | | " + " | ".join(f"**{ce['ratio'][f'h={h}']:.2f}**" for h in hs) + " |")
+        for name, key in (("ratio, equal time", "ratio"), ("ratio, equal steps", "ratio_steps")):
+            if key in ce:
+                lines.append(f"| **{name}** | | " + " | ".join(f"**{ce[key][f'h={h}']:.2f}**" for h in hs) + " |")
         lines.append("")
     lines += ["## 2. Error vs test-time solver iterations (C-GNS)", "",
               "Mean error over the rollout, per episode, averaged. \"Max increase\": the largest increase from fewer "
@@ -753,6 +808,10 @@ def markdown(r: dict) -> str:
     for k, v in r["targets"].items():
         lines.append(f"- {k}: **{'met' if v else 'missed'}**")
     return "\n".join(lines) + "\n"
+
+
+def _jobs(n: int) -> str:
+    return {1: "one job", 2: "two jobs"}.get(n, f"{n} jobs")
 
 
 def _label(run: dict) -> str:
@@ -883,11 +942,17 @@ def main() -> None:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:  # a system's two models train side by side
         training = {r["name"]: r for r in pool.map(train_job, jobs)}
+        # Equal optimizer steps: the forward model again, for as many steps as the C-GNS made in its time.
+        jobs = [{**job, "name": f"{job['name']}-steps", "minutes": None, "run": f"{job['run']}-steps",
+                 "steps": int(training[f"{job['system']}-cgns"]["summary"]["step"])}
+                for job in jobs if job["model"] == "forward"]
+        training.update({r["name"]: r for r in pool.map(train_job, jobs)})
     train_seconds = time.perf_counter() - t0
 
     evals = []
     for system in systems:
         base = {"forward": training[f"{system}-forward"]["checkpoint"],
+                "forward_steps": training[f"{system}-forward-steps"]["checkpoint"],
                 "cgns": training[f"{system}-cgns"]["checkpoint"], "data": data[system], "sweep": sorted(args.sweep),
                 "constraint_iterations": args.constraint_iterations, "weights": args.weights,
                 "sweep_episodes": args.sweep_episodes}
@@ -913,8 +978,11 @@ def main() -> None:
 
     report = {
         "machine": machine_info(threads_per_job=1),
-        "settings": {"quick": args.quick, "minutes": args.minutes, "particle_minutes": args.particle_minutes,
-                     "solver_iterations": int(SOLVER[0].split("=")[1]), "sweep": sorted(args.sweep),
+        "settings": {"quick": args.quick, "workers": args.workers, "minutes": args.minutes,
+                     "particle_minutes": args.particle_minutes,
+                     "solver_iterations": int(SOLVER[0].split("=")[1]),
+                     "solver": next((v["config"]["solver"] for v in training.values() if v["model"] == "cgns"), None),
+                     "sweep": sorted(args.sweep),
                      "constraint_iterations": args.constraint_iterations, "weights": args.weights,
                      "sweep_episodes": args.sweep_episodes, "obstacle": args.obstacle,
                      "layouts": args.layouts, "wall": args.wall, "wall_steps": args.wall_steps,

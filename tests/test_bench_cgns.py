@@ -78,3 +78,15 @@ def test_penetration_metrics_of_balls_falling_through_a_disk_and_of_frozen_balls
     assert held["max_radii"] <= 1e-5 and held["touching"] == 0.5
     assert held["disturbance_radii"] == pytest.approx(0.0, abs=1e-6)
     assert bench.held_back(held, through)
+
+
+def test_equal_steps_ratios_are_reported_beside_the_equal_time_target_never_instead(bench):
+    sweep = {"all_within_noise": True, "max_increase": None, "worst_vs_noise": None}
+    pe = {"ratio": {"mean_position_error": 3.0, "frame 10": 1.2}, "sweep_summary": sweep,
+          "ratio_steps": {"mean_position_error": 1.1, "frame 10": 0.9}}
+    ce = {"ratio": {"h=1": 1.4, "h=10": 1.3}, "sweep_summary": sweep, "ratio_steps": {"h=1": 2.0, "h=10": 1.0}}
+    t = bench.targets({"eval": {"particle-errors": pe, "cartpole-errors": ce}})
+    assert t["particles: C-GNS error <= 1.5x forward"] is False  # equal time: still missed
+    assert t["cartpole: C-GNS error <= 1.5x forward"] is True
+    steps = {k: v for k, v in t.items() if "equal optimizer steps" in k}
+    assert sorted(steps.values()) == [False, True] and len(t) == 6
