@@ -650,19 +650,14 @@ def config_differences(a: dict, b: dict) -> list[str]:
 def targets(r: dict) -> dict:
     ev = r["eval"]
     t = {}
-    pe, ce = ev.get("particle-errors"), ev.get("cartpole-errors")
-    if pe:
-        t["particles: C-GNS error <= 1.5x forward"] = all(v <= RATIO_TARGET for v in pe["ratio"].values())
-        if "ratio_steps" in pe:
-            t["particles: C-GNS error <= 1.5x forward at equal optimizer steps (not the issue's target: equal "
-              "training budget)"] = all(v <= RATIO_TARGET for v in pe["ratio_steps"].values())
-        t["particles: more iterations never worse by more than noise"] = pe["sweep_summary"]["all_within_noise"]
-    if ce:
-        t["cartpole: C-GNS error <= 1.5x forward"] = all(v <= RATIO_TARGET for v in ce["ratio"].values())
-        if "ratio_steps" in ce:
-            t["cartpole: C-GNS error <= 1.5x forward at equal optimizer steps (not the issue's target: equal "
-              "training budget)"] = all(v <= RATIO_TARGET for v in ce["ratio_steps"].values())
-        t["cartpole: more iterations never worse by more than noise"] = ce["sweep_summary"]["all_within_noise"]
+    for system, e in (("particles", ev.get("particle-errors")), ("cartpole", ev.get("cartpole-errors"))):
+        if not e:
+            continue
+        t[f"{system}: C-GNS error <= 1.5x forward"] = all(v <= RATIO_TARGET for v in e["ratio"].values())
+        if "ratio_steps" in e:
+            t[f"{system}: C-GNS error <= 1.5x forward at equal optimizer steps (not the issue's target: equal "
+              "training budget)"] = all(v <= RATIO_TARGET for v in e["ratio_steps"].values())
+        t[f"{system}: more iterations never worse by more than noise"] = e["sweep_summary"]["all_within_noise"]
     po = ev.get("particle-obstacle")
     if po:
         t["particles: the forward simulator passes through the unseen obstacle (max > 10% of the radius)"] = \
