@@ -83,10 +83,8 @@ __all__ = [
     "bind_constraints",
     "constraint_terms",
     "load_constraints",
-    "node_stiffness",
     "parse_constraint",
     "parse_constraints",
-    "stiffness",
     "violations",
 ]
 
@@ -668,42 +666,6 @@ def bind_constraints(obj: Objective | None, ctx: ConstraintContext) -> Objective
     raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
 
 
-def stiffness(obj: Objective | None) -> float:
-    """An upper bound of the penalty's curvature per unit squared violation: the sum of the
-    (scaled) weights. Every violation has a gradient of norm <= 1 (a distance), so one element's
-    penalty has curvature <= ``2 * stiffness`` along it; solvers use it to choose a stable step."""
-    if obj is None:
-        return 0.0
-    if isinstance(obj, Constraint):
-        return obj.weight
-    if isinstance(obj, Sum):
-        return sum(stiffness(t) for t in obj.terms)
-    if isinstance(obj, Scaled):
-        return abs(obj.weight) * stiffness(obj.term)
-    raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
-
-
-def node_stiffness(obj: Objective | None, num_nodes: int) -> torch.Tensor:
-    """:func:`stiffness` per node ``[num_nodes]`` (float64): the weights of the constraints that
-    act on each node (all nodes for those without ``nodes``). Solvers of independent nodes use it
-    for a per-node step, so a stiff pin slows no other node. Needs bound (integer) node lists."""
-    out = torch.zeros(num_nodes, dtype=torch.float64)
-    if obj is None:
-        return out
-    if isinstance(obj, Constraint):
-        nodes = getattr(obj, "nodes", None)
-        if nodes is None:
-            out += obj.weight
-        else:
-            out[obj._indices(nodes, num_nodes, "node")] += obj.weight
-        return out
-    if isinstance(obj, Sum):
-        return sum((node_stiffness(t, num_nodes) for t in obj.terms), out)
-    if isinstance(obj, Scaled):
-        return abs(obj.weight) * node_stiffness(obj.term, num_nodes)
-    raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
-
-
 def _weighted_terms(obj: Objective | None, scale: float = 1.0) -> list[tuple[float, Constraint]]:
     if obj is None:
         return []
@@ -718,8 +680,10 @@ def _weighted_terms(obj: Objective | None, scale: float = 1.0) -> list[tuple[flo
 
 @torch.no_grad()
 def active_stiffness(obj: Objective | None, q: Quantities, num_nodes: int | None = None) -> torch.Tensor:
-    """:func:`stiffness` restricted to the constraints violated at ``q``: the curvature bound of
-    the penalty where it is active (a squared hinge has none where it is satisfied).
+    """The curvature bound of the penalty where it is active at ``q``: the sum of the (scaled)
+    weights of the constraints violated there (a squared hinge has no curvature where it is
+    satisfied; every violation has a gradient of norm <= 1, a distance, so the penalty's curvature
+    along it is at most twice this).
 
     Per batch element ``[B]`` (``num_nodes`` None: the weights of the constraints violated anywhere
     in the element), or per node ``[B, num_nodes]``: the weights of the constraints a node

@@ -11,13 +11,12 @@ from gndesign.constraints import (
     ConstraintContext,
     Disk,
     Pin,
+    active_stiffness,
     bind_constraints,
     constraint_terms,
     load_constraints,
-    node_stiffness,
     parse_constraint,
     parse_constraints,
-    stiffness,
     violations,
 )
 from gndesign.errors import ConfigError
@@ -100,9 +99,10 @@ def test_composition_adds_and_specs_round_trip(tmp_path):
     q = _q([[0.5, 0.0], [0.1, 3.0], [0.9, 0.9]])
     assert torch.allclose((a + b)(q), a(q) + b(q))
     assert torch.allclose((0.5 * a)(q), 0.5 * a(q))
-    assert stiffness(a + 0.5 * b) == pytest.approx(4.5)
-    pins = parse_constraint("pin nodes=1,2 weight=7") + 0.5 * parse_constraint("pin nodes=2 weight=2")
-    assert node_stiffness(a + pins, 4).tolist() == [2.0, 9.0, 10.0, 2.0]
+    # The stiffness counts the (scaled) weights of the constraints violated, per element or per node:
+    # the disk holds node 0, the wall nodes 0 and 2.
+    assert active_stiffness(a + 0.5 * b, q).tolist() == [4.5]
+    assert active_stiffness(a + 0.5 * b, q, 3).tolist() == [[4.5, 0.0, 2.5]]
     assert constraint_terms(a + b) == [a, b]
     for obj in (a, b, a + b, 0.5 * a + b):
         again = from_spec(obj.to_spec())
@@ -187,7 +187,7 @@ def test_references_to_things_that_do_not_exist_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="product of constraints"):
         bind_constraints(parse_constraint("pin nodes=0") * parse_constraint("pin nodes=1"), particles)
     with pytest.raises(ConfigError, match="not constraints"):
-        stiffness(Sum([Residual("x")]))
+        active_stiffness(Sum([Residual("x")]), {})
     bad_file = tmp_path / "bad.yaml"
     bad_file.write_text("obstacles: []\n")
     with pytest.raises(ConfigError, match="one key 'constraints'"):
