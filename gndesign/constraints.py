@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from gndesign.errors import ConfigError
-from gndesign.objectives import Objective, Quantities, get_quantity
+from gndesign.objectives import Objective, Quantities, check_weight, get_quantity
 
 __all__ = [
     "Box",
@@ -89,8 +89,7 @@ def _vector(value: Any, what: str) -> list[float]:
 def _weight(value: Any, kind: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{kind}: weight must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{kind}: weights must be finite and non-negative, got {value}")
+    check_weight(value, f"{kind}: ")
     return float(value)
 
 

@@ -325,7 +325,7 @@ class Scaled(Objective):
         return {"kind": "scaled", "weight": self.weight, "term": self.term.to_spec()}
 
 
-def check_weight(w: float) -> None:
-    """Refuse a weight that is negative or not finite."""
+def check_weight(w: float, owner: str = "") -> None:
+    """Refuse a weight that is negative or not finite (``owner`` prefixes the message, e.g. ``"disk: "``)."""
     if not math.isfinite(w) or w < 0:
-        raise ConfigError(f"weights must be finite and non-negative, got {w}")
+        raise ConfigError(f"{owner}weights must be finite and non-negative, got {w}")
