@@ -78,7 +78,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gndesign import __version__
-from gndesign.constraints import ConstraintContext, active_stiffness, bind_constraints, constraint_terms
+from gndesign.constraint_sets import active_stiffness, bind_constraints, constraint_terms
+from gndesign.constraints import ConstraintContext
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import GraphBuilder
 from gndesign.io import atomic_path

@@ -568,8 +568,8 @@ PARTICLE_SYSTEMS = ("obstacle", "obstacle-scene")
 
 def read_constraints(specs: list[str] | None, path: str | None = None):
     """The sum of the ``--constraint`` strings and the constraints of a ``--constraints`` YAML file."""
-    from gndesign.constraints import load_constraints, parse_constraints
     from gndesign.objectives import Sum
+    from gndesign.specs import load_constraints, parse_constraints
 
     terms = [c for c in (parse_constraints(specs), load_constraints(path) if path else None) if c is not None]
     if not terms:
@@ -602,7 +602,7 @@ def load_constrain_model(path: str, system: str):
 def _spec_text(spec: dict) -> str:
     """A constraint spec as a command-line string: ``KIND`` and its own options, then ``weight``,
     ``nodes``, ``margin`` (unset options and the default quantity left out)."""
-    from gndesign.constraints import CONSTRAINTS
+    from gndesign.specs import CONSTRAINTS
 
     def fmt(v):
         return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else \
@@ -632,7 +632,7 @@ def constrain_particles(model, blob: dict, constraints, steps: int | None = None
 
     from envs.design_problem import load_scene_file
     from envs.obstacle_scene import design_fk, initial_positions
-    from gndesign.constraints import bind_constraints, constraint_terms
+    from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.particles import scene_mismatch
 
     try:
@@ -698,7 +698,7 @@ def constrain_articulated(model, system_name: str, constraints, steps: int | Non
 
     from envs.generate import smooth_random_actions
     from envs.systems import get_system
-    from gndesign.constraints import bind_constraints, constraint_terms
+    from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.kinematics import forward_kinematics
 
     if actions not in ("zero", "random"):
@@ -824,7 +824,7 @@ def _draw_particles(ax, pos, radius, color="C0") -> None:
 def plot_particle_constraints(result: dict, arrays: dict, path) -> Path:
     """Particle trajectories (thin lines) and final positions with the obstacle and the
     constraints drawn; with a baseline, the rollout without constraints on the left."""
-    from gndesign.constraints import constraint_terms
+    from gndesign.constraint_sets import constraint_terms
     from gndesign.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -858,7 +858,7 @@ def _frame_rgb(fig):
 
 def particle_frames(arrays: dict, max_frames: int = 60) -> list:
     """RGB frames (matplotlib, headless) of the constrained particle rollout."""
-    from gndesign.constraints import constraint_terms
+    from gndesign.constraint_sets import constraint_terms
     from gndesign.plotting import pyplot
 
     plt = pyplot()
@@ -899,7 +899,7 @@ def plot_articulated_constraints(result: dict, arrays: dict, path) -> Path:
     limits, walls), or the constraint's violation per step (other kinds); dashed: no constraints."""
     import numpy as np
 
-    from gndesign.constraints import constraint_terms
+    from gndesign.constraint_sets import constraint_terms
     from gndesign.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -940,7 +940,7 @@ def articulated_frames(arrays: dict, max_frames: int = 60) -> list:
     their largest motion, with the constraints drawn."""
     import numpy as np
 
-    from gndesign.constraints import constraint_terms
+    from gndesign.constraint_sets import constraint_terms
     from gndesign.plotting import pyplot
 
     plt = pyplot()

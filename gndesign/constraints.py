@@ -8,67 +8,30 @@ violated. ``violation`` is a non-negative distance in the quantity's units (metr
 far an element is on the wrong side, e.g. ``margin - signed_distance`` for an obstacle, where
 ``margin`` is the particle radius (a particle touches an obstacle when its centre is one radius
 away). Constraints compose like every objective (``a + b``, ``2.0 * a``) and round-trip through
-``to_spec()`` / :func:`gndesign.objectives.from_spec`.
+``to_spec()`` / :func:`gndesign.specs.from_spec` (which also parses the command-line syntax).
 
-Kinds
------
-``halfplane``  ``normal=nx,nz offset=b``: keep ``normal . x >= offset + margin`` (normal normalized).
-``wall``       ``axis=x lower=a upper=b``: keep ``a + margin <= x_axis <= b - margin`` (either side
-               may be left out). Axes: ``0, 1, 2`` or ``x, y, z`` (in 2-d data ``(x, z)``, both
-               ``y`` and ``z`` name the second coordinate).
-``disk``       ``center=cx,cz radius=r keep=out``: a round obstacle (a ball in 3-d); ``keep=in``
-               keeps the elements inside instead.
-``box``        ``lower=x0,z0 upper=x1,z1 keep=out``: an axis-aligned box obstacle (``keep=in``: a
-               region the elements must stay in).
-``pin``        ``nodes=0,3 [at=x,z]``: the nodes stay at the point ``at`` (every pinned node the
-               same point), or, without ``at``, where they were at the start of the rollout (the
-               quantity ``<quantity>_0`` the solver provides).
-``joint_limit`` ``joints=slider,1 lower=-1 upper=1`` on ``qpos``: bounds on joint coordinates,
-               by joint name (hinge and slide joints) or qpos index; ``lower``/``upper`` one number
-               or one per joint.
-
-Common options: ``weight`` (default 1; finite, >= 0), ``quantity`` (default ``positions``;
-``qpos`` for ``joint_limit``), ``nodes`` (the elements it applies to: indices, or body names for
-articulated systems; default all; node 0 of an articulated system is the fixed world body),
-``margin`` (clearance added to every distance; default: the particle radius the solver binds, 0
-for articulated systems).
-
-Syntax
-------
-On the command line one constraint is one string, ``KIND key=value ...``; a value with commas is
-a list (``center=1.0,0.5``), numbers are numbers and anything else a name::
-
-    "disk center=1.0,0.5 radius=0.3 weight=100"
-    "pin nodes=0,3"
-    "wall axis=x upper=1.2 nodes=cart quantity=xpos"
-    "joint_limit joints=slider lower=-0.5 upper=0.5 weight=10"
-
-A YAML file holds a list (or ``{constraints: [...]}``) of such strings or of spec mappings
-(``{kind: disk, center: [1.0, 0.5], radius: 0.3}``); see :func:`load_constraints`.
+The kinds, their options and the command-line syntax: :mod:`gndesign.specs`.
 
 Binding
 -------
-:func:`bind_constraints` checks a constraint against the system it will act on (number of
-particles or body names, joint names, dimension) and fills in the default margin; references to
-particles, bodies or joints that do not exist raise :class:`gndesign.errors.ConfigError` naming
-them and what exists.
+:meth:`Constraint.bind` (:func:`gndesign.constraint_sets.bind_constraints` for a sum of them)
+checks a constraint against the system it will act on (number of particles or body names, joint
+names, dimension) and fills in the default margin; references to particles, bodies or joints that
+do not exist raise :class:`gndesign.errors.ConfigError` naming them and what exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import yaml
 
 from gndesign.errors import ConfigError
-from gndesign.objectives import Objective, Product, Quantities, Scaled, Sum, _get, from_spec, register_kind
+from gndesign.objectives import Objective, Quantities, check_weight, get_quantity
 
 __all__ = [
     "Box",
@@ -79,13 +42,6 @@ __all__ = [
     "JointLimit",
     "Pin",
     "Wall",
-    "active_stiffness",
-    "bind_constraints",
-    "constraint_terms",
-    "load_constraints",
-    "parse_constraint",
-    "parse_constraints",
-    "violations",
 ]
 
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -93,7 +49,7 @@ AXES = {"x": 0, "y": 1, "z": 2}
 
 @dataclass
 class ConstraintContext:
-    """What a constraint may refer to, for :func:`bind_constraints`.
+    """What a constraint may refer to, for :meth:`Constraint.bind`.
 
     Args:
         num_nodes: particles (or bodies) in ``positions``-like quantities.
@@ -112,11 +68,6 @@ class ConstraintContext:
     nq: int | None = None
     dim: int | None = None
     margin: float = 0.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation helpers
-# ----------------------------------------------------------------------------------------------
 
 
 def _number(value: Any, what: str) -> float:
@@ -138,8 +89,7 @@ def _vector(value: Any, what: str) -> list[float]:
 def _weight(value: Any, kind: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{kind}: weight must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{kind}: weights must be finite and non-negative, got {value}")
+    check_weight(value, f"{kind}: ")
     return float(value)
 
 
@@ -166,11 +116,6 @@ def _safe_norm(v: torch.Tensor) -> torch.Tensor:
     sq = v.pow(2).sum(-1)
     nonzero = sq > 0
     return torch.where(nonzero, torch.where(nonzero, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
-
-
-# ----------------------------------------------------------------------------------------------
-# The base class
-# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -225,7 +170,7 @@ class Constraint(Objective):
 
     def points(self, q: Quantities) -> torch.Tensor:
         """The constrained elements of the quantity, ``[B, n, D]``."""
-        x = _get(q, self.quantity)
+        x = get_quantity(q, self.quantity)
         if x.dim() != 3:
             raise ConfigError(f"{self.kind} acts on points [batch, nodes, dim]; quantity {self.quantity!r} has "
                               f"shape {list(x.shape)}")
@@ -238,7 +183,7 @@ class Constraint(Objective):
         names = [r for r in refs if isinstance(r, str)]
         if names:
             raise ConfigError(f"{self.kind} refers to {what}s by name ({', '.join(names)}): bind it to a system "
-                              "first (gndesign.constraints.bind_constraints)")
+                              "first (gndesign.constraint_sets.bind_constraints)")
         bad = [r for r in refs if r >= size]
         if bad:
             raise ConfigError(f"{self.kind} refers to {what} {bad[0]}, which does not exist (there are {size}: "
@@ -251,7 +196,8 @@ class Constraint(Objective):
 
     # -- specs and binding -----------------------------------------------------------------
     def to_spec(self) -> dict:
-        return {"kind": self.kind, **{f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
 
     def bind(self, ctx: ConstraintContext) -> Constraint:
         """A copy with node names resolved to indices, references checked against ``ctx`` and
@@ -267,12 +213,6 @@ class Constraint(Objective):
 
     def check_dim(self, dim: int) -> None:
         """Refuse vectors whose length is not the points' dimension ``dim``."""
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return list(v)
-    return v
 
 
 def _resolve(refs: Sequence[int | str], size: int | None, names: Sequence[str] | None, what: str,
@@ -291,11 +231,6 @@ def _resolve(refs: Sequence[int | str], size: int | None, names: Sequence[str] |
                                   f"0-{size - 1})")
             out.append(r)
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometric constraints on points
-# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -378,8 +313,22 @@ def _keep(value: Any, kind: str) -> str:
     return value
 
 
+class _Shape(Constraint):
+    """An obstacle (``keep="out"``) or a region (``keep="in"``) given by its signed distance
+    ``[B, n]`` (negative inside); subclasses declare the ``keep`` field and :meth:`signed_distance`."""
+
+    keep: str
+
+    def signed_distance(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def violation(self, q: Quantities) -> torch.Tensor:
+        d = self.signed_distance(self.points(q))
+        return torch.relu(self.m - d) if self.keep == "out" else torch.relu(d + self.m)
+
+
 @dataclass
-class Disk(Constraint):
+class Disk(_Shape):
     """A round obstacle (``keep=out``) or region (``keep=in``): ``|x - center| - radius`` is the
     signed distance; the points keep ``margin`` outside (inside) it. A ball in 3-d."""
 
@@ -411,13 +360,9 @@ class Disk(Constraint):
         diff = torch.where((diff == 0).all(-1, keepdim=True), diff + up, diff)
         return _safe_norm(diff) - self.radius
 
-    def violation(self, q: Quantities) -> torch.Tensor:
-        d = self.signed_distance(self.points(q))
-        return torch.relu(self.m - d) if self.keep == "out" else torch.relu(d + self.m)
-
 
 @dataclass
-class Box(Constraint):
+class Box(_Shape):
     """An axis-aligned box ``[lower, upper]`` as an obstacle (``keep=out``) or region (``keep=in``),
     with its exact signed distance (negative inside)."""
 
@@ -449,10 +394,6 @@ class Box(Constraint):
         qd = r * torch.where(r >= 0, 1.0, -1.0).to(r.dtype) - (hi - lo) / 2
         return _safe_norm(torch.relu(qd)) + qd.amax(-1).clamp_max(0)
 
-    def violation(self, q: Quantities) -> torch.Tensor:
-        d = self.signed_distance(self.points(q))
-        return torch.relu(self.m - d) if self.keep == "out" else torch.relu(d + self.m)
-
 
 @dataclass
 class Pin(Constraint):
@@ -481,21 +422,16 @@ class Pin(Constraint):
             self.check_dim(x.shape[-1])
             target = torch.as_tensor(self.at, dtype=x.dtype, device=x.device)
         else:
-            ref = _get(q, f"{self.quantity}_0")
+            ref = get_quantity(q, f"{self.quantity}_0")
             target = ref[:, self._indices(self.nodes, ref.shape[1], "node")]
         return _safe_norm(x - target)
-
-
-# ----------------------------------------------------------------------------------------------
-# Joint-space constraints
-# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class JointLimit(Constraint):
     """``lower + margin <= qpos[j] <= upper - margin`` for the given joints (hinge and slide).
 
-    ``joints``: joint names (resolved by :func:`bind_constraints`) or qpos indices. ``lower`` and
+    ``joints``: joint names (resolved by :meth:`bind`) or qpos indices. ``lower`` and
     ``upper``: one number for every joint or one per joint; either may be left out.
     """
 
@@ -548,7 +484,7 @@ class JointLimit(Constraint):
         return out
 
     def violation(self, q: Quantities) -> torch.Tensor:
-        x = _get(q, self.quantity)
+        x = get_quantity(q, self.quantity)
         x = x[:, self._indices(self.joints, x.shape[1], "qpos index")]
         v = torch.zeros_like(x)
         if self.lower is not None:
@@ -556,169 +492,3 @@ class JointLimit(Constraint):
         if self.upper is not None:
             v = v + torch.relu(x - torch.as_tensor(self.upper, dtype=x.dtype, device=x.device) + self.m)
         return v
-
-
-# ----------------------------------------------------------------------------------------------
-# Registry, parsing, composition
-# ----------------------------------------------------------------------------------------------
-
-CONSTRAINTS: dict[str, type[Constraint]] = {c.kind: c for c in (HalfPlane, Wall, Disk, Box, Pin, JointLimit)}
-
-
-def _factory(cls: type[Constraint]):
-    fields = [f.name for f in dataclasses.fields(cls)]
-
-    def make(**kw) -> Constraint:
-        unknown = [k for k in kw if k not in fields]
-        if unknown:
-            raise ConfigError(f"{cls.kind} has no option {unknown[0]!r}; its options: {', '.join(fields)}")
-        return cls(**kw)
-
-    return make
-
-
-for _kind, _cls in CONSTRAINTS.items():
-    register_kind(_kind, _factory(_cls))
-
-
-def _scalar(text: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_constraint(text: str) -> Objective:
-    """One constraint from a string ``"KIND key=value ..."`` (see the module docstring)."""
-    if not isinstance(text, str) or not text.split():
-        raise ConfigError(f"a constraint is a string 'KIND key=value ...', got {text!r}")
-    kind, *tokens = text.split()
-    spec: dict[str, Any] = {"kind": kind}
-    for tok in tokens:
-        key, sep, value = tok.partition("=")
-        if not sep or not key or not value:
-            raise ConfigError(f"malformed constraint {text!r}: expected key=value, got {tok!r}")
-        if key in spec:
-            raise ConfigError(f"malformed constraint {text!r}: {key} given twice")
-        spec[key] = [_scalar(v) for v in value.split(",")] if "," in value else _scalar(value)
-    if kind not in CONSTRAINTS:
-        raise ConfigError(f"unknown constraint kind {kind!r}; choose one of {', '.join(CONSTRAINTS)}")
-    return from_spec(spec)
-
-
-def parse_constraints(items: Sequence[str | Mapping] | None) -> Objective | None:
-    """The sum of several constraints given as strings or spec mappings (None if there are none)."""
-    terms = []
-    for item in items or []:
-        terms.append(parse_constraint(item) if isinstance(item, str) else from_spec(item))
-    if not terms:
-        return None
-    return terms[0] if len(terms) == 1 else Sum(terms)
-
-
-def load_constraints(path: str | os.PathLike) -> Objective | None:
-    """Constraints from a YAML file: a list of strings / spec mappings, or ``{constraints: [...]}``."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"constraint file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"constraint file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if isinstance(raw, Mapping):
-        if set(raw) != {"constraints"}:
-            raise ConfigError(f"constraint file {path}: expected a list or a mapping with one key 'constraints', "
-                              f"got keys {sorted(raw)}")
-        raw = raw["constraints"]
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise ConfigError(f"constraint file {path} must hold a list of constraints")
-    return parse_constraints(raw)
-
-
-def constraint_terms(obj: Objective | None) -> list[Constraint]:
-    """The constraints inside a composition (sums and scalings of constraints)."""
-    if obj is None:
-        return []
-    if isinstance(obj, Constraint):
-        return [obj]
-    if isinstance(obj, Sum):
-        return [c for t in obj.terms for c in constraint_terms(t)]
-    if isinstance(obj, Scaled):
-        return constraint_terms(obj.term)
-    raise ConfigError(f"{type(obj).__name__} objectives are not constraints (compose constraints with + and *)")
-
-
-def bind_constraints(obj: Objective | None, ctx: ConstraintContext) -> Objective | None:
-    """``obj`` with every constraint bound to ``ctx`` (see :meth:`Constraint.bind`)."""
-    if obj is None:
-        return None
-    if isinstance(obj, Constraint):
-        return obj.bind(ctx)
-    if isinstance(obj, Sum):
-        return Sum([bind_constraints(t, ctx) for t in obj.terms])
-    if isinstance(obj, Scaled):
-        return Scaled(bind_constraints(obj.term, ctx), obj.weight)
-    if isinstance(obj, Product):
-        raise ConfigError("a product of constraints is not a constraint: add them (a + b) instead")
-    raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
-
-
-def _weighted_terms(obj: Objective | None, scale: float = 1.0) -> list[tuple[float, Constraint]]:
-    if obj is None:
-        return []
-    if isinstance(obj, Constraint):
-        return [(abs(scale) * obj.weight, obj)]
-    if isinstance(obj, Sum):
-        return [wc for t in obj.terms for wc in _weighted_terms(t, scale)]
-    if isinstance(obj, Scaled):
-        return _weighted_terms(obj.term, scale * obj.weight)
-    raise ConfigError(f"{type(obj).__name__} objectives are not constraints")
-
-
-@torch.no_grad()
-def active_stiffness(obj: Objective | None, q: Quantities, num_nodes: int | None = None) -> torch.Tensor:
-    """The curvature bound of the penalty where it is active at ``q``: the sum of the (scaled)
-    weights of the constraints violated there (a squared hinge has no curvature where it is
-    satisfied; every violation has a gradient of norm <= 1, a distance, so the penalty's curvature
-    along it is at most twice this).
-
-    Per batch element ``[B]`` (``num_nodes`` None: the weights of the constraints violated anywhere
-    in the element), or per node ``[B, num_nodes]``: the weights of the constraints a node
-    violates (constraints not on nodes, such as ``joint_limit``, count for every node of an
-    element they are violated in). Solvers use it for a Gauss-Newton step that follows the
-    penalty: stiff where a constraint acts, plain elsewhere. Needs bound (integer) node lists.
-    """
-    out = None
-    for w, c in _weighted_terms(obj):
-        v = c.violation(q).detach()
-        B = v.shape[0]
-        act = (v.reshape(B, -1) > 0).to(v.dtype if v.is_floating_point() else torch.float32)
-        if out is None:
-            out = act.new_zeros(B) if num_nodes is None else act.new_zeros(B, num_nodes)
-        if num_nodes is None:
-            out += w * act.amax(1)
-        elif getattr(c, "joints", None) is not None or act.shape[1] == 0:
-            out += w * act.amax(1, keepdim=True)
-        else:
-            idx = list(range(num_nodes)) if c.nodes is None else c._indices(c.nodes, num_nodes, "node")
-            if act.shape[1] != len(idx):
-                raise ConfigError(f"{c.kind} on {c.quantity!r} has {act.shape[1]} elements, not one per node "
-                                  f"({len(idx)})")
-            out.index_add_(1, torch.as_tensor(idx, device=act.device), w * act)
-    if out is None:
-        raise ConfigError("no constraints to measure the stiffness of")
-    return out
-
-
-def violations(obj: Objective | None, q: Quantities) -> list[dict[str, Any]]:
-    """For every constraint in ``obj``: its spec and its largest and mean violation over the batch
-    (in the quantity's units), e.g. the penetration of particles into an obstacle."""
-    out = []
-    for c in constraint_terms(obj):
-        v = c.violation(q).detach()
-        out.append({"spec": c.to_spec(), "max": float(v.max()) if v.numel() else 0.0,
-                    "mean": float(v.mean()) if v.numel() else 0.0})
-    return out

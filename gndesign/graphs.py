@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from gndesign.kinematics import forward_kinematics, quat_to_mat
+from gndesign.kinematics import forward_kinematics
+from gndesign.quaternions import quat_to_mat
 from gndesign.tree import EDGE_TYPES, FREE, HINGE, MAX_DOF, NV, PARAM_KEYS, SLIDE, KinematicTree
 
 Params = Mapping[str, torch.Tensor]

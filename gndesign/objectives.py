@@ -12,9 +12,10 @@ declared as data:
   (their distance to it), for particle scenes;
 * :class:`Sum` and :class:`Product` of objectives (``a + b``, ``a * b``, ``2.0 * a`` also work);
 * the test-time constraints of :mod:`gndesign.constraints` (half-planes, walls, disks, boxes, pins,
-  joint limits: squared-hinge penalties, zero when satisfied), registered with :func:`register_kind`.
+  joint limits: squared-hinge penalties, zero when satisfied), objectives too.
 
-Every objective round-trips through ``to_spec()`` / :func:`from_spec` (plain dicts, so YAML works).
+Every objective round-trips through ``to_spec()`` / :func:`gndesign.specs.from_spec` (plain dicts, so
+YAML works); :mod:`gndesign.specs` holds the registry of kinds, this module knows none of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from gndesign.errors import ConfigError
 
 Quantities = Mapping[str, torch.Tensor]
+NORMS = ("quadratic", "l1", "smooth_abs")
 SIGMOIDS = ("gaussian", "hyperbolic", "long_tail", "reciprocal", "cosine", "linear", "quadratic", "tanh_squared")
 
 
@@ -100,7 +102,8 @@ class Objective:
     __rmul__ = __mul__
 
 
-def _get(q: Quantities, name: str) -> torch.Tensor:
+def get_quantity(q: Quantities, name: str) -> torch.Tensor:
+    """``q[name]``, or a :class:`ConfigError` naming the quantities that are available."""
     if name not in q:
         raise ConfigError(f"objective refers to quantity {name!r}, which is not available "
                           f"(available: {', '.join(sorted(q))})")
@@ -123,6 +126,16 @@ def _reduce(x: torch.Tensor, how: str) -> torch.Tensor:
     raise ConfigError(f"unknown reduction {how!r}; choose mean, sum, min, max or prod")
 
 
+def _norm(r: torch.Tensor, how: str, smoothing: float) -> torch.Tensor:
+    """Elementwise penalty of a residual ``r``: half its square, its absolute value, or the
+    pseudo-Huber ``sqrt(r^2 + p^2) - p`` with width ``p = smoothing`` (``smooth_abs``)."""
+    if how == "quadratic":
+        return 0.5 * r * r
+    if how == "l1":
+        return r.abs()
+    return torch.sqrt(r * r + smoothing * smoothing) - smoothing
+
+
 @dataclass
 class Residual(Objective):
     """``weight * reduce(norm(quantity - target))``: a cost (lower is better)."""
@@ -135,21 +148,14 @@ class Residual(Objective):
     reduce: str = "sum"
 
     def __post_init__(self):
-        if self.norm not in ("quadratic", "l1", "smooth_abs"):
+        if self.norm not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; choose quadratic, l1 or smooth_abs")
-        _check_weight(self.weight)
+        check_weight(self.weight)
 
     def __call__(self, q: Quantities) -> torch.Tensor:
-        x = _get(q, self.quantity)
+        x = get_quantity(q, self.quantity)
         r = x - torch.as_tensor(self.target, dtype=x.dtype, device=x.device)
-        if self.norm == "quadratic":
-            v = 0.5 * r * r
-        elif self.norm == "l1":
-            v = r.abs()
-        else:
-            p = self.smoothing
-            v = torch.sqrt(r * r + p * p) - p
-        return self.weight * _reduce(v, self.reduce)
+        return self.weight * _reduce(_norm(r, self.norm, self.smoothing), self.reduce)
 
     def to_spec(self) -> dict:
         return {"kind": "residual", **{k: getattr(self, k) for k in
@@ -179,7 +185,7 @@ class Tolerance(Objective):
             raise ConfigError(f"unknown sigmoid {self.sigmoid!r}; choose one of {', '.join(SIGMOIDS)}")
 
     def __call__(self, q: Quantities) -> torch.Tensor:
-        x = _get(q, self.quantity)
+        x = get_quantity(q, self.quantity)
         t = tolerance(x, self.bounds, self.margin, self.sigmoid, self.value_at_margin)
         return self.offset + self.scale * _reduce(t, self.reduce)
 
@@ -199,7 +205,7 @@ class Affine(Objective):
     reduce: str = "mean"
 
     def __call__(self, q: Quantities) -> torch.Tensor:
-        return self.offset + self.scale * _reduce(_get(q, self.quantity), self.reduce)
+        return self.offset + self.scale * _reduce(get_quantity(q, self.quantity), self.reduce)
 
     def to_spec(self) -> dict:
         return {"kind": "affine", "quantity": self.quantity, "offset": self.offset, "scale": self.scale,
@@ -230,7 +236,7 @@ class SoftInside(Objective):
             raise ConfigError(f"soft_inside sharpness must be a positive number, got {self.sharpness}")
 
     def __call__(self, q: Quantities) -> torch.Tensor:
-        x = _get(q, self.quantity)
+        x = get_quantity(q, self.quantity)
         lo, hi = self.bounds
         inside = torch.sigmoid((x - lo) / self.sharpness) * torch.sigmoid((hi - x) / self.sharpness)
         return self.offset + self.scale * _reduce(inside, self.reduce)
@@ -257,22 +263,15 @@ class IntervalDistance(Objective):
 
     def __post_init__(self):
         self.bounds = _check_bounds(self.bounds, "interval_distance")
-        if self.norm not in ("quadratic", "l1", "smooth_abs"):
+        if self.norm not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; choose quadratic, l1 or smooth_abs")
-        _check_weight(self.weight)
+        check_weight(self.weight)
 
     def __call__(self, q: Quantities) -> torch.Tensor:
-        x = _get(q, self.quantity)
+        x = get_quantity(q, self.quantity)
         lo, hi = self.bounds
         d = torch.relu(lo - x) + torch.relu(x - hi)
-        if self.norm == "quadratic":
-            v = 0.5 * d * d
-        elif self.norm == "l1":
-            v = d
-        else:
-            p = self.smoothing
-            v = torch.sqrt(d * d + p * p) - p
-        return self.weight * _reduce(v, self.reduce)
+        return self.weight * _reduce(_norm(d, self.norm, self.smoothing), self.reduce)
 
     def to_spec(self) -> dict:
         return {"kind": "interval_distance", **{k: getattr(self, k) for k in
@@ -326,55 +325,7 @@ class Scaled(Objective):
         return {"kind": "scaled", "weight": self.weight, "term": self.term.to_spec()}
 
 
-def _check_weight(w: float) -> None:
+def check_weight(w: float, owner: str = "") -> None:
+    """Refuse a weight that is negative or not finite (``owner`` prefixes the message, e.g. ``"disk: "``)."""
     if not math.isfinite(w) or w < 0:
-        raise ConfigError(f"weights must be finite and non-negative, got {w}")
-
-
-_KINDS: dict = {"residual": Residual, "tolerance": Tolerance, "affine": Affine, "soft_inside": SoftInside,
-                "interval_distance": IntervalDistance}
-_COMPOSITES = ("sum", "product", "scaled")
-
-
-def register_kind(kind: str, factory) -> None:
-    """Make ``from_spec({"kind": kind, **fields})`` call ``factory(**fields)`` (e.g. a dataclass, or a
-    function that validates the fields and names the bad ones). Extensions such as
-    :mod:`gndesign.constraints` register their kinds when imported."""
-    if kind in _COMPOSITES or (kind in _KINDS and _KINDS[kind] is not factory):
-        raise ValueError(f"objective kind {kind!r} is already registered")
-    _KINDS[kind] = factory
-
-
-def known_kinds() -> list[str]:
-    """Every kind :func:`from_spec` accepts (the test-time constraints included)."""
-    _load_extensions()
-    return sorted([*_KINDS, *_COMPOSITES])
-
-
-def _load_extensions() -> None:
-    # The constraint kinds live in their own module (which imports this one): load them on first
-    # use so that every spec, wherever it was written, parses without an explicit import.
-    import gndesign.constraints  # noqa: F401
-
-
-def from_spec(spec: Mapping) -> Objective:
-    """Build an objective from its ``to_spec()`` dict (e.g. loaded from YAML)."""
-    _load_extensions()
-    if not isinstance(spec, Mapping) or "kind" not in spec:
-        raise ConfigError(f"an objective spec is a mapping with a 'kind', got {spec!r}")
-    kind = spec["kind"]
-    rest = {k: v for k, v in spec.items() if k != "kind"}
-    if kind in ("sum", "product"):
-        terms = [from_spec(t) for t in rest.get("terms", [])]
-        if not terms:
-            raise ConfigError(f"a {kind} objective needs at least one term")
-        return (Sum if kind == "sum" else Product)(terms)
-    if kind == "scaled":
-        _check_weight(float(rest.get("weight", 1.0)))
-        return Scaled(from_spec(rest["term"]), float(rest.get("weight", 1.0)))
-    if kind not in _KINDS:
-        raise ConfigError(f"unknown objective kind {kind!r}; choose one of {', '.join(known_kinds())}")
-    try:
-        return _KINDS[kind](**rest)
-    except TypeError as e:
-        raise ConfigError(f"bad {kind} objective {dict(rest)}: {e}") from None
+        raise ConfigError(f"{owner}weights must be finite and non-negative, got {w}")

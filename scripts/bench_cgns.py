@@ -332,7 +332,8 @@ def eval_particle_errors(ctx: dict) -> dict:
 
 def weighted_specs(spec: str, weights: list[float]) -> list[tuple[float, str]]:
     """``(weight, spec with weight=...)`` for each weight, or ``spec`` alone when it names its own."""
-    from gndesign.constraints import constraint_terms, parse_constraints
+    from gndesign.constraint_sets import constraint_terms
+    from gndesign.specs import parse_constraints
 
     if "weight=" in spec:
         return [(constraint_terms(parse_constraints([spec]))[0].weight, spec)]
@@ -343,7 +344,7 @@ def _grown(bound, extra: float) -> list:
     """The bound constraint terms with their margin grown by ``extra`` (near-contact detection)."""
     import dataclasses
 
-    from gndesign.constraints import constraint_terms
+    from gndesign.constraint_sets import constraint_terms
 
     return [dataclasses.replace(c, margin=c.m + extra) for c in constraint_terms(bound)]
 
@@ -367,7 +368,7 @@ def penetration(model, constraints, traj, radius: float, free=None) -> dict:
     half a radius of violating them in ``free``: what the constraints should leave alone)."""
     import torch
 
-    from gndesign.constraints import bind_constraints, constraint_terms
+    from gndesign.constraint_sets import bind_constraints, constraint_terms
 
     rep = model.violation_report(constraints, traj)
     rep["mean"] = max((c["mean"] for c in rep["constraints"]), default=0.0)  # of the constraint violated most
@@ -407,8 +408,8 @@ def eval_particle_obstacle(ctx: dict) -> dict:
 
     from envs.obstacle_scene import SceneConfig, design_fk, initial_positions
     from gndesign.cgns import load_cgns_model
-    from gndesign.constraints import parse_constraints
     from gndesign.particles import ParticleDataset, load_particle_model
+    from gndesign.specs import parse_constraints
 
     ds = ParticleDataset.load(ctx["data"]["valid"])
     cfg = SceneConfig.from_dict({k: v for k, v in ds.scene.items() if k in SceneConfig.__dataclass_fields__})
@@ -545,9 +546,10 @@ def eval_cartpole_wall(ctx: dict) -> dict:
     import torch
 
     from gndesign.cgns import load_cgns_model
-    from gndesign.constraints import bind_constraints, constraint_terms, parse_constraints
+    from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.dataset import TrajectoryDataset
     from gndesign.kinematics import forward_kinematics
+    from gndesign.specs import parse_constraints
     from gndesign.training import load_model
 
     ds = TrajectoryDataset.load(ctx["data"]["test"])
@@ -823,9 +825,10 @@ def figure(arrays_path: Path, po: dict, data: dict, path: Path) -> Path:
     """Layout 0: the forward simulator, the C-GNS without and with the constraint (most iterations)."""
     from envs.obstacle_scene import SceneConfig
     from gndesign.cli import _draw_particle_scene, _draw_particles, _particle_view
-    from gndesign.constraints import bind_constraints, constraint_terms, parse_constraints
+    from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.particles import ParticleDataset
     from gndesign.plotting import pyplot, save_figure
+    from gndesign.specs import parse_constraints
 
     plt = pyplot()
     ds = ParticleDataset.load(data["valid"])

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gndesign.cgns import ParticleCGNS, SolverConfig
-from gndesign.constraints import parse_constraints
 from gndesign.particles import ParticleModelConfig
+from gndesign.specs import parse_constraints
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_cgns.py"
 R = 0.05

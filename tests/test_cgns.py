@@ -16,9 +16,10 @@ from gndesign.cgns import (
     penalty_descent,
     train_cgns,
 )
-from gndesign.constraints import active_stiffness, parse_constraint
+from gndesign.constraint_sets import active_stiffness
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.particles import ParticleModelConfig, load_particle_model, write_particle_dataset
+from gndesign.specs import parse_constraint
 from gndesign.training import load_model
 
 SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,

@@ -166,7 +166,8 @@ def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpo
 
 def test_a_wall_on_a_task_s_quantities_is_zero_when_satisfied_and_positive_when_violated():
     from envs.tasks import get_task
-    from gndesign.constraints import bind_constraints, parse_constraints
+    from gndesign.constraint_sets import bind_constraints
+    from gndesign.specs import parse_constraints
 
     task = get_task("cartpole-swingup")
     wall = bind_constraints(parse_constraints(["wall axis=x upper=1.2 nodes=cart weight=2",
@@ -185,7 +186,9 @@ def test_a_wall_on_a_task_s_quantities_is_zero_when_satisfied_and_positive_when_
 
 def test_an_obstacle_on_particle_quantities_is_a_differentiable_design_penalty():
     from envs.obstacle_scene import particle_quantities
-    from gndesign.constraints import ConstraintContext, bind_constraints, parse_constraint
+    from gndesign.constraint_sets import bind_constraints
+    from gndesign.constraints import ConstraintContext
+    from gndesign.specs import parse_constraint
 
     disk = bind_constraints(parse_constraint("disk center=0,0.5 radius=0.2"),
                             ConstraintContext(num_nodes=2, node_kind="particle", dim=2, margin=0.05))

@@ -6,21 +6,11 @@ import math
 import pytest
 import torch
 
-from gndesign.constraints import (
-    Box,
-    ConstraintContext,
-    Disk,
-    Pin,
-    active_stiffness,
-    bind_constraints,
-    constraint_terms,
-    load_constraints,
-    parse_constraint,
-    parse_constraints,
-    violations,
-)
+from gndesign.constraint_sets import active_stiffness, bind_constraints, constraint_terms, violations
+from gndesign.constraints import Box, ConstraintContext, Disk, Pin
 from gndesign.errors import ConfigError
-from gndesign.objectives import Residual, Sum, from_spec, known_kinds
+from gndesign.objectives import Residual, Sum
+from gndesign.specs import from_spec, known_kinds, load_constraints, parse_constraint, parse_constraints
 
 # (spec, points that satisfy it, points that violate it by `depth` at worst); margin 0 unless given.
 CASES = [

@@ -8,13 +8,8 @@ from conftest import ALL_JOINTS_XML
 
 from envs.systems import get_system
 from gndesign.fkcheck import FK_TOLERANCE, check_forward_kinematics, random_states
-from gndesign.kinematics import (
-    differentiate_qpos,
-    forward_kinematics,
-    integrate_qpos,
-    quat_exp,
-    quat_log,
-)
+from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
+from gndesign.quaternions import quat_exp, quat_log
 from gndesign.tree import KinematicTree
 
 SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer3", "swimmer6", "cheetah"]
