@@ -149,21 +149,11 @@ class System:
     def mjcf_sha256(self) -> str:
         return sha256_bytes(self.mjcf.encode("utf-8"))
 
-    @property
-    def nq(self) -> int:
-        return self.model.nq
-
-    @property
-    def nv(self) -> int:
-        return self.model.nv
-
-    @property
-    def nu(self) -> int:
-        return self.model.nu
-
-    @property
-    def nbody(self) -> int:
-        return self.model.nbody
+    # The base model's sizes (every episode's model has the same).
+    nq = property(lambda self: self.model.nq, doc="Number of position coordinates.")
+    nv = property(lambda self: self.model.nv, doc="Number of degrees of freedom.")
+    nu = property(lambda self: self.model.nu, doc="Number of actuators.")
+    nbody = property(lambda self: self.model.nbody, doc="Number of bodies, the world included.")
 
     @property
     def timestep(self) -> float:
