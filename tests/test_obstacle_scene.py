@@ -15,7 +15,6 @@ from envs.obstacle.scene import (
     design_to_mjcf,
     initial_positions,
     make_model,
-    scene_from_dict,
     source_clearance,
 )
 from envs.obstacle.simulation import generate_obstacle_dataset, sample_design, simulate
@@ -40,7 +39,7 @@ def test_default_scene_is_valid_and_round_trips():
     for key in SCENE_KEYS:
         assert key in d, key
     assert d["dt"] == pytest.approx(0.01) and d["gravity"] == [0.0, -9.81]
-    assert scene_from_dict(d) == CFG
+    assert SceneConfig.from_dict(d) == CFG
     assert CFG.width / 5 == pytest.approx(1.2)
 
 
@@ -138,9 +137,9 @@ def test_bad_designs_and_dicts_are_refused():
     with pytest.raises(ConfigError, match="4 joint angles"):
         CFG.check_design(np.zeros(3))
     with pytest.raises(ConfigError, match="unknown scene keys"):
-        scene_from_dict({**CFG.to_dict(), "colour": "red"})
+        SceneConfig.from_dict({**CFG.to_dict(), "colour": "red"})
     with pytest.raises(ConfigError, match="disagrees"):
-        scene_from_dict({**CFG.to_dict(), "dt": 0.02})
+        SceneConfig.from_dict({**CFG.to_dict(), "dt": 0.02})
     with pytest.raises(ConfigError, match="seeds for"):
         simulate(small(), random_designs(CFG, 3), [0, 1])
 
@@ -149,7 +148,7 @@ def test_generated_dataset_loads_and_matches_the_scene(tmp_path):
     cfg = small(frames=8)
     report = generate_obstacle_dataset(cfg, tmp_path / "d", episodes=3, seed=5)
     ds = ParticleDataset.load(tmp_path / "d")
-    assert scene_from_dict(ds.scene) == cfg
+    assert SceneConfig.from_dict(ds.scene) == cfg
     assert report.episodes == 3 and report.path == tmp_path / "d"
     with pytest.raises(ConfigError, match="overwrite"):
         generate_obstacle_dataset(cfg, tmp_path / "d", episodes=3, seed=5)

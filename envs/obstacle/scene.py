@@ -249,6 +249,7 @@ class SceneConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SceneConfig:
+        """The validated scene described by ``d`` (e.g. a dataset's stored :meth:`to_dict`)."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"a scene description is a mapping, got {type(d).__name__}")
         d = dict(d)
@@ -262,11 +263,6 @@ class SceneConfig:
             raise ConfigError(f"scene dt={dt} disagrees with timestep*substeps={cfg.dt}; "
                               "set only timestep and substeps")
         return cfg.validate()
-
-
-def scene_from_dict(d: Mapping[str, Any]) -> SceneConfig:
-    """The validated scene described by ``d`` (e.g. a dataset's stored ``SceneConfig.to_dict()``)."""
-    return SceneConfig.from_dict(d)
 
 
 def _segment_box_distance(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
