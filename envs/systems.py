@@ -24,7 +24,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from gndesign.dataset import PARAM_KEYS, apply_params, model_params, param_shapes
+from gndesign.dataset import apply_params, model_params, param_shapes
 from gndesign.errors import GndesignError, ModelError
 from gndesign.io import sha256_bytes
 
@@ -192,7 +192,7 @@ class System:
         return param_shapes(self.nbody, self.nv, self.nu)
 
     def make_model(self, params: Mapping[str, Any] | None = None) -> mujoco.MjModel:
-        """A copy of the base model with ``params`` (keys :data:`PARAM_KEYS`) written in."""
+        """A copy of the base model with ``params`` (keys :data:`gndesign.dataset.PARAM_KEYS`) written in."""
         if params is None:
             params = self.nominal_params()
         return apply_params(self.model, params)
@@ -437,7 +437,6 @@ def get_system(
 
 __all__ = [
     "DEFAULT_RANDOMIZATION",
-    "PARAM_KEYS",
     "SYSTEM_NAMES",
     "InitConfig",
     "System",
