@@ -26,6 +26,7 @@ import mujoco
 import numpy as np
 from tqdm.auto import tqdm
 
+from envs.rollout_guard import SimulationError, check_rollout, episode_rng
 from envs.systems import InitConfig, System, get_system
 from gndesign.dataset import (
     PARAM_KEYS,
@@ -50,20 +51,6 @@ AMPLITUDE_RANGE = (0.3, 1.2)  # std of the noise; above ~1 it saturates often (b
 OFFSET_RANGE = (-0.5, 0.5)  # per-episode bias
 HOLDS_PER_100_STEPS = (0.0, 2.0)  # rate of constant holds, uniform per episode
 HOLD_LENGTH = (5, 40)  # steps
-
-_FATAL_WARNINGS = {
-    "mjWARN_BADQPOS": "bad qpos",
-    "mjWARN_BADQVEL": "bad qvel",
-    "mjWARN_BADQACC": "bad qacc (the simulation diverged)",
-    "mjWARN_BADCTRL": "bad ctrl",
-    "mjWARN_CNSTRFULL": "constraint buffer full",
-    "mjWARN_CONTACTFULL": "contact buffer full",
-}
-
-
-class SimulationError(GndesignError):
-    """MuJoCo produced non-finite values or a numerical warning during a rollout."""
-
 
 # ----------------------------------------------------------------------------------------------
 # Actions and rollouts
@@ -150,23 +137,9 @@ def rollout(
         mujoco.mj_step(model, data, nstep=n_sub)
         qpos[t + 1] = data.qpos
         qvel[t + 1] = data.qvel
-    # MuJoCo resets the state after a divergence (so it stays finite): check its warnings too.
-    problems = [
-        f"{text} x{data.warning[int(getattr(mujoco.mjtWarning, w))].number}"
-        for w, text in _FATAL_WARNINGS.items()
-        if data.warning[int(getattr(mujoco.mjtWarning, w))].number > 0
-    ]
-    if problems or not (np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel))):
-        first = ", ".join(problems) or "non-finite state"
-        raise SimulationError(
-            f"{system.name}: MuJoCo rollout failed ({first}); reduce the randomization ranges "
-            "or the action range, or check the model"
-        )
+    check_rollout(data, qpos, qvel, who=system.name,
+                  advice="reduce the randomization ranges or the action range, or check the model")
     return qpos, qvel
-
-
-def episode_rng(seed: int, episode: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(episode)]))
 
 
 def generate_episode(system: System, seed: int, episode: int, steps: int) -> dict[str, np.ndarray]:

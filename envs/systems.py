@@ -24,7 +24,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from gndesign.dataset import PARAM_KEYS, apply_params, model_params, param_shapes
+from gndesign.dataset import apply_params, model_params, param_shapes
 from gndesign.errors import GndesignError, ModelError
 from gndesign.io import sha256_bytes
 
@@ -149,21 +149,11 @@ class System:
     def mjcf_sha256(self) -> str:
         return sha256_bytes(self.mjcf.encode("utf-8"))
 
-    @property
-    def nq(self) -> int:
-        return self.model.nq
-
-    @property
-    def nv(self) -> int:
-        return self.model.nv
-
-    @property
-    def nu(self) -> int:
-        return self.model.nu
-
-    @property
-    def nbody(self) -> int:
-        return self.model.nbody
+    # The base model's sizes (every episode's model has the same).
+    nq = property(lambda self: self.model.nq, doc="Number of position coordinates.")
+    nv = property(lambda self: self.model.nv, doc="Number of degrees of freedom.")
+    nu = property(lambda self: self.model.nu, doc="Number of actuators.")
+    nbody = property(lambda self: self.model.nbody, doc="Number of bodies, the world included.")
 
     @property
     def timestep(self) -> float:
@@ -202,7 +192,7 @@ class System:
         return param_shapes(self.nbody, self.nv, self.nu)
 
     def make_model(self, params: Mapping[str, Any] | None = None) -> mujoco.MjModel:
-        """A copy of the base model with ``params`` (keys :data:`PARAM_KEYS`) written in."""
+        """A copy of the base model with ``params`` (keys :data:`gndesign.dataset.PARAM_KEYS`) written in."""
         if params is None:
             params = self.nominal_params()
         return apply_params(self.model, params)
@@ -447,7 +437,6 @@ def get_system(
 
 __all__ = [
     "DEFAULT_RANDOMIZATION",
-    "PARAM_KEYS",
     "SYSTEM_NAMES",
     "InitConfig",
     "System",

@@ -441,8 +441,9 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
 
     import torch
 
-    from envs.design_problem import DesignScene, absolute_angles, load_design_model, load_scene_file
-    from envs.obstacle_scene import design_fk, design_to_mjcf, get_obstacle_task
+    from envs.obstacle.goals import get_design_goal
+    from envs.obstacle.problem import DesignProblem, absolute_angles, load_design_model
+    from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file
     from gndesign.io import atomic_write_json, atomic_write_text
     from planners.design import DESIGN_OPTIMIZERS, make_design_optimizer, plot_design, plot_history
 
@@ -466,14 +467,14 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     if task == "bin":
         if target_x is None:
             raise GndesignError("the bin task needs --target-x")
-        the_task = get_obstacle_task("bin", cfg, target_x=target_x)
+        the_task = get_design_goal("bin", cfg, target_x=target_x)
     else:
-        the_task = get_obstacle_task(task, cfg, side=side)
+        the_task = get_design_goal(task, cfg, side=side)
     opts = dict(DESIGN_DEFAULTS[optimizer], **(options or {}))
     if iterations is not None:
         opts["budget" if optimizer == "random" else "iterations"] = (
             iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
-    problem = DesignScene(cfg, the_task, seed, sim)
+    problem = DesignProblem(cfg, the_task, seed, sim)
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
     try:
         # The prior penalizes bends: differences of consecutive absolute segment angles.
@@ -527,8 +528,8 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
 
 def generate_obstacle_scene(args: argparse.Namespace) -> int:
     """``gndesign generate obstacle-scene``: random designs and layouts of the particle scene."""
-    from envs.design_problem import load_scene_file
-    from envs.obstacle_scene import generate_obstacle_dataset
+    from envs.obstacle.scene import load_scene_file
+    from envs.obstacle.simulation import generate_obstacle_dataset
 
     if args.no_randomize:
         raise GndesignError("--no-randomize does not apply to obstacle-scene (designs and layouts are always random)")
@@ -630,8 +631,7 @@ def constrain_particles(model, blob: dict, constraints, steps: int | None = None
     import numpy as np
     import torch
 
-    from envs.design_problem import load_scene_file
-    from envs.obstacle_scene import design_fk, initial_positions
+    from envs.obstacle.scene import design_fk, initial_positions, load_scene_file
     from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.particles import scene_mismatch
 

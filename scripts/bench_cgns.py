@@ -110,7 +110,8 @@ def quick_scene() -> dict:
 
 def particle_data(args) -> dict[str, str]:
     """The obstacle scene's training and validation sets (generated when missing)."""
-    from envs.obstacle_scene import SceneConfig, generate_obstacle_dataset
+    from envs.obstacle.scene import SceneConfig
+    from envs.obstacle.simulation import generate_obstacle_dataset
 
     if args.quick:
         root, scene, splits = Path(args.work) / "data" / "obstacle-quick", SceneConfig(**quick_scene()), \
@@ -406,7 +407,7 @@ def eval_particle_obstacle(ctx: dict) -> dict:
     """Section 3 on the particle scene: penetration of an obstacle never seen in training."""
     import torch
 
-    from envs.obstacle_scene import SceneConfig, design_fk, initial_positions
+    from envs.obstacle.scene import SceneConfig, design_fk, initial_positions
     from gndesign.cgns import load_cgns_model
     from gndesign.particles import ParticleDataset, load_particle_model
     from gndesign.specs import parse_constraints
@@ -823,7 +824,7 @@ def _label(run: dict) -> str:
 
 def figure(arrays_path: Path, po: dict, data: dict, path: Path) -> Path:
     """Layout 0: the forward simulator, the C-GNS without and with the constraint (most iterations)."""
-    from envs.obstacle_scene import SceneConfig
+    from envs.obstacle.scene import SceneConfig
     from gndesign.cli import _draw_particle_scene, _draw_particles, _particle_view
     from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.particles import ParticleDataset

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.design_problem import load_design_model
+from envs.obstacle.problem import load_design_model
 from gndesign.cli import DESIGN_DEFAULTS, design_obstacle
 from gndesign.io import atomic_write_json, atomic_write_text
 
@@ -82,7 +82,7 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
 
 def model_rollout_error(args, cfg, sim) -> dict:
     """Rollout error of the learned model on held-out episodes (random designs and layouts)."""
-    from envs.obstacle_scene import generate_obstacle_dataset
+    from envs.obstacle.simulation import generate_obstacle_dataset
     from gndesign.particles import ParticleDataset, particle_rollout_errors
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +94,7 @@ def model_rollout_error(args, cfg, sim) -> dict:
 
 
 def main() -> None:
-    from envs.obstacle_scene import BENCHMARK_TARGETS
+    from envs.obstacle.goals import BENCHMARK_TARGETS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="pretrained:obstacle", help="particle model (checkpoint or pretrained:NAME)")
@@ -242,7 +242,8 @@ def markdown(report: dict) -> str:
 
 def figure(run: dict, cfg, path: Path) -> None:
     """Re-plot a run's initial and final design with their MuJoCo traces."""
-    from envs.obstacle_scene import design_fk, initial_positions, simulate
+    from envs.obstacle.scene import design_fk, initial_positions
+    from envs.obstacle.simulation import simulate
     from planners.design import plot_design
 
     designs = np.array([run["initial_design"], run["design"]])

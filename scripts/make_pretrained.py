@@ -72,7 +72,8 @@ def build(name: str, work: str) -> dict:
 
 def build_particles(name: str, work_dir: Path) -> dict:
     """Generate the obstacle scene's data, train the particle simulator, export and evaluate it."""
-    from envs.obstacle_scene import SceneConfig, generate_obstacle_dataset
+    from envs.obstacle.scene import SceneConfig
+    from envs.obstacle.simulation import generate_obstacle_dataset
     from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, train_particles
     from gndesign.training import PRETRAINED_DIR, export_checkpoint, load_config
 

@@ -47,7 +47,7 @@ def test_train_cgns_through_the_cli_writes_a_cgns_checkpoint(particle_cgns):
 
 
 def test_constrain_particles_holds_pins_and_pushes_particles_out_of_a_disk(particle_cgns, capsys, tmp_path):
-    from envs.obstacle_scene import SceneConfig, initial_positions
+    from envs.obstacle.scene import SceneConfig, initial_positions
 
     ckpt, scene = particle_cgns
     init = initial_positions(SceneConfig(**SCENE), 0)
@@ -185,7 +185,7 @@ def test_a_wall_on_a_task_s_quantities_is_zero_when_satisfied_and_positive_when_
 
 
 def test_an_obstacle_on_particle_quantities_is_a_differentiable_design_penalty():
-    from envs.obstacle_scene import particle_quantities
+    from envs.obstacle.goals import particle_quantities
     from gndesign.constraint_sets import bind_constraints
     from gndesign.constraints import ConstraintContext
     from gndesign.specs import parse_constraint

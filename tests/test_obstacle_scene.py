@@ -1,4 +1,5 @@
-"""The obstacle-design particle scene: FK equals MuJoCo, rollouts, tasks at their limits, bad input, data."""
+"""The obstacle-design particle scene and its simulation (envs.obstacle.scene, .simulation): FK equals
+MuJoCo, rollouts, bad input, data."""
 
 import dataclasses
 import math
@@ -8,22 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from envs.obstacle_scene import (
-    BENCHMARK_TARGETS,
-    BinTask,
+from envs.obstacle.scene import (
     SceneConfig,
-    SideTask,
     design_fk,
     design_to_mjcf,
-    generate_obstacle_dataset,
-    get_obstacle_task,
     initial_positions,
     make_model,
-    sample_design,
-    scene_from_dict,
-    simulate,
     source_clearance,
 )
+from envs.obstacle.simulation import generate_obstacle_dataset, sample_design, simulate
 from gndesign.errors import ConfigError
 from gndesign.particle_data import SCENE_KEYS, ParticleDataset
 
@@ -45,7 +39,7 @@ def test_default_scene_is_valid_and_round_trips():
     for key in SCENE_KEYS:
         assert key in d, key
     assert d["dt"] == pytest.approx(0.01) and d["gravity"] == [0.0, -9.81]
-    assert scene_from_dict(d) == CFG
+    assert SceneConfig.from_dict(d) == CFG
     assert CFG.width / 5 == pytest.approx(1.2)
 
 
@@ -114,69 +108,6 @@ def test_balls_settle_by_the_last_frame():
     assert (out[-1, :, 1] < cfg.floor + 12 * cfg.particle_radius).mean() > 0.9  # on the floor, not in the air
 
 
-def test_default_design_scores_low_on_the_benchmark_targets():
-    cfg = dataclasses.replace(CFG, n_particles=50)
-    final = simulate(cfg, cfg.default_design(), [0, 1])[:, -1]
-    assert len(BENCHMARK_TARGETS) >= 5
-    for x in BENCHMARK_TARGETS:
-        assert BinTask(cfg, x).score(final).max() < 0.2, x
-
-
-def test_a_ramp_redirects_the_stream_into_a_far_bin():
-    # A design found by a random search on MuJoCo (the full scene scores it above 0.8).
-    cfg = dataclasses.replace(CFG, n_particles=50)
-    final = simulate(cfg, np.array([-0.431, 0.233, -0.071, -0.358]), 0)[:, -1]
-    assert BinTask(cfg, 1.8).score(final)[0] > 0.6
-    assert BinTask(cfg, 1.8).score(simulate(cfg, cfg.default_design(), 0)[:, -1])[0] < 0.1
-
-
-def _positions(xs, z=0.05):
-    xs = torch.as_tensor(xs, dtype=torch.float64)
-    return torch.stack([xs, torch.full_like(xs, z)], -1)
-
-
-def test_bin_task_at_its_limits():
-    task = BinTask(CFG, 1.5)
-    lo, hi = task.region
-    assert hi - lo == pytest.approx(CFG.width / 5)
-    inside = _positions(np.linspace(lo + 0.2, hi - 0.2, 50))[None]
-    outside = _positions(np.linspace(-2.5, 0.0, 50))[None]
-    edge = _positions(np.linspace(lo + 1e-9, hi - 1e-9, 50))[None]
-    assert task.score(inside)[0] == 1.0 and task.score(outside)[0] == 0.0 and task.score(edge)[0] == 1.0
-    l_in, l_out = task.loss(inside).item(), task.loss(outside).item()
-    assert 0 <= l_in < 0.03 and l_out > 1.0
-    # Halfway: loss between the two, monotone in the number of balls inside.
-    half = torch.cat([inside[:, :25], outside[:, :25]], 1)
-    assert l_in < task.loss(half).item() < l_out and task.score(half)[0] == 0.5
-    # Far balls still get a gradient towards the bin.
-    far = outside.clone().requires_grad_(True)
-    task.loss(far).sum().backward()
-    assert (far.grad[0, :, 0] < 0).all()
-
-
-def test_side_task_at_its_limits():
-    right, left = SideTask(CFG, "right"), SideTask(CFG, "left")
-    at_right = _positions(np.full(30, CFG.x_max - 0.1))[None]
-    at_left = _positions(np.full(30, CFG.x_min + 0.1))[None]
-    assert right.score(at_right)[0] == 1.0 and right.score(at_left)[0] == 0.0
-    assert left.score(at_left)[0] == 1.0 and left.score(at_right)[0] == 0.0
-    assert right.loss(at_right).item() < 0.02 and right.loss(at_left).item() > 0.98
-    assert get_obstacle_task("side", CFG).region == right.region
-
-
-def test_tasks_round_trip_and_refuse_bad_targets():
-    task = get_obstacle_task("bin", CFG, target_x=2.0, width=0.8)
-    assert task.to_dict()["width"] == 0.8 and task.region == pytest.approx((1.6, 2.4))
-    with pytest.raises(ConfigError, match="outside the floor"):
-        BinTask(CFG, 2.8)
-    with pytest.raises(ConfigError, match="a fifth of the floor"):
-        BinTask(CFG, 0.0, width=1.5)
-    with pytest.raises(ConfigError, match="unknown obstacle task"):
-        get_obstacle_task("funnel", CFG)
-    with pytest.raises(ConfigError, match="side must be"):
-        SideTask(CFG, "up")
-
-
 @pytest.mark.parametrize("change, message", [
     ({"n_particles": 0}, "at least one particle"),
     ({"segments": 0}, "at least one segment"),
@@ -206,9 +137,9 @@ def test_bad_designs_and_dicts_are_refused():
     with pytest.raises(ConfigError, match="4 joint angles"):
         CFG.check_design(np.zeros(3))
     with pytest.raises(ConfigError, match="unknown scene keys"):
-        scene_from_dict({**CFG.to_dict(), "colour": "red"})
+        SceneConfig.from_dict({**CFG.to_dict(), "colour": "red"})
     with pytest.raises(ConfigError, match="disagrees"):
-        scene_from_dict({**CFG.to_dict(), "dt": 0.02})
+        SceneConfig.from_dict({**CFG.to_dict(), "dt": 0.02})
     with pytest.raises(ConfigError, match="seeds for"):
         simulate(small(), random_designs(CFG, 3), [0, 1])
 
@@ -217,7 +148,7 @@ def test_generated_dataset_loads_and_matches_the_scene(tmp_path):
     cfg = small(frames=8)
     report = generate_obstacle_dataset(cfg, tmp_path / "d", episodes=3, seed=5)
     ds = ParticleDataset.load(tmp_path / "d")
-    assert scene_from_dict(ds.scene) == cfg
+    assert SceneConfig.from_dict(ds.scene) == cfg
     assert report.episodes == 3 and report.path == tmp_path / "d"
     with pytest.raises(ConfigError, match="overwrite"):
         generate_obstacle_dataset(cfg, tmp_path / "d", episodes=3, seed=5)
@@ -242,3 +173,19 @@ def test_worker_processes_give_the_same_rollouts():
     cfg = small(frames=10)
     designs = random_designs(cfg, 3, seed=4)
     assert np.array_equal(simulate(cfg, designs, [0, 1, 2], workers=2), simulate(cfg, designs, [0, 1, 2]))
+
+
+def test_generate_obstacle_scene_command(tmp_path, capsys):
+    from gndesign.cli import main
+    from gndesign.particles import ParticleDataset
+
+    scene = tmp_path / "scene.yaml"
+    scene.write_text("n_particles: 6\nsegments: 2\nsource_x: [-0.3, 0.0]\nsource_z: [2.0, 2.25]\n")
+    argv = ["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--steps", "12", "--seed", "1",
+            "--out", str(tmp_path / "data")]
+    assert main(argv) == 0 and "3 episodes" in capsys.readouterr().out
+    ds = ParticleDataset.load(tmp_path / "data")
+    assert (len(ds), ds.steps, ds.num_particles, ds.num_segments) == (3, 12, 6, 2)
+    assert main(argv) == 2 and "not empty" in capsys.readouterr().err  # refuses to overwrite
+    assert main(["generate", "cartpole", "--episodes", "1", "--out", str(tmp_path / "c")]) == 2
+    assert "--steps" in capsys.readouterr().err

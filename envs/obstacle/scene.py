@@ -1,4 +1,4 @@
-"""The obstacle-design particle scene: balls fall onto a designed obstacle and settle on the floor.
+"""The obstacle-design particle scene (the "physics" side): its configuration, geometry and checks.
 
 A planar (x-z) MuJoCo scene. ``N`` balls start at rest in a source region, fall under gravity onto
 an obstacle, bounce and settle on the floor between two walls. Each ball has two slide joints
@@ -12,50 +12,25 @@ Every design inside the joint ranges is a valid scene: :meth:`SceneConfig.valida
 region the chain can sweep (interval bounds on each segment's absolute angle) and refuses
 configurations in which some design would cut the floor or a wall or reach into the source region.
 
-Tasks score the particles' final positions: :class:`BinTask` (the fraction of balls whose centre
-lies in a bin ``[target_x - width/2, target_x + width/2]`` on the floor) and :class:`SideTask` (the
-fraction in the outer fifth of the floor on one side). Each has a smooth, differentiable loss
-written with :mod:`gndesign.objectives` and an exact hard score.
-
-Episode ``i`` of a dataset with seed ``s`` draws its design, then its initial layout, from
-``np.random.default_rng(np.random.SeedSequence([s, i]))``, so the data do not depend on the number
-of worker processes.
+The rest of the package: :mod:`envs.obstacle.simulation` (MuJoCo rollouts, datasets),
+:mod:`envs.obstacle.goals` (what a design should achieve) and :mod:`envs.obstacle.problem` (a
+design problem: scene, simulator and goal together).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import mujoco
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+import yaml
 
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.objectives import Affine, IntervalDistance, Objective, SoftInside
-from gndesign.particle_data import write_particle_dataset
-
-# Bin centres (x, metres) of the default scene's benchmark: away from where the balls land without an
-# obstacle or with the default design (below the source, x in [-1, 1]: the default scores 0 on each),
-# reachable by throwing the stream right (CEM on MuJoCo, 96 rollouts, finds designs scoring 0.83-0.96).
-# The bin against the right wall (2.4, like the side task) is harder: about 0.7.
-BENCHMARK_TARGETS = (1.2, 1.5, 1.8, 2.0, 2.2)
-
-# The MuJoCo warnings after which a rollout cannot be trusted.
-_FATAL_WARNINGS = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "mjWARN_CNSTRFULL", "mjWARN_CONTACTFULL")
-
-
-class SimulationError(GndesignError):
-    """MuJoCo produced non-finite values or a numerical warning during a rollout."""
-
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -82,7 +57,7 @@ class SceneConfig:
     * Every design in the joint ranges keeps the chain above the floor and between the walls
       (checked by :meth:`validate` with interval bounds). Some (about 12% of uniform draws) curl
       up into the source region; :meth:`check_design` refuses those, :meth:`design_clearance`
-      measures it, :func:`sample_design` draws only clear ones.
+      measures it, :func:`envs.obstacle.simulation.sample_design` draws only clear ones.
     * MuJoCo: 2 ms steps, 5 per frame, stiff critically damped contacts (``solref`` 5 ms): no
       bounce; resting balls overlap by under 0.2% of a diameter (up to about 15% in hard
       impacts); about 0.15 s per 100-ball episode on one core.
@@ -141,7 +116,8 @@ class SceneConfig:
         """``[K]`` the default obstacle: the chain hanging straight down from the anchor.
 
         The anchor sits left of the source region, so a hanging chain barely touches the stream:
-        the balls land below the source, as without an obstacle, away from :data:`BENCHMARK_TARGETS`.
+        the balls land below the source, as without an obstacle, away from
+        :data:`envs.obstacle.goals.BENCHMARK_TARGETS`.
         """
         design = np.zeros(self.segments)
         design[0] = float(np.clip(-math.pi / 2, *self.first_angle_range))
@@ -273,6 +249,7 @@ class SceneConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SceneConfig:
+        """The validated scene described by ``d`` (e.g. a dataset's stored :meth:`to_dict`)."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"a scene description is a mapping, got {type(d).__name__}")
         d = dict(d)
@@ -286,11 +263,6 @@ class SceneConfig:
             raise ConfigError(f"scene dt={dt} disagrees with timestep*substeps={cfg.dt}; "
                               "set only timestep and substeps")
         return cfg.validate()
-
-
-def scene_from_dict(d: Mapping[str, Any]) -> SceneConfig:
-    """The validated scene described by ``d`` (e.g. a dataset's stored ``SceneConfig.to_dict()``)."""
-    return SceneConfig.from_dict(d)
 
 
 def _segment_box_distance(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -324,7 +296,6 @@ def _min_cos(lo: float, hi: float) -> float:
 def _min_sin(lo: float, hi: float) -> float:
     """``min sin(a)`` over ``a in [lo, hi]``."""
     return _min_cos(lo - math.pi / 2, hi - math.pi / 2)
-
 
 # ----------------------------------------------------------------------------------------------
 # Design -> geometry
@@ -426,7 +397,7 @@ def make_model(cfg: SceneConfig, design: np.ndarray | torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------
-# Initial layouts and rollouts
+# Initial layouts and scene files
 # ----------------------------------------------------------------------------------------------
 
 
@@ -455,309 +426,18 @@ def initial_positions(cfg: SceneConfig, seed: int | np.random.Generator) -> np.n
     return np.clip(pos, [x0, z0], [x1, z1])
 
 
-def rollout_one(cfg: SceneConfig, design: np.ndarray, init: np.ndarray, model: mujoco.MjModel | None = None,
-                data: mujoco.MjData | None = None) -> np.ndarray:
-    """One episode: ``[T+1, N, 2]`` ball centres, frame 0 being ``init [N, 2]`` at rest."""
-    model = make_model(cfg, design) if model is None else model
-    data = mujoco.MjData(model) if data is None else data
-    mujoco.mj_resetData(model, data)
-    init = np.asarray(init, dtype=np.float64)
-    if init.shape != (cfg.n_particles, 2) or not np.all(np.isfinite(init)):
-        raise ConfigError(f"initial positions must be finite [{cfg.n_particles}, 2], got shape {init.shape}")
-    data.qpos[:] = init.reshape(-1)
-    out = np.empty((cfg.frames + 1, cfg.n_particles, 2))
-    out[0] = init
-    for t in range(cfg.frames):
-        mujoco.mj_step(model, data, nstep=cfg.substeps)
-        out[t + 1] = data.qpos.reshape(-1, 2)
-    problems = [w for w in _FATAL_WARNINGS if data.warning[int(getattr(mujoco.mjtWarning, w))].number > 0]
-    if problems or not np.all(np.isfinite(out)):
-        raise SimulationError(f"MuJoCo rollout failed ({', '.join(problems) or 'non-finite state'}); "
-                              "lower the timestep or stiffen solref")
-    return out
-
-
-def _simulate_chunk(cfg_dict: dict, designs: np.ndarray, inits: np.ndarray) -> np.ndarray:
-    cfg = SceneConfig.from_dict(cfg_dict)
-    return np.stack([rollout_one(cfg, d, p) for d, p in zip(designs, inits, strict=True)])
-
-
-def _batch_of(init: Any) -> int:
-    """How many episodes ``init`` describes (1 for one seed or one layout)."""
-    if isinstance(init, int | np.integer):
-        return 1
-    arr = np.asarray(init)
-    return len(arr) if arr.ndim in (1, 3) else 1
-
-
-def _resolve_inits(cfg: SceneConfig, init: Any, batch: int) -> np.ndarray:
-    if isinstance(init, int | np.integer):
-        return np.broadcast_to(initial_positions(cfg, int(init)), (batch, cfg.n_particles, 2)).copy()
-    arr = np.asarray(init)
-    if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
-        if len(arr) != batch:
-            raise ConfigError(f"got {len(arr)} seeds for {batch} designs")
-        return np.stack([initial_positions(cfg, int(s)) for s in arr])
-    arr = arr.astype(np.float64)
-    if arr.shape == (cfg.n_particles, 2):
-        return np.broadcast_to(arr, (batch, cfg.n_particles, 2)).copy()
-    if arr.shape != (batch, cfg.n_particles, 2):
-        raise ConfigError(f"initial positions must be [{cfg.n_particles}, 2] or [{batch}, {cfg.n_particles}, 2], "
-                          f"got {arr.shape}; or pass one seed or {batch} integer seeds")
-    return arr
-
-
-def simulate(cfg: SceneConfig, designs: np.ndarray | torch.Tensor, init: Any = 0, workers: int = 1,
-             progress: bool = False) -> np.ndarray:
-    """Ground-truth rollouts ``[B, T+1, N, 2]`` of ``designs [B, K]`` (a single design ``[K]`` or
-    ``[1, K]`` is repeated for every seed or layout in ``init``).
-
-    ``init`` is one seed (the same layout for every design), ``B`` integer seeds, or initial
-    positions ``[N, 2]`` / ``[B, N, 2]``. One model per design, one reused ``MjData``; with
-    ``workers > 1`` designs are split over that many processes.
-    """
-    cfg.validate()
-    designs = cfg.check_design(designs).reshape(-1, cfg.segments)
-    n_init = _batch_of(init)
-    if len(designs) == 1 and n_init > 1:
-        designs = np.repeat(designs, n_init, axis=0)
-    B = len(designs)
-    inits = _resolve_inits(cfg, init, B)
-    out = np.empty((B, cfg.frames + 1, cfg.n_particles, 2))
-    bar = tqdm(total=B, desc="MuJoCo rollouts", unit="episode", disable=not progress)
-    if workers <= 1 or B < 2:
-        data = None
-        for b in range(B):
-            model = make_model(cfg, designs[b])
-            # Designs change only geom placements, so every model has the same sizes: one MjData serves all.
-            data = mujoco.MjData(model) if data is None else data
-            out[b] = rollout_one(cfg, designs[b], inits[b], model=model, data=data)
-            bar.update(1)
-        bar.close()
-        return out
-    chunks = np.array_split(np.arange(B), min(B, 8 * workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_simulate_chunk, cfg.to_dict(), designs[c], inits[c]): c for c in chunks}
-        for future in as_completed(futures):
-            out[futures[future]] = future.result()
-            bar.update(len(futures[future]))
-    bar.close()
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Tasks
-# ----------------------------------------------------------------------------------------------
-
-
-def particle_quantities(positions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Named quantities of final positions ``[B, N, 2]``: ``x`` and ``z``, each ``[B, N]``, and
-    ``positions`` itself (the name test-time constraints, :mod:`gndesign.constraints`, act on: a
-    constraint bound to the scene is a design penalty on these quantities)."""
-    if positions.ndim != 3 or positions.shape[-1] != 2:
-        raise ConfigError(f"particle positions must be [B, N, 2], got {tuple(positions.shape)}")
-    return {"x": positions[..., 0], "z": positions[..., 1], "positions": positions}
-
-
-class ObstacleTask:
-    """A goal for the particles' final positions: a differentiable ``loss`` and an exact ``score``.
-
-    Attributes:
-        objective: the loss as an objective over :func:`particle_quantities` (lower is better).
-        region: ``(lo, hi)`` the x-interval the score counts.
-    """
-
-    name: str
-    objective: Objective
-    region: tuple[float, float]
-
-    def loss(self, positions: torch.Tensor) -> torch.Tensor:
-        """``[B]`` smooth loss of final positions ``[B, N, 2]`` (torch, differentiable)."""
-        return self.objective(particle_quantities(positions))
-
-    def score(self, positions: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``[B]`` exact fraction of balls whose centre lies in :attr:`region` (``[B, N, 2]`` or ``[N, 2]``)."""
-        p = positions.detach().cpu().numpy() if isinstance(positions, torch.Tensor) else np.asarray(positions)
-        if p.shape[-1] != 2 or p.ndim not in (2, 3):
-            raise ConfigError(f"particle positions must be [B, N, 2] or [N, 2], got {p.shape}")
-        x = p[..., 0]
-        lo, hi = self.region
-        return ((x >= lo) & (x <= hi)).mean(-1)
-
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class BinTask(ObstacleTask):
-    """Put the balls into the bin ``[target_x - width/2, target_x + width/2]`` on the floor.
-
-    Loss: the soft fraction of balls outside the bin (sigmoid margins of ``sharpness``, default one
-    ball radius) plus ``distance_weight`` times the mean distance of the balls to the bin divided by
-    the floor width (so balls far away still pull the design). Score: the exact fraction inside.
-    """
-
-    name = "bin"
-
-    def __init__(self, cfg: SceneConfig, target_x: float, width: float | None = None,
-                 sharpness: float | None = None, distance_weight: float = 1.0):
-        cfg.validate()
-        width = cfg.width / 5 if width is None else float(width)
-        if not (0 < width <= cfg.width / 5 + 1e-12):
-            raise ConfigError(f"the bin width must be in (0, {cfg.width / 5:g}] (a fifth of the floor), got {width}")
-        target_x = float(target_x)
-        lo, hi = target_x - width / 2, target_x + width / 2
-        if not (cfg.x_min - 1e-12 <= lo and hi <= cfg.x_max + 1e-12):
-            raise ConfigError(f"the target bin [{lo:g}, {hi:g}] is outside the floor [{cfg.x_min:g}, {cfg.x_max:g}]; "
-                              f"choose target_x in [{cfg.x_min + width / 2:g}, {cfg.x_max - width / 2:g}]")
-        self.cfg, self.target_x, self.width = cfg, target_x, width
-        self.sharpness = cfg.particle_radius if sharpness is None else float(sharpness)
-        self.distance_weight = float(distance_weight)
-        self.region = (lo, hi)
-        self.objective = (SoftInside("x", (lo, hi), sharpness=self.sharpness, offset=1.0, scale=-1.0)
-                          + IntervalDistance("x", (lo, hi), weight=self.distance_weight / cfg.width))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": "bin", "target_x": self.target_x, "width": self.width, "sharpness": self.sharpness,
-                "distance_weight": self.distance_weight}
-
-
-class SideTask(ObstacleTask):
-    """Push the balls as far as possible to one side (``right``: towards ``x_max``).
-
-    Loss: the balls' mean distance from that wall divided by the floor width (in [0, 1]), which
-    keeps pulling every ball all the way. Score: the exact fraction of balls in the outer fifth of
-    the floor on that side.
-    """
-
-    name = "side"
-
-    def __init__(self, cfg: SceneConfig, side: str = "right"):
-        cfg.validate()
-        if side not in ("left", "right"):
-            raise ConfigError(f"side must be 'left' or 'right', got {side!r}")
-        self.cfg, self.side = cfg, side
-        w = cfg.width
-        if side == "right":
-            self.region = (cfg.x_max - w / 5, cfg.x_max)
-            self.objective = Affine("x", offset=cfg.x_max / w, scale=-1.0 / w)
-        else:
-            self.region = (cfg.x_min, cfg.x_min + w / 5)
-            self.objective = Affine("x", offset=-cfg.x_min / w, scale=1.0 / w)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": "side", "side": self.side}
-
-
-TASKS = {"bin": BinTask, "side": SideTask}
-
-
-def get_obstacle_task(name: str, cfg: SceneConfig | None = None, **kwargs) -> ObstacleTask:
-    """``get_obstacle_task("bin", cfg, target_x=1.5)`` or ``get_obstacle_task("side", cfg, side="left")``."""
-    if name not in TASKS:
-        raise ConfigError(f"unknown obstacle task {name!r}; choose one of {', '.join(TASKS)}")
-    try:
-        return TASKS[name](cfg or SceneConfig(), **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"bad arguments for the {name} task {kwargs}: {e}") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Datasets
-# ----------------------------------------------------------------------------------------------
-
-
-def episode_rng(seed: int, episode: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(episode)]))
-
-
-def sample_design(cfg: SceneConfig, rng: np.random.Generator, max_tries: int = 1000) -> np.ndarray:
-    """``[K]`` a design uniform in the joint ranges among those clear of the source region."""
-    r = cfg.joint_ranges()
-    for _ in range(max_tries):
-        d = rng.uniform(r[:, 0], r[:, 1])
-        if cfg.design_clearance(d) > 0:
-            return d
-    raise ConfigError(f"no design clear of the source region in {max_tries} draws; raise source_z")
-
-
-def episode_setup(cfg: SceneConfig, seed: int, episode: int) -> tuple[np.ndarray, np.ndarray]:
-    """Episode ``episode`` of a dataset with ``seed``: its design ``[K]`` and initial positions ``[N, 2]``."""
-    rng = episode_rng(seed, episode)
-    design = sample_design(cfg, rng)
-    return design, initial_positions(cfg, rng)
-
-
-@dataclasses.dataclass
-class ObstacleGenerationReport:
-    """Where an obstacle-scene dataset was written and how fast (usable as a path)."""
-
-    path: Path
-    episodes: int
-    steps: int
-    particles: int
-    seconds: float
-
-    @property
-    def seconds_per_episode(self) -> float:
-        return self.seconds / max(self.episodes, 1)
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return (f"{self.episodes} episodes x {self.steps} frames x {self.particles} balls -> {self.path} "
-                f"({self.seconds:.1f} s, {self.seconds_per_episode * 1000:.0f} ms/episode)")
-
-
-def generate_obstacle_dataset(cfg: SceneConfig, out_dir: str | Path, episodes: int, seed: int, workers: int = 1,
-                              overwrite: bool = False, progress: bool = False) -> ObstacleGenerationReport:
-    """Simulate ``episodes`` random designs (uniform in the joint ranges, clear of the source) from
-    random layouts and write them with :func:`gndesign.particle_data.write_particle_dataset`.
-
-    Episode ``i`` depends only on ``(seed, i)`` (see the module docstring), not on ``workers``.
-    """
-    cfg.validate()
-    if int(episodes) != episodes or episodes < 1:
-        raise ConfigError(f"episodes must be a positive integer, got {episodes}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-    start = time.perf_counter()
-    setups = [episode_setup(cfg, seed, i) for i in range(episodes)]
-    designs = np.stack([d for d, _ in setups])
-    inits = np.stack([p for _, p in setups])
-    positions = simulate(cfg, designs, inits, workers=workers, progress=progress)
-    obstacle = design_fk(torch.as_tensor(designs), cfg).numpy()
-    generator = {"scene": "obstacle", "designs": "uniform in the joint ranges, clear of the source region",
-                 "layouts": "random subset of the source grid, jittered", "rng": "SeedSequence([seed, episode])"}
-    write_particle_dataset(out_dir, positions, obstacle, designs, cfg.to_dict(), seed, overwrite=overwrite,
-                           generator=generator)
-    return ObstacleGenerationReport(out_dir, episodes, cfg.frames, cfg.n_particles, time.perf_counter() - start)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m envs.obstacle_scene --out DIR --episodes E --seed S [--workers W] [--overwrite]``:
-    generate a dataset of the default scene (``--scene FILE.json`` for another)."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m envs.obstacle_scene", description=main.__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--episodes", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--scene", help="a JSON file with SceneConfig fields (default: the default scene)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = scene_from_dict(json.loads(Path(args.scene).read_text())) if args.scene else SceneConfig()
-        print(generate_obstacle_dataset(cfg, args.out, args.episodes, args.seed, args.workers, args.overwrite,
-                                        progress=True))
-    except GndesignError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def load_scene_file(path: str | None, base: dict | None = None, **overrides) -> SceneConfig:
+    """A validated ``SceneConfig``: ``base`` (e.g. a model's training scene) or the defaults, updated
+    with the keys of a JSON/YAML file, then with the ``overrides`` that are not ``None``."""
+    values = dict(base or {})
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise GndesignError(f"scene file {path} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise GndesignError(f"scene file {path} must hold a mapping of SceneConfig keys")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.pop("dt", None)  # derived from timestep and substeps
+    return SceneConfig.from_dict(values)

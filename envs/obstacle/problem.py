@@ -1,55 +1,35 @@
-"""A design problem: the obstacle scene, a simulator (learned or MuJoCo) and the task's loss,
+"""A design problem on the obstacle scene: scene, simulator (learned or MuJoCo) and a goal's loss,
 as the design optimizers (``planners.design``) see it: designs ``[B, K]`` -> named loss terms."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
+import torch
+
+from envs.obstacle.goals import DesignGoal, particle_quantities
+from envs.obstacle.scene import SceneConfig, design_fk, initial_positions, load_scene_file, source_clearance
+from envs.obstacle.simulation import simulate
 from gndesign.errors import GndesignError
+from gndesign.objectives import Sum
 
 
-def load_scene_file(path: str | None, base: dict | None = None, **overrides):
-    """A validated ``SceneConfig``: ``base`` (e.g. a model's training scene) or the defaults, updated
-    with the keys of a JSON/YAML file, then with the ``overrides`` that are not ``None``."""
-    import yaml
-
-    from envs.obstacle_scene import SceneConfig
-
-    values = dict(base or {})
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise GndesignError(f"scene file {path} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise GndesignError(f"scene file {path} must hold a mapping of SceneConfig keys")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values.pop("dt", None)  # derived from timestep and substeps
-    return SceneConfig.from_dict(values)
-
-
-def design_terms(task, positions):
-    """Named loss terms ``[B]`` of rollouts ``positions [B, T+1, N, 2]``: ``total`` (the task's smooth
+def design_terms(goal: DesignGoal, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Named loss terms ``[B]`` of rollouts ``positions [B, T+1, N, 2]``: ``total`` (the goal's smooth
     loss), each part of it, and the hard ``score`` of the final frame (not differentiable)."""
-    import torch
-
-    from envs.obstacle_scene import particle_quantities
-    from gndesign.objectives import Sum
-
     final = positions[:, -1]
     q = particle_quantities(final)
-    terms = {"total": task.objective(q)}
-    if isinstance(task.objective, Sum):
-        for part in task.objective.terms:
+    terms = {"total": goal.objective(q)}
+    if isinstance(goal.objective, Sum):
+        for part in goal.objective.terms:
             terms[part.to_spec()["kind"]] = part(q).detach()
-    terms["score"] = torch.as_tensor(task.score(final.detach()), dtype=final.dtype)
+    terms["score"] = torch.as_tensor(goal.score(final.detach()), dtype=final.dtype)
     return terms
 
 
-class DesignScene:
-    """A design problem wired from the scene (``envs``), a simulator and the optimizers.
+class DesignProblem:
+    """A design problem: the scene ``cfg``, a ``goal``, the initial layout of ``seed`` and a simulator
+    (the learned particle ``model``, or MuJoCo when it is ``None``).
 
     ``learned_loss`` and ``mujoco_loss`` map designs ``[B, K]`` to named terms (see
     :func:`design_terms`) plus ``intrusion`` (a penalty on obstacles reaching into the source region,
@@ -59,15 +39,12 @@ class DesignScene:
 
     Args:
         intrusion_weight: weight of the penalty ``relu(margin - clearance) / margin``, the clearance
-            measured differentiably at points along the segments (``envs.obstacle_scene.source_clearance``).
+            measured differentiably at points along the segments (:func:`envs.obstacle.scene.source_clearance`).
     """
 
-    def __init__(self, cfg, task, seed: int, model=None, intrusion_weight: float = 1.0, margin: float = 0.05):
-        import torch
-
-        from envs.obstacle_scene import initial_positions
-
-        self.cfg, self.task, self.seed, self.model = cfg, task, seed, model
+    def __init__(self, cfg: SceneConfig, goal: DesignGoal, seed: int, model=None, intrusion_weight: float = 1.0,
+                 margin: float = 0.05):
+        self.cfg, self.goal, self.seed, self.model = cfg, goal, seed, model
         self.init = initial_positions(cfg, seed)
         self.dtype = next(model.parameters()).dtype if model is not None else torch.float32
         self.init_t = torch.as_tensor(self.init, dtype=self.dtype)
@@ -80,19 +57,11 @@ class DesignScene:
 
     def intrusion(self, designs):
         """``[B]`` differentiable penalty, zero for obstacles at least ``margin`` clear of the source."""
-        import torch
-
-        from envs.obstacle_scene import source_clearance
-
         clear = source_clearance(designs, self.cfg)
         return self.intrusion_weight * torch.relu(self.margin - clear) / self.margin
 
     def simulate(self, designs):
         """MuJoCo rollouts ``[B, T+1, N, 2]`` (float64 tensor) of valid ``designs [B, K]`` (or ``[K]``)."""
-        import torch
-
-        from envs.obstacle_scene import simulate
-
         d = designs.detach().cpu().double().numpy() if hasattr(designs, "detach") else designs
         pos = simulate(self.cfg, d, self.init)
         self.mujoco_calls += len(pos)
@@ -100,8 +69,6 @@ class DesignScene:
 
     def learned_rollout(self, designs):
         """Learned rollouts ``[B, T+1, N, 2]`` (the model's dtype, differentiable w.r.t. ``designs [B, K]``)."""
-        from envs.obstacle_scene import design_fk
-
         if self.model is None:
             raise GndesignError("no learned model: pass --model CKPT or pretrained:obstacle")
         B = designs.shape[0]
@@ -110,9 +77,7 @@ class DesignScene:
         return self.model.rollout(self.init_t.expand(B, -1, -1), vertices, self.cfg.frames, checkpoint=True)
 
     def learned_loss(self, designs):
-        import torch
-
-        terms = design_terms(self.task, self.learned_rollout(designs))
+        terms = design_terms(self.goal, self.learned_rollout(designs))
         pen = self.intrusion(designs).to(terms["total"])
         terms["total"] = terms["total"] + pen
         terms["intrusion"] = pen.detach()
@@ -120,13 +85,11 @@ class DesignScene:
         return terms
 
     def mujoco_loss(self, designs):
-        import torch
-
         ok = torch.as_tensor(self.clearance(designs) > 0)
         pen = self.intrusion(designs.detach().double())
         terms = {"total": 2.0 + pen}
         if ok.any():
-            sim = design_terms(self.task, self.simulate(designs[ok]))
+            sim = design_terms(self.goal, self.simulate(designs[ok]))
             for k, v in sim.items():
                 terms[k] = torch.full_like(pen, math.nan) if k not in terms else terms[k]
                 terms[k] = terms[k].clone()
