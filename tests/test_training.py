@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint, resolve_checkpoint
+from gndesign.config import load_config
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.training import load_config, load_model, read_checkpoint, train
+from gndesign.training import train
 
 TINY = ["model.latent_size=16", "model.mlp_hidden_size=16", "model.mlp_layers=1", "train.batch_size=32",
         "train.log_every=5", "train.eval_every=5", "train.checkpoint_every=5", "train.stats_transitions=500"]
@@ -44,9 +46,9 @@ def test_training_writes_config_metrics_and_a_usable_checkpoint(cartpole_data, t
     blob = read_checkpoint(run / "checkpoints" / "latest.pt")
     for key in ("model", "optimizer", "scheduler", "step", "rng", "config", "systems", "feature_names"):
         assert blob[key] is not None
-    model, _ = load_model(run / "checkpoints" / "latest.pt", "cartpole")
+    model, _ = load_model(run / "checkpoints" / "latest.pt", "forward", system="cartpole")
     # A checkpoint round trip gives identical predictions (normalizer statistics included).
-    model2, _ = load_model(run / "checkpoints" / "latest.pt", "cartpole")
+    model2, _ = load_model(run / "checkpoints" / "latest.pt", "forward", system="cartpole")
     q, v, a = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4, 1)
     assert torch.equal(model.step(q, v, a)[0], model2.step(q, v, a)[0])
     with pytest.raises(GndesignError, match="already holds a run"):
@@ -78,10 +80,10 @@ def test_checkpoint_for_another_system_is_refused(cartpole_data, tmp_path):
     run = tmp_path / "run"
     train(config(cartpole_data, "train.steps=2", "model.kind=mlp"), run, progress=False)
     with pytest.raises(GndesignError, match=r"trained on \['cartpole'\], not on 'swimmer6'"):
-        load_model(run / "checkpoints" / "latest.pt", "swimmer6", allow_new_system=True)
+        load_model(run / "checkpoints" / "latest.pt", "forward", system="swimmer6", allow_new_system=True)
     with pytest.raises(GndesignError, match="different 'cartpole' model"):
-        load_model(run / "checkpoints" / "latest.pt", "cartpole", mjcf_sha256="0" * 64)
-    blob = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+        load_model(run / "checkpoints" / "latest.pt", "forward", system="cartpole", mjcf_sha256="0" * 64)
+    blob = read_checkpoint(run / "checkpoints" / "latest.pt")
     blob["feature_names"]["edge"][0] = "something_else"
     torch.save(blob, tmp_path / "old.pt")
     with pytest.raises(GndesignError, match="incompatible edge features"):
@@ -103,15 +105,13 @@ def test_ddp_two_processes_on_cpu(cartpole_data, tmp_path):
 
 
 def test_exported_checkpoint_predicts_the_same_and_refuses_resume(cartpole_data, tmp_path):
-    from gndesign.training import export_checkpoint, resolve_checkpoint
-
     run = tmp_path / "run"
     train(config(cartpole_data, "train.steps=2"), run, progress=False)
     src = run / "checkpoints" / "latest.pt"
     dst = export_checkpoint(src, tmp_path / "small.pt")
     assert dst.stat().st_size < 0.6 * src.stat().st_size
-    a, _ = load_model(src, "cartpole")
-    b, _ = load_model(dst, "cartpole")
+    a, _ = load_model(src, "forward", system="cartpole")
+    b, _ = load_model(dst, "forward", system="cartpole")
     q, v, u = torch.randn(3, 2), torch.randn(3, 2), torch.rand(3, 1)
     assert torch.equal(a.step(q, v, u)[1], b.step(q, v, u)[1])
     (run / "checkpoints" / "latest.pt").write_bytes(dst.read_bytes())
