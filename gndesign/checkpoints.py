@@ -5,10 +5,11 @@ model (with normalizer statistics), optimizer, scheduler, step, every RNG state,
 configuration, the model's family (:data:`FAMILIES`) and what the family records to rebuild and
 check it (the systems and feature layout, or the scene).
 
-On disk a checkpoint is a ``torch.save`` file ``{"format": HASHED_FORMAT, "sha256", "payload"}``:
-the payload is the ``torch.save`` bytes of the checkpoint dict and ``sha256`` its content hash,
-verified at every read (a flipped bit is refused, never silently loaded). Checkpoints written
-before the hash (the checkpoint dict itself, with ``kind``/``front`` for the family) still load.
+On disk a checkpoint is one header line, ``HASH_HEADER`` and the payload's sha256 (hex), then the
+payload: the ``torch.save`` bytes of the checkpoint dict. The hash is verified at every read, so a
+flipped bit anywhere in the file is refused, never silently loaded (read files with
+:func:`read_checkpoint`, not ``torch.load``). Checkpoints written before the hash (a plain
+``torch.save`` file, with ``kind``/``front`` instead of ``family``) still load.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from gndesign.io import atomic_path
 from gndesign.particle_training import PARTICLES
 
 CHECKPOINT_FORMAT = "gndesign-checkpoint-v1"  # the checkpoint dict's layout
-HASHED_FORMAT = "gndesign-checkpoint-v2"  # the file: the dict's bytes and their sha256
+HASH_HEADER = b"gndesign-checkpoint sha256="  # then 64 hex digits and a newline, then the payload
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 #: Every model family by name (``config.family``, ``blob["family"]``).
@@ -61,12 +62,12 @@ def _write(path: str | os.PathLike, blob: dict) -> None:
     torch.save(blob, buffer)
     payload = buffer.getvalue()
     with atomic_path(path) as tmp:
-        torch.save({"format": HASHED_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, tmp)
+        tmp.write_bytes(HASH_HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
-def _torch_load(source, path: Path) -> Any:
+def _torch_load(data: bytes, path: Path) -> Any:
     try:
-        return torch.load(source, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a broken file
         raise GndesignError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]} "
                             "(the file is truncated or not a gndesign checkpoint)") from None
@@ -78,13 +79,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise GndesignError(f"checkpoint not found: {path}")
-    blob = _torch_load(path, path)
-    if isinstance(blob, dict) and blob.get("format") == HASHED_FORMAT:
-        payload = blob.get("payload")
-        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != blob.get("sha256"):
+    data = path.read_bytes()
+    if data.startswith(HASH_HEADER):
+        start = len(HASH_HEADER) + 65
+        digest, data = data[len(HASH_HEADER):start], data[start:]
+        if digest != hashlib.sha256(data).hexdigest().encode() + b"\n":
             raise GndesignError(f"checkpoint {path} is corrupted (its content does not match its sha256 hash): "
                                 "copy it again or retrain")
-        blob = _torch_load(io.BytesIO(payload), path)
+    blob = _torch_load(data, path)
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise GndesignError(f"{path} is not a gndesign checkpoint (expected format {CHECKPOINT_FORMAT})")
     if "family" not in blob:  # written before families: "kind" (absent: forward), "front" for a C-GNS

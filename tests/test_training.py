@@ -5,12 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint, resolve_checkpoint
-from gndesign.config import load_config
-from gndesign.errors import ConfigError, GndesignError
+from gndesign.config import ModelConfig, load_config
+from gndesign.dataset import TrajectoryDataset
+from gndesign.errors import GndesignError
+from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
+from gndesign.simulator import Transitions, build_model
 from gndesign.training import train
 
 TINY = ["model.latent_size=16", "model.mlp_hidden_size=16", "model.mlp_layers=1", "train.batch_size=32",
@@ -21,20 +25,6 @@ def config(data, *extra):
     cfg = load_config(None, TINY + list(extra))
     cfg.data = [str(data)]
     return cfg
-
-
-def test_yaml_config_and_overrides(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("model:\n  latent_size: 64\ntrain:\n  lr: 0.01\n  minutes: 2\n")
-    cfg = load_config(path, ["train.lr=3e-4", "model.shared_weights=true"])
-    assert cfg.model.latent_size == 64 and cfg.train.lr == 3e-4 and cfg.model.shared_weights is True
-    assert cfg.train.minutes == 2.0
-    with pytest.raises(ConfigError, match="unknown option train.learning_rate"):
-        load_config(None, ["train.learning_rate=1"])
-    with pytest.raises(ConfigError, match="section.key=value"):
-        load_config(None, ["lr=1"])
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(None, ["train.steps=many"])
 
 
 def test_training_writes_config_metrics_and_a_usable_checkpoint(cartpole_data, tmp_path):
@@ -74,6 +64,35 @@ def test_resume_equals_an_uninterrupted_run(cartpole_data, tmp_path):
 def test_multi_step_loss_trains(cartpole_data, tmp_path):
     summary = train(config(cartpole_data, "train.steps=3", "train.unroll_steps=3"), tmp_path / "u", progress=False)
     assert summary["step"] == 3 and torch.isfinite(torch.tensor(summary["train_loss"]))
+    # The same run with one-step losses trains differently (the unroll length reaches the loss).
+    one = train(config(cartpole_data, "train.steps=3", "train.unroll_steps=1"), tmp_path / "one", progress=False)
+    assert one["train_loss"] != summary["train_loss"]
+
+
+@torch.no_grad()
+def test_multi_step_loss_unrolls_the_models_own_predictions(cartpole_data):
+    ds = TrajectoryDataset.load(cartpole_data)
+    model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1), [system_spec(ds)])
+    sampler = TransitionSampler([ds], [np.arange(ds.num_episodes)])
+    s = sampler.sample(256, 1, torch.Generator().manual_seed(0))[0]
+    model.accumulate_statistics(Transitions(s["system"], s["qpos"][:, 0], s["qvel"][:, 0], s["action"][:, 0],
+                                            s["params"], s["qpos"][:, 1], s["qvel"][:, 1]))
+    seqs = sampler.sample(16, 3, torch.Generator().manual_seed(1))
+    s = seqs[0]
+    assert len(seqs) == 1 and s["action"].shape[1] == 3
+    # By hand: each step's one-step loss from the model's own prediction of the previous state.
+    q, v = s["qpos"][:, 0], s["qvel"][:, 0]
+    own, forced = [], []
+    for k in range(3):
+        own.append(model.loss([Transitions(s["system"], q, v, s["action"][:, k], s["params"], s["qpos"][:, k + 1],
+                                           s["qvel"][:, k + 1])]))
+        forced.append(model.loss([Transitions(s["system"], s["qpos"][:, k], s["qvel"][:, k], s["action"][:, k],
+                                              s["params"], s["qpos"][:, k + 1], s["qvel"][:, k + 1])]))
+        q, v = model.step(q, v, s["action"][:, k], s["system"], s["params"])
+    loss = unrolled_loss(model, seqs, [(s["qpos"][:, 0], s["qvel"][:, 0])])
+    torch.testing.assert_close(loss, sum(own) / 3, rtol=1e-5, atol=1e-7)
+    assert abs(float(loss) - float(sum(forced) / 3)) > 1e-3 * float(loss)  # not teacher-forced
+    assert abs(float(loss) - float(own[0])) > 1e-3 * float(loss)  # not the first step only
 
 
 def test_checkpoint_for_another_system_is_refused(cartpole_data, tmp_path):
@@ -119,3 +138,12 @@ def test_exported_checkpoint_predicts_the_same_and_refuses_resume(cartpole_data,
         train(config(cartpole_data, "train.steps=4"), run, resume=True, progress=False)
     with pytest.raises(GndesignError, match="no pretrained model 'nope'"):
         resolve_checkpoint("pretrained:nope")
+
+
+def test_resume_refuses_a_checkpoint_of_another_family(cartpole_data, tmp_path):
+    run = tmp_path / "run"
+    train(config(cartpole_data, "train.steps=2"), run, progress=False)
+    cgns = load_config(None, TINY + ["train.steps=4"], data=[cartpole_data], cgns=True)
+    with pytest.raises(GndesignError, match=r"checkpoint to resume holds a 'forward' model \(a forward model of "
+                                            r"articulated systems\), not a C-GNS of articulated systems"):
+        train(cgns, run, resume=True, progress=False)
