@@ -1,4 +1,4 @@
-"""What a model family is: how to build, describe, check and train one kind of learned simulator.
+"""What a model family is: how to build, describe, check and train one sort of learned simulator.
 
 The families (articulated forward models, particle simulators, the C-GNS of either) are declared
 next to their training code (:mod:`gndesign.forward_training`, :mod:`gndesign.particle_training`,

@@ -62,8 +62,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     return run_training(get_family(config.family).trainer(config), run_dir, resume, progress, max_new_steps)
 
 
-# ----------------------------------------------------------------------------------- checkpoints
 def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    """Every RNG state a run consumes (saved in its checkpoints: resuming continues the same streams)."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "generators": {k: g.get_state() for k, g in generators.items()}}
 
@@ -74,7 +74,6 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
     random.setstate(state["python"])
     for k, g in generators.items():
         g.set_state(state["generators"][k])
-
 
 
 def _distributed() -> tuple[int, int]:
