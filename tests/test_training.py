@@ -147,3 +147,54 @@ def test_resume_refuses_a_checkpoint_of_another_family(cartpole_data, tmp_path):
     with pytest.raises(GndesignError, match=r"checkpoint to resume holds a 'forward' model \(a forward model of "
                                             r"articulated systems\), not a C-GNS of articulated systems"):
         train(cgns, run, resume=True, progress=False)
+
+
+SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
+         "dt": 0.02, "gravity": [0.0, -9.81]}
+
+
+def falling(episodes: int = 4, frames: int = 6, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Particles in free fall with a little jitter ``[E, T, n, 2]`` and a 2-segment obstacle ``[E, 3, 2]``."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.stack([torch.rand(episodes, n, generator=g) * 0.8 - 0.4,
+                      torch.rand(episodes, n, generator=g) * 0.3 + 0.2], -1)
+    fall = -0.5 * 9.81 * 0.02 ** 2 * torch.arange(float(frames)) ** 2
+    x = x0[:, None] + torch.stack([torch.zeros(frames), fall], -1)[None, :, None]
+    x = x + 1e-3 * torch.randn(x.shape, generator=g)
+    return x, torch.tensor([[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.4]]).expand(episodes, -1, -1)
+
+
+@torch.no_grad()
+def test_multi_step_particle_loss_unrolls_the_models_own_predictions():
+    from gndesign.config import ParticleModelConfig
+    from gndesign.particle_training import unrolled_particle_loss
+    from gndesign.particles import ParticleSimulator
+
+    frames, obstacle = falling()
+    model = ParticleSimulator(ParticleModelConfig(latent_size=8, mlp_hidden_size=8, mlp_layers=1,
+                                                  message_passing_steps=1, history=2, obstacle_points=2), SCENE)
+    for t in range(2, 5):
+        model.accumulate_statistics(frames[:, t - 2:t + 1], frames[:, t + 1])
+    history, future = frames[:, :3], frames[:, 3:]
+    own, forced, hist = [], [], history
+    for k in range(3):
+        own.append(model.loss(hist, obstacle, future[:, k]))
+        forced.append(model.loss(frames[:, k:k + 3], obstacle, future[:, k]))
+        hist = torch.cat([hist[:, 1:], model(hist, obstacle)[:, None]], 1)
+    loss = unrolled_particle_loss(model, history, future, obstacle)
+    torch.testing.assert_close(loss, sum(own) / 3, rtol=1e-5, atol=1e-7)
+    assert abs(float(loss) - float(sum(forced) / 3)) > 1e-3 * float(loss)  # not teacher-forced
+    assert abs(float(loss) - float(own[0])) > 1e-3 * float(loss)  # not the first step only
+
+
+def test_multi_step_particle_training_unrolls(tmp_path):
+    from gndesign.particle_data import write_particle_dataset
+
+    x, obstacle = falling(episodes=4, frames=9)
+    data = write_particle_dataset(tmp_path / "ds", x.double().numpy(), obstacle.double().numpy(), np.zeros((4, 2)),
+                                  SCENE, seed=0)
+    options = ["model.latent_size=8", "model.mlp_hidden_size=8", "model.history=2", "train.steps=2",
+               "train.batch_size=2", "train.stats_transitions=8"]
+    losses = [train(load_config(None, [*options, f"train.unroll_steps={u}"], data=[data]), tmp_path / f"u{u}",
+                    progress=False)["train_loss"] for u in (1, 3)]
+    assert losses[0] != losses[1]
