@@ -88,11 +88,12 @@ class LearnedGymEnv(_TaskEnv):
 
     def __init__(self, checkpoint: str = "pretrained:cartpole", task: str = "cartpole-swingup",
                  episode_steps: int = 1000, render_mode: str | None = None):
-        from gndesign.training import load_model, resolve_checkpoint
+        from gndesign.checkpoints import load_model, resolve_checkpoint
 
         t = get_task(task)
         super().__init__(t, render_mode)
-        self.model, _ = load_model(resolve_checkpoint(checkpoint), t.system.name, allow_new_system=True)
+        self.model, _ = load_model(resolve_checkpoint(checkpoint), "forward", system=t.system.name,
+                                   allow_new_system=True)
         if t.system.name not in self.model.systems:
             from gndesign.simulator import SystemSpec
 

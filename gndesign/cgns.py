@@ -57,18 +57,17 @@ Front ends:
 * :class:`ArticulatedCGNS`: a :class:`gndesign.simulator.GraphNetworkSimulator` whose prediction
   is the solver's output; edge features gain the candidate's normalized ``(a, c)`` slots.
 
-Both train with the shared loop (:func:`train_cgns`, :func:`gndesign.training.run_training`) on
-the forward simulators' datasets with their losses (normalized error of the solver's output
-against the next ground-truth state, through the unrolled iterations), noise and multi-step
-unrolls, and save checkpoints of kind ``"cgns"`` (:func:`save_cgns_checkpoint`,
-:func:`load_cgns_model`).
+Both train with the shared loop (:func:`gndesign.training.train`, families ``cgns-particles`` and
+``cgns-articulated`` of :mod:`gndesign.cgns_training`) on the forward simulators' datasets with
+their losses (normalized error of the solver's output against the next ground-truth state, through
+the unrolled iterations), noise and multi-step unrolls; :mod:`gndesign.checkpoints` saves and loads
+them (the solver's configuration: :class:`gndesign.config.SolverConfig`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -77,153 +76,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gndesign import __version__
+from gndesign.config import ModelConfig, ParticleModelConfig, SolverConfig
 from gndesign.constraint_sets import active_stiffness, bind_constraints, constraint_terms
 from gndesign.constraints import ConstraintContext
-from gndesign.errors import ConfigError, GndesignError
+from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder
-from gndesign.io import atomic_path
 from gndesign.kinematics import forward_kinematics
 from gndesign.nn import EncodeProcessDecode
 from gndesign.objectives import Objective
-from gndesign.particles import (
-    NUM_TYPES,
-    ParticleModelConfig,
-    ParticleSimulator,
-    ParticleTask,
-    ParticleTrainConfig,
-    integrate,
-    scene_mismatch,
-)
+from gndesign.particles import NUM_TYPES, ParticleSimulator, integrate
 from gndesign.simulator import (
     _CHANNELS,
     GraphNetworkSimulator,
-    ModelConfig,
     SystemSpec,
     Transitions,
     integrate_prediction,
-)
-from gndesign.training import (
-    CHECKPOINT_FORMAT,
-    TrainConfig,
-    _dataclass_from,
-    _ForwardTask,
-    _read_config,
-    is_particle_dataset,
-    read_checkpoint,
-    resolve_checkpoint,
-    run_training,
 )
 from gndesign.tree import HINGE, MAX_DOF, SLIDE
 
 __all__ = [
     "KIND",
     "ArticulatedCGNS",
-    "CGNSRunConfig",
     "ParticleCGNS",
-    "SolverConfig",
     "gradient_descent",
     "penalty_descent",
-    "load_cgns_config",
-    "load_cgns_model",
-    "save_cgns_checkpoint",
-    "train_cgns",
 ]
 
 KIND = "cgns"
 Energy = Callable[[Tensor], Tensor]
-
-
-# ----------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SolverConfig:
-    """The C-GNS solver (saved with checkpoints)."""
-
-    iterations: int = 5  # N_train: gradient steps unrolled in training (the most, see iterations_min)
-    # Training draws the number of unrolled steps uniformly from [iterations_min, iterations] for
-    # every solve (0: always ``iterations``). Fitting the targets after any number of steps makes
-    # the learned constraint's minimizer, not one fixed-length descent, the prediction, so more
-    # test-time iterations do not walk away from it (measured on cartpole, see the module doc).
-    iterations_min: int = 1
-    test_iterations: int = 0  # default N at test time (0: the same as iterations)
-    step_size: float = 0.1  # initial learned step size eta
-    learn_step_size: bool = True
-    energy_channels: int = 4  # f_C = sum over nodes (edges) of |decoded vector of this size|^2
-
-    def validate(self) -> None:
-        if self.iterations < 1 or self.test_iterations < 0:
-            raise ConfigError(f"solver.iterations must be >= 1 and solver.test_iterations >= 0, got "
-                              f"{self.iterations} and {self.test_iterations}")
-        if not 0 <= self.iterations_min <= self.iterations:
-            raise ConfigError(f"solver.iterations_min must be between 0 (off) and solver.iterations "
-                              f"({self.iterations}), got {self.iterations_min}")
-        if not (math.isfinite(self.step_size) and self.step_size > 0):
-            raise ConfigError(f"solver.step_size must be a positive number, got {self.step_size}")
-        if self.energy_channels < 1:
-            raise ConfigError(f"solver.energy_channels must be >= 1, got {self.energy_channels}")
-
-
-@dataclass
-class CGNSRunConfig:
-    """A C-GNS training run: ``data``, ``model`` (a :class:`ParticleModelConfig` for particle
-    data, else a graph-network :class:`ModelConfig`), ``solver`` and ``train`` (YAML sections of
-    the same names)."""
-
-    data: list[str] = field(default_factory=list)
-    model: ModelConfig | ParticleModelConfig = field(default_factory=ModelConfig)
-    solver: SolverConfig = field(default_factory=SolverConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    @property
-    def particles(self) -> bool:
-        return isinstance(self.model, ParticleModelConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], particles: bool | None = None) -> CGNSRunConfig:
-        """``particles``: the front end (None: from ``model.kind`` or the first data directory)."""
-        unknown = set(d) - {"data", "model", "solver", "train"}
-        if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected data, model, solver, train")
-        data = [str(p) for p in d.get("data") or []]
-        model = dict(d.get("model") or {})
-        if particles is None:
-            particles = model.get("kind") == "particles" or bool(data and is_particle_dataset(data[0]))
-        if particles:
-            model.setdefault("kind", "particles")
-            cfg = cls(data, _dataclass_from(ParticleModelConfig, model, "model"),
-                      _dataclass_from(SolverConfig, d.get("solver") or {}, "solver"),
-                      _dataclass_from(ParticleTrainConfig, d.get("train") or {}, "train"))
-        else:
-            cfg = cls(data, _dataclass_from(ModelConfig, model, "model"),
-                      _dataclass_from(SolverConfig, d.get("solver") or {}, "solver"),
-                      _dataclass_from(TrainConfig, d.get("train") or {}, "train"))
-        return cfg
-
-    def validate(self) -> None:
-        self.model.validate()
-        if not self.particles and self.model.kind != "gn":
-            raise ConfigError(f"model.kind={self.model.kind!r}: the C-GNS is a graph network (model.kind=gn)")
-        self.solver.validate()
-        self.train.validate()
-
-
-def load_cgns_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                     data: list[str | os.PathLike] | None = None) -> CGNSRunConfig:
-    """Defaults, then an optional YAML file (sections data, model, solver, train), then
-    ``section.key=value`` overrides; ``data`` replaces the file's data directories."""
-    raw = _read_config(path, overrides)
-    if data is not None:
-        raw["data"] = [str(p) for p in data]
-    cfg = CGNSRunConfig.from_dict(raw)
-    cfg.validate()
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------
@@ -640,128 +520,3 @@ class ArticulatedCGNS(_SolverMixin, GraphNetworkSimulator):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": KIND, "front": self.front, "solver": asdict(self.solver)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
-
-
-def save_cgns_checkpoint(path: str | os.PathLike, model: ParticleCGNS | ArticulatedCGNS, config: CGNSRunConfig,
-                         step: int, optimizer=None, scheduler=None, rng: dict | None = None,
-                         extra: dict | None = None) -> None:
-    """Write a checkpoint atomically, in the format of :func:`gndesign.training.save_checkpoint`
-    (kind ``"cgns"``, plus ``front``): model (normalizers and step size included), configuration,
-    the scene or the systems (MJCF, feature layout, signatures), and the training state."""
-    blob = {"format": CHECKPOINT_FORMAT, "kind": KIND, "front": model.front, "gndesign_version": __version__,
-            "step": step, "config": config.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer else None,
-            "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng, "extra": extra or {}}
-    if isinstance(model, ParticleCGNS):
-        blob["scene"] = model.scene
-    else:
-        blob["systems"] = model.describe()["systems"]
-        blob["feature_names"] = GraphBuilder.feature_names()
-        blob["signatures"] = {s: model.tree(s).signature() for s in model.trained_systems}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-
-
-def _check_blob(blob: dict, path, front: str | None = None) -> None:
-    if blob.get("kind") != KIND:
-        raise GndesignError(f"checkpoint {path} holds a {blob.get('kind', 'forward')!r} model, not a C-GNS")
-    if front is not None and blob.get("front") != front:
-        raise GndesignError(f"checkpoint {path} holds a C-GNS of {blob.get('front')}, not of {front}")
-
-
-def build_cgns(config: CGNSRunConfig, scene: Mapping[str, Any] | None = None,
-               systems: list[SystemSpec] | None = None) -> ParticleCGNS | ArticulatedCGNS:
-    """A fresh C-GNS of the configured front end (a scene for particles, systems otherwise)."""
-    config.validate()
-    if config.particles:
-        if scene is None:
-            raise ConfigError("a particle C-GNS needs its scene")
-        return ParticleCGNS(config.model, scene, config.solver)
-    if not systems:
-        raise ConfigError("an articulated C-GNS needs at least one system")
-    return ArticulatedCGNS(config.model, systems, config.solver)
-
-
-def load_cgns_model(path: str | os.PathLike, scene: Mapping[str, Any] | None = None, system: str | None = None
-                    ) -> tuple[ParticleCGNS | ArticulatedCGNS, dict]:
-    """A trained C-GNS (eval mode) and its checkpoint dict.
-
-    ``scene``: refuse a particle model trained on another scene (names the differing keys).
-    ``system``: refuse an articulated model not trained on this system.
-    """
-    path = resolve_checkpoint(path)
-    blob = read_checkpoint(path)
-    _check_blob(blob, path)
-    cfg = CGNSRunConfig.from_dict(blob["config"], particles=blob["front"] == ParticleCGNS.front)
-    if cfg.particles:
-        if scene is not None:
-            diff = scene_mismatch(blob["scene"], scene)
-            if diff:
-                raise GndesignError(f"C-GNS {path} was trained on another scene ({'; '.join(diff)})")
-        model = build_cgns(cfg, scene=blob["scene"])
-    else:
-        names = GraphBuilder.feature_names()
-        for kind, cols in blob["feature_names"].items():
-            if cols != names[kind]:
-                raise GndesignError(f"checkpoint {path} has incompatible {kind} features: it was written by "
-                                    "another gndesign version; retrain it")
-        specs = [SystemSpec.from_dict(d) for d in blob["systems"]]
-        if system is not None and system not in [s.name for s in specs]:
-            raise GndesignError(f"checkpoint {path} was trained on {[s.name for s in specs]}, not on {system!r}")
-        model = build_cgns(cfg, systems=specs)
-    model.load_state_dict(blob["model"])
-    model.eval()
-    return model, blob
-
-
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
-
-
-class CGNSParticleTask(ParticleTask):
-    """:class:`gndesign.particles.ParticleTask` (data, noise, losses, validation) for a C-GNS."""
-
-    def build_model(self) -> ParticleCGNS:
-        return ParticleCGNS(self.config.model, self.scene, self.config.solver)
-
-    def check_resume(self, blob: dict) -> None:
-        _check_blob(blob, "to resume", ParticleCGNS.front)
-        diff = scene_mismatch(blob["scene"], self.scene)
-        if diff:
-            raise GndesignError(f"the checkpoint to resume was trained on another scene ({'; '.join(diff)})")
-
-    def save_checkpoint(self, path, model, step, optimizer, scheduler, rng) -> None:
-        save_cgns_checkpoint(path, model, self.config, step, optimizer, scheduler, rng)
-
-
-class CGNSArticulatedTask(_ForwardTask):
-    """The forward models' task (data, noise, unrolled losses, validation) for a C-GNS."""
-
-    def build_model(self) -> ArticulatedCGNS:
-        return ArticulatedCGNS(self.config.model, list(self.systems.values()), self.config.solver)
-
-    def check_resume(self, blob: dict) -> None:
-        _check_blob(blob, "to resume", ArticulatedCGNS.front)
-
-    def save_checkpoint(self, path, model, step, optimizer, scheduler, rng) -> None:
-        save_cgns_checkpoint(path, model, self.config, step, optimizer, scheduler, rng)
-
-
-def train_cgns(config: CGNSRunConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
-               max_new_steps: int | None = None) -> dict:
-    """Train a C-GNS on ``config.data`` (particle datasets of one scene, or trajectory datasets)
-    with the shared loop (checkpoints, exact resume, CSV metrics, DDP); returns its summary."""
-    config.validate()
-    if not config.data:
-        raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
-    if config.particles != is_particle_dataset(config.data[0]):
-        raise ConfigError(f"{config.data[0]} is {'not ' if config.particles else ''}a particle dataset but the "
-                          f"configuration is for {'particles' if config.particles else 'articulated systems'}")
-    task = CGNSParticleTask(config) if config.particles else CGNSArticulatedTask(config)
-    return run_training(task, run_dir, resume, progress, max_new_steps)

@@ -135,7 +135,8 @@ def is_cgns_run(args: argparse.Namespace) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gndesign.training import load_config, train
+    from gndesign.config import load_config
+    from gndesign.training import train
 
     cgns = is_cgns_run(args)
     overrides = list(args.set or [])
@@ -146,10 +147,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.minutes:
         overrides.append(f"train.minutes={args.minutes}")
     if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
-        from gndesign.cgns import load_cgns_config, train_cgns
-
-        cfg = load_cgns_config(args.config, overrides, data=[str(Path(d)) for d in args.data] if args.data else None)
-        summary = train_cgns(cfg, args.out, resume=args.resume, progress=not args.quiet)
+        cfg = load_config(args.config, overrides, data=[str(Path(d)) for d in args.data] if args.data else None,
+                          cgns=True)
+        summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     else:
         cfg = load_config(args.config, overrides)
         if args.data:
@@ -173,13 +173,13 @@ def _is_particle_data(path: str) -> bool:
 
 def evaluate_particles(args: argparse.Namespace) -> int:
     """`gndesign evaluate` on a particle dataset: open-loop position errors from rest."""
+    from gndesign.checkpoints import load_model, resolve_checkpoint
     from gndesign.io import atomic_write_json
-    from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, plot_particle_rollout
-    from gndesign.training import resolve_checkpoint
+    from gndesign.particles import ParticleDataset, particle_rollout_errors, plot_particle_rollout
 
     ckpt = resolve_checkpoint(args.model)
     ds = ParticleDataset.load(args.data)
-    model, _ = load_particle_model(ckpt, scene=ds.scene)
+    model, _ = load_model(ckpt, "particles", scene=ds.scene)
     horizons = [int(h) for h in args.horizons.split(",") if int(h) <= ds.steps] + [ds.steps]
     result = particle_rollout_errors(model, ds, horizons)
     result.update({"checkpoint": str(ckpt), "data": str(args.data)})
@@ -201,14 +201,15 @@ def evaluate_particles(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if _is_particle_data(args.data):
         return evaluate_particles(args)
+    from gndesign.checkpoints import load_model, resolve_checkpoint
     from gndesign.dataset import TrajectoryDataset
     from gndesign.evaluation import evaluate, plot_rollout
+    from gndesign.forward_training import held_out_episodes, system_spec
     from gndesign.io import atomic_write_json
-    from gndesign.training import held_out_episodes, load_model, resolve_checkpoint, system_spec
 
     ckpt = resolve_checkpoint(args.model)
     ds = TrajectoryDataset.load(args.data)
-    model, blob = load_model(ckpt, ds.system, allow_new_system=True, mjcf_sha256=None)
+    model, blob = load_model(ckpt, "forward", system=ds.system, allow_new_system=True, mjcf_sha256=None)
     if ds.system not in model.systems:
         model.add_system(system_spec(ds))
     episodes, which = held_out_episodes(blob, ds, args.episodes)
@@ -257,8 +258,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     from envs.control import DmControlBatch
     from envs.mujoco_dynamics import MujocoDynamics
     from envs.tasks import get_task
+    from gndesign.checkpoints import load_model, resolve_checkpoint
     from gndesign.dynamics import LearnedDynamics
-    from gndesign.training import load_model, resolve_checkpoint
     from planners import PLANNERS, make_planner
     from planners.mpc import run_mpc_lockstep
 
@@ -271,7 +272,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
         dynamics = MujocoDynamics(task.system)
     else:
         ckpt = resolve_checkpoint(model)
-        learned, _ = load_model(ckpt, task.system.name, mjcf_sha256=task.system.mjcf_sha256())
+        learned, _ = load_model(ckpt, "forward", system=task.system.name, mjcf_sha256=task.system.mjcf_sha256())
         dynamics = LearnedDynamics(learned, task.system.name)
     opts = dict(PLAN_DEFAULTS[planner_name], **(options or {}))
     H = horizon or PLAN_DEFAULTS["horizon"].get(task_name, 30)
@@ -346,7 +347,7 @@ def plot_episode(result: dict, path: str) -> Path:
 
 def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict:
     """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars)."""
-    from gndesign.training import parse_value
+    from gndesign.config import parse_value
 
     options = {}
     for item in items or []:
@@ -457,9 +458,9 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     sim = None
     if simulator == "learned":
         if cfg is not None:
-            from gndesign.particles import load_particle_model
+            from gndesign.checkpoints import load_model
 
-            sim, _ = load_particle_model(model, scene=cfg.to_dict())
+            sim, _ = load_model(model, "particles", scene=cfg.to_dict())
         else:
             sim, cfg = load_design_model(model, scene, segments)
     elif cfg is None:
@@ -581,10 +582,10 @@ def read_constraints(specs: list[str] | None, path: str | None = None):
 
 def load_constrain_model(path: str, system: str):
     """The C-GNS of checkpoint ``path`` for ``system`` (a registered system or the obstacle scene)."""
-    from gndesign.cgns import load_cgns_model
+    from gndesign.checkpoints import load_model
 
     try:
-        model, blob = load_cgns_model(path)
+        model, blob = load_model(path, ("cgns-particles", "cgns-articulated"))
     except GndesignError as e:
         if "not a C-GNS" in str(e):
             raise GndesignError(f"{e}: `gndesign constrain` needs a constraint-based solver (train one with "

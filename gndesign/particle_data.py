@@ -393,3 +393,12 @@ class ParticleDataset:
         from gndesign.dataset import TrajectoryDataset
 
         return TrajectoryDataset.split(self, val_fraction, seed)  # type: ignore[arg-type]
+
+
+def is_particle_dataset(path: str | os.PathLike) -> bool:
+    """Whether directory ``path`` holds a particle dataset (by its ``meta.json`` format)."""
+    meta = Path(path) / "meta.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False

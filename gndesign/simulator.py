@@ -27,6 +27,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from gndesign.config import ModelConfig
 from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, integrate_qpos
@@ -59,29 +60,6 @@ class SystemSpec:
     def builder(self) -> GraphBuilder:
         tree = KinematicTree.from_model(self.mjcf, self.name, self.assets)
         return GraphBuilder(tree, self.control_timestep)
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of a forward model (saved with every checkpoint)."""
-
-    kind: str = "gn"  # "gn" (graph network) or "mlp" (flat baseline)
-    latent_size: int = 64  # 64 trains ~2x faster than 128 on CPU and was more accurate per minute
-    mlp_hidden_size: int = 64
-    mlp_layers: int = 2
-    message_passing_steps: int = 2
-    shared_weights: bool = False
-    aggregation: str = "sum"
-    std_epsilon: float = 1e-3
-
-    def validate(self) -> None:
-        if self.kind not in ("gn", "mlp"):
-            raise ConfigError(f"model.kind must be 'gn' or 'mlp', got {self.kind!r}")
-        for name in ("latent_size", "mlp_hidden_size", "mlp_layers"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.message_passing_steps < 0:
-            raise ConfigError("model.message_passing_steps must be >= 0")
 
 
 def dynamics_targets(tree: KinematicTree, qpos: torch.Tensor, qvel: torch.Tensor, qpos_next: torch.Tensor,

@@ -168,18 +168,20 @@ def train_job(job: dict) -> dict:
         overrides = job["options"] + COMMON + [f"train.minutes={job['minutes']}"]
     t0 = time.time()
     if job["model"] == "cgns":
-        from gndesign.cgns import load_cgns_config, train_cgns
+        from gndesign.config import load_config
+        from gndesign.training import train
 
-        cfg = load_cgns_config(None, overrides + SOLVER, data=job["data"])
-        summary = train_cgns(cfg, run, progress=False)
+        cfg = load_config(None, overrides + SOLVER, data=job["data"], cgns=True)
+        summary = train(cfg, run, progress=False)
     elif job["system"] == "particles":
-        from gndesign.particles import as_particle_config, train_particles
-        from gndesign.training import load_config
+        from gndesign.config import as_particle_config, load_config
+        from gndesign.training import train
 
         cfg = as_particle_config(load_config(None, overrides, data=job["data"]))
-        summary = train_particles(cfg, run, progress=False)
+        summary = train(cfg, run, progress=False)
     else:
-        from gndesign.training import load_config, train
+        from gndesign.config import load_config
+        from gndesign.training import train
 
         cfg = load_config(None, overrides, data=job["data"])
         summary = train(cfg, run, progress=False)
@@ -289,13 +291,13 @@ def _particle_ratio(cg: dict, fwd: dict, hs: list[int]) -> dict:
 
 def eval_particle_errors(ctx: dict) -> dict:
     """Sections 1 (every validation episode) and 2 (the first ``sweep_episodes``) on the particle scene."""
-    from gndesign.cgns import load_cgns_model
-    from gndesign.particles import ParticleDataset, load_particle_model
+    from gndesign.checkpoints import load_model
+    from gndesign.particles import ParticleDataset
 
     ds = ParticleDataset.load(ctx["data"]["valid"])
     hs = particle_horizons(ds.steps)
-    fwd, _ = load_particle_model(ctx["forward"], ds.scene)
-    cg, _ = load_cgns_model(ctx["cgns"], scene=ds.scene)
+    fwd, _ = load_model(ctx["forward"], "particles", scene=ds.scene)
+    cg, _ = load_model(ctx["cgns"], "cgns-particles", scene=ds.scene)
     trained = cg.solver.iterations
     t0 = time.perf_counter()
     ef = particle_errors(fwd, ds)
@@ -309,7 +311,7 @@ def eval_particle_errors(ctx: dict) -> dict:
     out["cgns"] = {**_summarize_particle(ec, hs), "rollout_seconds": time.perf_counter() - t0}
     out["ratio"] = _particle_ratio(out["cgns"], out["forward"], hs)
     if ctx.get("forward_steps"):  # the forward model trained for as many optimizer steps as the C-GNS
-        fs, blob = load_particle_model(ctx["forward_steps"], ds.scene)
+        fs, blob = load_model(ctx["forward_steps"], "particles", scene=ds.scene)
         t0 = time.perf_counter()
         out["forward_steps"] = {**_summarize_particle(particle_errors(fs, ds), hs), "train_steps": blob["step"],
                                 "rollout_seconds": time.perf_counter() - t0}
@@ -408,14 +410,14 @@ def eval_particle_obstacle(ctx: dict) -> dict:
     import torch
 
     from envs.obstacle.scene import SceneConfig, design_fk, initial_positions
-    from gndesign.cgns import load_cgns_model
-    from gndesign.particles import ParticleDataset, load_particle_model
+    from gndesign.checkpoints import load_model
+    from gndesign.particles import ParticleDataset
     from gndesign.specs import parse_constraints
 
     ds = ParticleDataset.load(ctx["data"]["valid"])
     cfg = SceneConfig.from_dict({k: v for k, v in ds.scene.items() if k in SceneConfig.__dataclass_fields__})
-    fwd, _ = load_particle_model(ctx["forward"], ds.scene)
-    cg, _ = load_cgns_model(ctx["cgns"], scene=ds.scene)
+    fwd, _ = load_model(ctx["forward"], "particles", scene=ds.scene)
+    cg, _ = load_model(ctx["cgns"], "cgns-particles", scene=ds.scene)
     judge = parse_constraints([ctx["obstacle"]])
     r = float(cfg.particle_radius)
     L = ctx["layouts"]
@@ -487,15 +489,14 @@ def cartpole_errors(model, ds, H: int) -> np.ndarray:
 
 def eval_cartpole_errors(ctx: dict) -> dict:
     """Sections 1 and 2 on cartpole (the test set)."""
-    from gndesign.cgns import load_cgns_model
+    from gndesign.checkpoints import load_model
     from gndesign.dataset import TrajectoryDataset
     from gndesign.evaluation import evaluate
-    from gndesign.training import load_model
 
     ds = TrajectoryDataset.load(ctx["data"]["test"])
     hs = [h for h in CARTPOLE_HORIZONS if h <= ds.steps]
-    fwd, _ = load_model(ctx["forward"], ds.system)
-    cg, _ = load_cgns_model(ctx["cgns"], system=ds.system)
+    fwd, _ = load_model(ctx["forward"], "forward", system=ds.system)
+    cg, _ = load_model(ctx["cgns"], "cgns-articulated", system=ds.system)
     out = {"episodes": ds.num_episodes, "horizons": hs, "trained_iterations": cg.solver.iterations, "sweep": {}}
     t0 = time.perf_counter()
     out["forward"] = evaluate(fwd, ds, None, tuple(hs))
@@ -506,7 +507,7 @@ def eval_cartpole_errors(ctx: dict) -> dict:
     out["cgns"]["seconds"] = time.perf_counter() - t0
     out["ratio"] = {f"h={h}": out["cgns"]["body_pos_error"][h] / out["forward"]["body_pos_error"][h] for h in hs}
     if ctx.get("forward_steps"):  # the forward model trained for as many optimizer steps as the C-GNS
-        fs, blob = load_model(ctx["forward_steps"], ds.system)
+        fs, blob = load_model(ctx["forward_steps"], "forward", system=ds.system)
         t0 = time.perf_counter()
         out["forward_steps"] = evaluate(fs, ds, None, tuple(hs))
         out["forward_steps"].update(train_steps=blob["step"], seconds=time.perf_counter() - t0)
@@ -546,16 +547,15 @@ def eval_cartpole_wall(ctx: dict) -> dict:
     """Section 3 on cartpole: a wall the cart may not pass, on test episodes that cross it."""
     import torch
 
-    from gndesign.cgns import load_cgns_model
+    from gndesign.checkpoints import load_model
     from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.dataset import TrajectoryDataset
     from gndesign.kinematics import forward_kinematics
     from gndesign.specs import parse_constraints
-    from gndesign.training import load_model
 
     ds = TrajectoryDataset.load(ctx["data"]["test"])
-    fwd, _ = load_model(ctx["forward"], ds.system)
-    cg, _ = load_cgns_model(ctx["cgns"], system=ds.system)
+    fwd, _ = load_model(ctx["forward"], "forward", system=ds.system)
+    cg, _ = load_model(ctx["cgns"], "cgns-articulated", system=ds.system)
     tree = cg.tree(ds.system)
     judge = parse_constraints([ctx["wall"]])
     bound = bind_constraints(judge, cg.constraint_context(ds.system))

@@ -49,9 +49,12 @@ def train_job(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from gndesign.checkpoints import load_model
+    from gndesign.config import load_config
     from gndesign.dataset import TrajectoryDataset
     from gndesign.evaluation import evaluate
-    from gndesign.training import held_out_episodes, load_config, load_model, system_spec, train
+    from gndesign.forward_training import held_out_episodes, system_spec
+    from gndesign.training import train
 
     run = Path(job["run"])
     cfg = load_config(None, MODEL[job["kind"]] + [f"train.minutes={job['minutes']}", "train.steps=1000000",
@@ -66,7 +69,7 @@ def train_job(job: dict) -> dict:
            "checkpoint": str(run / "checkpoints" / "latest.pt"), "eval": {}}
     for path in job["eval_data"]:
         ds = TrajectoryDataset.load(path)
-        model, blob = load_model(out["checkpoint"], ds.system, allow_new_system=True)
+        model, blob = load_model(out["checkpoint"], "forward", system=ds.system, allow_new_system=True)
         if ds.system not in model.systems:
             model.add_system(system_spec(ds))
         episodes, which = held_out_episodes(blob, ds)
@@ -82,12 +85,12 @@ def speed(system: str, checkpoint: str, data: str) -> dict:
     import mujoco
     import torch
 
+    from gndesign.checkpoints import load_model
     from gndesign.dataset import TrajectoryDataset
-    from gndesign.training import load_model
 
     torch.set_num_threads(1)
     ds = TrajectoryDataset.load(data)
-    model, _ = load_model(checkpoint, system)
+    model, _ = load_model(checkpoint, "forward", system=system)
     B = 1024
     idx = np.random.default_rng(0).integers(0, ds.num_episodes, B)
     q = torch.as_tensor(ds.qpos[idx, 0], dtype=torch.float32)

@@ -115,12 +115,12 @@ def sweep(task_name: str, n_states: int, args) -> dict:
     from envs.control import DmControlEnvironment
     from envs.mujoco_dynamics import MujocoDynamics
     from envs.tasks import get_task
+    from gndesign.checkpoints import load_model, resolve_checkpoint
     from gndesign.dynamics import LearnedDynamics
-    from gndesign.training import load_model, resolve_checkpoint
     from planners import make_planner
 
     task = get_task(task_name)
-    model, _ = load_model(resolve_checkpoint(MODELS[task_name]), task.system.name)
+    model, _ = load_model(resolve_checkpoint(MODELS[task_name]), "forward", system=task.system.name)
     learned, truth = LearnedDynamics(model, task.system.name), MujocoDynamics(task.system)
     H = args.horizon or PLAN_DEFAULTS["horizon"][task_name]
     K = PLAN_DEFAULTS["gradient"]["restarts"]
@@ -160,12 +160,12 @@ def latency(task_name: str, decisions: int, args) -> dict:
     from envs.control import DmControlEnvironment
     from envs.mujoco_dynamics import MujocoDynamics
     from envs.tasks import get_task
+    from gndesign.checkpoints import load_model, resolve_checkpoint
     from gndesign.dynamics import LearnedDynamics
-    from gndesign.training import load_model, resolve_checkpoint
     from planners import make_planner
 
     task = get_task(task_name)
-    model, _ = load_model(resolve_checkpoint(MODELS[task_name]), task.system.name)
+    model, _ = load_model(resolve_checkpoint(MODELS[task_name]), "forward", system=task.system.name)
     dyns = {"learned": LearnedDynamics(model, task.system.name), "mujoco": MujocoDynamics(task.system)}
     H = args.horizon or PLAN_DEFAULTS["horizon"][task_name]
     q, v = DmControlEnvironment(task, seed=args.seed).reset()

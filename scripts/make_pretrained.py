@@ -38,9 +38,12 @@ def build(name: str, work: str) -> dict:
 
     torch.set_num_threads(1)
     from envs.generate import generate_dataset
+    from gndesign.checkpoints import PRETRAINED_DIR, export_checkpoint, load_model
+    from gndesign.config import load_config
     from gndesign.dataset import TrajectoryDataset
     from gndesign.evaluation import evaluate
-    from gndesign.training import PRETRAINED_DIR, export_checkpoint, held_out_episodes, load_config, load_model, train
+    from gndesign.forward_training import held_out_episodes
+    from gndesign.training import train
 
     spec = SPECS[name]
     work_dir = Path(work)
@@ -63,7 +66,7 @@ def build(name: str, work: str) -> dict:
     res = {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "data": spec["data"], "eval": {}}
     for path in data:
         ds = TrajectoryDataset.load(path)
-        model, blob = load_model(dst, ds.system)
+        model, blob = load_model(dst, "forward", system=ds.system)
         episodes, _ = held_out_episodes(blob, ds)
         e = evaluate(model, ds, episodes, (10, 50, 100))
         res["eval"][ds.system] = {k: e[k] for k in ("one_step_loss", "qpos_rmse", "body_pos_error")}
@@ -74,8 +77,10 @@ def build_particles(name: str, work_dir: Path) -> dict:
     """Generate the obstacle scene's data, train the particle simulator, export and evaluate it."""
     from envs.obstacle.scene import SceneConfig
     from envs.obstacle.simulation import generate_obstacle_dataset
-    from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, train_particles
-    from gndesign.training import PRETRAINED_DIR, export_checkpoint, load_config
+    from gndesign.checkpoints import PRETRAINED_DIR, export_checkpoint, load_model
+    from gndesign.config import load_config
+    from gndesign.particles import ParticleDataset, particle_rollout_errors
+    from gndesign.training import train
 
     spec = SPECS[name]
     scene = SceneConfig()
@@ -89,9 +94,9 @@ def build_particles(name: str, work_dir: Path) -> dict:
     run = work_dir / name
     cfg = load_config(None, spec["options"] + [f"train.steps={spec['steps']}", "train.seed=0"], data=[data["train"]])
     ckpt = run / "checkpoints" / "latest.pt"
-    summary = train_particles(cfg, run, resume=ckpt.exists(), progress=False)
+    summary = train(cfg, run, resume=ckpt.exists(), progress=False)
     dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
-    model, _ = load_particle_model(dst, scene.to_dict())
+    model, _ = load_model(dst, "particles", scene=scene.to_dict())
     valid = ParticleDataset.load(data["valid"])
     errors = particle_rollout_errors(model, valid, horizons=(10, 50, 100, valid.steps))
     return {name: {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "kind": "particles",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gndesign.cgns import ParticleCGNS, SolverConfig
-from gndesign.particles import ParticleModelConfig
+from gndesign.cgns import ParticleCGNS
+from gndesign.config import ParticleModelConfig, SolverConfig
 from gndesign.specs import parse_constraints
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_cgns.py"

@@ -7,20 +7,17 @@ import torch
 
 from gndesign.cgns import (
     ArticulatedCGNS,
-    CGNSRunConfig,
     ParticleCGNS,
-    SolverConfig,
     gradient_descent,
-    load_cgns_config,
-    load_cgns_model,
     penalty_descent,
-    train_cgns,
 )
+from gndesign.checkpoints import load_model
+from gndesign.config import ParticleModelConfig, RunConfig, SolverConfig, load_config
 from gndesign.constraint_sets import active_stiffness
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.particles import ParticleModelConfig, load_particle_model, write_particle_dataset
+from gndesign.particles import write_particle_dataset
 from gndesign.specs import parse_constraint
-from gndesign.training import load_model
+from gndesign.training import train
 
 SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
          "dt": 0.02, "gravity": [0.0, -9.81]}
@@ -255,32 +252,33 @@ def test_checkpointed_rollouts_refuse_test_time_settings():
 def test_particle_training_resumes_exactly_and_checkpoints_round_trip(tmp_path):
     x, obs, design = falling()
     data = write_particle_dataset(tmp_path / "ds", x, obs, design, SCENE, seed=0)
-    cfg = load_cgns_config(overrides=[*TINY, "model.history=2", "train.batch_size=2", "train.stats_transitions=8"],
-                           data=[data])
+    cfg = load_config(overrides=[*TINY, "model.history=2", "train.batch_size=2", "train.stats_transitions=8"],
+                      data=[data], cgns=True)
     assert isinstance(cfg.model, ParticleModelConfig)
-    full = train_cgns(cfg, tmp_path / "full", progress=False)
-    train_cgns(cfg, tmp_path / "part", progress=False, max_new_steps=2)
-    resumed = train_cgns(cfg, tmp_path / "part", resume=True, progress=False)
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(cfg, tmp_path / "part", progress=False, max_new_steps=2)
+    resumed = train(cfg, tmp_path / "part", resume=True, progress=False)
     assert resumed["train_loss"] == full["train_loss"] and resumed["step"] == 4
-    model, blob = load_cgns_model(tmp_path / "full/checkpoints/latest.pt", scene=SCENE)
-    assert isinstance(model, ParticleCGNS) and blob["kind"] == "cgns" and blob["front"] == "particles"
+    model, blob = load_model(tmp_path / "full/checkpoints/latest.pt", "cgns-particles", scene=SCENE)
+    assert isinstance(model, ParticleCGNS) and blob["family"] == "cgns-particles"
     hist, obstacle, _ = window()
-    again, _ = load_cgns_model(tmp_path / "part/checkpoints/latest.pt")
+    again, _ = load_model(tmp_path / "part/checkpoints/latest.pt", "cgns-particles")
     assert torch.equal(model.rollout(hist, obstacle, 3), again.rollout(hist, obstacle, 3))
     with pytest.raises(GndesignError, match="another scene"):
-        load_cgns_model(tmp_path / "full/checkpoints/latest.pt", scene={**SCENE, "dt": 0.01})
-    with pytest.raises(GndesignError, match="'cgns' model, not a particle simulator"):
-        load_particle_model(tmp_path / "full/checkpoints/latest.pt")
+        load_model(tmp_path / "full/checkpoints/latest.pt", "cgns-particles", scene={**SCENE, "dt": 0.01})
+    with pytest.raises(GndesignError, match=r"'cgns-particles' model \(a C-GNS .*\), not a particle simulator"):
+        load_model(tmp_path / "full/checkpoints/latest.pt", "particles")
 
 
 def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, cartpole_data):
     from gndesign.dataset import TrajectoryDataset
 
-    cfg = load_cgns_config(overrides=[*TINY, "train.batch_size=8", "train.stats_transitions=64"], data=[cartpole_data])
-    summary = train_cgns(cfg, tmp_path / "run", progress=False)
+    cfg = load_config(overrides=[*TINY, "train.batch_size=8", "train.stats_transitions=64"], data=[cartpole_data],
+                      cgns=True)
+    summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["step"] == 4 and np.isfinite(summary["train_loss"])
     ckpt = tmp_path / "run/checkpoints/latest.pt"
-    model, _ = load_cgns_model(ckpt, system="cartpole")
+    model, _ = load_model(ckpt, "cgns-articulated", system="cartpole")
     assert isinstance(model, ArticulatedCGNS)
     assert abs(model.step_size().item() - 0.1) > 1e-5  # the learned step size trained (gradients reached it)
     ds = TrajectoryDataset.load(cartpole_data)
@@ -307,9 +305,9 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
     with pytest.raises(ConfigError, match="body 'pole', which does not exist"):
         model.rollout(q, v, a, constraints=parse_constraint("pin nodes=pole"))
     with pytest.raises(GndesignError, match="not on 'swimmer6'"):
-        load_cgns_model(ckpt, system="swimmer6")
-    with pytest.raises(GndesignError, match="'cgns' model, not a forward model"):
-        load_model(ckpt)
+        load_model(ckpt, "cgns-articulated", system="swimmer6")
+    with pytest.raises(GndesignError, match=r"'cgns-articulated' model \(a C-GNS .*\), not a forward model"):
+        load_model(ckpt, "forward")
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -323,7 +321,7 @@ def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, c
 ])
 def test_bad_configurations_are_refused(raw, message):
     with pytest.raises(ConfigError, match=message):
-        CGNSRunConfig.from_dict(raw).validate()
+        RunConfig.from_dict(raw, cgns=True).validate()
 
 
 def test_random_unrolled_iterations_in_training_only():
@@ -356,6 +354,6 @@ def test_random_unrolled_iterations_in_training_only():
 
 
 def test_data_of_the_wrong_kind_is_refused(tmp_path, cartpole_data):
-    cfg = CGNSRunConfig.from_dict({"data": [str(cartpole_data)], "model": {"kind": "particles"}})
+    cfg = RunConfig.from_dict({"data": [str(cartpole_data)], "model": {"kind": "particles"}}, cgns=True)
     with pytest.raises(ConfigError, match="not a particle dataset"):
-        train_cgns(cfg, tmp_path / "run", progress=False)
+        train(cfg, tmp_path / "run", progress=False)

@@ -84,7 +84,8 @@ def test_oracle_mpc_beats_doing_nothing(tmp_path, capsys):
 
 
 def test_plan_refuses_unknown_planner_and_foreign_checkpoint(tmp_path, capsys, cartpole_data):
-    from gndesign.training import load_config, train
+    from gndesign.config import load_config
+    from gndesign.training import train
 
     cfg = load_config(None, ["model.latent_size=8", "model.mlp_hidden_size=8", "train.steps=1",
                              "train.batch_size=8", "train.stats_transitions=50"])

@@ -6,7 +6,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import gndesign  # noqa: F401  (registers the ids)
-from gndesign.training import load_config, train
+from gndesign.config import load_config
+from gndesign.training import train
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ def small_scene():
 
 def tiny_particle_model(cfg, dtype=torch.float64):
     """An untrained tiny simulator with order-one frame-unit statistics (gradients are not tiny)."""
-    from gndesign.particles import ParticleModelConfig, ParticleSimulator
+    from gndesign.config import ParticleModelConfig
+    from gndesign.particles import ParticleSimulator
 
     torch.manual_seed(0)
     mc = ParticleModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1, message_passing_steps=2, history=2,
@@ -75,14 +76,14 @@ def test_short_gradient_design_improves_the_learned_objective(near_obstacle):
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    from gndesign.particles import ParticleRunConfig, save_particle_checkpoint
+    from gndesign.checkpoints import save_checkpoint
+    from gndesign.config import ParticleTrainConfig, RunConfig
 
     cfg = small_scene()
     model = tiny_particle_model(cfg, torch.float32)
-    run = ParticleRunConfig()
-    run.model = model.config
+    run = RunConfig(model=model.config, train=ParticleTrainConfig())
     path = tmp_path / "tiny.pt"
-    save_particle_checkpoint(path, model, run, step=0)
+    save_checkpoint(path, model, run, step=0)
     scene = tmp_path / "scene.json"
     scene.write_text(json.dumps(SMALL))
     return path, scene

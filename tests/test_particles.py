@@ -107,13 +107,13 @@ def test_dataset_refuses_another_scene(dataset_dir):
 
 import torch  # noqa: E402
 
+from gndesign.checkpoints import load_model  # noqa: E402
+from gndesign.config import ParticleModelConfig  # noqa: E402
 from gndesign.errors import GndesignError  # noqa: E402
 from gndesign.particles import (  # noqa: E402
-    ParticleModelConfig,
     ParticleSimulator,
     acceleration_targets,
     integrate,
-    load_particle_model,
     obstacle_nodes,
     particle_rollout_errors,
     radius_edges,
@@ -215,7 +215,8 @@ def test_checkpointed_rollout_gives_the_same_positions_and_gradients():
 
 @pytest.fixture
 def trained(tmp_path):
-    from gndesign.training import load_config, train
+    from gndesign.config import load_config
+    from gndesign.training import train
 
     x, obs, design = falling_particles(episodes=6, steps=10, n=5, k=2)
     data = write_particle_dataset(tmp_path / "ds", x, obs, design, SCENE, seed=0)
@@ -225,28 +226,30 @@ def trained(tmp_path):
 
 
 def test_training_checkpoint_round_trip_and_wrong_scene(trained, tmp_path):
-    from gndesign.training import export_checkpoint, load_model, read_checkpoint
+    from gndesign.checkpoints import export_checkpoint, read_checkpoint
 
     data, run = trained
     ckpt = run / "checkpoints" / "latest.pt"
     blob = read_checkpoint(ckpt)
-    assert blob["kind"] == "particles" and blob["step"] == 4 and blob["optimizer"] is not None
+    assert blob["family"] == "particles" and blob["step"] == 4 and blob["optimizer"] is not None
     assert blob["scene"] == SCENE and blob["config"]["model"]["obstacle_points"] >= 1
-    a, _ = load_particle_model(ckpt, SCENE)
-    b, _ = load_particle_model(export_checkpoint(ckpt, tmp_path / "small.pt"), SCENE)
+    a, _ = load_model(ckpt, "particles", scene=SCENE)
+    b, _ = load_model(export_checkpoint(ckpt, tmp_path / "small.pt"), "particles", scene=SCENE)
     ds = ParticleDataset.load(data)
     pos, verts = torch.as_tensor(ds.positions[:2, 0], dtype=torch.float32), torch.as_tensor(ds.obstacle[:2])
     assert torch.equal(a.rollout(pos, verts.float(), 3), b.rollout(pos, verts.float(), 3))
     with pytest.raises(GndesignError, match=r"another scene \(floor: 0.0 vs 0.1; gravity: \[0.0, -9.81\] vs"):
-        load_particle_model(ckpt, {**SCENE, "floor": 0.1, "gravity": [0.0, -1.0]})
+        load_model(ckpt, "particles", scene={**SCENE, "floor": 0.1, "gravity": [0.0, -1.0]})
     with pytest.raises(GndesignError, match="not a forward model"):
-        load_model(ckpt)
+        load_model(ckpt, "forward")
     errors = particle_rollout_errors(a, ds, episodes=[0, 1])
     assert errors["steps"] == 10 and set(errors["position_error"]) == {2, 5, 10} and errors["finite"]
 
 
 def test_particle_resume_equals_an_uninterrupted_run(trained, tmp_path):
-    from gndesign.training import load_config, read_checkpoint, train
+    from gndesign.checkpoints import read_checkpoint
+    from gndesign.config import load_config
+    from gndesign.training import train
 
     data, full = trained
     part = tmp_path / "part"
@@ -259,20 +262,21 @@ def test_particle_resume_equals_an_uninterrupted_run(trained, tmp_path):
 
 
 def test_forward_run_config_on_particle_data_trains_a_particle_model(tmp_path):
+    from gndesign.checkpoints import read_checkpoint
+    from gndesign.config import as_particle_config, load_config
     from gndesign.errors import ConfigError
-    from gndesign.particles import ParticleRunConfig, as_particle_config
-    from gndesign.training import load_config, read_checkpoint, train
+    from gndesign.training import train
 
     x, obs, design = falling_particles(episodes=4, steps=8, n=4, k=2)
     data = write_particle_dataset(tmp_path / "ds", x, obs, design, SCENE, seed=0)
     cfg = load_config(None, ["model.latent_size=8", "train.steps=2", "train.batch_size=2", "train.stats_transitions=8"])
     cfg.data = [str(data)]  # what the command line does: data set after the options
-    assert not isinstance(cfg, ParticleRunConfig)
+    assert not isinstance(cfg.model, ParticleModelConfig)
     converted = as_particle_config(cfg)
     assert converted.model.latent_size == 8 and converted.model.message_passing_steps == 3
     assert converted.train.batch_size == 2 and converted.train.lr_final == 1e-5  # particle default kept
     train(cfg, tmp_path / "run", progress=False)
-    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["kind"] == "particles"
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["family"] == "particles"
     cfg.model.kind = "mlp"
     with pytest.raises(ConfigError, match="cannot simulate particles"):
         as_particle_config(cfg)

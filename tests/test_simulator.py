@@ -3,16 +3,16 @@
 import pytest
 import torch
 
+from gndesign.config import ModelConfig
 from gndesign.dataset import TrajectoryDataset
 from gndesign.errors import ConfigError
+from gndesign.forward_training import system_spec
 from gndesign.simulator import (
-    ModelConfig,
     Transitions,
     build_model,
     dynamics_targets,
     integrate_prediction,
 )
-from gndesign.training import system_spec
 
 SMALL = ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1, message_passing_steps=2)
 

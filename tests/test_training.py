@@ -5,11 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from gndesign.errors import ConfigError, GndesignError
-from gndesign.training import load_config, load_model, read_checkpoint, train
+from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint, resolve_checkpoint
+from gndesign.config import ModelConfig, load_config
+from gndesign.dataset import TrajectoryDataset
+from gndesign.errors import GndesignError
+from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
+from gndesign.simulator import Transitions, build_model
+from gndesign.training import train
 
 TINY = ["model.latent_size=16", "model.mlp_hidden_size=16", "model.mlp_layers=1", "train.batch_size=32",
         "train.log_every=5", "train.eval_every=5", "train.checkpoint_every=5", "train.stats_transitions=500"]
@@ -21,20 +27,6 @@ def config(data, *extra):
     return cfg
 
 
-def test_yaml_config_and_overrides(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("model:\n  latent_size: 64\ntrain:\n  lr: 0.01\n  minutes: 2\n")
-    cfg = load_config(path, ["train.lr=3e-4", "model.shared_weights=true"])
-    assert cfg.model.latent_size == 64 and cfg.train.lr == 3e-4 and cfg.model.shared_weights is True
-    assert cfg.train.minutes == 2.0
-    with pytest.raises(ConfigError, match="unknown option train.learning_rate"):
-        load_config(None, ["train.learning_rate=1"])
-    with pytest.raises(ConfigError, match="section.key=value"):
-        load_config(None, ["lr=1"])
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(None, ["train.steps=many"])
-
-
 def test_training_writes_config_metrics_and_a_usable_checkpoint(cartpole_data, tmp_path):
     run = tmp_path / "run"
     summary = train(config(cartpole_data, "train.steps=10"), run, progress=False)
@@ -44,9 +36,9 @@ def test_training_writes_config_metrics_and_a_usable_checkpoint(cartpole_data, t
     blob = read_checkpoint(run / "checkpoints" / "latest.pt")
     for key in ("model", "optimizer", "scheduler", "step", "rng", "config", "systems", "feature_names"):
         assert blob[key] is not None
-    model, _ = load_model(run / "checkpoints" / "latest.pt", "cartpole")
+    model, _ = load_model(run / "checkpoints" / "latest.pt", "forward", system="cartpole")
     # A checkpoint round trip gives identical predictions (normalizer statistics included).
-    model2, _ = load_model(run / "checkpoints" / "latest.pt", "cartpole")
+    model2, _ = load_model(run / "checkpoints" / "latest.pt", "forward", system="cartpole")
     q, v, a = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4, 1)
     assert torch.equal(model.step(q, v, a)[0], model2.step(q, v, a)[0])
     with pytest.raises(GndesignError, match="already holds a run"):
@@ -72,16 +64,45 @@ def test_resume_equals_an_uninterrupted_run(cartpole_data, tmp_path):
 def test_multi_step_loss_trains(cartpole_data, tmp_path):
     summary = train(config(cartpole_data, "train.steps=3", "train.unroll_steps=3"), tmp_path / "u", progress=False)
     assert summary["step"] == 3 and torch.isfinite(torch.tensor(summary["train_loss"]))
+    # The same run with one-step losses trains differently (the unroll length reaches the loss).
+    one = train(config(cartpole_data, "train.steps=3", "train.unroll_steps=1"), tmp_path / "one", progress=False)
+    assert one["train_loss"] != summary["train_loss"]
+
+
+@torch.no_grad()
+def test_multi_step_loss_unrolls_the_models_own_predictions(cartpole_data):
+    ds = TrajectoryDataset.load(cartpole_data)
+    model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1), [system_spec(ds)])
+    sampler = TransitionSampler([ds], [np.arange(ds.num_episodes)])
+    s = sampler.sample(256, 1, torch.Generator().manual_seed(0))[0]
+    model.accumulate_statistics(Transitions(s["system"], s["qpos"][:, 0], s["qvel"][:, 0], s["action"][:, 0],
+                                            s["params"], s["qpos"][:, 1], s["qvel"][:, 1]))
+    seqs = sampler.sample(16, 3, torch.Generator().manual_seed(1))
+    s = seqs[0]
+    assert len(seqs) == 1 and s["action"].shape[1] == 3
+    # By hand: each step's one-step loss from the model's own prediction of the previous state.
+    q, v = s["qpos"][:, 0], s["qvel"][:, 0]
+    own, forced = [], []
+    for k in range(3):
+        own.append(model.loss([Transitions(s["system"], q, v, s["action"][:, k], s["params"], s["qpos"][:, k + 1],
+                                           s["qvel"][:, k + 1])]))
+        forced.append(model.loss([Transitions(s["system"], s["qpos"][:, k], s["qvel"][:, k], s["action"][:, k],
+                                              s["params"], s["qpos"][:, k + 1], s["qvel"][:, k + 1])]))
+        q, v = model.step(q, v, s["action"][:, k], s["system"], s["params"])
+    loss = unrolled_loss(model, seqs, [(s["qpos"][:, 0], s["qvel"][:, 0])])
+    torch.testing.assert_close(loss, sum(own) / 3, rtol=1e-5, atol=1e-7)
+    assert abs(float(loss) - float(sum(forced) / 3)) > 1e-3 * float(loss)  # not teacher-forced
+    assert abs(float(loss) - float(own[0])) > 1e-3 * float(loss)  # not the first step only
 
 
 def test_checkpoint_for_another_system_is_refused(cartpole_data, tmp_path):
     run = tmp_path / "run"
     train(config(cartpole_data, "train.steps=2", "model.kind=mlp"), run, progress=False)
     with pytest.raises(GndesignError, match=r"trained on \['cartpole'\], not on 'swimmer6'"):
-        load_model(run / "checkpoints" / "latest.pt", "swimmer6", allow_new_system=True)
+        load_model(run / "checkpoints" / "latest.pt", "forward", system="swimmer6", allow_new_system=True)
     with pytest.raises(GndesignError, match="different 'cartpole' model"):
-        load_model(run / "checkpoints" / "latest.pt", "cartpole", mjcf_sha256="0" * 64)
-    blob = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+        load_model(run / "checkpoints" / "latest.pt", "forward", system="cartpole", mjcf_sha256="0" * 64)
+    blob = read_checkpoint(run / "checkpoints" / "latest.pt")
     blob["feature_names"]["edge"][0] = "something_else"
     torch.save(blob, tmp_path / "old.pt")
     with pytest.raises(GndesignError, match="incompatible edge features"):
@@ -103,15 +124,13 @@ def test_ddp_two_processes_on_cpu(cartpole_data, tmp_path):
 
 
 def test_exported_checkpoint_predicts_the_same_and_refuses_resume(cartpole_data, tmp_path):
-    from gndesign.training import export_checkpoint, resolve_checkpoint
-
     run = tmp_path / "run"
     train(config(cartpole_data, "train.steps=2"), run, progress=False)
     src = run / "checkpoints" / "latest.pt"
     dst = export_checkpoint(src, tmp_path / "small.pt")
     assert dst.stat().st_size < 0.6 * src.stat().st_size
-    a, _ = load_model(src, "cartpole")
-    b, _ = load_model(dst, "cartpole")
+    a, _ = load_model(src, "forward", system="cartpole")
+    b, _ = load_model(dst, "forward", system="cartpole")
     q, v, u = torch.randn(3, 2), torch.randn(3, 2), torch.rand(3, 1)
     assert torch.equal(a.step(q, v, u)[1], b.step(q, v, u)[1])
     (run / "checkpoints" / "latest.pt").write_bytes(dst.read_bytes())
@@ -119,3 +138,63 @@ def test_exported_checkpoint_predicts_the_same_and_refuses_resume(cartpole_data,
         train(config(cartpole_data, "train.steps=4"), run, resume=True, progress=False)
     with pytest.raises(GndesignError, match="no pretrained model 'nope'"):
         resolve_checkpoint("pretrained:nope")
+
+
+def test_resume_refuses_a_checkpoint_of_another_family(cartpole_data, tmp_path):
+    run = tmp_path / "run"
+    train(config(cartpole_data, "train.steps=2"), run, progress=False)
+    cgns = load_config(None, TINY + ["train.steps=4"], data=[cartpole_data], cgns=True)
+    with pytest.raises(GndesignError, match=r"checkpoint to resume holds a 'forward' model \(a forward model of "
+                                            r"articulated systems\), not a C-GNS of articulated systems"):
+        train(cgns, run, resume=True, progress=False)
+
+
+SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
+         "dt": 0.02, "gravity": [0.0, -9.81]}
+
+
+def falling(episodes: int = 4, frames: int = 6, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Particles in free fall with a little jitter ``[E, T, n, 2]`` and a 2-segment obstacle ``[E, 3, 2]``."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.stack([torch.rand(episodes, n, generator=g) * 0.8 - 0.4,
+                      torch.rand(episodes, n, generator=g) * 0.3 + 0.2], -1)
+    fall = -0.5 * 9.81 * 0.02 ** 2 * torch.arange(float(frames)) ** 2
+    x = x0[:, None] + torch.stack([torch.zeros(frames), fall], -1)[None, :, None]
+    x = x + 1e-3 * torch.randn(x.shape, generator=g)
+    return x, torch.tensor([[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.4]]).expand(episodes, -1, -1)
+
+
+@torch.no_grad()
+def test_multi_step_particle_loss_unrolls_the_models_own_predictions():
+    from gndesign.config import ParticleModelConfig
+    from gndesign.particle_training import unrolled_particle_loss
+    from gndesign.particles import ParticleSimulator
+
+    frames, obstacle = falling()
+    model = ParticleSimulator(ParticleModelConfig(latent_size=8, mlp_hidden_size=8, mlp_layers=1,
+                                                  message_passing_steps=1, history=2, obstacle_points=2), SCENE)
+    for t in range(2, 5):
+        model.accumulate_statistics(frames[:, t - 2:t + 1], frames[:, t + 1])
+    history, future = frames[:, :3], frames[:, 3:]
+    own, forced, hist = [], [], history
+    for k in range(3):
+        own.append(model.loss(hist, obstacle, future[:, k]))
+        forced.append(model.loss(frames[:, k:k + 3], obstacle, future[:, k]))
+        hist = torch.cat([hist[:, 1:], model(hist, obstacle)[:, None]], 1)
+    loss = unrolled_particle_loss(model, history, future, obstacle)
+    torch.testing.assert_close(loss, sum(own) / 3, rtol=1e-5, atol=1e-7)
+    assert abs(float(loss) - float(sum(forced) / 3)) > 1e-3 * float(loss)  # not teacher-forced
+    assert abs(float(loss) - float(own[0])) > 1e-3 * float(loss)  # not the first step only
+
+
+def test_multi_step_particle_training_unrolls(tmp_path):
+    from gndesign.particle_data import write_particle_dataset
+
+    x, obstacle = falling(episodes=4, frames=9)
+    data = write_particle_dataset(tmp_path / "ds", x.double().numpy(), obstacle.double().numpy(), np.zeros((4, 2)),
+                                  SCENE, seed=0)
+    options = ["model.latent_size=8", "model.mlp_hidden_size=8", "model.history=2", "train.steps=2",
+               "train.batch_size=2", "train.stats_transitions=8"]
+    losses = [train(load_config(None, [*options, f"train.unroll_steps={u}"], data=[data]), tmp_path / f"u{u}",
+                    progress=False)["train_loss"] for u in (1, 3)]
+    assert losses[0] != losses[1]

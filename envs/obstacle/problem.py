@@ -107,9 +107,9 @@ def absolute_angles(design):
 def load_design_model(model: str, cfg_path: str | None, segments: int | None):
     """The particle simulator and the scene to design in (the model's own scene unless a scene file
     says otherwise, which must then match the model's physics)."""
-    from gndesign.particles import load_particle_model
+    from gndesign.checkpoints import load_model
 
-    _, blob = load_particle_model(model)
+    _, blob = load_model(model, "particles")
     base = dict(blob["scene"])
     try:
         cfg = load_scene_file(cfg_path, base, segments=segments)
@@ -118,5 +118,5 @@ def load_design_model(model: str, cfg_path: str | None, segments: int | None):
             raise
         # The model's scene lacks SceneConfig keys (data from elsewhere): defaults, checked below.
         cfg = load_scene_file(None, segments=segments)
-    sim, _ = load_particle_model(model, scene=cfg.to_dict())
+    sim, _ = load_model(model, "particles", scene=cfg.to_dict())
     return sim, cfg

@@ -1,0 +1,328 @@
+"""Configuration: the dataclass configs of every model family and their YAML / ``--set`` parsing.
+
+A run is one :class:`RunConfig`: its ``data`` directories, a ``model`` section (a graph-network
+:class:`ModelConfig` for articulated systems, a :class:`ParticleModelConfig` for particle data),
+the optimization (``train``) and, for a constraint-based simulator (C-GNS), a ``solver`` section.
+Which model family a run trains follows from these sections (:attr:`RunConfig.family`).
+
+A configuration is built from defaults, then an optional YAML file (``{section: {key: value}}``),
+then ``section.key=value`` overrides (:func:`load_config`); the resolved configuration is saved
+next to every run and inside every checkpoint, and :meth:`RunConfig.from_dict` reads those back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gndesign.errors import ConfigError
+from gndesign.nn import AGGREGATIONS
+from gndesign.particle_data import is_particle_dataset
+
+PARTICLES = "particles"  # model.kind of a particle simulator
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a forward model of articulated systems (saved with every checkpoint)."""
+
+    kind: str = "gn"  # "gn" (graph network) or "mlp" (flat baseline)
+    latent_size: int = 64  # 64 trains ~2x faster than 128 on CPU and was more accurate per minute
+    mlp_hidden_size: int = 64
+    mlp_layers: int = 2
+    message_passing_steps: int = 2
+    shared_weights: bool = False
+    aggregation: str = "sum"
+    std_epsilon: float = 1e-3
+
+    def validate(self) -> None:
+        if self.kind not in ("gn", "mlp"):
+            raise ConfigError(f"model.kind must be 'gn' or 'mlp', got {self.kind!r}")
+        for name in ("latent_size", "mlp_hidden_size", "mlp_layers"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.message_passing_steps < 0:
+            raise ConfigError("model.message_passing_steps must be >= 0")
+
+
+@dataclass
+class ParticleModelConfig:
+    """Architecture and graph construction of a particle simulator (saved with checkpoints)."""
+
+    kind: str = PARTICLES
+    latent_size: int = 64
+    mlp_hidden_size: int = 64
+    mlp_layers: int = 2
+    message_passing_steps: int = 3
+    shared_weights: bool = False
+    aggregation: str = "sum"
+    history: int = 5  # C: velocities per particle node
+    radius: float = 3.0  # connectivity radius R, in particle radii
+    obstacle_spacing: float = 1.0  # largest gap between obstacle nodes, in particle radii
+    # Obstacle nodes per segment (a fixed count: the graph's size does not depend on the design);
+    # 0: chosen from the training data's longest segment and obstacle_spacing, then saved resolved.
+    obstacle_points: int = 0
+    std_epsilon: float = 1e-9  # smallest normalizer std (frame units are small: keep it tiny)
+
+    def validate(self) -> None:
+        if self.kind != PARTICLES:
+            raise ConfigError(f"model.kind must be {PARTICLES!r} for particle data, got {self.kind!r}")
+        for name in ("latent_size", "mlp_hidden_size", "mlp_layers", "history"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.message_passing_steps < 0 or self.obstacle_points < 0:
+            raise ConfigError("model.message_passing_steps and model.obstacle_points must be >= 0")
+        if not self.radius > 0 or not self.obstacle_spacing > 0:
+            raise ConfigError("model.radius and model.obstacle_spacing must be positive")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"model.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings (saved with every run and checkpoint)."""
+
+    steps: int = 20000  # optimizer steps (also the learning-rate schedule's length)
+    minutes: float | None = None  # stop after this wall-clock time; the learning rate then decays over it
+    batch_size: int = 256  # transitions per step and process
+    lr: float = 1e-3
+    lr_final: float = 1e-4  # exponential decay from lr to lr_final over `steps` (or `minutes`)
+    grad_clip: float = 1.0
+    vel_noise: float = 0.005  # input noise on qvel, as a fraction of each dof's velocity std
+    pos_noise: float = 0.1  # input noise on qpos, as a fraction of each dof's (velocity std x dt)
+    # Noise-correct the position target too (True), or let position noise only perturb the inputs
+    # (False: the position correction it cannot predict would otherwise dominate the loss).
+    correct_pos_noise: bool = False
+    unroll_steps: int = 1  # > 1: multi-step loss through the model's own predictions
+    val_fraction: float = 0.1
+    stats_transitions: int = 20000  # transitions used to accumulate normalization statistics
+    seed: int = 0
+    log_every: int = 100
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "unroll_steps", "log_every", "eval_every", "checkpoint_every",
+                     "stats_transitions"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0 or self.lr_final <= 0:
+            raise ConfigError("train.lr and train.lr_final must be positive")
+
+
+@dataclass
+class ParticleTrainConfig(TrainConfig):
+    """:class:`TrainConfig` with particle defaults: ``batch_size`` counts graphs (frames of ~100
+    particles), ``stats_transitions`` frames; ``vel_noise`` is the standard deviation of the last
+    input velocity's random-walk noise as a fraction of the data's velocity std; ``pos_noise`` and
+    ``correct_pos_noise`` are unused."""
+
+    steps: int = 20000
+    batch_size: int = 4
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    vel_noise: float = 0.03
+    stats_transitions: int = 2000
+    log_every: int = 100
+    eval_every: int = 500
+    checkpoint_every: int = 500
+
+
+@dataclass
+class SolverConfig:
+    """The C-GNS solver (saved with checkpoints)."""
+
+    iterations: int = 5  # N_train: gradient steps unrolled in training (the most, see iterations_min)
+    # Training draws the number of unrolled steps uniformly from [iterations_min, iterations] for
+    # every solve (0: always ``iterations``). Fitting the targets after any number of steps makes
+    # the learned constraint's minimizer, not one fixed-length descent, the prediction, so more
+    # test-time iterations do not walk away from it (measured on cartpole, see gndesign.cgns).
+    iterations_min: int = 1
+    test_iterations: int = 0  # default N at test time (0: the same as iterations)
+    step_size: float = 0.1  # initial learned step size eta
+    learn_step_size: bool = True
+    energy_channels: int = 4  # f_C = sum over nodes (edges) of |decoded vector of this size|^2
+
+    def validate(self) -> None:
+        if self.iterations < 1 or self.test_iterations < 0:
+            raise ConfigError(f"solver.iterations must be >= 1 and solver.test_iterations >= 0, got "
+                              f"{self.iterations} and {self.test_iterations}")
+        if not 0 <= self.iterations_min <= self.iterations:
+            raise ConfigError(f"solver.iterations_min must be between 0 (off) and solver.iterations "
+                              f"({self.iterations}), got {self.iterations_min}")
+        if not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise ConfigError(f"solver.step_size must be a positive number, got {self.step_size}")
+        if self.energy_channels < 1:
+            raise ConfigError(f"solver.energy_channels must be >= 1, got {self.energy_channels}")
+
+
+SECTIONS = ("data", "model", "solver", "train")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run is: ``data``, ``model`` (a :class:`ParticleModelConfig` for
+    particle data, else a :class:`ModelConfig`), ``train`` and, for a C-GNS only, ``solver``."""
+
+    data: list[str] = field(default_factory=list)
+    model: ModelConfig | ParticleModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    solver: SolverConfig | None = None
+
+    @property
+    def particles(self) -> bool:
+        return isinstance(self.model, ParticleModelConfig)
+
+    @property
+    def family(self) -> str:
+        """The model family the run trains: ``forward``, ``particles``, ``cgns-particles`` or
+        ``cgns-articulated`` (see :mod:`gndesign.families`)."""
+        if self.solver is None:
+            return PARTICLES if self.particles else "forward"
+        return "cgns-particles" if self.particles else "cgns-articulated"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if self.solver is None:
+            del d["solver"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], particles: bool | None = None, cgns: bool | None = None) -> RunConfig:
+        """A configuration from its ``{section: {key: value}}`` form (a YAML file, a checkpoint's).
+
+        ``particles``: the model section is a particle simulator's (None: when ``model.kind`` is
+        ``particles`` or the first data directory holds a particle dataset). ``cgns``: the run has a
+        ``solver`` section (None: when the dict has one).
+        """
+        unknown = set(d) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
+        data = [str(p) for p in d.get("data") or []]
+        model = dict(d.get("model") or {})
+        if particles is None:
+            particles = model.get("kind") == PARTICLES or bool(data and is_particle_dataset(data[0]))
+        if cgns is None:
+            cgns = "solver" in d
+        if particles:
+            model.setdefault("kind", PARTICLES)
+        model_cls, train_cls = (ParticleModelConfig, ParticleTrainConfig) if particles else (ModelConfig, TrainConfig)
+        return cls(data=data, model=dataclass_from(model_cls, model, "model"),
+                   train=dataclass_from(train_cls, d.get("train") or {}, "train"),
+                   solver=dataclass_from(SolverConfig, d.get("solver") or {}, "solver") if cgns else None)
+
+    def validate(self) -> None:
+        self.model.validate()
+        if self.solver is not None:
+            if not self.particles and self.model.kind != "gn":
+                raise ConfigError(f"model.kind={self.model.kind!r}: the C-GNS is a graph network (model.kind=gn)")
+            self.solver.validate()
+        self.train.validate()
+
+
+def as_particle_config(config: RunConfig) -> RunConfig:
+    """A particle run's configuration from ``config``: itself when its model is a particle
+    simulator's, else its data, solver, and the model and train options both kinds share that
+    differ from the articulated defaults (the others keep the particle defaults)."""
+    if config.particles:
+        return config
+    out = RunConfig(data=list(config.data), model=ParticleModelConfig(), train=ParticleTrainConfig(),
+                    solver=config.solver)
+    for section, base in (("model", ModelConfig()), ("train", TrainConfig())):
+        src, dst = getattr(config, section), getattr(out, section)
+        names = {f.name for f in dataclasses.fields(dst)} - {"kind"}
+        for f in dataclasses.fields(src):
+            value = getattr(src, f.name)
+            if f.name in names and value != getattr(base, f.name):
+                setattr(dst, f.name, value)
+    if config.model.kind != "gn":
+        raise ConfigError(f"model.kind={config.model.kind!r} cannot simulate particles: use the graph network")
+    out.validate()
+    return out
+
+
+def dataclass_from(cls, values: Mapping[str, Any], section: str):
+    """An instance of dataclass ``cls`` from ``{option: value}`` (``section`` names it in errors)."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            raise ConfigError(f"unknown option {section}.{k}; valid options: {', '.join(names)}")
+    return cls(**{k: coerce(names[k], v, f"{section}.{k}") for k, v in values.items()})
+
+
+def coerce(f: dataclasses.Field, value: Any, where: str):
+    """Convert a YAML / command-line value to the field's type."""
+    default = f.default
+    if value is None:
+        return None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if f.type == "int | None":
+            return int(value)
+        if isinstance(default, float) or f.type == "float | None":
+            return float(value)
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: cannot read {value!r} as {type(default).__name__}") from None
+
+
+def parse_value(text: str):
+    """A command-line value as YAML reads it (numbers, booleans, strings)."""
+    return yaml.safe_load(text)
+
+
+def read_config(path: str | os.PathLike | None, overrides: list[str] | None) -> dict:
+    """The raw ``{section: {key: value}}`` of a YAML file with ``section.key=value`` overrides applied."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping with sections {', '.join(SECTIONS)}")
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        raw.setdefault(section, {})[name] = parse_value(value)
+    return raw
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                data: list[str | os.PathLike] | None = None, cgns: bool | None = None) -> RunConfig:
+    """A validated :class:`RunConfig` from defaults, an optional YAML file and ``section.key=value``
+    overrides.
+
+    ``data``: the training data directories (they replace the file's ``data:``); particle datasets
+    make the model section a particle simulator's (its own options and defaults). ``cgns``: train a
+    constraint-based simulator (a ``solver`` section; None: when the file or an override has one).
+    """
+    raw = read_config(path, overrides)
+    if data is not None:
+        raw["data"] = [str(d) for d in data]
+    cfg = RunConfig.from_dict(raw, cgns=cgns)
+    cfg.validate()
+    return cfg

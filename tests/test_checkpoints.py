@@ -1,0 +1,210 @@
+"""Checkpoints: one writer and one loader for every model family, pretrained names, the content
+hash, compatibility checks, old layouts, and the shipped models' predictions."""
+
+import numpy as np
+import pytest
+import torch
+
+from gndesign import checkpoints
+from gndesign.cgns import ArticulatedCGNS, ParticleCGNS
+from gndesign.checkpoints import (
+    CHECKPOINT_FORMAT,
+    FAMILIES,
+    HASH_HEADER,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from gndesign.config import ModelConfig, ParticleModelConfig, ParticleTrainConfig, RunConfig, SolverConfig
+from gndesign.dataset import TrajectoryDataset
+from gndesign.errors import GndesignError
+from gndesign.forward_training import TransitionSampler, system_spec
+from gndesign.particles import ParticleSimulator
+from gndesign.simulator import Transitions, build_model
+
+SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
+         "dt": 0.02, "gravity": [0.0, -9.81]}
+SMALL = {"latent_size": 8, "mlp_hidden_size": 8, "mlp_layers": 1, "message_passing_steps": 1}
+
+
+def particle_window(seed: int = 0):
+    """A history ``[4, 3, 5, 2]`` of particles drifting down, the next frame and a 2-segment obstacle."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.stack([torch.rand(4, 5, generator=g) * 0.8 - 0.4, torch.rand(4, 5, generator=g) * 0.3 + 0.1], -1)
+    step = torch.randn(4, 1, 5, 2, generator=g) * 0.003
+    frames = x0[:, None] + step * torch.arange(4.0)[None, :, None, None]
+    obstacle = torch.tensor([[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.4]]).expand(4, -1, -1)
+    return frames[:, :3], frames[:, 3], obstacle
+
+
+@pytest.fixture(scope="module")
+def models(cartpole_data):
+    """``{family: (config, model)}``: a tiny model of every family with normalization statistics."""
+    ds = TrajectoryDataset.load(cartpole_data)
+    seq = TransitionSampler([ds], [np.arange(ds.num_episodes)]).sample(128, 1, torch.Generator().manual_seed(0))[0]
+    batch = Transitions(seq["system"], seq["qpos"][:, 0], seq["qvel"][:, 0], seq["action"][:, 0], seq["params"],
+                        seq["qpos"][:, 1], seq["qvel"][:, 1])
+    articulated, particle = ModelConfig(**SMALL), ParticleModelConfig(**SMALL, history=2, obstacle_points=2)
+    solver = SolverConfig(iterations=2)
+    out = {
+        "forward": (RunConfig([str(cartpole_data)], articulated), build_model(articulated, [system_spec(ds)])),
+        "cgns-articulated": (RunConfig([str(cartpole_data)], articulated, solver=solver),
+                             ArticulatedCGNS(articulated, [system_spec(ds)], solver)),
+        "particles": (RunConfig(model=particle, train=ParticleTrainConfig()), ParticleSimulator(particle, SCENE)),
+        "cgns-particles": (RunConfig(model=particle, train=ParticleTrainConfig(), solver=solver),
+                           ParticleCGNS(particle, SCENE, solver)),
+    }
+    hist, nxt, _ = particle_window()
+    for family, (cfg, model) in out.items():
+        assert cfg.family == family
+        if cfg.particles:
+            model.accumulate_statistics(hist, nxt)
+        else:
+            model.accumulate_statistics(batch)
+        model.eval()
+    assert set(out) == set(FAMILIES)
+    return out
+
+
+def predict(model) -> torch.Tensor:
+    """A short prediction of any family's model (states ``[B, H+1, ...]``)."""
+    if isinstance(model, ParticleSimulator):
+        hist, _, obstacle = particle_window(1)
+        return model.rollout(hist, obstacle, 2)
+    g = torch.Generator().manual_seed(1)
+    q, v, u = torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g), torch.rand(3, 2, 1, generator=g)
+    return model.rollout(q, v, u)[0]
+
+
+def test_round_trip_of_every_family(models, tmp_path):
+    for family, (cfg, model) in models.items():
+        path = tmp_path / f"{family}.pt"
+        save_checkpoint(path, model, cfg, step=3)
+        loaded, blob = load_model(path, family)
+        assert blob["family"] == family and blob["step"] == 3 and type(loaded) is type(model)
+        assert blob["config"] == cfg.to_dict() and RunConfig.from_dict(blob["config"]).family == family
+        a, b = model.state_dict(), loaded.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), family
+        assert torch.equal(predict(model), predict(loaded)), family
+
+
+def test_pretrained_names_resolve_through_the_one_loader_for_every_family(models, tmp_path, monkeypatch):
+    shipped = {"cartpole": "forward", "swimmer6": "forward", "swimmers": "forward", "obstacle": "particles"}
+    for name, family in shipped.items():
+        assert load_model(f"pretrained:{name}")[1]["family"] == family
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", tmp_path)
+    for family, (cfg, model) in models.items():
+        save_checkpoint(tmp_path / f"tiny-{family}.pt", model, cfg, step=1)
+    for family, (_, model) in models.items():
+        loaded, blob = load_model(f"pretrained:tiny-{family}", family)
+        assert blob["family"] == family and torch.equal(predict(model), predict(loaded))
+    with pytest.raises(GndesignError, match="no pretrained model 'nope'; available: tiny-cgns-articulated"):
+        load_model("pretrained:nope")
+
+
+def test_a_corrupted_checkpoint_is_refused(models, tmp_path):
+    cfg, model = models["particles"]
+    path = tmp_path / "ok.pt"
+    save_checkpoint(path, model, cfg, step=1)
+    raw = path.read_bytes()
+    assert raw.startswith(HASH_HEADER)
+    # A bit flipped in the payload: the content hash catches it.
+    bad = bytearray(raw)
+    bad[len(raw) // 2] ^= 0x10
+    (tmp_path / "flipped.pt").write_bytes(bytes(bad))
+    with pytest.raises(GndesignError, match=r"flipped.pt is corrupted \(its content does not match its sha256"):
+        load_model(tmp_path / "flipped.pt")
+    # A bit flipped anywhere (the header, the hash, the payload's container): refused, never loaded.
+    rng = np.random.default_rng(0)
+    for at in [*range(0, 100, 3), *rng.integers(100, len(raw), 40)]:
+        bad = bytearray(raw)
+        bad[at] ^= 1 << int(rng.integers(8))
+        (tmp_path / "bad.pt").write_bytes(bytes(bad))
+        with pytest.raises(GndesignError, match="corrupted|cannot read checkpoint"):
+            load_model(tmp_path / "bad.pt")
+
+
+def test_a_checkpoint_for_another_family_system_scene_or_layout_is_refused(models, tmp_path):
+    paths = {}
+    for family, (cfg, model) in models.items():
+        paths[family] = tmp_path / f"{family}.pt"
+        save_checkpoint(paths[family], model, cfg, step=1)
+    with pytest.raises(GndesignError, match=r"holds a 'particles' model \(a particle simulator of the obstacle "
+                                            r"scene\), not a forward model of articulated systems"):
+        load_model(paths["particles"], "forward")
+    with pytest.raises(GndesignError, match="holds a 'forward' model .*, not a C-GNS$"):
+        load_model(paths["forward"], ("cgns-particles", "cgns-articulated"))
+    for family in ("forward", "cgns-articulated"):
+        with pytest.raises(GndesignError, match=r"trained on \['cartpole'\], not on 'swimmer6'"):
+            load_model(paths[family], family, system="swimmer6")
+        with pytest.raises(GndesignError, match="different 'cartpole' model"):
+            load_model(paths[family], family, system="cartpole", mjcf_sha256="0" * 64)
+    for family in ("particles", "cgns-particles"):
+        with pytest.raises(GndesignError, match=r"another scene \(dt: 0.02 vs 0.01\)"):
+            load_model(paths[family], family, scene={**SCENE, "dt": 0.01})
+    blob = read_checkpoint(paths["forward"])
+    blob["feature_names"]["node"][0] = "something_else"
+    torch.save(blob, tmp_path / "layout.pt")
+    with pytest.raises(GndesignError, match="incompatible node features"):
+        load_model(tmp_path / "layout.pt")
+
+
+def test_checkpoints_written_before_the_hash_and_the_family_field_still_load(models, tmp_path):
+    legacy = {"forward": {}, "particles": {"kind": "particles"},
+              "cgns-particles": {"kind": "cgns", "front": "particles"},
+              "cgns-articulated": {"kind": "cgns", "front": "articulated"}}
+    for family, (cfg, model) in models.items():
+        save_checkpoint(tmp_path / "new.pt", model, cfg, step=2)
+        blob = read_checkpoint(tmp_path / "new.pt")
+        del blob["family"]
+        torch.save({**blob, **legacy[family]}, tmp_path / "old.pt")  # the old layout: a plain dict
+        loaded, old = load_model(tmp_path / "old.pt", family)
+        assert old["family"] == family and "kind" not in old and "front" not in old
+        assert torch.equal(predict(model), predict(loaded))
+    shipped = torch.load(checkpoints.PRETRAINED_DIR / "obstacle.pt", weights_only=False)
+    assert shipped["format"] == CHECKPOINT_FORMAT and shipped["kind"] == "particles"  # written before the hash
+
+
+RECORDED = {"cartpole": ("cartpole", [[-0.2950116, 0.38902473], [0.30524445, -0.41641155]],
+                         [[0.19517158, -0.32536957], [0.21146701, -0.6854649]]),
+            "obstacle": [[-0.5001297, 1.9848747], [-0.30012965, 2.0848744], [-0.10012967, 2.1848745],
+                         [0.09987032, 2.2848744], [0.29987037, 2.3848746], [0.49987036, 2.4848745]],
+            "swimmer6": ("swimmer6",
+                         [[-0.28734863, -0.19217876, -0.09056173, -0.07139259, 0.15331739, 0.20285803, 0.25356394,
+                           0.47934258],
+                          [0.30837145, 0.21405545, 0.053541295, -0.029811312, -0.064571574, -0.23936047, -0.4002384,
+                           -0.2677674]],
+                         [[0.088871196, 0.08667713, -0.16459605, -0.5872714, 0.681334, -0.14246497, -1.026875,
+                           1.3437805],
+                          [0.00976143, 0.22450316, -0.53834784, 0.2745428, 0.10349113, -1.0291909, -1.0373243,
+                           3.3581476]]),
+            "swimmers": ("swimmer4",
+                         [[-0.2863302, -0.15592913, -0.016197827, 0.041436844, 0.2428976, 0.39352825],
+                          [0.3138413, 0.16757289, -0.013331731, -0.1575297, -0.239874, -0.39964324]],
+                         [[0.104417294, 0.034430858, 0.061716497, -0.99220973, -0.5232679, 0.2917234],
+                          [0.10248084, 0.11098546, -0.66541946, -0.106648296, -0.07515547, 0.6455523]])}
+
+
+@pytest.mark.parametrize("name", ["cartpole", "swimmer6", "swimmers"])
+def test_shipped_forward_models_predict_what_they_predicted_before(name):
+    # Recorded with the code before the lifecycle refactor (issue 11): a 3-step rollout's last state.
+    system, qpos, qvel = RECORDED[name]
+    model, _ = load_model(f"pretrained:{name}", "forward", system=system)
+    t = model.tree(system)
+    q = torch.linspace(-0.3, 0.4, t.nq)[None].repeat(2, 1)
+    q[1] *= -1
+    v = torch.linspace(0.2, -0.5, t.nv)[None].repeat(2, 1)
+    u = torch.linspace(-0.5, 0.5, 3 * t.nu).reshape(1, 3, t.nu).repeat(2, 1, 1)
+    with torch.no_grad():
+        qs, vs = model.rollout(q, v, u, system)
+    torch.testing.assert_close(qs[:, -1], torch.tensor(qpos), rtol=0, atol=2e-6)
+    torch.testing.assert_close(vs[:, -1], torch.tensor(qvel), rtol=0, atol=2e-6)
+
+
+def test_shipped_particle_model_predicts_what_it_predicted_before():
+    model, _ = load_model("pretrained:obstacle", "particles")
+    pos = torch.stack([torch.linspace(-0.5, 0.5, 6), torch.linspace(2.0, 2.5, 6)], -1)[None]
+    verts = torch.tensor([[[-1.0, 1.0], [-0.6, 0.8], [-0.2, 0.6], [0.2, 0.6], [0.6, 0.5]]])
+    with torch.no_grad():
+        out = model.rollout(pos, verts, 5)
+    torch.testing.assert_close(out[0, -1], torch.tensor(RECORDED["obstacle"]), rtol=0, atol=2e-6)
