@@ -161,7 +161,7 @@ def test_prior_map_penalizes_differences_of_the_mapped_design():
 
 
 # ----------------------------------------------------------------------------------------------
-# On the obstacle scene: the wiring of `gndesign design` (gndesign.cli) with a tiny particle model
+# On the obstacle scene: the wiring of `gndesign design` (workflows.design) with a tiny particle model
 # ----------------------------------------------------------------------------------------------
 
 SMALL = {"n_particles": 6, "segments": 2, "frames": 60, "source_x": [-0.3, 0.0], "source_z": [2.0, 2.25]}
@@ -246,11 +246,11 @@ def tiny_checkpoint(tmp_path):
 def test_design_command_end_to_end_with_a_learned_model(tiny_checkpoint, tmp_path, capsys):
     import mujoco
 
-    from gndesign.cli import main
+    from workflows.cli import main
 
     ckpt, scene = tiny_checkpoint
     out = tmp_path / "out"
-    argv = ["design", "--target-x", "-1.5", "--model", str(ckpt), "--scene", str(scene), "--iterations", "2",
+    argv = ["design", "--target-x", "-1.5", "--model", str(ckpt), "--scene", str(scene), "--steps", "2",
             "--out", str(out), "--json"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -268,7 +268,7 @@ def test_design_command_end_to_end_with_a_learned_model(tiny_checkpoint, tmp_pat
 
 def test_design_on_mujoco_scores_what_it_designed(tmp_path):
     from envs.obstacle_scene import get_obstacle_task, simulate
-    from gndesign.cli import design_obstacle
+    from workflows.design import design_obstacle
 
     cfg = small_scene()
     r = design_obstacle("bin", -1.5, optimizer="cem", simulator="mujoco", iterations=2, cfg=cfg,
@@ -289,7 +289,7 @@ def test_design_on_mujoco_scores_what_it_designed(tmp_path):
     (["--target-x", "1.5", "--model", "{tmp}/missing.pt"], "missing.pt"),
 ])
 def test_design_bad_input_is_a_one_line_error(extra, message, tiny_checkpoint, tmp_path, capsys):
-    from gndesign.cli import main
+    from workflows.cli import main
 
     ckpt, scene = tiny_checkpoint
     other = tmp_path / "other.json"
@@ -344,19 +344,19 @@ def test_designs_reaching_into_the_source_are_penalized_not_simulated():
 
 
 def test_generate_obstacle_scene_command(tmp_path, capsys):
-    from gndesign.cli import main
     from gndesign.particles import ParticleDataset
+    from workflows.cli import main
 
     scene = tmp_path / "scene.yaml"
     scene.write_text("n_particles: 6\nsegments: 2\nsource_x: [-0.3, 0.0]\nsource_z: [2.0, 2.25]\n")
-    argv = ["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--steps", "12", "--seed", "1",
+    argv = ["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--frames", "12", "--seed", "1",
             "--out", str(tmp_path / "data")]
     assert main(argv) == 0 and "3 episodes" in capsys.readouterr().out
     ds = ParticleDataset.load(tmp_path / "data")
     assert (len(ds), ds.steps, ds.num_particles, ds.num_segments) == (3, 12, 6, 2)
     assert main(argv) == 2 and "not empty" in capsys.readouterr().err  # refuses to overwrite
     assert main(["generate", "cartpole", "--episodes", "1", "--out", str(tmp_path / "c")]) == 2
-    assert "--steps" in capsys.readouterr().err
+    assert "--control-steps" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backtrack", [0.0, 0.1])

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gndesign.cli import main
+from workflows.cli import main
 
 
 def test_systems_lists_the_registry(capsys):
@@ -42,7 +42,7 @@ def test_inspect_an_mjcf_file(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["inspect", "cartpol"], "unknown system"),
     (["inspect", "swimmer2"], "swimmer"),
-    (["generate", "cartpole", "--episodes", "2", "--steps", "5", "--out", "{tmp}", "--quiet"], "not empty"),
+    (["generate", "cartpole", "--episodes", "2", "--control-steps", "5", "--out", "{tmp}", "--quiet"], "not empty"),
     (["inspect", "{tmp}/missing.xml"], "does not exist"),
 ])
 def test_bad_input_is_a_one_line_error(argv, message, tmp_path, capsys):
@@ -56,8 +56,9 @@ def test_bad_input_is_a_one_line_error(argv, message, tmp_path, capsys):
 
 def test_generate_then_load_through_the_console_script(tmp_path):
     out = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-m", "gndesign", "generate", "pendulum", "--episodes", "3",
-                           "--steps", "10", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "workflows", "generate", "pendulum", "--episodes", "3",
+                           "--control-steps", "10", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "transitions/s" in proc.stdout
     from gndesign.dataset import TrajectoryDataset
@@ -71,7 +72,7 @@ def test_oracle_mpc_beats_doing_nothing(tmp_path, capsys):
 
     steps = 100
     out = tmp_path / "plan.json"
-    assert main(["plan", "cartpole", "--model", "mujoco", "--planner", "cem", "--steps", str(steps),
+    assert main(["plan", "cartpole", "--model", "mujoco", "--planner", "cem", "--control-steps", str(steps),
                  "--horizon", "30", "--set", "planner.population=48", "--set", "planner.iterations=3",
                  "--out", str(out), "--plot", str(tmp_path / "p.png"), "--quiet"]) == 0
     result = json.loads(out.read_text())
@@ -91,9 +92,9 @@ def test_plan_refuses_unknown_planner_and_foreign_checkpoint(tmp_path, capsys, c
     cfg.data = [str(cartpole_data)]
     train(cfg, tmp_path / "run", progress=False)
     ckpt = str(tmp_path / "run" / "checkpoints" / "latest.pt")
-    assert main(["plan", "swimmer6", "--model", ckpt, "--steps", "2"]) == 2
+    assert main(["plan", "swimmer6", "--model", ckpt, "--control-steps", "2"]) == 2
     assert "trained on ['cartpole'], not on 'swimmer6'" in capsys.readouterr().err
-    assert main(["plan", "cartpole", "--model", "mujoco", "--planner", "ilqr", "--steps", "2"]) == 2
+    assert main(["plan", "cartpole", "--model", "mujoco", "--planner", "ilqr", "--control-steps", "2"]) == 2
     assert "unknown planner 'ilqr'" in capsys.readouterr().err
     assert main(["plan", "walker", "--model", "mujoco"]) == 2
     assert "unknown task" in capsys.readouterr().err

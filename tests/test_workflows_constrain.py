@@ -1,4 +1,4 @@
-"""`gndesign constrain` and `gndesign train --model cgns` end to end, bad input, and the one
+"""`gndesign constrain` and `gndesign train --family cgns` end to end, bad input, and the one
 constraint library acting on task quantities (planner costs) and particle quantities (design
 penalties)."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from gndesign.cli import main
+from workflows.cli import main
 
 SCENE = {"n_particles": 6, "frames": 12}
 TINY = ["model.latent_size=8", "model.mlp_hidden_size=8", "model.message_passing_steps=1", "model.history=2",
@@ -25,7 +25,7 @@ def particle_cgns(tmp_path_factory):
     scene.write_text(yaml.safe_dump(SCENE))
     assert main(["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--seed", "0",
                  "--out", str(root / "data")]) == 0
-    args = ["train", "--model", "cgns", "--data", str(root / "data"), "--out", str(root / "run"), "--steps", "4",
+    args = ["train", "--family", "cgns", "--data", str(root / "data"), "--out", str(root / "run"), "--steps", "4",
             "--quiet"]
     for item in TINY:
         args += ["--set", item]
@@ -59,7 +59,7 @@ def test_constrain_particles_holds_pins_and_pushes_particles_out_of_a_disk(parti
     disk = f"disk center={cx:.4f},{cz:.4f} radius={2 * r} weight=100"
     pin = f"pin weight=100 nodes={far[0]},{far[1]}"
     res = run_json(capsys, ["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene),
-                            "--steps", "8", "--iterations", "10", "--constraint", disk, "--constraint", pin,
+                            "--frames", "8", "--iterations", "10", "--constraint", disk, "--constraint", pin,
                             "--compare", "--json", "--plot", str(tmp_path / "c.png"), "--video",
                             str(tmp_path / "c.gif")])
     assert res["particles"] == 6 and res["steps"] == 8 and res["iterations"] == 10
@@ -82,7 +82,7 @@ def test_constrain_reads_a_constraint_file_and_prints_a_summary(particle_cgns, c
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"constraints": ["halfplane normal=0,1 offset=0.5",
                                                  {"kind": "box", "lower": [-3, 0], "upper": [3, 1]}]}))
-    assert main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--steps", "2",
+    assert main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--frames", "2",
                  "--constraints", str(f), "--out", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "halfplane normal=0,1 offset=0.5" in out and "box lower=-3,0 upper=3,1" in out and "radii" in out
@@ -101,7 +101,7 @@ def test_constrain_reads_a_constraint_file_and_prints_a_summary(particle_cgns, c
 ])
 def test_bad_constraints_are_refused_with_a_message_and_no_traceback(particle_cgns, capsys, spec, message):
     ckpt, scene = particle_cgns
-    code = main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--steps", "2",
+    code = main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--frames", "2",
                  "--constraint", spec])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
@@ -117,7 +117,7 @@ def test_bad_constraints_are_refused_with_a_message_and_no_traceback(particle_cg
 ])
 def test_bad_arguments_are_refused(particle_cgns, capsys, args, message):
     ckpt, scene = particle_cgns
-    argv = ["constrain", "--model", str(ckpt), "--scene", str(scene), "--steps", "2",
+    argv = ["constrain", "--model", str(ckpt), "--scene", str(scene), "--frames", "2",
             "--constraint", "pin nodes=0", *args]
     if "--model" in args:
         argv = ["constrain", *args, "--constraint", "pin nodes=0"]
@@ -129,7 +129,7 @@ def test_bad_arguments_are_refused(particle_cgns, capsys, args, message):
 def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpole_data):
     from envs.systems import get_system
 
-    args = ["train", "--model", "cgns", "--data", str(cartpole_data), "--out", str(tmp_path / "run"), "--steps", "2",
+    args = ["train", "--family", "cgns", "--data", str(cartpole_data), "--out", str(tmp_path / "run"), "--steps", "2",
             "--quiet", "--set", "train.batch_size=8", "--set", "train.stats_transitions=64"]
     for item in TINY:
         if not item.startswith(("model.history", "train.batch_size", "train.stats")):
@@ -137,7 +137,7 @@ def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpo
     assert main(args) == 0
     capsys.readouterr()
     ckpt = str(tmp_path / "run/checkpoints/latest.pt")
-    base = ["constrain", "--model", ckpt, "--system", "cartpole", "--steps", "10", "--seed", "1", "--json"]
+    base = ["constrain", "--model", ckpt, "--system", "cartpole", "--control-steps", "10", "--seed", "1", "--json"]
     # The CLI's start: the system's initial state from default_rng(seed); a wall 5 mm ahead of the cart.
     system = get_system("cartpole", randomize=False)
     q0, v0 = system.initial_state(system.model, np.random.default_rng(1))
