@@ -1,12 +1,16 @@
-"""The command line: listing, inspecting, checking FK, generating, and one-line errors."""
+"""The command line: listing, inspecting, checking FK, generating, planning, one-line errors, and the\nold option spellings (they work and warn)."""
 
 import json
 import subprocess
 import sys
+import warnings
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from workflows.cli import main
+from workflows.cli import build_parser, main
+from workflows.figures import episode_figure
 
 
 def test_systems_lists_the_registry(capsys):
@@ -81,7 +85,15 @@ def test_oracle_mpc_beats_doing_nothing(tmp_path, capsys):
     zero = sum(env.step([0.0]).reward for _ in range(steps))
     assert result["return_mean"] > zero + 1.0
     assert result["mean_evaluations"] == 48 * 3 * 30
-    assert (tmp_path / "p.png").stat().st_size > 1000
+    with Image.open(tmp_path / "p.png") as png:
+        assert png.size == (700, 450)  # episode_figure's 7 x 4.5 inches at 100 dpi
+    # The figure shows this episode: its rewards over time (s) and its actions.
+    fig = episode_figure(result)
+    rewards, actions = fig.axes[0].lines[0], fig.axes[1].lines[0]
+    assert np.allclose(rewards.get_ydata(), result["episodes"][0]["rewards"])
+    assert np.allclose(rewards.get_xdata()[-1], (steps - 1) * result["control_timestep"])
+    assert np.allclose(actions.get_ydata(), np.array(result["episodes"][0]["actions"])[:, 0])
+    assert "cem planner on mujoco" in fig.axes[0].get_title()
 
 
 def test_plan_refuses_unknown_planner_and_foreign_checkpoint(tmp_path, capsys, cartpole_data):
@@ -100,3 +112,65 @@ def test_plan_refuses_unknown_planner_and_foreign_checkpoint(tmp_path, capsys, c
     assert "unknown task" in capsys.readouterr().err
     assert main(["plan", "cartpole", "--model", "mujoco", "--set", "iterations=3"]) == 2
     assert "planner.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_python_m_workflows_shows_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "workflows", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: gndesign")
+    for command in ("systems", "inspect", "generate", "train", "evaluate", "plan", "demo", "design", "constrain"):
+        assert command in proc.stdout
+    plan = subprocess.run([sys.executable, "-m", "workflows", "plan", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert "--control-steps" in plan.stdout and "--steps" not in plan.stdout.replace("--control-steps", "")
+
+
+@pytest.mark.parametrize("old, new, dest, value", [
+    (["plan", "cartpole", "--model", "mujoco", "--steps", "7"], "--control-steps", "control_steps", 7),
+    (["demo", "--steps", "7"], "--control-steps", "control_steps", 7),
+    (["design", "--target-x", "1", "--iterations", "7"], "--steps", "steps", 7),
+    (["train", "--out", "x", "--model", "mlp"], "--family", "family", "mlp"),
+    (["evaluate", "--model", "m", "--data", "d", "--episodes", "all"], "--episode-set", "episode_set", "all"),
+])
+def test_old_spellings_parse_as_the_new_ones_and_warn(old, new, dest, value, capsys):
+    with pytest.deprecated_call(match=new):
+        args = build_parser().parse_args(old)
+    assert getattr(args, dest) == value
+    err = capsys.readouterr().err
+    assert err.startswith(f"gndesign: warning: gndesign {old[0]} {old[-2]} is now {new}") and "next release" in err
+    # The new spelling: the same value, no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        args = build_parser().parse_args([new if a == old[-2] else a for a in old])
+    assert getattr(args, dest) == value and capsys.readouterr().err == ""
+
+
+def test_old_steps_of_generate_still_generates_and_warns(tmp_path, capsys):
+    from gndesign.dataset import TrajectoryDataset
+
+    with pytest.deprecated_call(match="--control-steps"):
+        code = main(["generate", "pendulum", "--episodes", "1", "--steps", "4", "--out", str(tmp_path / "d"),
+                     "--quiet"])
+    assert code == 0
+    assert "gndesign generate --steps is now --control-steps" in capsys.readouterr().err
+    assert TrajectoryDataset.load(tmp_path / "d", "pendulum").qpos.shape == (1, 5, 1)
+    assert main(["generate", "pendulum", "--episodes", "1", "--frames", "4", "--out", str(tmp_path / "e")]) == 2
+    assert "--frames does not apply to articulated systems: use --control-steps" in capsys.readouterr().err
+
+
+def test_old_steps_of_plan_still_plans_and_warns(capsys):
+    with pytest.deprecated_call():
+        code = main(["plan", "cartpole", "--model", "mujoco", "--planner", "random", "--steps", "3", "--horizon",
+                     "2", "--set", "planner.samples=4", "--json", "--quiet"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["steps"] == 3
+    assert "gndesign plan --steps is now --control-steps" in captured.err
+
+
+@pytest.mark.parametrize("task", ["cartpole", "cartpole-swingup"])
+def test_plan_takes_its_horizon_and_replanning_from_the_task(task, capsys):
+    assert main(["plan", task, "--model", "mujoco", "--planner", "random", "--control-steps", "1",
+                 "--set", "planner.samples=4", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["horizon"], result["replan_every"], result["options"]) == (120, 1, {"samples": 4})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from workflows.cli import main
 
@@ -74,7 +75,44 @@ def test_constrain_particles_holds_pins_and_pushes_particles_out_of_a_disk(parti
     free = res["unconstrained"]["constraints"]
     assert free[0]["per_step_max"][-1] > 0.5 * r  # the solver alone leaves particle 0 in the disk
     assert res["violations"]["max"] == pytest.approx(max(d["max"], p["max"]))
-    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c.gif").read_bytes()[:3] == b"GIF"
+    with Image.open(tmp_path / "c.png") as png:
+        assert png.size[0] > png.size[1] > 100  # two panels side by side
+    with Image.open(tmp_path / "c.gif") as gif:
+        assert gif.n_frames == 9  # frames 0..8 (fewer than the 60-frame cap)
+
+
+def test_particle_constraint_figure_draws_both_rollouts_and_the_constraints(particle_cgns):
+    from workflows.constrain import constrain_particles, load_constrain_model, read_constraints
+    from workflows.figures import particle_constraints_figure
+
+    ckpt, scene = particle_cgns
+    model, blob = load_constrain_model(str(ckpt), "obstacle")
+    constraints = read_constraints(["disk center=0,1.5 radius=0.2", "pin nodes=2"])
+    result, arrays = constrain_particles(model, blob, constraints, 3, 2, scene=str(scene), compare=True)
+    fig = particle_constraints_figure(result, arrays)
+    without, with_ = fig.axes
+    assert without.get_title().startswith("without the constraints: max violation")
+    assert with_.get_title().startswith("with the constraints: max violation")
+    # Per panel: floor/walls (3 lines), obstacle, pin marker, then one trace per particle.
+    traces = [ln for ln in with_.lines if len(ln.get_xdata()) == 4]
+    assert len(traces) == 6 and np.allclose(traces[0].get_xdata(), arrays["positions"][:, 0, 0])
+    assert len([ln for ln in without.lines if len(ln.get_xdata()) == 4]) == 6
+    disk = [p for p in with_.patches if hasattr(p, "radius")]
+    assert len(disk) == 1 and disk[0].radius == pytest.approx(0.2) and tuple(disk[0].center) == (0, 1.5)
+    pins = [ln for ln in with_.lines if ln.get_marker() == "x"]
+    assert len(pins) == 1 and np.allclose(pins[0].get_xydata(), arrays["positions"][0, [2]])
+
+
+def test_old_steps_of_constrain_rolls_out_frames_and_warns(particle_cgns, capsys):
+    ckpt, scene = particle_cgns
+    argv = ["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--constraint",
+            "pin nodes=0", "--json"]
+    with pytest.deprecated_call(match="--frames"):
+        res = run_json(capsys, [*argv, "--steps", "3"])
+    assert res["steps"] == 3
+    code = main([*argv, "--control-steps", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--control-steps does not apply to the obstacle scene: use --frames" in err
 
 
 def test_constrain_reads_a_constraint_file_and_prints_a_summary(particle_cgns, capsys, tmp_path):
@@ -151,9 +189,25 @@ def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpo
     assert res["constraints"][0] == f"wall axis=x {side} weight=1000 nodes=cart"
     assert res["unconstrained"]["constraints"][0]["max"] > 0.01  # the cart coasts through the wall
     assert wall["max"] < 1e-3 and limit["max"] == 0  # metres
-    assert (tmp_path / "a.png").is_file() and (tmp_path / "a.gif").read_bytes()[:3] == b"GIF"
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.size == (700, int(100 * (1.2 + 2.2 * 2)))  # one panel per constraint
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == 11
     res = run_json(capsys, [*base, "--actions", "random", "--constraint", "joint_limit joints=slider upper=0"])
     assert res["actions"] == "random" and len(res["violations"]["constraints"][0]["per_step_max"]) == 11
+    # The figure: the cart's x with the wall (red line) and the slider's limits, with and without.
+    from workflows.constrain import constrain_articulated, load_constrain_model, read_constraints
+    from workflows.figures import articulated_constraints_figure
+
+    model, _ = load_constrain_model(ckpt, "cartpole")
+    result, arrays = constrain_articulated(model, "cartpole", read_constraints([f"wall axis=x {side} nodes=cart"]),
+                                           10, 20, 1, compare=True)
+    ax = articulated_constraints_figure(result, arrays).axes[0]
+    assert ax.get_ylabel() == "body x [m]" and ax.get_title() == f"wall axis=x {side} weight=1 nodes=cart"
+    cart, baseline, limit = ax.lines
+    assert np.allclose(cart.get_ydata(), arrays["xpos"][:, 1, 0]) and cart.get_label() == "cart"
+    assert np.allclose(baseline.get_ydata(), arrays["baseline"]["xpos"][:, 1, 0])
+    assert limit.get_ydata()[0] == pytest.approx(float(side.split("=")[1]))
     code = main([*base, "--constraint", "pin nodes=pole"])
     err = capsys.readouterr().err
     assert code == 2 and "body 'pole', which does not exist" in err and "known body names" in err
