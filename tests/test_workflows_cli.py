@@ -1,4 +1,5 @@
-"""The command line: listing, inspecting, checking FK, generating, planning, one-line errors, and the\nold option spellings (they work and warn)."""
+"""The command line: listing, inspecting, checking FK, generating, planning, one-line errors, and the
+old option spellings (they work and warn)."""
 
 import json
 import subprocess
