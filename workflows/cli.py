@@ -375,9 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episode-set", choices=episode_sets, default="auto",
                    help="auto: the held-out split if the model trained on this data, else all")
     _old(s, "--episodes", "episode_set", "--episode-set", choices=episode_sets)
-    s.add_argument("--plot", help="write a predicted-vs-true trajectory plot (PNG) here")
-    s.add_argument("--out", help="also write the results as JSON to this file")
-    s.add_argument("--json", action="store_true")
+    _outputs(s, "write a predicted-vs-true trajectory plot (PNG) here")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("plan", help="model-predictive control in the real dm_control environment")
@@ -397,9 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(higher throughput; the reported latency is then the batch's)")
     s.add_argument("--set", action="append", metavar="planner.KEY=VALUE", help="planner option (repeatable)")
     s.add_argument("--video", help="write an animated GIF of the first episode here")
-    s.add_argument("--plot", help="write reward and actions over time (PNG) here")
-    s.add_argument("--out", help="write all results as JSON here")
-    s.add_argument("--json", action="store_true")
+    _outputs(s, "write reward and actions over time (PNG) here")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_plan)
 
@@ -451,14 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--actions", choices=["zero", "random"],
                    help="articulated: zero (default) or smooth random actions (as in the training data)")
     s.add_argument("--compare", action="store_true", help="also roll out without the constraints and report both")
-    s.add_argument("--plot", help="write a PNG: particle trajectories with the constraints, or the constrained "
-                                  "coordinates over time with their limits")
     s.add_argument("--video", help="write an animated GIF of the constrained rollout")
-    s.add_argument("--out", help="also write the results as JSON to this file")
+    _outputs(s, "write a PNG: particle trajectories with the constraints, or the constrained coordinates over "
+                "time with their limits")
     s.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
-    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_constrain)
     return p
+
+
+def _outputs(s: argparse.ArgumentParser, plot_help: str) -> None:
+    """``--plot PNG``, ``--out JSON`` (all results) and ``--json`` (print JSON)."""
+    s.add_argument("--plot", help=plot_help)
+    s.add_argument("--out", help="also write the results as JSON to this file")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def _positive_int(text: str) -> int:
