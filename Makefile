@@ -25,13 +25,13 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 demo: install
-	$(PY) -m gndesign demo --out $(DEMO_DIR)
+	$(VENV)/bin/gndesign demo --out $(DEMO_DIR)
 
 test: install
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check gndesign envs planners tests scripts
+	$(VENV)/bin/ruff check gndesign envs planners workflows tests scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,9 +1,11 @@
 """Gymnasium environments: dm_control tasks (true MuJoCo) and learned-model simulators.
 
-    import gndesign, gymnasium
-    env = gymnasium.make("gndesign/CartpoleSwingup-v0", render_mode="rgb_array")
-    env = gymnasium.make("gndesign/Swimmer6-v0")
+    import gymnasium
+    env = gymnasium.make("envs:gndesign/CartpoleSwingup-v0", render_mode="rgb_array")  # imports envs
+    env = gymnasium.make("gndesign/Swimmer6-v0")  # once envs is imported, the short ids work too
     env = gymnasium.make("gndesign/Learned-v0", checkpoint="pretrained:cartpole", task="cartpole-swingup")
+
+The ids are registered when :mod:`envs` is imported (``envs.GYM_IDS``).
 
 Observations are ``[qpos, qvel]`` (plus the target's x, y for the swimmer) as float64; actions
 are the actuators' controls within their ranges. Episodes last dm_control's 1000 control steps

@@ -825,11 +825,11 @@ def _label(run: dict) -> str:
 def figure(arrays_path: Path, po: dict, data: dict, path: Path) -> Path:
     """Layout 0: the forward simulator, the C-GNS without and with the constraint (most iterations)."""
     from envs.obstacle.scene import SceneConfig
-    from gndesign.cli import _draw_particle_scene, _draw_particles, _particle_view
     from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.particles import ParticleDataset
     from gndesign.plotting import pyplot, save_figure
     from gndesign.specs import parse_constraints
+    from workflows.figures import draw_particle_scene, draw_particles, particle_view
 
     plt = pyplot()
     ds = ParticleDataset.load(data["valid"])
@@ -851,16 +851,16 @@ def figure(arrays_path: Path, po: dict, data: dict, path: Path) -> Path:
     terms = constraint_terms(bind_constraints(parse_constraints([po["runs"][constrained]["spec"]]),
                                               ConstraintContext(num_nodes=cfg.n_particles, dim=2,
                                                                 margin=cfg.particle_radius)))
-    xlim, ylim = _particle_view(cfg, *(arr[n] for n in names))
+    xlim, ylim = particle_view(cfg, *(arr[n] for n in names))
     xs = np.concatenate([arr[n][..., 0].ravel() for n in names])  # the stream stays near the middle: zoom in
     xlim = (max(xlim[0], min(-1.0, float(xs.min()) - 0.3)), min(xlim[1], max(1.0, float(xs.max()) + 0.3)))
     fig, axes = plt.subplots(1, 3, figsize=(13, 5.2), squeeze=False, layout="constrained")
     for ax, n in zip(axes[0], names, strict=True):
         traj = arr[n]
-        _draw_particle_scene(ax, cfg, arr["obstacle"], terms, traj[0], xlim, ylim)
+        draw_particle_scene(ax, cfg, arr["obstacle"], terms, traj[0], xlim, ylim)
         for i in range(traj.shape[1]):
             ax.plot(traj[:, i, 0], traj[:, i, 1], "-", color="C0", lw=0.5, alpha=0.4)
-        _draw_particles(ax, traj[-1], cfg.particle_radius)
+        draw_particles(ax, traj[-1], cfg.particle_radius)
         run = po["runs"][n]
         ax.set_title(f"{_label(run)}\nmax penetration {run['max_radii']:.2f} radii, {run['touching']:.0%} of the balls "
                      "touch it", fontsize=9)

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from envs.obstacle.problem import load_design_model
-from gndesign.cli import DESIGN_DEFAULTS, design_obstacle
 from gndesign.io import atomic_write_json, atomic_write_text
+from workflows.design import DESIGN_DEFAULTS, design_obstacle
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("gradient", "cem-learned-calls", "cem-learned", "cem-mujoco", "random-mujoco")
@@ -244,17 +244,19 @@ def figure(run: dict, cfg, path: Path) -> None:
     """Re-plot a run's initial and final design with their MuJoCo traces."""
     from envs.obstacle.scene import design_fk, initial_positions
     from envs.obstacle.simulation import simulate
-    from planners.design import plot_design
+    from gndesign.plotting import save_figure
+    from workflows.figures import design_figure
 
     designs = np.array([run["initial_design"], run["design"]])
     traces = simulate(cfg, designs, initial_positions(cfg, run["seed"]))
     v = design_fk(torch.as_tensor(designs), cfg).numpy()
     lo, hi = run["region"]
     score = [float(((t[-1, :, 0] >= lo) & (t[-1, :, 0] <= hi)).mean()) for t in traces]
-    plot_design([{"title": f"initial design: {score[0]:.0%} in the bin", "obstacle": v[0], "traces": traces[0]},
-                 {"title": f"gradient design (learned model): {score[1]:.0%} in the bin", "obstacle": v[1],
-                  "traces": traces[1]}], (cfg.x_min, cfg.x_max), cfg.floor, (lo, hi), path,
-                f"bin at x={run['task']['target_x']:g}: MuJoCo traces")
+    fig = design_figure([{"title": f"initial design: {score[0]:.0%} in the bin", "obstacle": v[0], "traces": traces[0]},
+                         {"title": f"gradient design (learned model): {score[1]:.0%} in the bin", "obstacle": v[1],
+                          "traces": traces[1]}], (cfg.x_min, cfg.x_max), cfg.floor, (lo, hi),
+                        f"bin at x={run['task']['target_x']:g}: MuJoCo traces")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

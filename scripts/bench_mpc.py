@@ -9,7 +9,7 @@ Writes ``results/mpc.json`` and ``results/mpc.md`` (with the machine).
 Protocol: cartpole swing-up 10 episodes, swimmer6 20 episodes (its random target makes returns
 bimodal), fixed seeds, dm_control's 1000-step episodes, replanning every step (``--replan-every``
 to change). The learned model is the shipped ``pretrained:<system>``; the oracle plans on true
-MuJoCo. Planner settings are the command line's defaults (``gndesign.cli.PLAN_DEFAULTS``).
+MuJoCo. Planner settings are the tasks' (``envs.tasks.Task.planning_horizon``, ``planner_options``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from gndesign.cli import PLAN_DEFAULTS, plan_episodes
 from gndesign.io import atomic_write_json, atomic_write_text, machine_info
+from workflows.plan import plan_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 EPISODES = {"cartpole-swingup": 10, "swimmer6": 20}
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--replan-every", type=int, default=1)
     p.add_argument("--lockstep", type=int, help="episodes run together (one batched planner call per decision for "
                    "all of them; default: all the episodes of a cell)")
-    p.add_argument("--horizon", type=int, help="planning horizon (default: PLAN_DEFAULTS per task)")
+    p.add_argument("--horizon", type=int, help="planning horizon (default: the task's)")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--sweep", action="store_true",
                    help="open-loop return vs iterations, gradient vs CEM at equal evaluations "
@@ -122,8 +122,8 @@ def sweep(task_name: str, n_states: int, args) -> dict:
     task = get_task(task_name)
     model, _ = load_model(resolve_checkpoint(MODELS[task_name]), "forward", system=task.system.name)
     learned, truth = LearnedDynamics(model, task.system.name), MujocoDynamics(task.system)
-    H = args.horizon or PLAN_DEFAULTS["horizon"][task_name]
-    K = PLAN_DEFAULTS["gradient"]["restarts"]
+    H = args.horizon or task.planning_horizon
+    K = task.planner_options["gradient"]["restarts"]
     rng = torch.Generator().manual_seed(args.seed)
     starts = []
     for i in range(n_states):
@@ -141,7 +141,7 @@ def sweep(task_name: str, n_states: int, args) -> dict:
             returns, evals = [], []
             for i, (q, v) in enumerate(starts):
                 planner = make_planner(name, learned, task.cost, H, seed=args.seed + i,
-                                       **dict(PLAN_DEFAULTS[name], **opts, iterations=iters))
+                                       **dict(task.planner_options[name], **opts, iterations=iters))
                 with torch.no_grad() if name != "gradient" else contextlib.nullcontext():
                     plan = planner.plan(q, v)
                 with torch.no_grad():
@@ -167,7 +167,7 @@ def latency(task_name: str, decisions: int, args) -> dict:
     task = get_task(task_name)
     model, _ = load_model(resolve_checkpoint(MODELS[task_name]), "forward", system=task.system.name)
     dyns = {"learned": LearnedDynamics(model, task.system.name), "mujoco": MujocoDynamics(task.system)}
-    H = args.horizon or PLAN_DEFAULTS["horizon"][task_name]
+    H = args.horizon or task.planning_horizon
     q, v = DmControlEnvironment(task, seed=args.seed).reset()
     out = {}
     for model_name in args.models:
@@ -175,7 +175,7 @@ def latency(task_name: str, decisions: int, args) -> dict:
             dyn = dyns[model_name]
             if name == "gradient" and not dyn.differentiable:
                 continue
-            planner = make_planner(name, dyn, task.cost, H, seed=args.seed, **PLAN_DEFAULTS[name])
+            planner = make_planner(name, dyn, task.cost, H, seed=args.seed, **task.planner_options[name])
             times = []
             for _ in range(decisions + 1):  # the first decision (cold caches) is not counted
                 start = time.perf_counter()

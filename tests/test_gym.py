@@ -1,11 +1,14 @@
 """Gymnasium environments: registration, check_env, 5-tuple API, rendering, learned-model env."""
 
+import subprocess
+import sys
+
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import gndesign  # noqa: F401  (registers the ids)
+import envs  # noqa: F401  (registers the ids)
 from gndesign.config import load_config
 from gndesign.training import train
 
@@ -73,3 +76,14 @@ def test_bad_actions_are_refused():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="NaN"):
         env.step(np.array([np.nan], dtype=np.float32))
+
+
+def test_ids_are_registered_by_envs_not_by_the_core():
+    # A fresh interpreter: the core registers nothing; an id that names its module imports envs.
+    code = ("import gymnasium, gndesign\n"
+            "assert 'gndesign/Swimmer6-v0' not in gymnasium.registry\n"
+            "env = gymnasium.make('envs:gndesign/CartpoleSwingup-v0')\n"
+            "assert env.observation_space.shape == (4,)\n"
+            "assert 'gndesign/Learned-v0' in gymnasium.registry\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -92,11 +92,11 @@ def tiny_checkpoint(tmp_path):
 def test_design_command_end_to_end_with_a_learned_model(tiny_checkpoint, tmp_path, capsys):
     import mujoco
 
-    from gndesign.cli import main
+    from workflows.cli import main
 
     ckpt, scene = tiny_checkpoint
     out = tmp_path / "out"
-    argv = ["design", "--target-x", "-1.5", "--model", str(ckpt), "--scene", str(scene), "--iterations", "2",
+    argv = ["design", "--target-x", "-1.5", "--model", str(ckpt), "--scene", str(scene), "--steps", "2",
             "--out", str(out), "--json"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -113,7 +113,7 @@ def test_design_command_end_to_end_with_a_learned_model(tiny_checkpoint, tmp_pat
 
 
 def test_design_on_mujoco_scores_what_it_designed(tmp_path):
-    from gndesign.cli import design_obstacle
+    from workflows.design import design_obstacle
 
     cfg = small_scene()
     r = design_obstacle("bin", -1.5, optimizer="cem", simulator="mujoco", iterations=2, cfg=cfg,
@@ -134,7 +134,7 @@ def test_design_on_mujoco_scores_what_it_designed(tmp_path):
     (["--target-x", "1.5", "--model", "{tmp}/missing.pt"], "missing.pt"),
 ])
 def test_design_bad_input_is_a_one_line_error(extra, message, tiny_checkpoint, tmp_path, capsys):
-    from gndesign.cli import main
+    from workflows.cli import main
 
     ckpt, scene = tiny_checkpoint
     other = tmp_path / "other.json"

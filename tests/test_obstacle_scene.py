@@ -176,16 +176,16 @@ def test_worker_processes_give_the_same_rollouts():
 
 
 def test_generate_obstacle_scene_command(tmp_path, capsys):
-    from gndesign.cli import main
     from gndesign.particles import ParticleDataset
+    from workflows.cli import main
 
     scene = tmp_path / "scene.yaml"
     scene.write_text("n_particles: 6\nsegments: 2\nsource_x: [-0.3, 0.0]\nsource_z: [2.0, 2.25]\n")
-    argv = ["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--steps", "12", "--seed", "1",
+    argv = ["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--frames", "12", "--seed", "1",
             "--out", str(tmp_path / "data")]
     assert main(argv) == 0 and "3 episodes" in capsys.readouterr().out
     ds = ParticleDataset.load(tmp_path / "data")
     assert (len(ds), ds.steps, ds.num_particles, ds.num_segments) == (3, 12, 6, 2)
     assert main(argv) == 2 and "not empty" in capsys.readouterr().err  # refuses to overwrite
     assert main(["generate", "cartpole", "--episodes", "1", "--out", str(tmp_path / "c")]) == 2
-    assert "--steps" in capsys.readouterr().err
+    assert "--control-steps" in capsys.readouterr().err

@@ -285,7 +285,7 @@ def test_forward_run_config_on_particle_data_trains_a_particle_model(tmp_path):
 
 
 def test_evaluate_command_reports_particle_errors(trained, tmp_path, capsys):
-    from gndesign.cli import main
+    from workflows.cli import main
 
     data, run = trained
     out = tmp_path / "eval.json"

@@ -101,3 +101,14 @@ def test_lockstep_batch_rewards_use_each_episodes_own_target():
                           atol=1e-5)
     with pytest.raises(ValueError, match="episodes' targets"):
         task.reward(q[:1].double(), v[:1].double(), a[:1].double())
+
+
+def test_planner_settings_live_with_the_task():
+    from planners import PLANNERS
+
+    cartpole, alias, swimmer = get_task("cartpole-swingup"), get_task("cartpole"), get_task("swimmer6")
+    assert cartpole.planning_horizon == alias.planning_horizon == 120  # 60 steps cannot keep the pole up
+    assert swimmer.planning_horizon == 30 and cartpole.replan_every == swimmer.replan_every == 1
+    for task in (cartpole, swimmer):
+        assert set(task.planner_options) == set(PLANNERS)
+    assert cartpole.planner_options["gradient"] == {"iterations": 5, "restarts": 8, "lr": 0.3}

@@ -115,7 +115,7 @@ def test_checkpoint_for_another_system_is_refused(cartpole_data, tmp_path):
 def test_ddp_two_processes_on_cpu(cartpole_data, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "gndesign", "train", "--data", str(cartpole_data), "--out", str(run), "--steps", "4", "--quiet"]
+           "-m", "workflows", "train", "--data", str(cartpole_data), "--out", str(run), "--steps", "4", "--quiet"]
     cmd += [a for t in TINY for a in ("--set", t)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

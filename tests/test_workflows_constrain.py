@@ -1,4 +1,4 @@
-"""`gndesign constrain` and `gndesign train --model cgns` end to end, bad input, and the one
+"""`gndesign constrain` and `gndesign train --family cgns` end to end, bad input, and the one
 constraint library acting on task quantities (planner costs) and particle quantities (design
 penalties)."""
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from gndesign.checkpoints import read_checkpoint
-from gndesign.cli import main
+from workflows.cli import main
 
 SCENE = {"n_particles": 6, "frames": 12}
 TINY = ["model.latent_size=8", "model.mlp_hidden_size=8", "model.message_passing_steps=1", "model.history=2",
@@ -26,7 +27,7 @@ def particle_cgns(tmp_path_factory):
     scene.write_text(yaml.safe_dump(SCENE))
     assert main(["generate", "obstacle-scene", "--scene", str(scene), "--episodes", "3", "--seed", "0",
                  "--out", str(root / "data")]) == 0
-    args = ["train", "--model", "cgns", "--data", str(root / "data"), "--out", str(root / "run"), "--steps", "4",
+    args = ["train", "--family", "cgns", "--data", str(root / "data"), "--out", str(root / "run"), "--steps", "4",
             "--quiet"]
     for item in TINY:
         args += ["--set", item]
@@ -60,7 +61,7 @@ def test_constrain_particles_holds_pins_and_pushes_particles_out_of_a_disk(parti
     disk = f"disk center={cx:.4f},{cz:.4f} radius={2 * r} weight=100"
     pin = f"pin weight=100 nodes={far[0]},{far[1]}"
     res = run_json(capsys, ["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene),
-                            "--steps", "8", "--iterations", "10", "--constraint", disk, "--constraint", pin,
+                            "--frames", "8", "--iterations", "10", "--constraint", disk, "--constraint", pin,
                             "--compare", "--json", "--plot", str(tmp_path / "c.png"), "--video",
                             str(tmp_path / "c.gif")])
     assert res["particles"] == 6 and res["steps"] == 8 and res["iterations"] == 10
@@ -75,7 +76,44 @@ def test_constrain_particles_holds_pins_and_pushes_particles_out_of_a_disk(parti
     free = res["unconstrained"]["constraints"]
     assert free[0]["per_step_max"][-1] > 0.5 * r  # the solver alone leaves particle 0 in the disk
     assert res["violations"]["max"] == pytest.approx(max(d["max"], p["max"]))
-    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c.gif").read_bytes()[:3] == b"GIF"
+    with Image.open(tmp_path / "c.png") as png:
+        assert png.size[0] > png.size[1] > 100  # two panels side by side
+    with Image.open(tmp_path / "c.gif") as gif:
+        assert gif.n_frames == 9  # frames 0..8 (fewer than the 60-frame cap)
+
+
+def test_particle_constraint_figure_draws_both_rollouts_and_the_constraints(particle_cgns):
+    from workflows.constrain import constrain_particles, load_constrain_model, read_constraints
+    from workflows.figures import particle_constraints_figure
+
+    ckpt, scene = particle_cgns
+    model, blob = load_constrain_model(str(ckpt), "obstacle")
+    constraints = read_constraints(["disk center=0,1.5 radius=0.2", "pin nodes=2"])
+    result, arrays = constrain_particles(model, blob, constraints, 3, 2, scene=str(scene), compare=True)
+    fig = particle_constraints_figure(result, arrays)
+    without, with_ = fig.axes
+    assert without.get_title().startswith("without the constraints: max violation")
+    assert with_.get_title().startswith("with the constraints: max violation")
+    # Per panel: floor/walls (3 lines), obstacle, pin marker, then one trace per particle.
+    traces = [ln for ln in with_.lines if len(ln.get_xdata()) == 4]
+    assert len(traces) == 6 and np.allclose(traces[0].get_xdata(), arrays["positions"][:, 0, 0])
+    assert len([ln for ln in without.lines if len(ln.get_xdata()) == 4]) == 6
+    disk = [p for p in with_.patches if hasattr(p, "radius")]
+    assert len(disk) == 1 and disk[0].radius == pytest.approx(0.2) and tuple(disk[0].center) == (0, 1.5)
+    pins = [ln for ln in with_.lines if ln.get_marker() == "x"]
+    assert len(pins) == 1 and np.allclose(pins[0].get_xydata(), arrays["positions"][0, [2]])
+
+
+def test_old_steps_of_constrain_rolls_out_frames_and_warns(particle_cgns, capsys):
+    ckpt, scene = particle_cgns
+    argv = ["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--constraint",
+            "pin nodes=0", "--json"]
+    with pytest.deprecated_call(match="--frames"):
+        res = run_json(capsys, [*argv, "--steps", "3"])
+    assert res["steps"] == 3
+    code = main([*argv, "--control-steps", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--control-steps does not apply to the obstacle scene: use --frames" in err
 
 
 def test_constrain_reads_a_constraint_file_and_prints_a_summary(particle_cgns, capsys, tmp_path):
@@ -83,7 +121,7 @@ def test_constrain_reads_a_constraint_file_and_prints_a_summary(particle_cgns, c
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"constraints": ["halfplane normal=0,1 offset=0.5",
                                                  {"kind": "box", "lower": [-3, 0], "upper": [3, 1]}]}))
-    assert main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--steps", "2",
+    assert main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--frames", "2",
                  "--constraints", str(f), "--out", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "halfplane normal=0,1 offset=0.5" in out and "box lower=-3,0 upper=3,1" in out and "radii" in out
@@ -102,7 +140,7 @@ def test_constrain_reads_a_constraint_file_and_prints_a_summary(particle_cgns, c
 ])
 def test_bad_constraints_are_refused_with_a_message_and_no_traceback(particle_cgns, capsys, spec, message):
     ckpt, scene = particle_cgns
-    code = main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--steps", "2",
+    code = main(["constrain", "--model", str(ckpt), "--system", "obstacle", "--scene", str(scene), "--frames", "2",
                  "--constraint", spec])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
@@ -118,7 +156,7 @@ def test_bad_constraints_are_refused_with_a_message_and_no_traceback(particle_cg
 ])
 def test_bad_arguments_are_refused(particle_cgns, capsys, args, message):
     ckpt, scene = particle_cgns
-    argv = ["constrain", "--model", str(ckpt), "--scene", str(scene), "--steps", "2",
+    argv = ["constrain", "--model", str(ckpt), "--scene", str(scene), "--frames", "2",
             "--constraint", "pin nodes=0", *args]
     if "--model" in args:
         argv = ["constrain", *args, "--constraint", "pin nodes=0"]
@@ -130,7 +168,7 @@ def test_bad_arguments_are_refused(particle_cgns, capsys, args, message):
 def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpole_data):
     from envs.systems import get_system
 
-    args = ["train", "--model", "cgns", "--data", str(cartpole_data), "--out", str(tmp_path / "run"), "--steps", "2",
+    args = ["train", "--family", "cgns", "--data", str(cartpole_data), "--out", str(tmp_path / "run"), "--steps", "2",
             "--quiet", "--set", "train.batch_size=8", "--set", "train.stats_transitions=64"]
     for item in TINY:
         if not item.startswith(("model.history", "train.batch_size", "train.stats")):
@@ -138,7 +176,7 @@ def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpo
     assert main(args) == 0
     capsys.readouterr()
     ckpt = str(tmp_path / "run/checkpoints/latest.pt")
-    base = ["constrain", "--model", ckpt, "--system", "cartpole", "--steps", "10", "--seed", "1", "--json"]
+    base = ["constrain", "--model", ckpt, "--system", "cartpole", "--control-steps", "10", "--seed", "1", "--json"]
     # The CLI's start: the system's initial state from default_rng(seed); a wall 5 mm ahead of the cart.
     system = get_system("cartpole", randomize=False)
     q0, v0 = system.initial_state(system.model, np.random.default_rng(1))
@@ -152,9 +190,25 @@ def test_articulated_constrain_holds_a_wall_on_the_cart(tmp_path, capsys, cartpo
     assert res["constraints"][0] == f"wall axis=x {side} weight=1000 nodes=cart"
     assert res["unconstrained"]["constraints"][0]["max"] > 0.01  # the cart coasts through the wall
     assert wall["max"] < 1e-3 and limit["max"] == 0  # metres
-    assert (tmp_path / "a.png").is_file() and (tmp_path / "a.gif").read_bytes()[:3] == b"GIF"
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.size == (700, int(100 * (1.2 + 2.2 * 2)))  # one panel per constraint
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == 11
     res = run_json(capsys, [*base, "--actions", "random", "--constraint", "joint_limit joints=slider upper=0"])
     assert res["actions"] == "random" and len(res["violations"]["constraints"][0]["per_step_max"]) == 11
+    # The figure: the cart's x with the wall (red line) and the slider's limits, with and without.
+    from workflows.constrain import constrain_articulated, load_constrain_model, read_constraints
+    from workflows.figures import articulated_constraints_figure
+
+    model, _ = load_constrain_model(ckpt, "cartpole")
+    result, arrays = constrain_articulated(model, "cartpole", read_constraints([f"wall axis=x {side} nodes=cart"]),
+                                           10, 20, 1, compare=True)
+    ax = articulated_constraints_figure(result, arrays).axes[0]
+    assert ax.get_ylabel() == "body x [m]" and ax.get_title() == f"wall axis=x {side} weight=1 nodes=cart"
+    cart, baseline, limit = ax.lines
+    assert np.allclose(cart.get_ydata(), arrays["xpos"][:, 1, 0]) and cart.get_label() == "cart"
+    assert np.allclose(baseline.get_ydata(), arrays["baseline"]["xpos"][:, 1, 0])
+    assert limit.get_ydata()[0] == pytest.approx(float(side.split("=")[1]))
     code = main([*base, "--constraint", "pin nodes=pole"])
     err = capsys.readouterr().err
     assert code == 2 and "body 'pole', which does not exist" in err and "known body names" in err

@@ -1,0 +1,51 @@
+"""``gndesign train``: a forward model (graph network or MLP) or a C-GNS, chosen from the options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from gndesign.config import load_config
+from gndesign.training import train
+
+
+def is_cgns_run(family: str | None, overrides: list[str] | None, config: str | None) -> bool:
+    """Whether a run trains a C-GNS: ``family`` ``cgns``, an override ``solver.KEY=VALUE``, or a
+    config file with a ``solver:`` section."""
+    if family == "cgns" or any(s.startswith("solver.") for s in overrides or []):
+        return True
+    if config and Path(config).is_file():
+        try:
+            raw = yaml.safe_load(Path(config).read_text())
+        except yaml.YAMLError:
+            return False  # the config loader reports it
+        return isinstance(raw, dict) and "solver" in raw
+    return False
+
+
+def train_model(out: str, data: list[str] | None = None, config: str | None = None, family: str | None = None,
+                overrides: list[str] | None = None, steps: int | None = None, minutes: float | None = None,
+                resume: bool = False, progress: bool = True) -> dict | None:
+    """Train into the run directory ``out`` (config, metrics.csv, checkpoints/) and return the
+    training summary (None on ranks other than 0 of a distributed run).
+
+    ``family``: ``gn``, ``mlp`` (the forward model's ``model.kind``) or ``cgns``; ``overrides``:
+    ``SECTION.KEY=VALUE`` strings applied after ``config``; ``steps`` (optimizer steps) and
+    ``minutes`` set ``train.steps`` and ``train.minutes``.
+    """
+    cgns = is_cgns_run(family, overrides, config)
+    overrides = list(overrides or [])
+    if family and family != "cgns":
+        overrides.append(f"model.kind={family}")
+    if steps:
+        overrides.append(f"train.steps={steps}")
+    if minutes:
+        overrides.append(f"train.minutes={minutes}")
+    if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
+        cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None, cgns=True)
+        return train(cfg, out, resume=resume, progress=progress)
+    cfg = load_config(config, overrides)
+    if data:
+        cfg.data = [str(Path(d)) for d in data]
+    return train(cfg, out, resume=resume, progress=progress)
