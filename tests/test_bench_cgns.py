@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gndesign.cgns import ParticleCGNS, SolverConfig
+from gndesign.cgns import ParticleCGNS
 from gndesign.constraints import parse_constraints
 from gndesign.particles import ParticleModelConfig
+from gndesign.solver import SolverConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_cgns.py"
 R = 0.05
