@@ -199,10 +199,6 @@ class ParticleCGNS(ParticleSimulator):
     def __init__(self, config: ParticleModelConfig, scene: Mapping[str, Any], solver: SolverConfig | None = None):
         super().__init__(config, scene, solver or SolverConfig())
 
-    @property
-    def solver(self) -> SolverConfig:
-        return self.predictor.config
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": KIND, "front": self.front, "solver": asdict(self.solver)}
 
@@ -221,10 +217,6 @@ class ArticulatedCGNS(GraphNetworkSimulator):
         if config.kind != "gn":
             raise ConfigError(f"model.kind={config.kind!r}: the C-GNS is a graph network (model.kind=gn)")
         super().__init__(config, systems, solver or SolverConfig())
-
-    @property
-    def solver(self) -> SolverConfig:
-        return self.predictor.config
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": KIND, "front": self.front, "solver": asdict(self.solver)}

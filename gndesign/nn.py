@@ -150,13 +150,26 @@ def _apply_mlp_to_concat(mlp: nn.Sequential, parts: list[tuple[Tensor, Tensor | 
     return h
 
 
-def _check_aggregation(name: str) -> str:
-    if name not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {name!r}; choose one of {AGGREGATIONS}")
-    return name
+class _Block(nn.Module):
+    """An update: an MLP over ``in_size`` concatenated input features plus, if ``global_size > 0``,
+    the graph's globals; ``aggregation``: how it reduces edges or nodes (None: it does not)."""
+
+    def __init__(self, in_size: int, global_size: int, out_size: int, hidden_size: int, num_hidden_layers: int,
+                 layer_norm: bool, activation: ActivationFactory, aggregation: str | None = None):
+        super().__init__()
+        if aggregation is not None and aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+        self.use_globals = global_size > 0
+        self.aggregation = aggregation
+        self.mlp = build_mlp(in_size + global_size, hidden_size, out_size, num_hidden_layers, layer_norm, activation)
+
+    def _globals(self, graph: Graph) -> Tensor:
+        if graph.u is None:
+            raise ValueError(f"this {type(self).__name__} uses globals: the graph needs u")
+        return graph.u
 
 
-class EdgeBlock(nn.Module):
+class EdgeBlock(_Block):
     """Edge update ``e'_k = phi_e([e_k, x[senders_k], x[receivers_k], u[graph_k]])``.
 
     Args:
@@ -168,10 +181,8 @@ class EdgeBlock(nn.Module):
     def __init__(self, edge_size: int, node_size: int, global_size: int, out_size: int,
                  hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
                  activation: ActivationFactory = nn.SiLU):
-        super().__init__()
-        self.use_globals = global_size > 0
-        self.mlp = build_mlp(edge_size + 2 * node_size + global_size, hidden_size, out_size,
-                             num_hidden_layers, layer_norm, activation)
+        super().__init__(edge_size + 2 * node_size, global_size, out_size, hidden_size, num_hidden_layers,
+                         layer_norm, activation)
 
     def forward(self, graph: Graph) -> Graph:
         """``graph`` with ``edge_attr [num_edges, out_size]`` updated (``u`` needed iff the block
@@ -179,13 +190,11 @@ class EdgeBlock(nn.Module):
         ei = graph.edge_index
         parts = [(graph.edge_attr, None), (graph.x, ei[0]), (graph.x, ei[1])]
         if self.use_globals:
-            if graph.u is None:
-                raise ValueError("this EdgeBlock uses globals: the graph needs u")
-            parts.append((graph.u, graph.edge_batch))
+            parts.append((self._globals(graph), graph.edge_batch))
         return graph._replace(edge_attr=_apply_mlp_to_concat(self.mlp, parts))
 
 
-class NodeBlock(nn.Module):
+class NodeBlock(_Block):
     """Node update ``x'_i = phi_v([x_i, agg_{k: receiver_k = i} e'_k, u[graph_i]])``.
 
     Args:
@@ -198,11 +207,8 @@ class NodeBlock(nn.Module):
     def __init__(self, node_size: int, edge_size: int, global_size: int, out_size: int,
                  hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
                  activation: ActivationFactory = nn.SiLU, aggregation: str = "sum"):
-        super().__init__()
-        self.use_globals = global_size > 0
-        self.aggregation = _check_aggregation(aggregation)
-        self.mlp = build_mlp(node_size + edge_size + global_size, hidden_size, out_size,
-                             num_hidden_layers, layer_norm, activation)
+        super().__init__(node_size + edge_size, global_size, out_size, hidden_size, num_hidden_layers, layer_norm,
+                         activation, aggregation)
 
     def forward(self, graph: Graph) -> Graph:
         """``graph`` (its edges already updated) with ``x [num_nodes, out_size]`` updated (``u``
@@ -210,13 +216,11 @@ class NodeBlock(nn.Module):
         x = graph.x
         parts = [(x, None), (aggregate(graph.edge_attr, graph.edge_index[1], x.shape[0], self.aggregation), None)]
         if self.use_globals:
-            if graph.u is None:
-                raise ValueError("this NodeBlock uses globals: the graph needs u")
-            parts.append((graph.u, graph.batch))
+            parts.append((self._globals(graph), graph.batch))
         return graph._replace(x=_apply_mlp_to_concat(self.mlp, parts))
 
 
-class GlobalBlock(nn.Module):
+class GlobalBlock(_Block):
     """Global update ``u'_g = phi_u([u_g, agg_{edges in g} e'_k, agg_{nodes in g} x'_i])``.
 
     Args:
@@ -229,11 +233,8 @@ class GlobalBlock(nn.Module):
     def __init__(self, global_size: int, edge_size: int, node_size: int, out_size: int,
                  hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
                  activation: ActivationFactory = nn.SiLU, aggregation: str = "mean"):
-        super().__init__()
-        self.use_globals = global_size > 0
-        self.aggregation = _check_aggregation(aggregation)
-        self.mlp = build_mlp(global_size + edge_size + node_size, hidden_size, out_size,
-                             num_hidden_layers, layer_norm, activation)
+        super().__init__(edge_size + node_size, global_size, out_size, hidden_size, num_hidden_layers, layer_norm,
+                         activation, aggregation)
 
     def forward(self, graph: Graph) -> Graph:
         """``graph`` (its edges and nodes already updated) with ``u [num_graphs, out_size]``
@@ -242,9 +243,7 @@ class GlobalBlock(nn.Module):
         parts = [aggregate(graph.edge_attr, graph.edge_batch, B, self.aggregation),
                  aggregate(graph.x, graph.batch, B, self.aggregation)]
         if self.use_globals:
-            if graph.u is None:
-                raise ValueError("this GlobalBlock reads globals: the graph needs u")
-            parts.insert(0, graph.u)
+            parts.insert(0, self._globals(graph))
         return graph._replace(u=self.mlp(torch.cat(parts, dim=-1)))
 
 

@@ -38,6 +38,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,7 @@ from gndesign.particle_data import (
     write_particle_dataset,
 )
 from gndesign.simulator import ModelConfig
-from gndesign.solver import (
-    ConstraintSolver,
-    SolveOptions,
-    SolverConfig,
-    refuse_solve_options,
-    solve_options,
-    upgrade_state_dict,
-)
+from gndesign.solver import ConstraintSolver, SolveOptions, SolverConfig, solve_options, upgrade_state_dict
 from gndesign.training import (
     CHECKPOINT_FORMAT,
     TrainConfig,
@@ -324,19 +318,13 @@ class ParticleSimulator(nn.Module):
                 node_out=node_out, aggregation=config.aggregation, use_globals=False)
 
         node_in, edge_in = 2 * config.history + 3 + NUM_TYPES, 3
+        self.solver = solver  # the C-GNS solver's settings, or None for the forward predictor
+        self.solves = solver is not None
+        self.register_load_state_dict_pre_hook(partial(upgrade_state_dict, old_network="net"))  # older layouts
         self.predictor = (network(node_in, edge_in, 2) if solver is None else
                           ConstraintSolver(network(node_in + 5, edge_in + 3, solver.energy_channels), solver))
         self.vel_normalizer = Normalizer(2, config.std_epsilon)
         self.acc_normalizer = Normalizer(2, config.std_epsilon)
-
-    @property
-    def solves(self) -> bool:
-        """Whether the predictor is the C-GNS solver."""
-        return isinstance(self.predictor, ConstraintSolver)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        upgrade_state_dict(state_dict, prefix, "net", self.solves)  # checkpoints from before the predictor
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------------------- graph
     def start_history(self, positions: Tensor) -> Tensor:
@@ -405,7 +393,7 @@ class ParticleSimulator(nn.Module):
         graph = self.graph(history, obs_nodes, edge_index)
         if self.solves:
             return self._solve(graph, history, obs_nodes, options)
-        refuse_solve_options(options)
+        SolveOptions.refuse(options)
         B, _, N, _ = history.shape
         return self.predictor(graph).x.view(B, -1, 2)[:, :N]
 
@@ -471,7 +459,7 @@ class ParticleSimulator(nn.Module):
         options = solve_options(constraints, iterations, self.constraint_context(history.shape[2]),
                                 lambda: {"positions_0": history[:, -1]})
         if not self.solves:
-            refuse_solve_options(options)
+            SolveOptions.refuse(options)
         return options
 
     # ------------------------------------------------------------------------------- dynamics

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -34,14 +35,7 @@ from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrat
 from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
-from gndesign.solver import (
-    ConstraintSolver,
-    SolveOptions,
-    SolverConfig,
-    refuse_solve_options,
-    solve_options,
-    upgrade_state_dict,
-)
+from gndesign.solver import ConstraintSolver, SolveOptions, SolverConfig, solve_options, upgrade_state_dict
 from gndesign.tree import EDGE_TYPES, HINGE, MAX_DOF, PARAM_KEYS, SLIDE, WELD, KinematicTree
 
 Params = dict[str, torch.Tensor]
@@ -268,7 +262,7 @@ class ForwardModel(nn.Module):
         options = solve_options(constraints, iterations, self.constraint_context(system),
                                 lambda: self._start_quantities(qpos, system))
         if not self.solves:
-            refuse_solve_options(options)
+            SolveOptions.refuse(options)
         return options
 
     # ----------------------------------------------------------------------------- training
@@ -342,17 +336,11 @@ class GraphNetworkSimulator(ForwardModel):
                 shared_weights=config.shared_weights, aggregation=config.aggregation, edge_out=edge_out)
 
         slots = _CHANNELS * MAX_DOF
+        self.solver = solver  # the C-GNS solver's settings, or None for the forward predictor
+        self.solves = solver is not None
+        self.register_load_state_dict_pre_hook(partial(upgrade_state_dict, old_network="core"))  # older layouts
         self.predictor = (network(sizes["edge"], slots) if solver is None else
                           ConstraintSolver(network(sizes["edge"] + slots, solver.energy_channels), solver))
-
-    @property
-    def solves(self) -> bool:
-        """Whether the predictor is the C-GNS solver."""
-        return isinstance(self.predictor, ConstraintSolver)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        upgrade_state_dict(state_dict, prefix, "core", self.solves)  # checkpoints from before the predictor
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _edge_targets(self, batch: Transitions, acc, corr):
         b = self.builder(batch.system)
@@ -393,7 +381,7 @@ class GraphNetworkSimulator(ForwardModel):
                   for x in batches]
         if self.solves:
             return [self._solve(x, self._normalized(g), options) for x, g in zip(batches, graphs, strict=True)]
-        refuse_solve_options(options)
+        SolveOptions.refuse(options)
         g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
         out = self.predictor(self._normalized(g)).edge_attr
         preds, start = [], 0
@@ -491,7 +479,7 @@ class MLPDynamics(ForwardModel):
 
     def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
                            ) -> list[torch.Tensor]:
-        refuse_solve_options(options)
+        SolveOptions.refuse(options)
         return [self.net(self.input_norm(self._inputs(x))) for x in batches]
 
     def normalize_targets(self, batch: Transitions, acc, corr):

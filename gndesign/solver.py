@@ -36,7 +36,6 @@ __all__ = [
     "SolverConfig",
     "gradient_descent",
     "penalty_descent",
-    "refuse_solve_options",
     "solve_options",
     "upgrade_state_dict",
     "violation_report",
@@ -161,6 +160,14 @@ class SolveOptions:
     start: Quantities = field(default_factory=dict)
     iterations: int | None = None
 
+    @staticmethod
+    def refuse(options: SolveOptions | None) -> None:
+        """Refuse test-time settings for a forward predictor (it has no solve to apply them to)."""
+        if options is not None:
+            raise ConfigError("test-time constraints and solver iterations need a C-GNS (a constraint solver); this "
+                              "simulator predicts the next state directly: train one with `gndesign train --model "
+                              "cgns`")
+
 
 def solve_options(constraints: Objective | None, iterations: int | None, context: ConstraintContext,
                   start: Callable[[], Quantities]) -> SolveOptions | None:
@@ -175,13 +182,6 @@ def solve_options(constraints: Objective | None, iterations: int | None, context
     bound = bind_constraints(constraints, context)
     constraint_terms(bound)
     return SolveOptions(bound, start() if bound is not None else {}, iterations)
-
-
-def refuse_solve_options(options: SolveOptions | None) -> None:
-    """Refuse test-time settings for a forward predictor (it has no solve to apply them to)."""
-    if options is not None:
-        raise ConfigError("test-time constraints and solver iterations need a C-GNS (a constraint solver); this "
-                          "simulator predicts the next state directly: train one with `gndesign train --model cgns`")
 
 
 class ConstraintSolver(nn.Module):
@@ -247,11 +247,14 @@ class ConstraintSolver(nn.Module):
         return penalty_descent(energy, penalty, z0, eta, n)
 
 
-def upgrade_state_dict(state_dict: dict[str, Any], prefix: str, old_network: str, solves: bool) -> None:
-    """Rename, in place, a simulator's state-dict keys written before it held a predictor: its
-    network ``{old_network}.*`` becomes ``predictor.*`` (forward) or ``predictor.network.*`` (C-GNS),
-    the C-GNS ``step_param`` becomes ``predictor.step_param``. Newer keys are left alone."""
-    network = f"{prefix}predictor.network." if solves else f"{prefix}predictor."
+def upgrade_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any,
+                       old_network: str) -> None:
+    """A ``load_state_dict`` pre-hook of a simulator (register it with
+    ``functools.partial(upgrade_state_dict, old_network=...)``): renames, in place, the keys written
+    before the simulator held a predictor. Its network ``{old_network}.*`` becomes ``predictor.*``
+    (forward) or ``predictor.network.*`` (``module.solves``: a C-GNS), the C-GNS ``step_param``
+    becomes ``predictor.step_param``. Newer keys are left alone."""
+    network = f"{prefix}predictor.network." if module.solves else f"{prefix}predictor."
     old = f"{prefix}{old_network}."
     for key in [k for k in state_dict if k.startswith(old) or k == f"{prefix}step_param"]:
         new = f"{prefix}predictor.step_param" if key == f"{prefix}step_param" else network + key[len(old):]
