@@ -1,9 +1,9 @@
-"""States of articulated systems as graphs (PyG batches).
+"""States of articulated systems as graphs.
 
 :class:`GraphBuilder` turns a batch of states, actions and physical parameters of one system into
-node, edge and global feature tensors, packed as a ``torch_geometric.data.Batch``. The same code
-path serves one state or thousands, and everything is differentiable with respect to states,
-actions and parameters.
+node, edge and global feature tensors, packed as a :class:`gndesign.nn.Graph` (or a PyG ``Batch``:
+:meth:`GraphBuilder.build`, :func:`to_pyg`). The same code path serves one state or thousands, and
+everything is differentiable with respect to states, actions and parameters.
 
 Features (``[static | dynamic]``; see :meth:`GraphBuilder.feature_names` for every column):
 
