@@ -1,9 +1,9 @@
-"""States of articulated systems as graphs (PyG batches).
+"""States of articulated systems as graphs.
 
 :class:`GraphBuilder` turns a batch of states, actions and physical parameters of one system into
-node, edge and global feature tensors, packed as a ``torch_geometric.data.Batch``. The same code
-path serves one state or thousands, and everything is differentiable with respect to states,
-actions and parameters.
+node, edge and global feature tensors, packed as a :class:`gndesign.nn.Graph` (or a PyG ``Batch``:
+:meth:`GraphBuilder.build`, :func:`to_pyg`). The same code path serves one state or thousands, and
+everything is differentiable with respect to states, actions and parameters.
 
 Features (``[static | dynamic]``; see :meth:`GraphBuilder.feature_names` for every column):
 
@@ -31,6 +31,7 @@ import torch
 from torch_geometric.data import Batch
 
 from gndesign.kinematics import forward_kinematics
+from gndesign.nn import Graph
 from gndesign.quaternions import quat_to_mat
 from gndesign.tree import EDGE_TYPES, FREE, HINGE, MAX_DOF, NV, PARAM_KEYS, SLIDE, KinematicTree
 
@@ -245,10 +246,10 @@ class GraphBuilder:
     def build(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor | None = None,
               params: Params | None = None) -> Batch:
         """Graphs for a batch of states as a PyG ``Batch`` (see :meth:`build_tensors`)."""
-        return self.build_tensors(qpos, qvel, action, params).to_pyg()
+        return to_pyg(self.build_tensors(qpos, qvel, action, params))
 
     def build_tensors(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor | None = None,
-                      params: Params | None = None, static: StaticGraph | None = None) -> GraphTensors:
+                      params: Params | None = None, static: StaticGraph | None = None) -> Graph:
         """Graphs for a batch of states.
 
         Args:
@@ -258,7 +259,7 @@ class GraphBuilder:
                 ignored); rollouts compute it once.
 
         Returns:
-            :class:`GraphTensors` with ``x [B*nbody, F_node]``, ``edge_index [2, B*2E]``,
+            a :class:`gndesign.nn.Graph` with ``x [B*nbody, F_node]``, ``edge_index [2, B*2E]``,
             ``edge_attr [B*2E, F_edge]``, ``u [B, F_global]`` and ``batch [B*nbody]``.
         """
         t = self.tree
@@ -301,7 +302,7 @@ class GraphBuilder:
         fwd = torch.cat([static.edge, disp, dist, joint, 0 * ones], -1)
         rev = torch.cat([static.edge, -disp, dist, joint, ones], -1)
         edge_attr = torch.cat([fwd, rev], dim=1)
-        return GraphTensors(x.reshape(B * t.nbody, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), static.u,
+        return Graph(x.reshape(B * t.nbody, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), static.u,
                             static.edge_index, static.batch, B)
 
     def static_graph(self, params: Params | None, batch: int, like: torch.Tensor) -> StaticGraph:
@@ -330,38 +331,12 @@ class StaticGraph:
     num_graphs: int
 
 
-@dataclass
-class GraphTensors:
-    """A batch of graphs as plain tensors (the simulator's hot path; no PyG objects).
-
-    ``x [N_total, F_node]``, ``edge_attr [E_total, F_edge]``, ``u [B, F_global]``,
-    ``edge_index [2, E_total]``, ``batch [N_total]`` (graph of each node), ``num_graphs = B``.
-    """
-
-    x: torch.Tensor
-    edge_attr: torch.Tensor
-    u: torch.Tensor
-    edge_index: torch.Tensor
-    batch: torch.Tensor
-    num_graphs: int
-
-    def to_pyg(self) -> Batch:
-        ptr = torch.zeros(self.num_graphs + 1, dtype=torch.long, device=self.x.device)
-        ptr[1:] = torch.bincount(self.batch, minlength=self.num_graphs).cumsum(0)
-        return Batch(x=self.x, edge_index=self.edge_index, edge_attr=self.edge_attr, u=self.u, batch=self.batch,
-                     ptr=ptr)
-
-
-def make_graphs(x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, u: torch.Tensor) -> GraphTensors:
-    """Pack ``B`` graphs sharing one topology.
-
-    Args:
-        x: ``[B, N, F_node]``; edge_attr: ``[B, E, F_edge]``; edge_index: ``[2, E]`` (per graph);
-        u: ``[B, F_global]``.
-    """
-    B, N = x.shape[:2]
-    ei, graph_of = batched_topology(edge_index.to(x.device), B, N)
-    return GraphTensors(x.reshape(B * N, -1), edge_attr.reshape(-1, edge_attr.shape[-1]), u, ei, graph_of, B)
+def to_pyg(graph: Graph) -> Batch:
+    """The graphs as a PyG ``Batch`` (with ``ptr``)."""
+    ptr = torch.zeros(graph.num_graphs + 1, dtype=torch.long, device=graph.x.device)
+    ptr[1:] = torch.bincount(graph.batch, minlength=graph.num_graphs).cumsum(0)
+    return Batch(x=graph.x, edge_index=graph.edge_index, edge_attr=graph.edge_attr, u=graph.u, batch=graph.batch,
+                 ptr=ptr)
 
 
 def batched_topology(edge_index: torch.Tensor, B: int, N: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,7 +348,7 @@ def batched_topology(edge_index: torch.Tensor, B: int, N: int) -> tuple[torch.Te
     return ei, torch.arange(B, device=dev).repeat_interleave(N)
 
 
-def concat_batches(batches: Sequence[GraphTensors | Batch]) -> GraphTensors | Batch:
+def concat_batches(batches: Sequence[Graph | Batch]) -> Graph | Batch:
     """One batch from batches of different systems (graph sizes may differ); PyG ``Batch`` in,
     PyG ``Batch`` out."""
     xs, eas, eis, us, bs = [], [], [], [], []
@@ -386,5 +361,5 @@ def concat_batches(batches: Sequence[GraphTensors | Batch]) -> GraphTensors | Ba
         bs.append(b.batch + graph_off)
         node_off += b.x.shape[0]
         graph_off += b.num_graphs
-    out = GraphTensors(torch.cat(xs), torch.cat(eas), torch.cat(us), torch.cat(eis, 1), torch.cat(bs), graph_off)
-    return out.to_pyg() if isinstance(batches[0], Batch) else out
+    out = Graph(torch.cat(xs), torch.cat(eas), torch.cat(us), torch.cat(eis, 1), torch.cat(bs), graph_off)
+    return to_pyg(out) if isinstance(batches[0], Batch) else out

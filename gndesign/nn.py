@@ -1,13 +1,14 @@
 """The learnable core: graph-network blocks and an encode-process-decode model.
 
-Nothing here knows about physics. Graphs are given as feature tensors plus a separate topology,
-the way PyTorch Geometric batches them:
+Nothing here knows about physics. Every block takes and returns one :class:`Graph`: feature
+tensors plus a separate topology, the way PyTorch Geometric batches graphs:
 
 * ``x [num_nodes, F_node]``: node features;
 * ``edge_attr [num_edges, F_edge]``: edge features;
 * ``u [num_graphs, F_global]`` or ``None``: graph-level (global) features;
 * ``edge_index [2, num_edges]``: row 0 holds the sender, row 1 the receiver of each edge;
-* ``batch [num_nodes]``: the graph each node belongs to (``0 .. num_graphs-1``).
+* ``batch [num_nodes]``: the graph each node belongs to (``0 .. num_graphs-1``);
+* ``num_graphs``: ``B`` (graphs may have no nodes).
 
 A batch may mix graphs of different sizes (different systems) and graphs with isolated nodes.
 
@@ -26,6 +27,7 @@ Sanchez-Gonzalez et al. (2020), "Learning to simulate complex physics with graph
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +37,7 @@ __all__ = [
     "EdgeBlock",
     "EncodeProcessDecode",
     "GlobalBlock",
+    "Graph",
     "GraphNetwork",
     "NodeBlock",
     "aggregate",
@@ -44,6 +47,31 @@ __all__ = [
 AGGREGATIONS = ("sum", "mean", "max")
 
 ActivationFactory = Callable[[], nn.Module]
+
+
+class Graph(NamedTuple):
+    """A batch of graphs (see the module docstring for the shapes): what every block takes and
+    returns. A block returns the input graph with the features it updates replaced; a decoded
+    graph (:meth:`EncodeProcessDecode.decode`) holds None for each output it does not decode."""
+
+    x: Tensor | None
+    edge_attr: Tensor | None
+    u: Tensor | None
+    edge_index: Tensor
+    batch: Tensor
+    num_graphs: int
+
+    @property
+    def edge_batch(self) -> Tensor:
+        """``[num_edges]``: the graph of each edge (that of its sender)."""
+        return self.batch[self.edge_index[0]]
+
+    @classmethod
+    def from_pyg(cls, data: Any) -> Graph:
+        """The graphs of a PyG ``Batch`` with ``x``, ``edge_attr``, ``u`` (optional), ``edge_index``,
+        ``batch`` and ``num_graphs``."""
+        return cls(data.x, data.edge_attr, getattr(data, "u", None), data.edge_index, data.batch,
+                   int(data.num_graphs))
 
 
 def build_mlp(in_size: int, hidden_size: int, out_size: int, num_hidden_layers: int = 2,
@@ -122,21 +150,26 @@ def _apply_mlp_to_concat(mlp: nn.Sequential, parts: list[tuple[Tensor, Tensor | 
     return h
 
 
-def _check_aggregation(name: str) -> str:
-    if name not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {name!r}; choose one of {AGGREGATIONS}")
-    return name
+class _Block(nn.Module):
+    """An update: an MLP over ``in_size`` concatenated input features plus, if ``global_size > 0``,
+    the graph's globals; ``aggregation``: how it reduces edges or nodes (None: it does not)."""
+
+    def __init__(self, in_size: int, global_size: int, out_size: int, hidden_size: int, num_hidden_layers: int,
+                 layer_norm: bool, activation: ActivationFactory, aggregation: str | None = None):
+        super().__init__()
+        if aggregation is not None and aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+        self.use_globals = global_size > 0
+        self.aggregation = aggregation
+        self.mlp = build_mlp(in_size + global_size, hidden_size, out_size, num_hidden_layers, layer_norm, activation)
+
+    def _globals(self, graph: Graph) -> Tensor:
+        if graph.u is None:
+            raise ValueError(f"this {type(self).__name__} uses globals: the graph needs u")
+        return graph.u
 
 
-def _infer_num_graphs(batch: Tensor, u: Tensor | None, num_graphs: int | None) -> int:
-    if num_graphs is not None:
-        return int(num_graphs)
-    if u is not None:
-        return u.shape[0]
-    return int(batch.max()) + 1 if batch.numel() > 0 else 0
-
-
-class EdgeBlock(nn.Module):
+class EdgeBlock(_Block):
     """Edge update ``e'_k = phi_e([e_k, x[senders_k], x[receivers_k], u[graph_k]])``.
 
     Args:
@@ -148,30 +181,20 @@ class EdgeBlock(nn.Module):
     def __init__(self, edge_size: int, node_size: int, global_size: int, out_size: int,
                  hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
                  activation: ActivationFactory = nn.SiLU):
-        super().__init__()
-        self.use_globals = global_size > 0
-        self.mlp = build_mlp(edge_size + 2 * node_size + global_size, hidden_size, out_size,
-                             num_hidden_layers, layer_norm, activation)
+        super().__init__(edge_size + 2 * node_size, global_size, out_size, hidden_size, num_hidden_layers,
+                         layer_norm, activation)
 
-    def forward(self, x: Tensor, edge_attr: Tensor, edge_index: Tensor, u: Tensor | None = None,
-                edge_batch: Tensor | None = None) -> Tensor:
-        """Args:
-            x: ``[num_nodes, node_size]``; edge_attr: ``[num_edges, edge_size]``;
-            edge_index: ``[2, num_edges]``; u: ``[num_graphs, global_size]`` (needed iff the block
-            uses globals); edge_batch: ``[num_edges]``, the graph of each edge (needed with globals).
-
-        Returns:
-            ``[num_edges, out_size]``.
-        """
-        parts = [(edge_attr, None), (x, edge_index[0]), (x, edge_index[1])]
+    def forward(self, graph: Graph) -> Graph:
+        """``graph`` with ``edge_attr [num_edges, out_size]`` updated (``u`` needed iff the block
+        uses globals)."""
+        ei = graph.edge_index
+        parts = [(graph.edge_attr, None), (graph.x, ei[0]), (graph.x, ei[1])]
         if self.use_globals:
-            if u is None or edge_batch is None:
-                raise ValueError("this EdgeBlock uses globals: pass u and edge_batch")
-            parts.append((u, edge_batch))
-        return _apply_mlp_to_concat(self.mlp, parts)
+            parts.append((self._globals(graph), graph.edge_batch))
+        return graph._replace(edge_attr=_apply_mlp_to_concat(self.mlp, parts))
 
 
-class NodeBlock(nn.Module):
+class NodeBlock(_Block):
     """Node update ``x'_i = phi_v([x_i, agg_{k: receiver_k = i} e'_k, u[graph_i]])``.
 
     Args:
@@ -184,31 +207,20 @@ class NodeBlock(nn.Module):
     def __init__(self, node_size: int, edge_size: int, global_size: int, out_size: int,
                  hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
                  activation: ActivationFactory = nn.SiLU, aggregation: str = "sum"):
-        super().__init__()
-        self.use_globals = global_size > 0
-        self.aggregation = _check_aggregation(aggregation)
-        self.mlp = build_mlp(node_size + edge_size + global_size, hidden_size, out_size,
-                             num_hidden_layers, layer_norm, activation)
+        super().__init__(node_size + edge_size, global_size, out_size, hidden_size, num_hidden_layers, layer_norm,
+                         activation, aggregation)
 
-    def forward(self, x: Tensor, edge_attr: Tensor, edge_index: Tensor, u: Tensor | None = None,
-                batch: Tensor | None = None) -> Tensor:
-        """Args:
-            x: ``[num_nodes, node_size]``; edge_attr: ``[num_edges, edge_size]`` (updated edges);
-            edge_index: ``[2, num_edges]``; u: ``[num_graphs, global_size]`` and batch
-            ``[num_nodes]`` (both needed iff the block uses globals).
-
-        Returns:
-            ``[num_nodes, out_size]``.
-        """
-        parts = [(x, None), (aggregate(edge_attr, edge_index[1], x.shape[0], self.aggregation), None)]
+    def forward(self, graph: Graph) -> Graph:
+        """``graph`` (its edges already updated) with ``x [num_nodes, out_size]`` updated (``u``
+        needed iff the block uses globals)."""
+        x = graph.x
+        parts = [(x, None), (aggregate(graph.edge_attr, graph.edge_index[1], x.shape[0], self.aggregation), None)]
         if self.use_globals:
-            if u is None or batch is None:
-                raise ValueError("this NodeBlock uses globals: pass u and batch")
-            parts.append((u, batch))
-        return _apply_mlp_to_concat(self.mlp, parts)
+            parts.append((self._globals(graph), graph.batch))
+        return graph._replace(x=_apply_mlp_to_concat(self.mlp, parts))
 
 
-class GlobalBlock(nn.Module):
+class GlobalBlock(_Block):
     """Global update ``u'_g = phi_u([u_g, agg_{edges in g} e'_k, agg_{nodes in g} x'_i])``.
 
     Args:
@@ -221,29 +233,18 @@ class GlobalBlock(nn.Module):
     def __init__(self, global_size: int, edge_size: int, node_size: int, out_size: int,
                  hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
                  activation: ActivationFactory = nn.SiLU, aggregation: str = "mean"):
-        super().__init__()
-        self.use_globals = global_size > 0
-        self.aggregation = _check_aggregation(aggregation)
-        self.mlp = build_mlp(global_size + edge_size + node_size, hidden_size, out_size,
-                             num_hidden_layers, layer_norm, activation)
+        super().__init__(edge_size + node_size, global_size, out_size, hidden_size, num_hidden_layers, layer_norm,
+                         activation, aggregation)
 
-    def forward(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, batch: Tensor,
-                edge_batch: Tensor, num_graphs: int) -> Tensor:
-        """Args:
-            x: ``[num_nodes, node_size]`` (updated); edge_attr: ``[num_edges, edge_size]``
-            (updated); u: ``[num_graphs, global_size]`` or None for a block without globals input;
-            batch: ``[num_nodes]``; edge_batch: ``[num_edges]``; num_graphs: ``B``.
-
-        Returns:
-            ``[num_graphs, out_size]``.
-        """
-        parts = [aggregate(edge_attr, edge_batch, num_graphs, self.aggregation),
-                 aggregate(x, batch, num_graphs, self.aggregation)]
+    def forward(self, graph: Graph) -> Graph:
+        """``graph`` (its edges and nodes already updated) with ``u [num_graphs, out_size]``
+        updated (``u`` is read iff the block reads globals)."""
+        B = graph.num_graphs
+        parts = [aggregate(graph.edge_attr, graph.edge_batch, B, self.aggregation),
+                 aggregate(graph.x, graph.batch, B, self.aggregation)]
         if self.use_globals:
-            if u is None:
-                raise ValueError("this GlobalBlock reads globals: pass u")
-            parts.insert(0, u)
-        return self.mlp(torch.cat(parts, dim=-1))
+            parts.insert(0, self._globals(graph))
+        return graph._replace(u=self.mlp(torch.cat(parts, dim=-1)))
 
 
 class GraphNetwork(nn.Module):
@@ -265,32 +266,16 @@ class GraphNetwork(nn.Module):
         self.global_block = global_block
         self.residual = residual
 
-    def forward(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, edge_index: Tensor, batch: Tensor,
-                num_graphs: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Args:
-            x: ``[num_nodes, F_node]``; edge_attr: ``[num_edges, F_edge]``;
-            u: ``[num_graphs, F_global]`` or None; edge_index: ``[2, num_edges]``;
-            batch: ``[num_nodes]``; num_graphs: ``B`` (inferred from ``u`` or ``batch`` if None;
-            pass it when trailing graphs may have no nodes).
-
-        Returns:
-            ``(x' [num_nodes, F_node'], edge_attr' [num_edges, F_edge'], u' [num_graphs, F_global'])``;
-            ``u'`` is ``u`` itself when there is no global block.
-        """
-        needs_edge_batch = self.edge_block.use_globals or self.global_block is not None
-        edge_batch = batch[edge_index[0]] if needs_edge_batch else None
-        e_new = self.edge_block(x, edge_attr, edge_index, u, edge_batch)
-        x_new = self.node_block(x, e_new, edge_index, u, batch)
-        u_new = u
+    def forward(self, graph: Graph) -> Graph:
+        """``graph`` with ``x [num_nodes, F_node']``, ``edge_attr [num_edges, F_edge']`` and (with a
+        global block) ``u [num_graphs, F_global']`` updated; ``u`` passes through otherwise."""
+        out = self.node_block(self.edge_block(graph))
         if self.global_block is not None:
-            B = _infer_num_graphs(batch, u, num_graphs)
-            u_new = self.global_block(x_new, e_new, u, batch, edge_batch, B)
+            out = self.global_block(out)
         if self.residual:
-            x_new = x_new + x
-            e_new = e_new + edge_attr
-            if self.global_block is not None and u is not None:
-                u_new = u_new + u
-        return x_new, e_new, u_new
+            u = out.u + graph.u if (self.global_block is not None and graph.u is not None) else out.u
+            out = out._replace(x=out.x + graph.x, edge_attr=out.edge_attr + graph.edge_attr, u=u)
+        return out
 
 
 class EncodeProcessDecode(nn.Module):
@@ -359,9 +344,10 @@ class EncodeProcessDecode(nn.Module):
         self.global_decoder = mlp(L, global_out, False) if global_out > 0 else None
 
     # ------------------------------------------------------------------------------------ stages
-    def encode(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, num_graphs: int
-               ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Latents ``([N, L], [E, L], [B, L] or None)`` from raw features."""
+    def encode(self, graph: Graph) -> Graph:
+        """The latent graph: ``x [N, L]``, ``edge_attr [E, L]``, ``u [B, L]`` (None without
+        ``use_globals``; zeros when there is no global input, whose ``u`` is then ignored)."""
+        x, edge_attr, B = graph.x, graph.edge_attr, graph.num_graphs
         if x.shape[-1] != self.node_in or edge_attr.shape[-1] != self.edge_in:
             raise ValueError(f"expected x [N, {self.node_in}] and edge_attr [E, {self.edge_in}], got "
                              f"{list(x.shape)} and {list(edge_attr.shape)}")
@@ -370,53 +356,31 @@ class EncodeProcessDecode(nn.Module):
         h_u = None
         if self.use_globals:
             if self.global_encoder is not None:
-                if u is None or u.shape != (num_graphs, self.global_in):
+                u = graph.u
+                if u is None or u.shape != (B, self.global_in):
                     got = None if u is None else list(u.shape)
-                    raise ValueError(f"expected u [{num_graphs}, {self.global_in}], got {got}")
+                    raise ValueError(f"expected u [{B}, {self.global_in}], got {got}")
                 h_u = self.global_encoder(u)
             else:
-                h_u = h_x.new_zeros(num_graphs, self.latent_size)
-        return h_x, h_e, h_u
+                h_u = h_x.new_zeros(B, self.latent_size)
+        return graph._replace(x=h_x, edge_attr=h_e, u=h_u)
 
-    def process(self, h_x: Tensor, h_e: Tensor, h_u: Tensor | None, edge_index: Tensor, batch: Tensor,
-                num_graphs: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``M`` residual message-passing steps on the latents."""
+    def process(self, latent: Graph) -> Graph:
+        """``M`` residual message-passing steps on the latent graph."""
         for step in range(self.message_passing_steps):
-            block = self.processor[0 if self.shared_weights else step]
-            h_x, h_e, h_u = block(h_x, h_e, h_u, edge_index, batch, num_graphs)
-        return h_x, h_e, h_u
+            latent = self.processor[0 if self.shared_weights else step](latent)
+        return latent
 
-    def decode(self, h_x: Tensor, h_e: Tensor, h_u: Tensor | None) -> dict[str, Tensor | None]:
-        """Outputs ``{"node": [N, node_out], "edge": [E, edge_out], "global": [B, global_out]}``
+    def decode(self, latent: Graph) -> Graph:
+        """The output graph: ``x [N, node_out]``, ``edge_attr [E, edge_out]``, ``u [B, global_out]``
         (None for each output of size 0)."""
-        return {
-            "node": self.node_decoder(h_x) if self.node_decoder is not None else None,
-            "edge": self.edge_decoder(h_e) if self.edge_decoder is not None else None,
-            "global": self.global_decoder(h_u) if self.global_decoder is not None else None,
-        }
+        return latent._replace(
+            x=self.node_decoder(latent.x) if self.node_decoder is not None else None,
+            edge_attr=self.edge_decoder(latent.edge_attr) if self.edge_decoder is not None else None,
+            u=self.global_decoder(latent.u) if self.global_decoder is not None else None)
 
-    # ----------------------------------------------------------------------------------- forward
-    def forward(self, x: Tensor, edge_attr: Tensor, u: Tensor | None, edge_index: Tensor, batch: Tensor,
-                num_graphs: int | None = None) -> dict[str, Tensor | None]:
-        """Args:
-            x: ``[num_nodes, node_in]``; edge_attr: ``[num_edges, edge_in]``;
-            u: ``[num_graphs, global_in]`` (None allowed when ``global_in == 0`` or not
-            ``use_globals``); edge_index: ``[2, num_edges]`` (sender, receiver);
-            batch: ``[num_nodes]``; num_graphs: ``B`` (inferred from ``u`` or ``batch`` if None).
-
-        Returns:
-            ``{"node": [num_nodes, node_out] | None, "edge": [num_edges, edge_out] | None,
-            "global": [num_graphs, global_out] | None}``.
-        """
-        if not self.use_globals or self.global_in == 0:
-            u = None  # ignored: keeps size inference from reading an unused tensor
-        B = _infer_num_graphs(batch, u, num_graphs)
-        h = self.encode(x, edge_attr, u, B)
-        h = self.process(*h, edge_index, batch, B)
-        return self.decode(*h)
-
-    def forward_batch(self, data) -> dict[str, Tensor | None]:
-        """:meth:`forward` on a PyG ``Batch`` with ``x``, ``edge_attr``, ``u`` (optional),
-        ``edge_index``, ``batch`` and ``num_graphs``."""
-        return self(data.x, data.edge_attr, getattr(data, "u", None), data.edge_index, data.batch,
-                    data.num_graphs)
+    def forward(self, graph: Graph) -> Graph:
+        """``decode(process(encode(graph)))``: ``graph`` with ``x [num_nodes, node_in]``,
+        ``edge_attr [num_edges, edge_in]`` and ``u [num_graphs, global_in]`` (None allowed when
+        ``global_in == 0`` or not ``use_globals``) in, the decoded graph out."""
+        return self.decode(self.process(self.encode(graph)))

@@ -34,6 +34,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,13 @@ import torch.utils.checkpoint
 from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
-from gndesign.config import ParticleModelConfig
+from gndesign.config import ParticleModelConfig, SolverConfig
+from gndesign.constraint_sets import active_stiffness
+from gndesign.constraints import ConstraintContext
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.nn import EncodeProcessDecode
+from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
+from gndesign.objectives import Objective
 from gndesign.particle_data import (
     SCENE_KEYS,
     ParticleDataset,
@@ -54,6 +58,7 @@ from gndesign.particle_data import (
     validate_scene,
     write_particle_dataset,
 )
+from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
 
 __all__ = [
     "SCENE_KEYS",
@@ -156,14 +161,24 @@ def radius_edges(positions: np.ndarray | Tensor, radius: float) -> Tensor:
 
 
 class ParticleSimulator(nn.Module):
-    """The learned particle simulator of one scene.
+    """The learned particle simulator of one scene: a physics front end (position history,
+    neighbours, walls, normalizers, integration) and a predictor of the particles' normalized
+    accelerations.
 
     Args:
         config: architecture and graph construction (``obstacle_points`` must be resolved, > 0).
         scene: the scene it simulates (see :data:`gndesign.particle_data.SCENE_KEYS`).
+        solver: None for the forward predictor (an encode-process-decode network decoding every
+            particle's acceleration from the current graph), or the settings of a
+            :class:`gndesign.solver.ConstraintSolver` (the C-GNS, :mod:`gndesign.cgns`), whose
+            network scores candidate accelerations: node features gain the candidate's normalized
+            acceleration and its next position's distances to the floor and walls, edge features
+            its relative displacement and length.
     """
 
-    def __init__(self, config: ParticleModelConfig, scene: Mapping[str, Any]):
+    front = "particles"
+
+    def __init__(self, config: ParticleModelConfig, scene: Mapping[str, Any], solver: SolverConfig | None = None):
         super().__init__()
         config.validate()
         if config.obstacle_points < 1:
@@ -172,11 +187,20 @@ class ParticleSimulator(nn.Module):
         self.scene = validate_scene(scene, error=ConfigError)
         self.R = float(config.radius * self.scene["particle_radius"])  # connectivity radius [m]
         self.history = config.history
-        self.net = EncodeProcessDecode(
-            node_in=2 * config.history + 3 + NUM_TYPES, edge_in=3, global_in=0, latent_size=config.latent_size,
-            mlp_hidden_size=config.mlp_hidden_size, mlp_layers=config.mlp_layers,
-            message_passing_steps=config.message_passing_steps, shared_weights=config.shared_weights,
-            node_out=2, aggregation=config.aggregation, use_globals=False)
+
+        def network(node_in: int, edge_in: int, node_out: int) -> EncodeProcessDecode:
+            return EncodeProcessDecode(
+                node_in=node_in, edge_in=edge_in, global_in=0, latent_size=config.latent_size,
+                mlp_hidden_size=config.mlp_hidden_size, mlp_layers=config.mlp_layers,
+                message_passing_steps=config.message_passing_steps, shared_weights=config.shared_weights,
+                node_out=node_out, aggregation=config.aggregation, use_globals=False)
+
+        node_in, edge_in = 2 * config.history + 3 + NUM_TYPES, 3
+        self.solver = solver  # the C-GNS solver's settings, or None for the forward predictor
+        self.solves = solver is not None
+        self.register_load_state_dict_pre_hook(partial(upgrade_state_dict, old_network="net"))  # older layouts
+        self.predictor = (network(node_in, edge_in, 2) if solver is None else
+                          ConstraintSolver(network(node_in + 5, edge_in + 3, solver.energy_channels), solver))
         self.vel_normalizer = Normalizer(2, config.std_epsilon)
         self.acc_normalizer = Normalizer(2, config.std_epsilon)
 
@@ -210,47 +234,130 @@ class ParticleSimulator(nn.Module):
         (computed outside autograd)."""
         return radius_edges(torch.cat([history[:, -1], obs_nodes], 1), self.R)
 
-    def _features(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        """Node features ``[B (N + P), 2 C + 5]`` and edge features ``[E, 3]``."""
+    def _walls(self, pos: Tensor) -> Tensor:
+        """``[..., 3]``: signed distances of node positions ``[..., 2]`` to the floor and the left
+        and right walls, over ``R``, clipped to ``[-1, 1]``."""
+        s = self.scene
+        walls = torch.stack([pos[..., 1] - s["floor"], pos[..., 0] - s["x_min"], s["x_max"] - pos[..., 0]], -1)
+        return (walls / self.R).clamp(-1.0, 1.0)
+
+    def _edge_geometry(self, pos: Tensor, edge_index: Tensor) -> Tensor:
+        """``[E, 3]``: ``(x_sender - x_receiver) / R`` and its length, from node positions ``[B, M, 2]``."""
+        flat = pos.reshape(-1, 2)
+        d = (flat.index_select(0, edge_index[0]) - flat.index_select(0, edge_index[1])) / self.R
+        return torch.cat([d, (d.pow(2).sum(-1, keepdim=True) + 1e-12).sqrt()], -1)
+
+    def graph(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor) -> Graph:
+        """The current state's graph: node features ``[B (N + P), 2 C + 5]``, edge features
+        ``[E, 3]``, no globals."""
         B, _, N, _ = history.shape
         P = obs_nodes.shape[1]
         vel = self.vel_normalizer(history[:, 1:] - history[:, :-1])  # [B, C, N, 2]
         vel = vel.permute(0, 2, 1, 3).reshape(B, N, -1)
         still = self.vel_normalizer(history.new_zeros(2)).repeat(self.history).expand(B, P, -1)
         pos = torch.cat([history[:, -1], obs_nodes], 1)  # [B, M, 2]
-        s = self.scene
-        walls = torch.stack([pos[..., 1] - s["floor"], pos[..., 0] - s["x_min"], s["x_max"] - pos[..., 0]], -1)
-        walls = (walls / self.R).clamp(-1.0, 1.0)
         types = history.new_zeros(N + P, NUM_TYPES)
         types[:N, PARTICLE] = 1.0
         types[N:, OBSTACLE] = 1.0
-        x = torch.cat([torch.cat([vel, still], 1), walls, types.expand(B, -1, -1)], -1).reshape(B * (N + P), -1)
-        flat = pos.reshape(-1, 2)
-        d = (flat.index_select(0, edge_index[0]) - flat.index_select(0, edge_index[1])) / self.R
-        e = torch.cat([d, (d.pow(2).sum(-1, keepdim=True) + 1e-12).sqrt()], -1)
-        return x, e
+        x = torch.cat([torch.cat([vel, still], 1), self._walls(pos), types.expand(B, -1, -1)], -1)
+        batch = torch.arange(B, device=x.device).repeat_interleave(N + P)
+        return Graph(x.reshape(B * (N + P), -1), self._edge_geometry(pos, edge_index), None, edge_index, batch, B)
 
-    def predict_normalized(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor) -> Tensor:
-        """Normalized particle accelerations ``[B, N, 2]``."""
+    # ------------------------------------------------------------------------------- prediction
+    def predict_normalized(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor,
+                           options: SolveOptions | None = None) -> Tensor:
+        """Normalized particle accelerations ``[B, N, 2]`` (``options``: the solver's test-time
+        constraints and iterations)."""
+        graph = self.graph(history, obs_nodes, edge_index)
+        if self.solves:
+            return self._solve(graph, history, obs_nodes, options)
+        SolveOptions.refuse(options)
         B, _, N, _ = history.shape
-        M = N + obs_nodes.shape[1]
-        x, e = self._features(history, obs_nodes, edge_index)
-        batch = torch.arange(B, device=x.device).repeat_interleave(M)
-        out = self.net(x, e, None, edge_index, batch, B)["node"]
-        return out.view(B, M, 2)[:, :N]
+        return self.predictor(graph).x.view(B, -1, 2)[:, :N]
 
-    def _step(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor) -> Tensor:
-        acc = self.acc_normalizer.inverse(self.predict_normalized(history, obs_nodes, edge_index))
+    def sigma(self, like: Tensor) -> Tensor:
+        """The solver's unit of acceleration [m/frame^2]: the largest per-axis std of the data's."""
+        return self.acc_normalizer.stats(like)[1].max()
+
+    def _next(self, history: Tensor, u: Tensor) -> Tensor:
+        """Next positions ``[B, N, 2]`` of candidates ``u`` (accelerations in units of sigma, centred
+        on the data's mean)."""
+        mean = self.acc_normalizer.stats(u)[0]
+        return integrate(history, u * self.sigma(u) + mean)
+
+    def energy(self, current: Graph, history: Tensor, obs_nodes: Tensor, u: Tensor) -> Tensor:
+        """The C-GNS's ``f_C`` per scene ``[B]`` of the candidates ``u [B, N, 2]`` (accelerations
+        centred on the data's mean, in units of :meth:`sigma`, one scale for both axes), given the
+        ``current`` state's graph."""
+        B, _, N, _ = history.shape
+        P = obs_nodes.shape[1]
+        nxt = torch.cat([self._next(history, u), obs_nodes], 1)  # [B, M, 2]
+        uc = torch.cat([u, u.new_zeros(B, P, 2)], 1)
+        x = torch.cat([current.x, torch.cat([uc, self._walls(nxt)], -1).reshape(B * (N + P), -1)], -1)
+        e = torch.cat([current.edge_attr, self._edge_geometry(nxt, current.edge_index)], -1)
+        out = self.predictor.network(current._replace(x=x, edge_attr=e)).x.view(B, N + P, -1)[:, :N]
+        return out.pow(2).sum((1, 2))
+
+    def _solve(self, graph: Graph, history: Tensor, obs_nodes: Tensor, options: SolveOptions | None) -> Tensor:
+        """The solver's accelerations ``[B, N, 2]``, normalized like the forward predictor's.
+
+        The descent runs in one isotropic unit (``sigma``, not the per-axis std): an axis the
+        data hardly accelerates along (a tiny std) must stay movable by user constraints.
+        """
+        B, _, N, _ = history.shape
+        mean, std = self.acc_normalizer.stats(history)
+        sigma = self.sigma(history)
+        u0 = (-mean / sigma).expand(B, N, 2)  # zero acceleration: the inertial guess x + v
+        u = self.predictor.solve(lambda u: self.energy(graph, history, obs_nodes, u), u0, sigma,
+                                 lambda u: self.constraint_quantities(self._next(history, u), history[:, -1]),
+                                 _per_particle_stiffness, options)
+        return u * (sigma / std)
+
+    # ------------------------------------------------------------------------------- constraints
+    def constraint_context(self, num_particles: int) -> ConstraintContext:
+        """What constraints on ``num_particles`` particles may refer to (margin: the particle radius)."""
+        return ConstraintContext(num_nodes=num_particles, node_kind="particle", dim=2,
+                                 margin=float(self.scene["particle_radius"]))
+
+    @staticmethod
+    def constraint_quantities(positions: Tensor, previous: Tensor) -> dict[str, Tensor]:
+        """What a constraint sees of positions ``[B, N, 2]`` reached from ``previous``."""
+        return {"positions": positions, "velocities": positions - previous}
+
+    def constraint_frames(self, positions: Tensor) -> list[dict[str, Tensor]]:
+        """The quantities of every frame of a rollout ``positions [B, T+1, N, 2]`` (pins refer to
+        frame 0), for :func:`gndesign.solver.violation_report`."""
+        return [{**self.constraint_quantities(positions[:, t], positions[:, max(t - 1, 0)]),
+                 "positions_0": positions[:, 0]} for t in range(positions.shape[1])]
+
+    def solve_options(self, constraints: Objective | None, iterations: int | None,
+                      history: Tensor) -> SolveOptions | None:
+        """Test-time ``constraints`` bound to this scene and ``iterations`` for a rollout from
+        ``history [B, C+1, N, 2]`` (pins hold its current positions)."""
+        options = solve_options(constraints, iterations, self.constraint_context(history.shape[2]),
+                                lambda: {"positions_0": history[:, -1]})
+        if not self.solves:
+            SolveOptions.refuse(options)
+        return options
+
+    # ------------------------------------------------------------------------------- dynamics
+    def _step(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor,
+              options: SolveOptions | None = None) -> Tensor:
+        acc = self.acc_normalizer.inverse(self.predict_normalized(history, obs_nodes, edge_index, options))
         return integrate(history, acc)
 
-    def forward(self, history: Tensor, obstacle: Tensor) -> Tensor:
+    def forward(self, history: Tensor, obstacle: Tensor, constraints: Objective | None = None,
+                iterations: int | None = None) -> Tensor:
         """One frame: next positions ``[B, N, 2]`` from a history ``[B, C+1, N, 2]`` (or positions at
-        rest ``[B, N, 2]``) and obstacle vertices ``[B, K+1, 2]``."""
+        rest ``[B, N, 2]``) and obstacle vertices ``[B, K+1, 2]``; ``constraints`` and
+        ``iterations``: as in :meth:`rollout`."""
         history = self.start_history(history)
         nodes = self.obstacle_nodes(obstacle, history.shape[0])
-        return self._step(history, nodes, self.edges(history, nodes))
+        return self._step(history, nodes, self.edges(history, nodes),
+                          self.solve_options(constraints, iterations, history))
 
-    def rollout(self, positions: Tensor, obstacle: Tensor, steps: int, checkpoint: bool = False) -> Tensor:
+    def rollout(self, positions: Tensor, obstacle: Tensor, steps: int, checkpoint: bool = False,
+                constraints: Objective | None = None, iterations: int | None = None) -> Tensor:
         """Roll the particles out for ``steps`` frames.
 
         Args:
@@ -259,21 +366,27 @@ class ParticleSimulator(nn.Module):
             obstacle: obstacle vertices ``[B, K+1, 2]`` or ``[K+1, 2]`` (may require grad).
             checkpoint: recompute each step's activations in the backward pass (memory grows with
                 the positions only, so 100-150-step differentiable rollouts fit).
+            constraints: test-time constraints on ``positions [B, N, 2]`` (C-GNS only; bound to
+                this scene: particle indices checked, margin = particle radius; pins hold the
+                start); iterations: solver steps per frame (C-GNS only; default:
+                :meth:`gndesign.solver.ConstraintSolver.default_iterations`).
 
         Returns:
             positions ``[B, steps+1, N, 2]``, the current frame first; differentiable with respect
             to ``obstacle`` and ``positions``.
         """
         history = self.start_history(positions)
+        options = self.solve_options(constraints, iterations, history)
         nodes = self.obstacle_nodes(obstacle, history.shape[0])  # static: built once per rollout
         frames = [history[:, -1]]
         ckpt = checkpoint and torch.is_grad_enabled()
         for _ in range(steps):
             edge_index = self.edges(history, nodes)
             if ckpt:
-                nxt = torch.utils.checkpoint.checkpoint(self._step, history, nodes, edge_index, use_reentrant=False)
+                nxt = torch.utils.checkpoint.checkpoint(self._step, history, nodes, edge_index, options,
+                                                        use_reentrant=False)
             else:
-                nxt = self._step(history, nodes, edge_index)
+                nxt = self._step(history, nodes, edge_index, options)
             frames.append(nxt)
             history = torch.cat([history[:, 1:], nxt[:, None]], 1)
         return torch.stack(frames, 1)
@@ -293,6 +406,12 @@ class ParticleSimulator(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": KIND, "config": asdict(self.config), "scene": self.scene}
+
+
+def _per_particle_stiffness(bound: Objective, q: dict[str, Tensor]) -> Tensor:
+    # Particles are separate blocks of the candidate: a per-particle step [B, N, 1], stiff only
+    # for the particles a constraint acts on at this iterate.
+    return active_stiffness(bound, q, q["positions"].shape[1])[..., None]
 
 
 # ----------------------------------------------------------------------------------------------

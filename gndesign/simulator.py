@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from gndesign.config import ModelConfig
+from gndesign.config import ModelConfig, SolverConfig
+from gndesign.constraint_sets import active_stiffness
+from gndesign.constraints import ConstraintContext
 from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
-from gndesign.kinematics import differentiate_qpos, integrate_qpos
-from gndesign.nn import EncodeProcessDecode
+from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
+from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
-from gndesign.tree import EDGE_TYPES, MAX_DOF, PARAM_KEYS, WELD, KinematicTree
+from gndesign.objectives import Objective
+from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
+from gndesign.tree import EDGE_TYPES, HINGE, MAX_DOF, PARAM_KEYS, SLIDE, WELD, KinematicTree
 
 Params = dict[str, torch.Tensor]
 _CHANNELS = 2  # acceleration and position-increment correction
@@ -97,6 +102,8 @@ class ForwardModel(nn.Module):
     """Shared machinery: systems, stepping, rollouts, losses. Subclasses map states to normalized
     per-dof predictions and back."""
 
+    solves = False  # whether the predictor is a constraint solver (takes test-time constraints)
+
     def __init__(self, config: ModelConfig, systems: list[SystemSpec]):
         super().__init__()
         config.validate()
@@ -132,8 +139,10 @@ class ForwardModel(nn.Module):
     def accumulate_statistics(self, batch: Transitions) -> None:
         raise NotImplementedError
 
-    def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
-        """Normalized predictions for several batches (possibly of different systems)."""
+    def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
+                           ) -> list[torch.Tensor]:
+        """Normalized predictions for several batches (possibly of different systems);
+        ``options``: test-time constraints and iterations (for a constraint solver)."""
         raise NotImplementedError
 
     def normalize_targets(self, batch: Transitions, acc: torch.Tensor, corr: torch.Tensor):
@@ -146,41 +155,94 @@ class ForwardModel(nn.Module):
 
     # ----------------------------------------------------------------------------- dynamics
     def step(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor, system: str | None = None,
-             params: Params | None = None, static: StaticGraph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             params: Params | None = None, static: StaticGraph | None = None,
+             options: SolveOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One control step: ``qpos [B, nq], qvel [B, nv], action [B, nu] -> (qpos', qvel')``.
 
         Differentiable with respect to states, actions and parameters (``params``: optional
         ``{key: [B, ...]}`` physical parameters, nominal if None). ``static``: the graph constants
         of these parameters from ``builder(system).static_graph`` (rollouts compute them once).
+        ``options``: test-time constraints and iterations of a constraint solver
+        (:meth:`solve_options`).
         """
         b = self.builder(system)
         name = b.tree.name if system is None else system
         if static is None:
             static = b.static_graph(params, qpos.shape[0], qpos)
         batch = Transitions(name, qpos, qvel, action, static.params, qpos, qvel, static=static)
-        pred = self.predict_normalized([batch])[0]
+        pred = self.predict_normalized([batch], options)[0]
         acc, corr = self.denormalize(name, pred)
         return integrate_prediction(b.tree, qpos, qvel, acc, corr, b.control_timestep)
 
     def rollout(self, qpos: torch.Tensor, qvel: torch.Tensor, actions: torch.Tensor, system: str | None = None,
-                params: Params | None = None, checkpoint: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                params: Params | None = None, checkpoint: bool = False, constraints: Objective | None = None,
+                iterations: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Roll out ``actions [B, H, nu]`` from ``qpos [B, nq], qvel [B, nv]``.
 
         Returns ``qpos [B, H+1, nq]`` and ``qvel [B, H+1, nv]`` (the initial state first).
         ``checkpoint=True`` recomputes each step's activations in the backward pass, so long
-        differentiable rollouts fit in memory.
+        differentiable rollouts fit in memory. A constraint solver (C-GNS) also takes test-time
+        ``constraints`` (bound to the system: body and joint names checked; pins hold the start)
+        and ``iterations`` solver steps per control step.
         """
+        options = self.solve_options(constraints, iterations, qpos, system)
         static = self.builder(system).static_graph(params, qpos.shape[0], qpos)
         qs, vs = [qpos], [qvel]
         for t in range(actions.shape[1]):
             if checkpoint and torch.is_grad_enabled():
                 q, v = torch.utils.checkpoint.checkpoint(self.step, qs[-1], vs[-1], actions[:, t], system,
-                                                         None, static, use_reentrant=False)
+                                                         None, static, options, use_reentrant=False)
             else:
-                q, v = self.step(qs[-1], vs[-1], actions[:, t], system, static=static)
+                q, v = self.step(qs[-1], vs[-1], actions[:, t], system, static=static, options=options)
             qs.append(q)
             vs.append(v)
         return torch.stack(qs, 1), torch.stack(vs, 1)
+
+    # ----------------------------------------------------------------------------- constraints
+    def constraint_context(self, system: str | None = None) -> ConstraintContext:
+        """What constraints on this system may refer to: its bodies, hinge and slide joints."""
+        t = self.tree(system)
+        joints = {n: int(t.jnt_qposadr[j]) for j, n in enumerate(t.joint_names)
+                  if n and t.jnt_type[j] in (HINGE, SLIDE)}
+        return ConstraintContext(num_nodes=t.nbody, node_names=list(t.body_names), node_kind="body",
+                                 joints=joints, nq=t.nq, dim=3, margin=0.0)
+
+    def constraint_quantities(self, qpos: torch.Tensor, qvel: torch.Tensor | None = None, system: str | None = None,
+                              xpos: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What a constraint sees of states ``qpos [B, nq]`` (``qvel [B, nv]``): also
+        ``positions [B, nbody, 3]`` (body origins in the world frame, also called ``xpos``; from
+        forward kinematics unless given)."""
+        if xpos is None:
+            xpos = forward_kinematics(self.tree(system), qpos).xpos
+        q = {"qpos": qpos, "positions": xpos, "xpos": xpos}
+        if qvel is not None:
+            q["qvel"] = qvel
+        return q
+
+    def _start_quantities(self, qpos: torch.Tensor, system: str | None, xpos: torch.Tensor | None = None) -> dict:
+        return {f"{k}_0": v for k, v in self.constraint_quantities(qpos, None, system, xpos).items()}
+
+    def constraint_frames(self, qpos: torch.Tensor, qvel: torch.Tensor | None = None,
+                          system: str | None = None) -> list[dict[str, torch.Tensor]]:
+        """The quantities of every step of a rollout ``qpos [B, T+1, nq]`` (``qvel [B, T+1, nv]``
+        for constraints on velocities; pins refer to step 0), for
+        :func:`gndesign.solver.violation_report`."""
+        tree = self.tree(system)
+        B, T1 = qpos.shape[:2]
+        xpos = forward_kinematics(tree, qpos.reshape(B * T1, -1)).xpos.reshape(B, T1, tree.nbody, 3)
+        start = self._start_quantities(qpos[:, 0], system, xpos[:, 0])
+        return [{**self.constraint_quantities(qpos[:, t], None if qvel is None else qvel[:, t], system, xpos[:, t]),
+                 **start} for t in range(T1)]
+
+    def solve_options(self, constraints: Objective | None, iterations: int | None, qpos: torch.Tensor,
+                      system: str | None = None) -> SolveOptions | None:
+        """Test-time ``constraints`` bound to the system and ``iterations`` for a rollout from
+        ``qpos [B, nq]`` (pins hold its start)."""
+        options = solve_options(constraints, iterations, self.constraint_context(system),
+                                lambda: self._start_quantities(qpos, system))
+        if not self.solves:
+            SolveOptions.refuse(options)
+        return options
 
     # ----------------------------------------------------------------------------- training
     def raw_targets(self, batch: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,9 +284,20 @@ def _flat_params(params: Params) -> torch.Tensor:
 
 
 class GraphNetworkSimulator(ForwardModel):
-    """The learned simulator: graph in, per-edge normalized ``(a, c)`` in each dof slot out."""
+    """The learned simulator: a physics front end (graph builders, normalizers, decoding,
+    joint-space integration) and a predictor of per-edge normalized ``(a, c)`` in each dof slot.
 
-    def __init__(self, config: ModelConfig, systems: list[SystemSpec]):
+    Args:
+        solver: None for the forward predictor (an encode-process-decode network decoding the
+            joint edges' predictions from the current graph), or the settings of a
+            :class:`gndesign.solver.ConstraintSolver` (the C-GNS, :mod:`gndesign.cgns`), whose
+            network scores candidates: edge features gain the candidate's normalized ``(a, c)``
+            slots.
+    """
+
+    front = "articulated"
+
+    def __init__(self, config: ModelConfig, systems: list[SystemSpec], solver: SolverConfig | None = None):
         super().__init__(config, systems)
         sizes = GraphBuilder.feature_sizes()
         self.node_norm = Normalizer(sizes["node"], config.std_epsilon)
@@ -233,12 +306,20 @@ class GraphNetworkSimulator(ForwardModel):
         # Targets are normalized per joint type: a slide's m/s^2 and a hinge's rad/s^2 differ.
         self.target_norm = nn.ModuleDict({t: Normalizer(_CHANNELS * MAX_DOF, config.std_epsilon)
                                           for t in EDGE_TYPES if t != WELD})
-        self.core = EncodeProcessDecode(
-            node_in=sizes["node"], edge_in=sizes["edge"], global_in=sizes["global"],
-            latent_size=config.latent_size, mlp_hidden_size=config.mlp_hidden_size,
-            mlp_layers=config.mlp_layers, message_passing_steps=config.message_passing_steps,
-            shared_weights=config.shared_weights, aggregation=config.aggregation,
-            edge_out=_CHANNELS * MAX_DOF)
+
+        def network(edge_in: int, edge_out: int) -> EncodeProcessDecode:
+            return EncodeProcessDecode(
+                node_in=sizes["node"], edge_in=edge_in, global_in=sizes["global"],
+                latent_size=config.latent_size, mlp_hidden_size=config.mlp_hidden_size,
+                mlp_layers=config.mlp_layers, message_passing_steps=config.message_passing_steps,
+                shared_weights=config.shared_weights, aggregation=config.aggregation, edge_out=edge_out)
+
+        slots = _CHANNELS * MAX_DOF
+        self.solver = solver  # the C-GNS solver's settings, or None for the forward predictor
+        self.solves = solver is not None
+        self.register_load_state_dict_pre_hook(partial(upgrade_state_dict, old_network="core"))  # older layouts
+        self.predictor = (network(sizes["edge"], slots) if solver is None else
+                          ConstraintSolver(network(sizes["edge"] + slots, solver.energy_channels), solver))
 
     def _edge_targets(self, batch: Transitions, acc, corr):
         b = self.builder(batch.system)
@@ -270,12 +351,18 @@ class GraphNetworkSimulator(ForwardModel):
             if t != WELD:
                 self.target_norm[t].accumulate(tgt[:, e])
 
-    def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
+    def _normalized(self, g: Graph) -> Graph:
+        return g._replace(x=self.node_norm(g.x), edge_attr=self.edge_norm(g.edge_attr), u=self.global_norm(g.u))
+
+    def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
+                           ) -> list[torch.Tensor]:
         graphs = [self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params, x.static)
                   for x in batches]
+        if self.solves:
+            return [self._solve(x, self._normalized(g), options) for x, g in zip(batches, graphs, strict=True)]
+        SolveOptions.refuse(options)
         g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
-        out = self.core(self.node_norm(g.x), self.edge_norm(g.edge_attr), self.global_norm(g.u),
-                        g.edge_index, g.batch, g.num_graphs)["edge"]
+        out = self.predictor(self._normalized(g)).edge_attr
         preds, start = [], 0
         for x, graph in zip(batches, graphs, strict=True):
             B, E2 = x.qpos.shape[0], graph.edge_attr.shape[0] // x.qpos.shape[0]
@@ -294,6 +381,46 @@ class GraphNetworkSimulator(ForwardModel):
         per = (pred * std + mean) * self._slot_mask(system).to(pred.device)
         b = self.builder(system)
         return b.edges_to_dofs(per[..., :MAX_DOF]), b.edges_to_dofs(per[..., MAX_DOF:])
+
+    # ----------------------------------------------------------------------------- the C-GNS
+    def sigma(self, system: str, like: torch.Tensor) -> torch.Tensor:
+        """The solver's unit: the largest displacement of a joint coordinate per normalized unit,
+        ``max(dt^2 std_a, dt std_c)`` over the system's dofs."""
+        _, std = self._type_stats(system, like)
+        mask = self._slot_mask(system).to(like.device)
+        dt = self.builder(system).control_timestep
+        scale = torch.cat([std[:, :MAX_DOF] * dt * dt, std[:, MAX_DOF:] * dt], -1)
+        return (scale * mask).max()
+
+    def energy(self, graph: Graph, z: torch.Tensor) -> torch.Tensor:
+        """The C-GNS's ``f_C`` per graph ``[B]`` of candidates ``z [B, E, 12]`` (the forward edges'
+        slots) given the normalized current-state ``graph``."""
+        cand = torch.cat([z, z], 1).reshape(-1, z.shape[-1])  # both directions of every joint edge
+        out = self.predictor.network(graph._replace(edge_attr=torch.cat([graph.edge_attr, cand], -1))).edge_attr
+        return out.pow(2).sum(-1).view(graph.num_graphs, -1).sum(1)
+
+    def _solve(self, tr: Transitions, graph: Graph, options: SolveOptions | None) -> torch.Tensor:
+        """The solver's normalized ``(a, c)`` ``[B, E, 12]``: the candidate next state is
+        ``qvel' = qvel + dt a``, ``qpos' = qpos (+) dt (qvel' + c)``; the inertial guess is
+        ``a = c = 0``."""
+        b = self.builder(tr.system)
+        mean, std = self._type_stats(tr.system, tr.qpos)
+        mask = self._slot_mask(tr.system).to(tr.qpos.device).to(tr.qpos.dtype)
+        z0 = (-mean / std * mask).expand(tr.qpos.shape[0], -1, -1)
+
+        def quantities(z: torch.Tensor) -> dict:
+            acc, corr = self.denormalize(tr.system, z * mask)
+            qpos, qvel = integrate_prediction(b.tree, tr.qpos, tr.qvel, acc, corr, b.control_timestep)
+            return self.constraint_quantities(qpos, qvel, tr.system)
+
+        z = self.predictor.solve(lambda z: self.energy(graph, z * mask), z0, self.sigma(tr.system, tr.qpos),
+                                 quantities, _per_scene_stiffness, options)
+        return z * mask
+
+
+def _per_scene_stiffness(bound: Objective, q: dict) -> torch.Tensor:
+    # [B, 1, 1]: every slot of an articulated candidate moves every body.
+    return active_stiffness(bound, q)[:, None, None]
 
 
 class MLPDynamics(ForwardModel):
@@ -329,7 +456,9 @@ class MLPDynamics(ForwardModel):
         self.input_norm.accumulate(self._inputs(batch))
         self.target_norm.accumulate(torch.cat(self.raw_targets(batch), -1))
 
-    def predict_normalized(self, batches: list[Transitions]) -> list[torch.Tensor]:
+    def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
+                           ) -> list[torch.Tensor]:
+        SolveOptions.refuse(options)
         return [self.net(self.input_norm(self._inputs(x))) for x in batches]
 
     def normalize_targets(self, batch: Transitions, acc, corr):

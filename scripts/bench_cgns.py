@@ -372,8 +372,9 @@ def penetration(model, constraints, traj, radius: float, free=None) -> dict:
     import torch
 
     from gndesign.constraint_sets import bind_constraints, constraint_terms
+    from gndesign.solver import violation_report
 
-    rep = model.violation_report(constraints, traj)
+    rep = violation_report(constraints, model.constraint_context(traj.shape[2]), model.constraint_frames(traj))
     rep["mean"] = max((c["mean"] for c in rep["constraints"]), default=0.0)  # of the constraint violated most
     bound = bind_constraints(constraints, model.constraint_context(traj.shape[2]))
     v = _particle_violation(constraint_terms(bound), traj)
@@ -551,6 +552,7 @@ def eval_cartpole_wall(ctx: dict) -> dict:
     from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.dataset import TrajectoryDataset
     from gndesign.kinematics import forward_kinematics
+    from gndesign.solver import violation_report
     from gndesign.specs import parse_constraints
 
     ds = TrajectoryDataset.load(ctx["data"]["test"])
@@ -575,7 +577,7 @@ def eval_cartpole_wall(ctx: dict) -> dict:
 
     def report(name, q, v, meta, seconds=None):
         rollouts[name] = q
-        rep = cg.violation_report(judge, q, v, system=ds.system)
+        rep = violation_report(judge, cg.constraint_context(ds.system), cg.constraint_frames(q, v, ds.system))
         rep["mean"] = max((c["mean"] for c in rep["constraints"]), default=0.0)
         for c in rep["constraints"]:
             c["per_step_max"] = [round(x, 6) for x in c["per_step_max"]]

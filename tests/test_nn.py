@@ -9,6 +9,7 @@ from gndesign.nn import (
     EdgeBlock,
     EncodeProcessDecode,
     GlobalBlock,
+    Graph,
     GraphNetwork,
     NodeBlock,
     aggregate,
@@ -28,15 +29,15 @@ def random_graph(num_nodes: int, num_edges: int, isolated: int = 0, gen: torch.G
             torch.randn(1, GLOBAL, generator=gen, dtype=dtype), ei)
 
 
-def batch_graphs(graphs):
-    """``(x, edge_attr, u, edge_index, batch)`` of graphs packed one after another."""
+def batch_graphs(graphs) -> Graph:
+    """Graphs packed one after another."""
     xs, es, us, eis, bs = [], [], [], [], []
     offset = 0
     for g, (x, e, u, ei) in enumerate(graphs):
         xs.append(x), es.append(e), us.append(u), eis.append(ei + offset)
         bs.append(torch.full((x.shape[0],), g, dtype=torch.long))
         offset += x.shape[0]
-    return torch.cat(xs), torch.cat(es), torch.cat(us), torch.cat(eis, 1), torch.cat(bs)
+    return Graph(torch.cat(xs), torch.cat(es), torch.cat(us), torch.cat(eis, 1), torch.cat(bs), len(graphs))
 
 
 def two_graphs():
@@ -82,7 +83,7 @@ def test_aggregate_matches_loops_and_zero_for_empty_segments():
 @pytest.mark.parametrize("aggregation", ["sum", "mean", "max"])
 @pytest.mark.parametrize("residual", [False, True])
 def test_graph_network_equals_manual_composition(aggregation, residual):
-    _, _, _, ei, batch = two_graphs()
+    _, _, _, ei, batch, _ = two_graphs()
     # A residual block keeps sizes; otherwise every size differs so that mix-ups fail.
     in_n, in_e, in_g = (6, 6, 6) if residual else (NODE, EDGE, GLOBAL)
     Fn, Fe, Fg = (6, 6, 6) if residual else (7, 8, 9)
@@ -93,7 +94,7 @@ def test_graph_network_equals_manual_composition(aggregation, residual):
                       NodeBlock(in_n, Fe, in_g, Fn, hidden_size=8, aggregation=aggregation),
                       GlobalBlock(in_g, Fe, Fn, Fg, hidden_size=8, aggregation=aggregation),
                       residual=residual).double()
-    x2, e2, u2 = gn(x, e, u, ei, batch)
+    x2, e2, u2 = gn(Graph(x, e, u, ei, batch, 2))[:3]
 
     # The same by hand, one edge / node / graph at a time, with the block's own MLPs.
     phi_e, phi_v, phi_u = gn.edge_block.mlp, gn.node_block.mlp, gn.global_block.mlp
@@ -118,30 +119,75 @@ def test_graph_network_equals_manual_composition(aggregation, residual):
 
 
 def test_graph_network_without_globals_passes_u_through():
-    x, e, _, ei, batch = two_graphs()
+    x, e, _, ei, batch, B = two_graphs()
     gn = GraphNetwork(EdgeBlock(EDGE, NODE, 0, 6, hidden_size=8),
                       NodeBlock(NODE, 6, 0, 7, hidden_size=8)).double()
-    x2, e2, u2 = gn(x, e, None, ei, batch)
+    x2, e2, u2 = gn(Graph(x, e, None, ei, batch, B))[:3]
     assert u2 is None and x2.shape == (x.shape[0], 7) and e2.shape == (e.shape[0], 6)
     manual_e = gn.edge_block.mlp(torch.cat([e, x[ei[0]], x[ei[1]]], -1))
     torch.testing.assert_close(e2, manual_e)
     with pytest.raises(ValueError, match="globals"):
-        EdgeBlock(EDGE, NODE, GLOBAL, 6).double()(x, e, ei, None)
+        EdgeBlock(EDGE, NODE, GLOBAL, 6).double()(Graph(x, e, None, ei, batch, B))
+
+
+def assert_same_graph(a: Graph, b: Graph):
+    for key in ("x", "edge_attr", "u"):
+        va, vb = getattr(a, key), getattr(b, key)
+        assert (va is None) == (vb is None), key
+        if va is not None:
+            torch.testing.assert_close(va, vb, rtol=0, atol=0)
+    assert a.edge_index is b.edge_index and a.batch is b.batch and a.num_graphs == b.num_graphs
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_graph_network_is_the_composition_of_its_blocks(residual):
+    """graph_nets' contract: the composed module equals its parts applied in turn."""
+    g = two_graphs()
+    size = (NODE, EDGE, GLOBAL) if not residual else (6, 6, 6)
+    if residual:
+        g = g._replace(x=torch.randn(g.x.shape[0], 6, dtype=torch.float64),
+                       edge_attr=torch.randn(g.edge_attr.shape[0], 6, dtype=torch.float64),
+                       u=torch.randn(2, 6, dtype=torch.float64))
+    n, e, u = size
+    Fn, Fe, Fg = (6, 6, 6) if residual else (7, 8, 9)
+    edge, node, glob = (EdgeBlock(e, n, u, Fe, hidden_size=8), NodeBlock(n, Fe, u, Fn, hidden_size=8),
+                        GlobalBlock(u, Fe, Fn, Fg, hidden_size=8))
+    gn = GraphNetwork(edge, node, glob, residual=residual).double()
+    parts = glob(node(edge(g)))
+    if residual:
+        parts = parts._replace(x=parts.x + g.x, edge_attr=parts.edge_attr + g.edge_attr, u=parts.u + g.u)
+    assert_same_graph(gn(g), parts)
+    # Each block replaces only its own features.
+    assert edge(g).x is g.x and edge(g).u is g.u and node(g._replace(edge_attr=edge(g).edge_attr)).u is g.u
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("use_globals", [True, False])
+def test_encode_process_decode_is_the_composition_of_its_parts(shared, use_globals):
+    g = two_graphs()
+    kw = {} if use_globals else dict(use_globals=False, global_out=0)
+    m = model(message_passing_steps=3, shared_weights=shared, **kw)
+    latent = m.encode(g)
+    assert latent.x.shape == (g.x.shape[0], 16) and (latent.u is not None) == use_globals
+    blocks = [m.processor[0]] * 3 if shared else list(m.processor)
+    processed = blocks[2](blocks[1](blocks[0](latent)))
+    assert_same_graph(m.process(latent), processed)
+    assert_same_graph(m(g), m.decode(processed))
 
 
 # ------------------------------------------------------------------------------------ symmetries
 def test_permutation_equivariance():
-    x, e, u, ei, batch = two_graphs()
+    x, e, u, ei, batch, B = two_graphs()
     m = model(aggregation="max")
-    out = m(x, e, u, ei, batch)
+    out = m(Graph(x, e, u, ei, batch, B))
     perm_n = torch.randperm(x.shape[0])  # new node i is old node perm_n[i]
     perm_e = torch.randperm(e.shape[0])
     inv_n = torch.argsort(perm_n)  # old node j is new node inv_n[j]
-    out_p = m(x[perm_n], e[perm_e], u, inv_n[ei[:, perm_e]], batch[perm_n])
-    torch.testing.assert_close(out_p["node"], out["node"][perm_n])
-    torch.testing.assert_close(out_p["edge"], out["edge"][perm_e])
-    torch.testing.assert_close(out_p["global"], out["global"])
-    assert not torch.allclose(out["node"][perm_n], out["node"])  # the check is not vacuous
+    out_p = m(Graph(x[perm_n], e[perm_e], u, inv_n[ei[:, perm_e]], batch[perm_n], B))
+    torch.testing.assert_close(out_p.x, out.x[perm_n])
+    torch.testing.assert_close(out_p.edge_attr, out.edge_attr[perm_e])
+    torch.testing.assert_close(out_p.u, out.u)
+    assert not torch.allclose(out.x[perm_n], out.x)  # the check is not vacuous
 
 
 @pytest.mark.parametrize("use_globals", [True, False])
@@ -150,13 +196,13 @@ def test_batch_equals_separate_graphs(use_globals):
     g1, g2 = random_graph(7, 12, isolated=2, gen=gen), random_graph(3, 4, gen=gen)
     kw = {} if use_globals else dict(use_globals=False, global_out=0)
     m = model(**kw)
-    together = m(*batch_graphs([g1, g2]))
-    alone = [m(*batch_graphs([g])) for g in (g1, g2)]
-    for key in ("node", "edge", "global"):
-        if together[key] is None:
-            assert not use_globals and key == "global"
+    together = m(batch_graphs([g1, g2]))
+    alone = [m(batch_graphs([g])) for g in (g1, g2)]
+    for key in ("x", "edge_attr", "u"):
+        if getattr(together, key) is None:
+            assert not use_globals and key == "u"
             continue
-        torch.testing.assert_close(together[key], torch.cat([a[key] for a in alone]))
+        torch.testing.assert_close(getattr(together, key), torch.cat([getattr(a, key) for a in alone]))
 
 
 def test_forward_batch_on_pyg_batch():
@@ -165,30 +211,30 @@ def test_forward_batch_on_pyg_batch():
     data = Batch.from_data_list([Data(x=x, edge_attr=e, u=u, edge_index=ei, num_nodes=x.shape[0])
                                  for x, e, u, ei in graphs])
     m = model().float()
-    out = m.forward_batch(data)
-    ref = m(*batch_graphs(graphs))
-    assert out["node"].shape == (11, 2) and out["edge"].shape == (22, 3) and out["global"].shape == (2, 2)
-    for key in out:
-        torch.testing.assert_close(out[key], ref[key])
+    out = m(Graph.from_pyg(data))
+    ref = m(batch_graphs(graphs))
+    assert out.x.shape == (11, 2) and out.edge_attr.shape == (22, 3) and out.u.shape == (2, 2)
+    for key in ("x", "edge_attr", "u"):
+        torch.testing.assert_close(getattr(out, key), getattr(ref, key))
 
 
 def test_no_global_input_and_shape_errors():
-    x, e, _, ei, batch = two_graphs()
+    x, e, _, ei, batch, B = two_graphs()
     m = EncodeProcessDecode(NODE, EDGE, 0, latent_size=8, mlp_hidden_size=8, node_out=1, global_out=4)
     m = m.double()
-    out = m(x, e, None, ei, batch)
-    assert out["edge"] is None and out["node"].shape == (10, 1) and out["global"].shape == (2, 4)
+    out = m(Graph(x, e, None, ei, batch, B))
+    assert out.edge_attr is None and out.x.shape == (10, 1) and out.u.shape == (2, 4)
     assert m.global_encoder is None
     with pytest.raises(ValueError, match="use_globals"):
         EncodeProcessDecode(NODE, EDGE, GLOBAL, use_globals=False, global_out=1)
     with pytest.raises(ValueError, match="expected x"):
-        model()(x[:, :3], e, torch.zeros(2, GLOBAL).double(), ei, batch)
+        model()(Graph(x[:, :3], e, torch.zeros(2, GLOBAL).double(), ei, batch, B))
     with pytest.raises(ValueError, match="expected u"):
-        model()(x, e, None, ei, batch)
+        model()(Graph(x, e, None, ei, batch, B))
 
 
 def test_forward_keeps_no_state():
-    x, e, u, ei, batch = two_graphs()
+    g = two_graphs()
     m = model()
 
     def tensor_attrs():
@@ -196,14 +242,14 @@ def test_forward_keeps_no_state():
                 if isinstance(v, torch.Tensor)}
 
     before = tensor_attrs()
-    m(x, e, u, ei, batch)["node"].sum().backward()
+    m(g).x.sum().backward()
     assert tensor_attrs() == before
     assert not list(m.buffers())  # nothing device-bound besides parameters
 
 
 # ------------------------------------------------------------------------- processor structure
 def test_shared_weights_fewer_parameters_and_finite():
-    x, e, u, ei, batch = two_graphs()
+    g = two_graphs()
 
     def count(m):
         return sum(p.numel() for p in m.parameters())
@@ -213,8 +259,8 @@ def test_shared_weights_fewer_parameters_and_finite():
     block = count(distinct.processor[0])
     assert count(distinct) - count(shared) == 2 * block > 0
     for m in (shared, distinct):
-        out = m(x, e, u, ei, batch)
-        assert all(torch.isfinite(v).all() for v in out.values())
+        out = m(g)
+        assert all(torch.isfinite(v).all() for v in (out.x, out.edge_attr, out.u))
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
@@ -230,7 +276,7 @@ def test_information_travels_exactly_m_hops(steps, shared):
               aggregation="sum")
     x_changed = x.clone()
     x_changed[0] += 1.0
-    diff = (m(x_changed, e, None, ei, batch)["node"] - m(x, e, None, ei, batch)["node"]).abs().amax(-1)
+    diff = (m(Graph(x_changed, e, None, ei, batch, 1)).x - m(Graph(x, e, None, ei, batch, 1)).x).abs().amax(-1)
     assert (diff[: steps + 1] > 1e-8).all(), diff  # nodes 0..M hops away see the change
     assert diff[steps + 1] == 0, diff  # node M+1 hops away does not
 
@@ -238,12 +284,12 @@ def test_information_travels_exactly_m_hops(steps, shared):
 # ------------------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("aggregation", ["sum", "max"])
 def test_gradients_reach_every_parameter_and_input(aggregation):
-    x, e, u, ei, batch = two_graphs()
+    x, e, u, ei, batch, B = two_graphs()
     x, e, u = (t.clone().requires_grad_() for t in (x, e, u))
     m = model(aggregation=aggregation)
-    out = m(x, e, u, ei, batch)
+    out = m(Graph(x, e, u, ei, batch, B))
     # Random weights: a plain sum of outputs could cancel (e.g. through a LayerNorm).
-    loss = sum((v * torch.randn_like(v)).sum() for v in out.values())
+    loss = sum((v * torch.randn_like(v)).sum() for v in (out.x, out.edge_attr, out.u))
     loss.backward()
     for name, p in m.named_parameters():
         assert p.grad is not None, name
@@ -256,14 +302,15 @@ def test_overfits_neighbour_sum_regression():
     gen = torch.Generator().manual_seed(4)
     graphs = [random_graph(int(n), 2 * int(n), gen=gen, dtype=torch.float32)
               for n in torch.randint(4, 9, (8,), generator=gen)]
-    x, e, u, ei, batch = batch_graphs(graphs)
+    g = batch_graphs(graphs)
+    x, ei = g.x, g.edge_index
     target = aggregate(x[ei[0], :2], ei[1], x.shape[0], "sum")  # [N, 2]: sum of senders' features
     m = EncodeProcessDecode(NODE, EDGE, GLOBAL, latent_size=32, mlp_hidden_size=32, message_passing_steps=1,
                             node_out=2)
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     losses = []
     for _ in range(300):
-        loss = (m(x, e, u, ei, batch)["node"] - target).pow(2).mean()
+        loss = (m(g).x - target).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -16,6 +16,7 @@ from gndesign.errors import GndesignError
 from gndesign.kinematics import forward_kinematics
 from gndesign.objectives import Sum
 from gndesign.particles import scene_mismatch
+from gndesign.solver import violation_report
 from gndesign.specs import CONSTRAINTS, load_constraints, parse_constraints
 
 #: Control steps of `gndesign constrain` on an articulated system (the particle scene: its frames).
@@ -103,14 +104,14 @@ def constrain_particles(model, blob: dict, constraints, steps: int | None = None
     seconds = time.perf_counter() - t0
 
     def report(x):
-        rep = model.violation_report(constraints, x)
+        rep = violation_report(constraints, model.constraint_context(x.shape[2]), model.constraint_frames(x))
         for c in rep["constraints"]:
             c["max_radii"], c["mean_radii"] = c["max"] / r, c["mean"] / r
         rep["max_radii"] = rep["max"] / r
         return rep
 
     result = {"system": "obstacle", "front": "particles", "steps": steps,
-              "iterations": model.default_iterations() if iterations is None else iterations, "seed": seed,
+              "iterations": model.predictor.default_iterations() if iterations is None else iterations, "seed": seed,
               "particles": cfg.n_particles, "particle_radius": r, "design": d.tolist(),
               "constraints": [spec_text(c.to_spec()) for c in constraint_terms(constraints)],
               "violations": report(traj), "rollout_seconds": seconds}
@@ -153,17 +154,19 @@ def constrain_articulated(model, system_name: str, constraints, steps: int | Non
     seconds = time.perf_counter() - t0
     tree = model.tree(system.name)
     result = {"system": system.name, "front": "articulated", "steps": steps,
-              "iterations": model.default_iterations() if iterations is None else iterations, "seed": seed,
+              "iterations": model.predictor.default_iterations() if iterations is None else iterations, "seed": seed,
               "actions": actions, "control_timestep": system.control_timestep,
               "constraints": [spec_text(c.to_spec()) for c in constraint_terms(constraints)],
-              "violations": model.violation_report(constraints, qs, vs, system=system.name),
+              "violations": violation_report(constraints, model.constraint_context(system.name),
+                                             model.constraint_frames(qs, vs, system.name)),
               "rollout_seconds": seconds}
     arrays = {"qpos": qs[0].double().numpy(), "xpos": forward_kinematics(tree, qs[0]).xpos.double().numpy(),
               "tree": tree, "dt": system.control_timestep, "bound": bound, "baseline": None}
     if compare:
         with torch.no_grad():
             fq, fv = model.rollout(q, v, u, system.name, iterations=iterations)
-        result["unconstrained"] = model.violation_report(constraints, fq, fv, system=system.name)
+        result["unconstrained"] = violation_report(constraints, model.constraint_context(system.name),
+                                                   model.constraint_frames(fq, fv, system.name))
         arrays["baseline"] = {"qpos": fq[0].double().numpy(),
                               "xpos": forward_kinematics(tree, fq[0]).xpos.double().numpy()}
     return result, arrays
