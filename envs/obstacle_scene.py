@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gndesign.datasets.particles import write_particle_dataset
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.objectives import Affine, IntervalDistance, Objective, SoftInside
-from gndesign.particle_data import write_particle_dataset
 
 # Bin centres (x, metres) of the default scene's benchmark: away from where the balls land without an
 # obstacle or with the default design (below the source, x in [-1, 1]: the default scores 0 on each),
@@ -712,7 +712,7 @@ class ObstacleGenerationReport:
 def generate_obstacle_dataset(cfg: SceneConfig, out_dir: str | Path, episodes: int, seed: int, workers: int = 1,
                               overwrite: bool = False, progress: bool = False) -> ObstacleGenerationReport:
     """Simulate ``episodes`` random designs (uniform in the joint ranges, clear of the source) from
-    random layouts and write them with :func:`gndesign.particle_data.write_particle_dataset`.
+    random layouts and write them with :func:`gndesign.datasets.particles.write_particle_dataset`.
 
     Episode ``i`` depends only on ``(seed, i)`` (see the module docstring), not on ``workers``.
     """

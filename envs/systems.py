@@ -24,7 +24,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from gndesign.dataset import PARAM_KEYS, apply_params, model_params, param_shapes
+from gndesign.datasets.params import PARAM_KEYS, apply_params, model_params, param_shapes
 from gndesign.errors import GndesignError, ModelError
 from gndesign.io import sha256_bytes
 

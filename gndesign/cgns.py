@@ -79,6 +79,8 @@ from torch import Tensor, nn
 
 from gndesign import __version__
 from gndesign.constraints import ConstraintContext, active_stiffness, bind_constraints, constraint_terms
+from gndesign.datasets.formats import dataset_format
+from gndesign.datasets.particles import scene_mismatch
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import GraphBuilder
 from gndesign.io import atomic_path
@@ -92,7 +94,6 @@ from gndesign.particles import (
     ParticleTask,
     ParticleTrainConfig,
     integrate,
-    scene_mismatch,
 )
 from gndesign.simulator import (
     _CHANNELS,
@@ -108,7 +109,6 @@ from gndesign.training import (
     _dataclass_from,
     _ForwardTask,
     _read_config,
-    is_particle_dataset,
     read_checkpoint,
     resolve_checkpoint,
     run_training,
@@ -193,7 +193,7 @@ class CGNSRunConfig:
         data = [str(p) for p in d.get("data") or []]
         model = dict(d.get("model") or {})
         if particles is None:
-            particles = model.get("kind") == "particles" or bool(data and is_particle_dataset(data[0]))
+            particles = model.get("kind") == "particles" or bool(data and dataset_format(data[0]) == "particles")
         if particles:
             model.setdefault("kind", "particles")
             cfg = cls(data, _dataclass_from(ParticleModelConfig, model, "model"),
@@ -420,7 +420,7 @@ class ParticleCGNS(_SolverMixin, ParticleSimulator):
 
     Args:
         config: the particle graph and network (``obstacle_points`` resolved).
-        scene: the scene (see :data:`gndesign.particle_data.SCENE_KEYS`).
+        scene: the scene (see :data:`gndesign.datasets.particles.SCENE_KEYS`).
         solver: iterations, initial step size, energy channels.
     """
 
@@ -759,7 +759,7 @@ def train_cgns(config: CGNSRunConfig, run_dir: str | os.PathLike, resume: bool =
     config.validate()
     if not config.data:
         raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
-    if config.particles != is_particle_dataset(config.data[0]):
+    if config.particles != (dataset_format(config.data[0]) == "particles"):
         raise ConfigError(f"{config.data[0]} is {'not ' if config.particles else ''}a particle dataset but the "
                           f"configuration is for {'particles' if config.particles else 'articulated systems'}")
     task = CGNSParticleTask(config) if config.particles else CGNSArticulatedTask(config)

@@ -162,26 +162,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_particle_data(path: str) -> bool:
-    from gndesign.particle_data import FORMAT_NAME, META_FILE
-
-    try:
-        return json.loads((Path(path) / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
-    except (OSError, ValueError, AttributeError):
-        return False  # the trajectory loader gives the precise error
-
-
 def evaluate_particles(args: argparse.Namespace) -> int:
     """`gndesign evaluate` on a particle dataset: open-loop position errors from rest."""
+    from gndesign.datasets.particles import ParticleDataset
     from gndesign.io import atomic_write_json
-    from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, plot_particle_rollout
+    from gndesign.particle_evaluation import particle_rollout_errors, plot_particle_rollout, summarize_particle_errors
+    from gndesign.particles import load_particle_model
     from gndesign.training import resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.model)
     ds = ParticleDataset.load(args.data)
     model, _ = load_particle_model(ckpt, scene=ds.scene)
     horizons = [int(h) for h in args.horizons.split(",") if int(h) <= ds.steps] + [ds.steps]
-    result = particle_rollout_errors(model, ds, horizons)
+    result = summarize_particle_errors(particle_rollout_errors(model, ds), horizons)
     result.update({"checkpoint": str(ckpt), "data": str(args.data)})
     if args.plot:
         result["plot"] = str(plot_particle_rollout(model, ds, 0, args.plot))
@@ -199,9 +192,11 @@ def evaluate_particles(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if _is_particle_data(args.data):
+    from gndesign.datasets.formats import dataset_format
+    from gndesign.datasets.trajectories import TrajectoryDataset
+
+    if dataset_format(args.data) == "particles":
         return evaluate_particles(args)
-    from gndesign.dataset import TrajectoryDataset
     from gndesign.evaluation import evaluate, plot_rollout
     from gndesign.io import atomic_write_json
     from gndesign.training import held_out_episodes, load_model, resolve_checkpoint, system_spec
@@ -633,7 +628,7 @@ def constrain_particles(model, blob: dict, constraints, steps: int | None = None
     from envs.design_problem import load_scene_file
     from envs.obstacle_scene import design_fk, initial_positions
     from gndesign.constraints import bind_constraints, constraint_terms
-    from gndesign.particles import scene_mismatch
+    from gndesign.datasets.particles import scene_mismatch
 
     try:
         cfg = load_scene_file(scene, dict(blob["scene"]), n_particles=particles)

@@ -27,12 +27,13 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from gndesign.datasets.params import PARAM_KEYS
 from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, integrate_qpos
 from gndesign.nn import EncodeProcessDecode
 from gndesign.normalization import Normalizer
-from gndesign.tree import EDGE_TYPES, MAX_DOF, PARAM_KEYS, WELD, KinematicTree
+from gndesign.tree import EDGE_TYPES, MAX_DOF, WELD, KinematicTree
 
 Params = dict[str, torch.Tensor]
 _CHANNELS = 2  # acceleration and position-increment correction

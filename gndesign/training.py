@@ -30,13 +30,14 @@ import yaml
 from tqdm import tqdm
 
 from gndesign import __version__
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.formats import dataset_format
+from gndesign.datasets.params import PARAM_KEYS
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import GraphBuilder
 from gndesign.io import atomic_path, atomic_write_text
 from gndesign.kinematics import integrate_qpos
 from gndesign.simulator import ForwardModel, ModelConfig, SystemSpec, Transitions, build_model
-from gndesign.tree import PARAM_KEYS
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "gndesign-checkpoint-v1"
@@ -146,7 +147,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     raw = _read_config(path, overrides)
     if data is not None:
         raw["data"] = [str(d) for d in data]
-    if raw.get("data") and is_particle_dataset(raw["data"][0]):
+    if raw.get("data") and dataset_format(raw["data"][0]) == "particles":
         from gndesign.particles import ParticleRunConfig
 
         cfg = ParticleRunConfig.from_dict(raw)
@@ -508,7 +509,7 @@ def train(config, run_dir: str | os.PathLike, resume: bool = False, progress: bo
     """
     from gndesign.particles import ParticleRunConfig, as_particle_config, train_particles
 
-    if isinstance(config, ParticleRunConfig) or (config.data and is_particle_dataset(config.data[0])):
+    if isinstance(config, ParticleRunConfig) or (config.data and dataset_format(config.data[0]) == "particles"):
         return train_particles(as_particle_config(config), run_dir, resume, progress, max_new_steps)
     cfg = config
     cfg.model.validate()
@@ -516,17 +517,6 @@ def train(config, run_dir: str | os.PathLike, resume: bool = False, progress: bo
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
     return run_training(_ForwardTask(cfg), run_dir, resume, progress, max_new_steps)
-
-
-def is_particle_dataset(path: str | os.PathLike) -> bool:
-    """Whether directory ``path`` holds a particle dataset (by its ``meta.json`` format)."""
-    import json
-
-    meta = Path(path) / "meta.json"
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("format") == "gndesign-particles"
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def run_training(task: TrainingTask, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,

@@ -49,7 +49,7 @@ def train_job(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
     from gndesign.evaluation import evaluate
     from gndesign.training import held_out_episodes, load_config, load_model, system_spec, train
 
@@ -82,7 +82,7 @@ def speed(system: str, checkpoint: str, data: str) -> dict:
     import mujoco
     import torch
 
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
     from gndesign.training import load_model
 
     torch.set_num_threads(1)

@@ -38,7 +38,7 @@ def build(name: str, work: str) -> dict:
 
     torch.set_num_threads(1)
     from envs.generate import generate_dataset
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
     from gndesign.evaluation import evaluate
     from gndesign.training import PRETRAINED_DIR, export_checkpoint, held_out_episodes, load_config, load_model, train
 
@@ -73,7 +73,9 @@ def build(name: str, work: str) -> dict:
 def build_particles(name: str, work_dir: Path) -> dict:
     """Generate the obstacle scene's data, train the particle simulator, export and evaluate it."""
     from envs.obstacle_scene import SceneConfig, generate_obstacle_dataset
-    from gndesign.particles import ParticleDataset, load_particle_model, particle_rollout_errors, train_particles
+    from gndesign.datasets.particles import ParticleDataset
+    from gndesign.particle_evaluation import particle_rollout_errors, summarize_particle_errors
+    from gndesign.particles import load_particle_model, train_particles
     from gndesign.training import PRETRAINED_DIR, export_checkpoint, load_config
 
     spec = SPECS[name]
@@ -92,7 +94,7 @@ def build_particles(name: str, work_dir: Path) -> dict:
     dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
     model, _ = load_particle_model(dst, scene.to_dict())
     valid = ParticleDataset.load(data["valid"])
-    errors = particle_rollout_errors(model, valid, horizons=(10, 50, 100, valid.steps))
+    errors = summarize_particle_errors(particle_rollout_errors(model, valid), (10, 50, 100, valid.steps))
     return {name: {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "kind": "particles",
                    "data": {k: list(spec[k]) for k in ("train", "valid")}, "train_seconds": summary.get("seconds"),
                    "eval": {"obstacle": errors}}}

@@ -17,8 +17,9 @@ from gndesign.cgns import (
     train_cgns,
 )
 from gndesign.constraints import active_stiffness, parse_constraint
+from gndesign.datasets.particles import write_particle_dataset
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.particles import ParticleModelConfig, load_particle_model, write_particle_dataset
+from gndesign.particles import ParticleModelConfig, load_particle_model
 from gndesign.training import load_model
 
 SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
@@ -273,7 +274,7 @@ def test_particle_training_resumes_exactly_and_checkpoints_round_trip(tmp_path):
 
 
 def test_articulated_cgns_trains_rolls_out_and_respects_joint_limits(tmp_path, cartpole_data):
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
 
     cfg = load_cgns_config(overrides=[*TINY, "train.batch_size=8", "train.stats_transitions=64"], data=[cartpole_data])
     summary = train_cgns(cfg, tmp_path / "run", progress=False)

@@ -60,7 +60,7 @@ def test_generate_then_load_through_the_console_script(tmp_path):
                            "--steps", "10", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "transitions/s" in proc.stdout
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
 
     ds = TrajectoryDataset.load(out, "pendulum")
     assert ds.qpos.shape == (3, 11, 1)

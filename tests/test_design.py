@@ -345,7 +345,7 @@ def test_designs_reaching_into_the_source_are_penalized_not_simulated():
 
 def test_generate_obstacle_scene_command(tmp_path, capsys):
     from gndesign.cli import main
-    from gndesign.particles import ParticleDataset
+    from gndesign.datasets.particles import ParticleDataset
 
     scene = tmp_path / "scene.yaml"
     scene.write_text("n_particles: 6\nsegments: 2\nsource_x: [-0.3, 0.0]\nsource_z: [2.0, 2.25]\n")

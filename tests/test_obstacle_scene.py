@@ -24,8 +24,8 @@ from envs.obstacle_scene import (
     simulate,
     source_clearance,
 )
+from gndesign.datasets.particles import SCENE_KEYS, ParticleDataset
 from gndesign.errors import ConfigError
-from gndesign.particle_data import SCENE_KEYS, ParticleDataset
 
 CFG = SceneConfig()
 

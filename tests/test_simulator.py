@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError
 from gndesign.simulator import (
     ModelConfig,
