@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -382,21 +382,34 @@ def split_episodes(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarr
 # ----------------------------------------------------------------------------------------------
 
 
+def meta_field(key: str, cast: Callable[[Any], Any] | None = None, doc: str | None = None) -> property:
+    """A read-only property: ``meta[key]`` of a loaded dataset (passed through ``cast``)."""
+    if cast is None:
+        return property(lambda self: self.meta[key], doc=doc)
+    return property(lambda self: cast(self.meta[key]), doc=doc)
+
+
 class ShardedDataset:
     """A loaded, validated dataset of one format, all episodes in memory: ``path``, ``meta`` (the
     ``meta.json`` object), ``stats`` (``{feature: {"mean", "std", "min", "max", "count"}}``).
 
     A format's class sets :attr:`FORMAT` and implements :meth:`_check_meta`,
-    :meth:`_check_expected`, :meth:`_stat_dims` and :meth:`_shard_shapes`; its constructor takes
-    the concatenated shard arrays.
+    :meth:`_check_expected`, :meth:`_stat_dims`, :meth:`_shard_shapes` and :meth:`_adopt` (keep
+    the shard arrays, concatenated over shards).
     """
 
     FORMAT: ClassVar[DatasetFormat]
 
-    def __init__(self, path: Path, meta: dict[str, Any], stats: dict[str, dict[str, np.ndarray]]) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], stats: dict[str, dict[str, np.ndarray]],
+                 arrays: dict[str, np.ndarray]) -> None:
         self.path = path
         self.meta = meta
         self.stats = stats
+        self._adopt(arrays)
+
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
+        """Keep the shard arrays ``{key: [N, ...]}`` (without ``episode``) as attributes."""
+        raise NotImplementedError
 
     @classmethod
     def _load(cls, path: str | os.PathLike, expected: Any = None):
@@ -436,17 +449,11 @@ class ShardedDataset:
         """Per-episode shapes of the shard arrays (``episode``: ``()``)."""
         raise NotImplementedError
 
-    @property
-    def num_episodes(self) -> int:
-        return int(self.meta["episodes"])
+    num_episodes = meta_field("episodes", int)
+    steps = meta_field("steps", int, "``T``: the steps (frames minus one) of every episode.")
 
     def __len__(self) -> int:
         return self.num_episodes
-
-    @property
-    def steps(self) -> int:
-        """``T``: the steps (frames minus one) of every episode."""
-        return int(self.meta["steps"])
 
     def _check_index(self, i: int) -> None:
         if not -self.num_episodes <= i < self.num_episodes:

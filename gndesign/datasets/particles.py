@@ -60,6 +60,7 @@ from gndesign.datasets.base import (
     RunningStats,
     ShardedDataset,
     merge_stats,
+    meta_field,
     one_line,
     shard_ranges,
     staging_directory,
@@ -287,9 +288,7 @@ class ParticleDataset(ShardedDataset):
 
     FORMAT = FORMAT
 
-    def __init__(self, path: Path, meta: dict[str, Any], stats: dict[str, dict[str, np.ndarray]],
-                 arrays: dict[str, np.ndarray]) -> None:
-        super().__init__(path, meta, stats)
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
         self.positions: np.ndarray = arrays["positions"]
         self.obstacle: np.ndarray = arrays["obstacle"]
         self.design: np.ndarray = arrays["design"]
@@ -331,17 +330,9 @@ class ParticleDataset(ShardedDataset):
         return {"positions": (t1, n, 2), "obstacle": (k + 1, 2), "design": (k,), "episode": ()}
 
     # -- accessors ----------------------------------------------------------------------------
-    @property
-    def scene(self) -> dict[str, Any]:
-        return self.meta["scene"]
-
-    @property
-    def num_particles(self) -> int:
-        return int(self.meta["num_particles"])
-
-    @property
-    def num_segments(self) -> int:
-        return int(self.meta["num_segments"])
+    scene = meta_field("scene")
+    num_particles = meta_field("num_particles", int)
+    num_segments = meta_field("num_segments", int)
 
     @property
     def dt(self) -> float:

@@ -71,6 +71,7 @@ from gndesign.datasets.base import (
     RunningStats,
     ShardedDataset,
     merge_stats,
+    meta_field,
     shard_ranges,
     staging_directory,
     write_shard,
@@ -273,9 +274,7 @@ class TrajectoryDataset(ShardedDataset):
 
     FORMAT = FORMAT
 
-    def __init__(self, path: Path, meta: dict[str, Any], stats: dict[str, dict[str, np.ndarray]],
-                 arrays: dict[str, np.ndarray]) -> None:
-        super().__init__(path, meta, stats)
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
         self.qpos: np.ndarray = arrays["qpos"]
         self.qvel: np.ndarray = arrays["qvel"]
         self.action: np.ndarray = arrays["action"]
@@ -319,33 +318,13 @@ class TrajectoryDataset(ShardedDataset):
                 **param_shapes(nbody, nv, nu)}
 
     # -- accessors --------------------------------------------------------------------------
-    @property
-    def system(self) -> str:
-        return self.meta["system"]
-
-    @property
-    def mjcf(self) -> str:
-        return self.meta["mjcf"]
-
-    @property
-    def mjcf_sha256(self) -> str:
-        return self.meta["mjcf_sha256"]
-
-    @property
-    def assets(self) -> dict[str, bytes]:
-        return decode_assets(self.meta["assets"])
-
-    @property
-    def timestep(self) -> float:
-        return float(self.meta["timestep"])
-
-    @property
-    def control_timestep(self) -> float:
-        return float(self.meta["control_timestep"])
-
-    @property
-    def n_substeps(self) -> int:
-        return int(self.meta["n_substeps"])
+    system = meta_field("system")
+    mjcf = meta_field("mjcf")
+    mjcf_sha256 = meta_field("mjcf_sha256")
+    assets = meta_field("assets", decode_assets, "``{name: bytes}``: the files the MJCF includes.")
+    timestep = meta_field("timestep", float)
+    control_timestep = meta_field("control_timestep", float)
+    n_substeps = meta_field("n_substeps", int)
 
     @property
     def qacc(self) -> np.ndarray:
