@@ -3,7 +3,7 @@
 Episode ``i`` of a dataset with seed ``s`` draws everything (physical parameters, initial state,
 actions) from ``np.random.default_rng(np.random.SeedSequence([s, i]))`` in that order, so a
 dataset does not depend on the number of worker processes: the same seed gives byte-identical
-files. The format is described in :mod:`gndesign.dataset`.
+files. The format is described in :mod:`gndesign.datasets.trajectories`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,9 @@ from tqdm.auto import tqdm
 
 from envs.rollout_guard import SimulationError, check_rollout, episode_rng
 from envs.systems import InitConfig, System, get_system
-from gndesign.dataset import (
-    PARAM_KEYS,
-    RunningStats,
-    episode_stats,
-    finalize,
-    make_meta,
-    merge_stats,
-    shard_ranges,
-    staging_directory,
-    write_shard,
-)
+from gndesign.datasets.base import RunningStats, merge_stats, shard_ranges, staging_directory, write_shard
+from gndesign.datasets.params import PARAM_KEYS
+from gndesign.datasets.trajectories import FORMAT, episode_stats, finalize, make_meta
 from gndesign.errors import ConfigError, GndesignError
 
 log = logging.getLogger(__name__)
@@ -221,7 +213,7 @@ def _make_shard(
     episodes = [generate_episode(system, job.seed, i, job.steps) for i in range(start, stop)]
     arrays = {k: np.stack([ep[k] for ep in episodes]) for k in ("qpos", "qvel", "action", *PARAM_KEYS)}
     arrays["episode"] = np.arange(start, stop, dtype=np.int64)
-    entry = write_shard(job.directory, index, arrays)
+    entry = write_shard(job.directory, index, arrays, FORMAT.shard_keys)
     stats = episode_stats(arrays["qpos"], arrays["qvel"], arrays["action"], system.control_timestep)
     return index, entry, stats
 

@@ -24,7 +24,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from gndesign.dataset import apply_params, model_params, param_shapes
+from gndesign.datasets.params import apply_params, model_params, param_shapes
 from gndesign.errors import GndesignError, ModelError
 from gndesign.io import sha256_bytes
 
@@ -192,7 +192,7 @@ class System:
         return param_shapes(self.nbody, self.nv, self.nu)
 
     def make_model(self, params: Mapping[str, Any] | None = None) -> mujoco.MjModel:
-        """A copy of the base model with ``params`` (keys :data:`gndesign.dataset.PARAM_KEYS`) written in."""
+        """A copy of the base model with ``params`` (keys :data:`gndesign.datasets.params.PARAM_KEYS`) written in."""
         if params is None:
             params = self.nominal_params()
         return apply_params(self.model, params)

@@ -91,7 +91,7 @@ class ParticleCGNS(ParticleSimulator):
 
     Args:
         config: the particle graph and network (``obstacle_points`` resolved).
-        scene: the scene (see :data:`gndesign.particle_data.SCENE_KEYS`).
+        scene: the scene (see :data:`gndesign.datasets.particles.SCENE_KEYS`).
         solver: iterations, initial step size, energy channels.
     """
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from gndesign.errors import ConfigError
+from gndesign.datasets.formats import dataset_format
+from gndesign.errors import ConfigError, DatasetError
 from gndesign.nn import AGGREGATIONS
-from gndesign.particle_data import is_particle_dataset
 
 PARTICLES = "particles"  # model.kind of a particle simulator
 
@@ -169,6 +169,15 @@ class SolverConfig:
 SECTIONS = ("data", "model", "solver", "train")
 
 
+def _holds_particles(path: str) -> bool:
+    """Whether ``path`` is a particle dataset; a directory that is gone (the data of a checkpoint's
+    run, moved since) reads as not, so a saved config still parses: training checks the data."""
+    try:
+        return dataset_format(path) == "particles"
+    except DatasetError:
+        return False
+
+
 @dataclass
 class RunConfig:
     """Everything a training run is: ``data``, ``model`` (a :class:`ParticleModelConfig` for
@@ -211,7 +220,7 @@ class RunConfig:
         data = [str(p) for p in d.get("data") or []]
         model = dict(d.get("model") or {})
         if particles is None:
-            particles = model.get("kind") == PARTICLES or bool(data and is_particle_dataset(data[0]))
+            particles = model.get("kind") == PARTICLES or bool(data and _holds_particles(data[0]))
         if cgns is None:
             cgns = "solver" in d
         if particles:

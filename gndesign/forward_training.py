@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from gndesign.config import TrainConfig, dataclass_from
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.params import PARAM_KEYS
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.families import Family, Trainer
 from gndesign.graphs import GraphBuilder
 from gndesign.kinematics import integrate_qpos
 from gndesign.simulator import ForwardModel, SystemSpec, Transitions, build_model
-from gndesign.tree import PARAM_KEYS
 
 
 class ForwardTrainer(Trainer):

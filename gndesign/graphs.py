@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
+from gndesign.datasets.params import PARAM_KEYS
 from gndesign.kinematics import forward_kinematics
 from gndesign.nn import Graph
 from gndesign.quaternions import quat_to_mat
-from gndesign.tree import EDGE_TYPES, FREE, HINGE, MAX_DOF, NV, PARAM_KEYS, SLIDE, KinematicTree
+from gndesign.tree import EDGE_TYPES, FREE, HINGE, MAX_DOF, NV, SLIDE, KinematicTree
 
 Params = Mapping[str, torch.Tensor]
 

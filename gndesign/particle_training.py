@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from gndesign.config import ParticleModelConfig
+from gndesign.datasets.particles import ParticleDataset, scene_mismatch
 from gndesign.errors import ConfigError, DatasetError, GndesignError
 from gndesign.families import Family, Trainer
-from gndesign.particle_data import ParticleDataset, scene_mismatch
 from gndesign.particles import ParticleSimulator, acceleration_targets, integrate
 
 

@@ -31,11 +31,9 @@ Training, configuration and checkpoints: :mod:`gndesign.particle_training`,
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,32 +45,21 @@ from torch import Tensor, nn
 from gndesign.config import ParticleModelConfig, SolverConfig
 from gndesign.constraint_sets import active_stiffness
 from gndesign.constraints import ConstraintContext
+from gndesign.datasets.particles import (
+    validate_scene,
+)
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
-from gndesign.particle_data import (
-    SCENE_KEYS,
-    ParticleDataset,
-    scene_mismatch,
-    validate_scene,
-    write_particle_dataset,
-)
 from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
 
 __all__ = [
-    "SCENE_KEYS",
-    "ParticleDataset",
     "ParticleSimulator",
     "acceleration_targets",
     "integrate",
     "obstacle_nodes",
-    "particle_rollout_errors",
-    "plot_particle_rollout",
     "radius_edges",
-    "scene_mismatch",
-    "validate_scene",
-    "write_particle_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,7 +154,7 @@ class ParticleSimulator(nn.Module):
 
     Args:
         config: architecture and graph construction (``obstacle_points`` must be resolved, > 0).
-        scene: the scene it simulates (see :data:`gndesign.particle_data.SCENE_KEYS`).
+        scene: the scene it simulates (see :data:`gndesign.datasets.particles.SCENE_KEYS`).
         solver: None for the forward predictor (an encode-process-decode network decoding every
             particle's acceleration from the current graph), or the settings of a
             :class:`gndesign.solver.ConstraintSolver` (the C-GNS, :mod:`gndesign.cgns`), whose
@@ -412,81 +399,3 @@ def _per_particle_stiffness(bound: Objective, q: dict[str, Tensor]) -> Tensor:
     # Particles are separate blocks of the candidate: a per-particle step [B, N, 1], stiff only
     # for the particles a constraint acts on at this iterate.
     return active_stiffness(bound, q, q["positions"].shape[1])[..., None]
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def particle_rollout_errors(model: ParticleSimulator, dataset: ParticleDataset, horizons: Sequence[int] | None = None,
-                            episodes: Sequence[int] | np.ndarray | None = None, batch: int = 16) -> dict[str, Any]:
-    """Open-loop rollout errors from each episode's first frame (particles at rest), in metres.
-
-    Args:
-        horizons: frames at which to report errors (default: ``T // 4, T // 2, T``, T the episode
-            length, which the design tasks roll out).
-        episodes: the episodes to evaluate (default: all).
-
-    Returns:
-        ``{"position_error": {h: mean |x_pred - x_true| over particles and episodes at frame h},
-        "mean_position_error": the same averaged over frames 1..T,
-        "baseline_error": {h: ...}, "baseline_mean_error": (particles that stay where they start),
-        "finite": bool, "episodes": count, "steps": T}``.
-    """
-    diff = scene_mismatch(model.scene, dataset.scene)
-    if diff:
-        raise GndesignError(f"the model was trained on another scene than {dataset.path} ({'; '.join(diff)})")
-    T = dataset.steps
-    horizons = sorted({max(1, T // 4), max(1, T // 2), T} if horizons is None else {int(h) for h in horizons})
-    if horizons[0] < 1 or horizons[-1] > T:
-        raise GndesignError(f"horizons must lie in 1..{T} (the episodes' length), got {horizons}")
-    eps = np.arange(len(dataset)) if episodes is None else np.asarray(episodes, dtype=np.int64)
-    errs, base = [], []
-    model.eval()
-    for i in range(0, len(eps), batch):
-        idx = eps[i:i + batch]
-        truth = torch.as_tensor(dataset.positions[idx], dtype=torch.float32)
-        obs = torch.as_tensor(dataset.obstacle[idx], dtype=torch.float32)
-        pred = model.rollout(truth[:, 0], obs, T)
-        errs.append((pred - truth).norm(dim=-1).mean(-1))  # [b, T+1]
-        base.append((truth[:, :1] - truth).norm(dim=-1).mean(-1))
-    err, bas = torch.cat(errs).double(), torch.cat(base).double()
-    return {"position_error": {h: float(err[:, h].mean()) for h in horizons},
-            "mean_position_error": float(err[:, 1:].mean()),
-            "baseline_error": {h: float(bas[:, h].mean()) for h in horizons},
-            "baseline_mean_error": float(bas[:, 1:].mean()),
-            "finite": bool(torch.isfinite(err).all()), "episodes": len(eps), "steps": T}
-
-
-@torch.no_grad()
-def plot_particle_rollout(model: ParticleSimulator, dataset: ParticleDataset, episode: int, path: str | os.PathLike,
-                          frames: Sequence[int] | None = None) -> Path:
-    """Side-by-side snapshots of ground truth and the learned rollout of one episode (PNG)."""
-    from gndesign.plotting import pyplot, save_figure
-
-    plt = pyplot()
-    T = dataset.steps
-    frames = list(frames) if frames is not None else [0, T // 3, 2 * T // 3, T]
-    ep = dataset.episode(episode)
-    truth = torch.as_tensor(ep["positions"], dtype=torch.float32)
-    obs = torch.as_tensor(ep["obstacle"], dtype=torch.float32)
-    pred = model.rollout(truth[None, 0], obs[None], T)[0]
-    s = dataset.scene
-    top = float(max(truth[..., 1].max(), obs[:, 1].max())) + 2 * s["particle_radius"]
-    fig, axes = plt.subplots(2, len(frames), figsize=(3 * len(frames), 4.5), squeeze=False, sharex=True, sharey=True)
-    for row, (name, pos) in enumerate((("ground truth", truth), ("learned", pred))):
-        for col, f in enumerate(frames):
-            ax = axes[row][col]
-            ax.scatter(pos[f, :, 0], pos[f, :, 1], s=6, c="tab:blue" if row == 0 else "tab:orange")
-            ax.plot(obs[:, 0], obs[:, 1], "k-", lw=2)
-            ax.axhline(s["floor"], color="gray")
-            for xw in (s["x_min"], s["x_max"]):
-                ax.axvline(xw, color="gray")
-            ax.set_xlim(s["x_min"], s["x_max"])
-            ax.set_ylim(s["floor"] - s["particle_radius"], top)
-            ax.set_aspect("equal")
-            ax.set_title(f"{name}, frame {f}", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)

@@ -31,6 +31,7 @@ from torch import nn
 from gndesign.config import ModelConfig, SolverConfig
 from gndesign.constraint_sets import active_stiffness
 from gndesign.constraints import ConstraintContext
+from gndesign.datasets.params import PARAM_KEYS
 from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
@@ -38,7 +39,7 @@ from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
 from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
-from gndesign.tree import EDGE_TYPES, HINGE, MAX_DOF, PARAM_KEYS, SLIDE, WELD, KinematicTree
+from gndesign.tree import EDGE_TYPES, HINGE, MAX_DOF, SLIDE, WELD, KinematicTree
 
 Params = dict[str, torch.Tensor]
 _CHANNELS = 2  # acceleration and position-increment correction

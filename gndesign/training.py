@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from gndesign.checkpoints import check_family, get_family, read_checkpoint, save_checkpoint
 from gndesign.config import RunConfig, as_particle_config
+from gndesign.datasets.formats import dataset_format
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.families import Trainer
 from gndesign.io import atomic_write_text
-from gndesign.particle_data import is_particle_dataset
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     """
     if not config.data:
         raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
-    particle_data = is_particle_dataset(config.data[0])
+    particle_data = dataset_format(config.data[0]) == "particles"
     if particle_data and not config.particles and config.solver is None:
         config = as_particle_config(config)
     config.validate()

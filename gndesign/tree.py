@@ -23,6 +23,7 @@ import mujoco
 import numpy as np
 import torch
 
+from gndesign.datasets.params import model_params
 from gndesign.errors import ModelError
 
 HINGE, SLIDE, BALL, FREE, WELD = "hinge", "slide", "ball", "free", "weld"
@@ -36,9 +37,6 @@ _MJ_JOINT_TYPES = {
 NQ = {HINGE: 1, SLIDE: 1, BALL: 4, FREE: 7, WELD: 0}
 NV = {HINGE: 1, SLIDE: 1, BALL: 3, FREE: 6, WELD: 0}
 MAX_DOF = 6  # a free joint's degrees of freedom: per-edge dof slots are padded to this
-
-#: Physical parameters that may vary per episode, with their shapes (see :meth:`nominal_params`).
-PARAM_KEYS = ("body_mass", "body_inertia", "dof_damping", "actuator_gear")
 
 _SUPPORTED_TRANSMISSIONS = "joint, joint-in-parent (hinge/slide joints) and fixed tendons"
 
@@ -209,12 +207,7 @@ class KinematicTree:
             dof_armature=m.dof_armature.copy(), dof_frictionloss=m.dof_frictionloss.copy(),
             ctrlrange=ctrlrange, actuator_gain=gain, actuator_basis=basis,
             gravity=m.opt.gravity.copy(), timestep=float(m.opt.timestep),
-            nominal={
-                "body_mass": m.body_mass.copy(),
-                "body_inertia": m.body_inertia.copy(),
-                "dof_damping": m.dof_damping.copy(),
-                "actuator_gear": m.actuator_gear.copy(),
-            },
+            nominal=model_params(m),
         )
         return tree
 

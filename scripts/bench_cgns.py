@@ -19,7 +19,7 @@ see the same machine load). Then:
 1. ``errors``: unconstrained open-loop rollout errors of both on held-out episodes: particles from
    rest over the whole episode (the design tasks roll out 150 frames), mean |x_pred - x_true| over
    particles at frames 10, T/4, T/2, T and averaged over frames 1..T (the metric of
-   ``gndesign.particles.particle_rollout_errors``); cartpole body-position and qpos errors after
+   ``gndesign.particle_evaluation``); cartpole body-position and qpos errors after
    1, 10, 50, 100 and 120 steps (120: the swing-up task's planning horizon;
    ``gndesign.evaluation.evaluate``, four start times per episode). Target: C-GNS / forward <= 1.5.
    The C-GNS makes several times fewer optimizer steps in the same time (every step differentiates
@@ -257,31 +257,15 @@ def sweep_summary(per_episode: dict[int, np.ndarray]) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def particle_errors(model, ds, episodes=None, batch: int = 16):
-    """Per-episode position errors ``[E, T+1]`` of open-loop rollouts from rest (the metric of
-    ``gndesign.particles.particle_rollout_errors``: mean |x_pred - x_true| over particles)."""
-    import torch
+def particle_errors(model, ds, episodes=None):
+    """Per-episode position errors ``[E, T+1]`` of open-loop rollouts from rest (the library's)."""
+    from gndesign.particle_evaluation import particle_rollout_errors
 
-    eps = np.arange(len(ds)) if episodes is None else np.asarray(episodes)
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(eps), batch):
-            idx = eps[i:i + batch]
-            truth = torch.as_tensor(ds.positions[idx], dtype=torch.float32)
-            obs = torch.as_tensor(ds.obstacle[idx], dtype=torch.float32)
-            pred = model.rollout(truth[:, 0], obs, ds.steps)
-            out.append((pred - truth).norm(dim=-1).mean(-1).double().numpy())
-    return np.concatenate(out)
+    return particle_rollout_errors(model, ds, episodes)["position_error"]
 
 
 def particle_horizons(T: int) -> list[int]:
     return sorted({h for h in (10, T // 4, T // 2, T) if 1 <= h <= T})
-
-
-def _summarize_particle(err: np.ndarray, horizons: list[int]) -> dict:
-    return {"position_error": {h: float(err[:, h].mean()) for h in horizons},
-            "mean_position_error": float(err[:, 1:].mean()), "finite": bool(np.isfinite(err).all())}
 
 
 def _particle_ratio(cg: dict, fwd: dict, hs: list[int]) -> dict:
@@ -292,7 +276,8 @@ def _particle_ratio(cg: dict, fwd: dict, hs: list[int]) -> dict:
 def eval_particle_errors(ctx: dict) -> dict:
     """Sections 1 (every validation episode) and 2 (the first ``sweep_episodes``) on the particle scene."""
     from gndesign.checkpoints import load_model
-    from gndesign.particles import ParticleDataset
+    from gndesign.datasets.particles import ParticleDataset
+    from gndesign.particle_evaluation import summarize_position_errors
 
     ds = ParticleDataset.load(ctx["data"]["valid"])
     hs = particle_horizons(ds.steps)
@@ -302,18 +287,18 @@ def eval_particle_errors(ctx: dict) -> dict:
     t0 = time.perf_counter()
     ef = particle_errors(fwd, ds)
     base = np.linalg.norm(ds.positions[:, :1] - ds.positions, axis=-1).mean(-1)
-    out = {"episodes": len(ds), "steps": ds.steps, "horizons": hs, "forward": _summarize_particle(ef, hs),
+    out = {"episodes": len(ds), "steps": ds.steps, "horizons": hs, "forward": summarize_position_errors(ef, hs),
            "baseline_mean_error": float(base[:, 1:].mean()), "trained_iterations": trained, "sweep": {}}
     out["forward"]["rollout_seconds"] = time.perf_counter() - t0
     set_iterations(cg, trained)
     t0 = time.perf_counter()
     ec = particle_errors(cg, ds)
-    out["cgns"] = {**_summarize_particle(ec, hs), "rollout_seconds": time.perf_counter() - t0}
+    out["cgns"] = {**summarize_position_errors(ec, hs), "rollout_seconds": time.perf_counter() - t0}
     out["ratio"] = _particle_ratio(out["cgns"], out["forward"], hs)
     if ctx.get("forward_steps"):  # the forward model trained for as many optimizer steps as the C-GNS
         fs, blob = load_model(ctx["forward_steps"], "particles", scene=ds.scene)
         t0 = time.perf_counter()
-        out["forward_steps"] = {**_summarize_particle(particle_errors(fs, ds), hs), "train_steps": blob["step"],
+        out["forward_steps"] = {**summarize_position_errors(particle_errors(fs, ds), hs), "train_steps": blob["step"],
                                 "rollout_seconds": time.perf_counter() - t0}
         out["ratio_steps"] = _particle_ratio(out["cgns"], out["forward_steps"], hs)
     S = min(ctx["sweep_episodes"], len(ds))
@@ -327,7 +312,7 @@ def eval_particle_errors(ctx: dict) -> dict:
             set_iterations(cg, n)
             e = particle_errors(cg, ds, np.arange(S))
         per[n] = e[:, 1:].mean(1)
-        out["sweep"][n] = {**_summarize_particle(e, hs), "rollout_seconds": time.perf_counter() - t0,
+        out["sweep"][n] = {**summarize_position_errors(e, hs), "rollout_seconds": time.perf_counter() - t0,
                            "per_episode_mean_error": per[n].tolist()}
     out["sweep_summary"] = sweep_summary(per)
     return out
@@ -343,24 +328,6 @@ def weighted_specs(spec: str, weights: list[float]) -> list[tuple[float, str]]:
     return [(float(w), f"{spec} weight={w:g}") for w in weights]
 
 
-def _grown(bound, extra: float) -> list:
-    """The bound constraint terms with their margin grown by ``extra`` (near-contact detection)."""
-    import dataclasses
-
-    from gndesign.constraint_sets import constraint_terms
-
-    return [dataclasses.replace(c, margin=c.m + extra) for c in constraint_terms(bound)]
-
-
-def _particle_violation(terms: list, traj):
-    """The largest violation over ``terms`` per layout, frame and ball ``[B, T+1, N]``."""
-    import torch
-
-    with torch.no_grad():
-        return torch.stack([torch.stack([c.violation({"positions": traj[:, t], "positions_0": traj[:, 0]})
-                                         for t in range(traj.shape[1])], 1) for c in terms]).amax(0).double()
-
-
 def penetration(model, constraints, traj, radius: float, free=None) -> dict:
     """``violation_report`` of a particle rollout ``[B, T+1, N, 2]`` in metres and particle radii,
     plus: the fraction of balls that ever violate the constraints (``entering``) and that come
@@ -369,16 +336,15 @@ def penetration(model, constraints, traj, radius: float, free=None) -> dict:
     constraints) how far the constraints moved the balls before they first came near them
     (``disturbance_radii``: mean |x - x_free| over the frames before each ball first comes within
     half a radius of violating them in ``free``: what the constraints should leave alone)."""
-    import torch
-
+    from gndesign.constraint_evaluation import grown_terms, mean_before_first, particle_violation
     from gndesign.constraint_sets import bind_constraints, constraint_terms
     from gndesign.solver import violation_report
 
     rep = violation_report(constraints, model.constraint_context(traj.shape[2]), model.constraint_frames(traj))
     rep["mean"] = max((c["mean"] for c in rep["constraints"]), default=0.0)  # of the constraint violated most
     bound = bind_constraints(constraints, model.constraint_context(traj.shape[2]))
-    v = _particle_violation(constraint_terms(bound), traj)
-    near = _particle_violation(_grown(bound, 0.5 * radius), traj) > 0
+    v = particle_violation(constraint_terms(bound), traj)
+    near = particle_violation(grown_terms(bound, 0.5 * radius), traj) > 0
     inside = v > 0
     extra = {"max_radii": rep["max"] / radius, "mean_radii": rep["mean"] / radius,
              "mean_inside_radii": float(v[inside].mean()) / radius if inside.any() else 0.0,
@@ -386,13 +352,8 @@ def penetration(model, constraints, traj, radius: float, free=None) -> dict:
              "final_frame_max_radii": float(v[:, -1].max()) / radius,
              "mean_drop_m": float((traj[:, 0, :, 1] - traj[:, -1, :, 1]).mean())}
     if free is not None:
-        first = _particle_violation(_grown(bound, 0.5 * radius), free) > 0  # [B, T+1, N]
-        T1 = free.shape[1]
-        t_c = torch.where(first.any(1), first.double().argmax(1), torch.full_like(first[:, 0], T1, dtype=torch.long))
-        frames = torch.arange(T1)[None, :, None]
-        before = (frames < t_c[:, None, :]) & (frames >= 1)
-        d = (traj - free).norm(dim=-1).double()
-        extra["disturbance_radii"] = float(d[before].mean()) / radius if before.any() else 0.0
+        near_free = particle_violation(grown_terms(bound, 0.5 * radius), free) > 0  # [B, T+1, N]
+        extra["disturbance_radii"] = mean_before_first((traj - free).norm(dim=-1).double(), near_free) / radius
     rep.update(extra)
     for c in rep["constraints"]:
         c["per_step_max"] = [round(x, 6) for x in c["per_step_max"]]
@@ -412,7 +373,7 @@ def eval_particle_obstacle(ctx: dict) -> dict:
 
     from envs.obstacle.scene import SceneConfig, design_fk, initial_positions
     from gndesign.checkpoints import load_model
-    from gndesign.particles import ParticleDataset
+    from gndesign.datasets.particles import ParticleDataset
     from gndesign.specs import parse_constraints
 
     ds = ParticleDataset.load(ctx["data"]["valid"])
@@ -461,38 +422,11 @@ def eval_particle_obstacle(ctx: dict) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def _episode_tensors(ds, idx):
-    import torch
-
-    from gndesign.tree import PARAM_KEYS
-
-    t = {k: torch.as_tensor(getattr(ds, k)[idx], dtype=torch.float32) for k in ("qpos", "qvel", "action")}
-    t["params"] = {k: torch.as_tensor(ds.params[k][idx], dtype=torch.float32) for k in PARAM_KEYS}
-    return t
-
-
-def cartpole_errors(model, ds, H: int) -> np.ndarray:
-    """Per-episode body-position errors ``[E, H+1]`` [m] of open-loop rollouts from step 0 under
-    the recorded actions (centres of mass, like ``gndesign.evaluation``)."""
-    import torch
-
-    from gndesign.kinematics import forward_kinematics
-
-    d = _episode_tensors(ds, np.arange(ds.num_episodes))
-    tree = model.tree(ds.system)
-    with torch.no_grad():
-        q, _ = model.rollout(d["qpos"][:, 0], d["qvel"][:, 0], d["action"][:, :H], ds.system, d["params"])
-        E = q.shape[0]
-        xp = forward_kinematics(tree, q.reshape(E * (H + 1), -1).double()).xipos[:, 1:]
-        xt = forward_kinematics(tree, d["qpos"][:, :H + 1].reshape(E * (H + 1), -1).double()).xipos[:, 1:]
-    return (xp - xt).norm(dim=-1).mean(-1).reshape(E, H + 1).numpy()
-
-
 def eval_cartpole_errors(ctx: dict) -> dict:
     """Sections 1 and 2 on cartpole (the test set)."""
     from gndesign.checkpoints import load_model
-    from gndesign.dataset import TrajectoryDataset
-    from gndesign.evaluation import evaluate
+    from gndesign.datasets.trajectories import TrajectoryDataset
+    from gndesign.evaluation import body_position_errors, evaluate
 
     ds = TrajectoryDataset.load(ctx["data"]["test"])
     hs = [h for h in CARTPOLE_HORIZONS if h <= ds.steps]
@@ -519,7 +453,7 @@ def eval_cartpole_errors(ctx: dict) -> dict:
     for n in ctx["sweep"]:
         set_iterations(cg, n)
         t0 = time.perf_counter()
-        e = cartpole_errors(cg, ds, H)
+        e = body_position_errors(cg, ds, np.arange(ds.num_episodes), H)
         per[n] = e[:, 1:].mean(1)
         out["sweep"][n] = {"body_pos_error": {h: float(e[:, h].mean()) for h in hs},
                            "mean_body_pos_error": float(per[n].mean()), "finite": bool(np.isfinite(e).all()),
@@ -529,28 +463,15 @@ def eval_cartpole_errors(ctx: dict) -> dict:
     return out
 
 
-def _body_violation(terms: list, tree, qpos):
-    """The largest violation over ``terms`` per episode and step ``[E, T+1]`` of rollouts ``qpos [E, T+1, nq]``."""
-    import torch
-
-    from gndesign.kinematics import forward_kinematics
-
-    E, T1 = qpos.shape[:2]
-    with torch.no_grad():
-        xpos = forward_kinematics(tree, qpos.reshape(E * T1, -1)).xpos
-        x0 = forward_kinematics(tree, qpos[:, 0]).xpos.repeat_interleave(T1, 0)
-        q = {"positions": xpos, "xpos": xpos, "qpos": qpos.reshape(E * T1, -1), "positions_0": x0, "xpos_0": x0,
-             "qpos_0": qpos[:, 0].repeat_interleave(T1, 0)}
-        return torch.stack([c.violation(q).reshape(E * T1, -1).amax(1) for c in terms]).amax(0).reshape(E, T1)
-
-
 def eval_cartpole_wall(ctx: dict) -> dict:
     """Section 3 on cartpole: a wall the cart may not pass, on test episodes that cross it."""
     import torch
 
     from gndesign.checkpoints import load_model
+    from gndesign.constraint_evaluation import body_violation, grown_terms, mean_before_first
     from gndesign.constraint_sets import bind_constraints, constraint_terms
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
+    from gndesign.evaluation import episode_tensors
     from gndesign.kinematics import forward_kinematics
     from gndesign.solver import violation_report
     from gndesign.specs import parse_constraints
@@ -561,17 +482,17 @@ def eval_cartpole_wall(ctx: dict) -> dict:
     tree = cg.tree(ds.system)
     judge = parse_constraints([ctx["wall"]])
     bound = bind_constraints(judge, cg.constraint_context(ds.system))
-    terms, near_terms = constraint_terms(bound), _grown(bound, 0.05)
+    terms, near_terms = constraint_terms(bound), grown_terms(bound, 0.05)
     H = min(ctx["wall_steps"], ds.steps)
-    d = _episode_tensors(ds, np.arange(ds.num_episodes))
-    truth = _body_violation(terms, tree, d["qpos"][:, :H + 1]).numpy()  # MuJoCo's violation [E, H+1]
+    d = episode_tensors(ds, np.arange(ds.num_episodes))
+    truth = body_violation(terms, tree, d["qpos"][:, :H + 1]).numpy()  # MuJoCo's violation [E, H+1]
     chosen = np.flatnonzero((truth[:, 0] == 0) & (truth.max(1) >= ctx["cross_by"]))[:ctx["wall_episodes"]]
     out = {"constraint": ctx["wall"], "steps": H, "cross_by": ctx["cross_by"], "test_episodes": ds.num_episodes,
            "episodes": chosen.tolist(), "trained_iterations": cg.solver.iterations, "runs": {}}
     if len(chosen) == 0:
         out["note"] = "no test episode starts short of the wall and crosses it: change --wall or --cross-by"
         return out
-    e = _episode_tensors(ds, chosen)
+    e = episode_tensors(ds, chosen)
     args = (e["qpos"][:, 0], e["qvel"][:, 0], e["action"][:, :H], ds.system, e["params"])
     rollouts = {}
 
@@ -583,19 +504,15 @@ def eval_cartpole_wall(ctx: dict) -> dict:
             c["per_step_max"] = [round(x, 6) for x in c["per_step_max"]]
         # Reaching the wall (within 5 cm) in how many episodes; with constraints, how far they moved the
         # bodies before the unconstrained C-GNS's cart first came within 10 cm of the wall.
-        rep["reaching"] = float((_body_violation(near_terms, tree, q) > 0).any(1).double().mean())
+        rep["reaching"] = float((body_violation(near_terms, tree, q) > 0).any(1).double().mean())
         if "spec" in meta:
             free = rollouts["cgns"]
-            first = _body_violation(_grown(bound, 0.1), tree, free) > 0
-            T1 = free.shape[1]
-            t_c = torch.where(first.any(1), first.double().argmax(1), torch.full((len(free),), T1, dtype=torch.long))
-            steps = torch.arange(T1)[None]
-            before = (steps < t_c[:, None]) & (steps >= 1)
-            E = len(q)
+            near_free = body_violation(grown_terms(bound, 0.1), tree, free) > 0
+            E, T1 = q.shape[:2]
             xq = forward_kinematics(tree, q.reshape(E * T1, -1)).xpos.reshape(E, T1, -1, 3)
             xf = forward_kinematics(tree, free.reshape(E * T1, -1)).xpos.reshape(E, T1, -1, 3)
             dist = (xq - xf)[:, :, 1:].norm(dim=-1).mean(-1).double()
-            rep["disturbance_m"] = float(dist[before].mean()) if before.any() else 0.0
+            rep["disturbance_m"] = mean_before_first(dist, near_free)
         if seconds is not None:
             rep["rollout_seconds"] = seconds
         out["runs"][name] = {**meta, **rep}
@@ -828,7 +745,7 @@ def figure(arrays_path: Path, po: dict, data: dict, path: Path) -> Path:
     """Layout 0: the forward simulator, the C-GNS without and with the constraint (most iterations)."""
     from envs.obstacle.scene import SceneConfig
     from gndesign.constraint_sets import bind_constraints, constraint_terms
-    from gndesign.particles import ParticleDataset
+    from gndesign.datasets.particles import ParticleDataset
     from gndesign.plotting import pyplot, save_figure
     from gndesign.specs import parse_constraints
     from workflows.figures import draw_particle_scene, draw_particles, particle_view

@@ -83,12 +83,13 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
 def model_rollout_error(args, cfg, sim) -> dict:
     """Rollout error of the learned model on held-out episodes (random designs and layouts)."""
     from envs.obstacle.simulation import generate_obstacle_dataset
-    from gndesign.particles import ParticleDataset, particle_rollout_errors
+    from gndesign.datasets.particles import ParticleDataset
+    from gndesign.particle_evaluation import particle_rollout_errors, summarize_particle_errors
 
     with tempfile.TemporaryDirectory() as tmp:
         generate_obstacle_dataset(cfg, Path(tmp) / "heldout", args.error_episodes, seed=args.error_seed)
         ds = ParticleDataset.load(Path(tmp) / "heldout")
-        err = particle_rollout_errors(sim, ds)
+        err = summarize_particle_errors(particle_rollout_errors(sim, ds))
     err["seed"] = args.error_seed
     return err
 

@@ -51,7 +51,7 @@ def train_job(job: dict) -> dict:
     torch.set_num_threads(1)
     from gndesign.checkpoints import load_model
     from gndesign.config import load_config
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
     from gndesign.evaluation import evaluate
     from gndesign.forward_training import held_out_episodes, system_spec
     from gndesign.training import train
@@ -86,7 +86,7 @@ def speed(system: str, checkpoint: str, data: str) -> dict:
     import torch
 
     from gndesign.checkpoints import load_model
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
 
     torch.set_num_threads(1)
     ds = TrajectoryDataset.load(data)

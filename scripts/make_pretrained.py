@@ -40,7 +40,7 @@ def build(name: str, work: str) -> dict:
     from envs.generate import generate_dataset
     from gndesign.checkpoints import PRETRAINED_DIR, export_checkpoint, load_model
     from gndesign.config import load_config
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
     from gndesign.evaluation import evaluate
     from gndesign.forward_training import held_out_episodes
     from gndesign.training import train
@@ -79,7 +79,8 @@ def build_particles(name: str, work_dir: Path) -> dict:
     from envs.obstacle.simulation import generate_obstacle_dataset
     from gndesign.checkpoints import PRETRAINED_DIR, export_checkpoint, load_model
     from gndesign.config import load_config
-    from gndesign.particles import ParticleDataset, particle_rollout_errors
+    from gndesign.datasets.particles import ParticleDataset
+    from gndesign.particle_evaluation import particle_rollout_errors, summarize_particle_errors
     from gndesign.training import train
 
     spec = SPECS[name]
@@ -98,7 +99,7 @@ def build_particles(name: str, work_dir: Path) -> dict:
     dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
     model, _ = load_model(dst, "particles", scene=scene.to_dict())
     valid = ParticleDataset.load(data["valid"])
-    errors = particle_rollout_errors(model, valid, horizons=(10, 50, 100, valid.steps))
+    errors = summarize_particle_errors(particle_rollout_errors(model, valid), (10, 50, 100, valid.steps))
     return {name: {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "kind": "particles",
                    "data": {k: list(spec[k]) for k in ("train", "valid")}, "train_seconds": summary.get("seconds"),
                    "eval": {"obstacle": errors}}}

@@ -15,8 +15,9 @@ from gndesign.cgns import (
 from gndesign.checkpoints import load_model
 from gndesign.config import ParticleModelConfig, RunConfig, SolverConfig, load_config
 from gndesign.constraint_sets import active_stiffness
+from gndesign.datasets.particles import write_particle_dataset
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.particles import ParticleSimulator, write_particle_dataset
+from gndesign.particles import ParticleSimulator
 from gndesign.solver import gradient_descent, penalty_descent, violation_report
 from gndesign.specs import parse_constraint
 from gndesign.training import train
@@ -383,7 +384,7 @@ def test_particle_checkpoints_refuse_another_scene_and_the_forward_loader(partic
 def cartpole_cgns(tmp_path_factory, cartpole_data):
     """A tiny cartpole C-GNS trained for 4 steps, its checkpoint, and 2 states of the data whose
     cart moves right, with 8 actions each."""
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
 
     tmp = tmp_path_factory.mktemp("cgns_cartpole")
     cfg = load_config(overrides=[*TINY, "train.batch_size=8", "train.stats_transitions=64"], data=[cartpole_data],

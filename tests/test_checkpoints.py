@@ -16,7 +16,7 @@ from gndesign.checkpoints import (
     save_checkpoint,
 )
 from gndesign.config import ModelConfig, ParticleModelConfig, ParticleTrainConfig, RunConfig, SolverConfig
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec
 from gndesign.particles import ParticleSimulator

@@ -1,4 +1,4 @@
-"""Dataset generation (envs.generate) and the format's loader (gndesign.dataset)."""
+"""Dataset generation (envs.generate) and the format's loader (gndesign.datasets)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,9 @@ from envs.generate import (
     smooth_random_actions,
 )
 from envs.systems import InitConfig, get_system
-from gndesign.dataset import (
-    META_FILE,
-    PARAM_KEYS,
-    RunningStats,
-    TrajectoryDataset,
-    write_dataset,
-)
+from gndesign.datasets.base import META_FILE, RunningStats
+from gndesign.datasets.params import PARAM_KEYS
+from gndesign.datasets.trajectories import TrajectoryDataset, write_dataset
 from gndesign.errors import DatasetError, GndesignError
 from gndesign.io import atomic_write_json, atomic_write_npz, sha256_file
 

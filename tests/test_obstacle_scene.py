@@ -18,8 +18,8 @@ from envs.obstacle.scene import (
     source_clearance,
 )
 from envs.obstacle.simulation import generate_obstacle_dataset, sample_design, simulate
+from gndesign.datasets.particles import SCENE_KEYS, ParticleDataset
 from gndesign.errors import ConfigError
-from gndesign.particle_data import SCENE_KEYS, ParticleDataset
 
 CFG = SceneConfig()
 
@@ -176,7 +176,7 @@ def test_worker_processes_give_the_same_rollouts():
 
 
 def test_generate_obstacle_scene_command(tmp_path, capsys):
-    from gndesign.particles import ParticleDataset
+    from gndesign.datasets.particles import ParticleDataset
     from workflows.cli import main
 
     scene = tmp_path / "scene.yaml"

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from gndesign.datasets.particles import ParticleDataset, scene_mismatch, write_particle_dataset
 from gndesign.errors import DatasetError
-from gndesign.particles import ParticleDataset, scene_mismatch, write_particle_dataset
 
 SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
          "dt": 0.02, "gravity": [0.0, -9.81], "num_particles": 6}
@@ -110,12 +110,12 @@ import torch  # noqa: E402
 from gndesign.checkpoints import load_model  # noqa: E402
 from gndesign.config import ParticleModelConfig  # noqa: E402
 from gndesign.errors import GndesignError  # noqa: E402
+from gndesign.particle_evaluation import particle_rollout_errors, summarize_particle_errors  # noqa: E402
 from gndesign.particles import (  # noqa: E402
     ParticleSimulator,
     acceleration_targets,
     integrate,
     obstacle_nodes,
-    particle_rollout_errors,
     radius_edges,
 )
 
@@ -242,7 +242,7 @@ def test_training_checkpoint_round_trip_and_wrong_scene(trained, tmp_path):
         load_model(ckpt, "particles", scene={**SCENE, "floor": 0.1, "gravity": [0.0, -1.0]})
     with pytest.raises(GndesignError, match="not a forward model"):
         load_model(ckpt, "forward")
-    errors = particle_rollout_errors(a, ds, episodes=[0, 1])
+    errors = summarize_particle_errors(particle_rollout_errors(a, ds, episodes=[0, 1]))
     assert errors["steps"] == 10 and set(errors["position_error"]) == {2, 5, 10} and errors["finite"]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gndesign.config import ModelConfig
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError
 from gndesign.forward_training import system_spec
 from gndesign.simulator import (

@@ -11,7 +11,7 @@ import torch
 
 from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint, resolve_checkpoint
 from gndesign.config import ModelConfig, load_config
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
 from gndesign.simulator import Transitions, build_model
@@ -188,7 +188,7 @@ def test_multi_step_particle_loss_unrolls_the_models_own_predictions():
 
 
 def test_multi_step_particle_training_unrolls(tmp_path):
-    from gndesign.particle_data import write_particle_dataset
+    from gndesign.datasets.particles import write_particle_dataset
 
     x, obstacle = falling(episodes=4, frames=9)
     data = write_particle_dataset(tmp_path / "ds", x.double().numpy(), obstacle.double().numpy(), np.zeros((4, 2)),

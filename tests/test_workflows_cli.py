@@ -66,7 +66,7 @@ def test_generate_then_load_through_the_console_script(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "transitions/s" in proc.stdout
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
 
     ds = TrajectoryDataset.load(out, "pendulum")
     assert ds.qpos.shape == (3, 11, 1)
@@ -148,7 +148,7 @@ def test_old_spellings_parse_as_the_new_ones_and_warn(old, new, dest, value, cap
 
 
 def test_old_steps_of_generate_still_generates_and_warns(tmp_path, capsys):
-    from gndesign.dataset import TrajectoryDataset
+    from gndesign.datasets.trajectories import TrajectoryDataset
 
     with pytest.deprecated_call(match="--control-steps"):
         code = main(["generate", "pendulum", "--episodes", "1", "--steps", "4", "--out", str(tmp_path / "d"),

@@ -12,10 +12,10 @@ from envs.obstacle.scene import design_fk, initial_positions, load_scene_file
 from envs.systems import get_system
 from gndesign.checkpoints import load_model
 from gndesign.constraint_sets import bind_constraints, constraint_terms
+from gndesign.datasets.particles import scene_mismatch
 from gndesign.errors import GndesignError
 from gndesign.kinematics import forward_kinematics
 from gndesign.objectives import Sum
-from gndesign.particles import scene_mismatch
 from gndesign.solver import violation_report
 from gndesign.specs import CONSTRAINTS, load_constraints, parse_constraints
 

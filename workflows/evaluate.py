@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from gndesign.checkpoints import load_model, resolve_checkpoint
-from gndesign.dataset import TrajectoryDataset
+from gndesign.datasets.formats import dataset_format
+from gndesign.datasets.particles import ParticleDataset
+from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.evaluation import evaluate, plot_rollout
 from gndesign.forward_training import held_out_episodes, system_spec
 from gndesign.io import atomic_write_json
-from gndesign.particle_data import is_particle_dataset
-from gndesign.particles import ParticleDataset, particle_rollout_errors, plot_particle_rollout
+from gndesign.particle_evaluation import particle_rollout_errors, plot_particle_rollout, summarize_particle_errors
 
 
 def evaluate_model(model: str, data: str, horizons: str = "1,10,50,100", episode_set: str = "auto",
@@ -22,7 +23,7 @@ def evaluate_model(model: str, data: str, horizons: str = "1,10,50,100", episode
     Particle results have ``position_error`` per frame; trajectory results ``qpos_rmse`` and
     ``body_pos_error`` per horizon.
     """
-    result = (evaluate_particles if is_particle_dataset(data) else evaluate_trajectories)(
+    result = (evaluate_particles if dataset_format(data) == "particles" else evaluate_trajectories)(
         model, data, horizons, episode_set, plot)
     if out:
         atomic_write_json(out, result)
@@ -36,7 +37,7 @@ def evaluate_particles(model: str, data: str, horizons: str, episode_set: str = 
     ds = ParticleDataset.load(data)
     sim, _ = load_model(ckpt, "particles", scene=ds.scene)
     frames = [int(h) for h in horizons.split(",") if int(h) <= ds.steps] + [ds.steps]
-    result = particle_rollout_errors(sim, ds, frames)
+    result = summarize_particle_errors(particle_rollout_errors(sim, ds), frames)
     result.update({"checkpoint": str(ckpt), "data": str(data)})
     if plot:
         result["plot"] = str(plot_particle_rollout(sim, ds, 0, plot))

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from envs.obstacle.scene import SceneConfig, design_fk, initial_positions, make_model
 from envs.rollout_guard import check_rollout, episode_rng
+from gndesign.datasets.particles import write_particle_dataset
 from gndesign.errors import ConfigError
-from gndesign.particle_data import write_particle_dataset
 
 # ----------------------------------------------------------------------------------------------
 # Rollouts
@@ -169,7 +169,7 @@ class ObstacleGenerationReport:
 def generate_obstacle_dataset(cfg: SceneConfig, out_dir: str | Path, episodes: int, seed: int, workers: int = 1,
                               overwrite: bool = False, progress: bool = False) -> ObstacleGenerationReport:
     """Simulate ``episodes`` random designs (uniform in the joint ranges, clear of the source) from
-    random layouts and write them with :func:`gndesign.particle_data.write_particle_dataset`.
+    random layouts and write them with :func:`gndesign.datasets.particles.write_particle_dataset`.
 
     Episode ``i`` depends only on ``(seed, i)`` (see the module docstring), not on ``workers``.
     """

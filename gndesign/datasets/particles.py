@@ -39,7 +39,8 @@ Format (schema version 1)
     ``episode [e]`` int64          global episode indices
     All values are finite.
 
-Write with :func:`write_particle_dataset`; load with :meth:`ParticleDataset.load`.
+Write with :func:`write_particle_dataset`; load with :meth:`ParticleDataset.load`. The directory layout,
+shard files and their validation are those of every format (:mod:`gndesign.datasets.base`).
 """
 
 from __future__ import annotations
@@ -53,33 +54,37 @@ from typing import Any
 
 import numpy as np
 
-from gndesign.dataset import (
+from gndesign.datasets.base import (
+    META_FILE,
+    DatasetFormat,
     RunningStats,
-    _one_line,
-    load_shards,
-    load_stats,
-    read_meta,
-    shard_filename,
+    ShardedDataset,
+    merge_stats,
+    meta_field,
+    one_line,
     shard_ranges,
     staging_directory,
+    write_shard,
+    write_stats,
 )
 from gndesign.errors import DatasetError
-from gndesign.io import atomic_write_json, atomic_write_npz, sha256_bytes, sha256_file
+from gndesign.io import atomic_write_json, sha256_bytes
 
-FORMAT_NAME = "gndesign-particles"
-SCHEMA_VERSION = 1
-META_FILE = "meta.json"
-STATS_FILE = "stats.json"
 SCENE_KEYS = ("particle_radius", "obstacle_radius", "x_min", "x_max", "floor", "dt", "gravity")
 # Further physical keys a scene may have (MuJoCo's contact and integration settings): compared too,
 # as is every key naming one of PHYSICS_WORDS (e.g. ``obstacle_friction``).
 PHYSICS_KEYS = ("timestep", "substeps", "friction", "solref", "solimp", "density", "restitution", "damping")
 PHYSICS_WORDS = ("friction", "restitution", "damping", "stiffness", "solref", "solimp", "density", "gravity", "radius")
-SHARD_KEYS = ("positions", "obstacle", "design", "episode")
-STAT_FEATURES = ("position", "velocity", "acceleration")
-REQUIRED_META_KEYS = ("format", "schema_version", "scene", "scene_sha256", "episodes", "steps", "num_particles",
-                      "num_segments", "seed", "generator", "versions", "stats_sha256", "shards")
-REGENERATE = "regenerate the dataset (gndesign generate obstacle-scene)"
+FORMAT = DatasetFormat(
+    name="gndesign-particles",
+    schema_version=1,
+    description="particle dataset",
+    required_meta_keys=("format", "schema_version", "scene", "scene_sha256", "episodes", "steps", "num_particles",
+                        "num_segments", "seed", "generator", "versions", "stats_sha256", "shards"),
+    shard_keys=("positions", "obstacle", "design", "episode"),
+    stat_features=("position", "velocity", "acceleration"),
+    regenerate="regenerate the dataset (gndesign generate obstacle-scene)",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def _canonical(scene: Mapping[str, Any]) -> Any:
     try:
         return json.loads(json.dumps(scene, sort_keys=True, default=_json_default))
     except (TypeError, ValueError) as e:
-        raise DatasetError(f"the scene must be JSON-serializable ({_one_line(e)})") from None
+        raise DatasetError(f"the scene must be JSON-serializable ({one_line(e)})") from None
 
 
 def _json_default(obj: Any) -> Any:
@@ -255,18 +260,14 @@ def write_particle_dataset(
         for index, (start, stop) in enumerate(shard_ranges(n_ep, shard_size)):
             arrays = {"positions": positions[start:stop], "obstacle": obstacle[start:stop],
                       "design": design[start:stop], "episode": np.arange(start, stop, dtype=np.int64)}
-            sha = atomic_write_npz(tmp / shard_filename(index), arrays)
-            shards.append({"file": shard_filename(index), "episodes": [start, stop], "sha256": sha})
+            shards.append(write_shard(tmp, index, arrays, FORMAT.shard_keys))
             parts.append(particle_stats(arrays["positions"]))
-        stats = parts[0]
-        for part in parts[1:]:
-            stats = {key: stats[key].merge(part[key]) for key in STAT_FEATURES}
-        atomic_write_json(tmp / STATS_FILE, {key: stats[key].to_json() for key in STAT_FEATURES})
+        stats_sha256 = write_stats(tmp, merge_stats(parts), FORMAT.stat_features)
         meta = {
-            "format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "scene": scene,
+            "format": FORMAT.name, "schema_version": FORMAT.schema_version, "scene": scene,
             "scene_sha256": scene_sha256(scene), "episodes": n_ep, "steps": t1 - 1, "num_particles": n_part,
             "num_segments": k, "seed": None if seed is None else int(seed), "generator": dict(generator or {}),
-            "versions": _versions(), "stats_sha256": sha256_file(tmp / STATS_FILE), "shards": shards,
+            "versions": _versions(), "stats_sha256": stats_sha256, "shards": shards,
         }
         atomic_write_json(tmp / META_FILE, _canonical(meta))
     return Path(path)
@@ -277,7 +278,7 @@ def write_particle_dataset(
 # ----------------------------------------------------------------------------------------------
 
 
-class ParticleDataset:
+class ParticleDataset(ShardedDataset):
     """A loaded, validated particle dataset; all episodes in memory.
 
     Arrays: ``positions [E, T+1, N, 2]``, ``obstacle [E, K+1, 2]``, ``design [E, K]``;
@@ -285,11 +286,9 @@ class ParticleDataset:
     frame units), ``meta`` (the ``meta.json`` object).
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], stats: dict[str, dict[str, np.ndarray]],
-                 arrays: dict[str, np.ndarray]) -> None:
-        self.path = path
-        self.meta = meta
-        self.stats = stats
+    FORMAT = FORMAT
+
+    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
         self.positions: np.ndarray = arrays["positions"]
         self.obstacle: np.ndarray = arrays["obstacle"]
         self.design: np.ndarray = arrays["design"]
@@ -301,81 +300,39 @@ class ParticleDataset:
         ``expected_scene``: refuse a dataset whose scene differs (see :func:`scene_mismatch`).
         Every problem raises :class:`DatasetError` with a one-line message.
         """
-        path = Path(path)
-        if not path.exists():
-            raise DatasetError(f"dataset directory {path} does not exist: {REGENERATE} first")
-        if not path.is_dir():
-            raise DatasetError(f"dataset path {path} is not a directory: pass the dataset directory")
-        meta = cls._load_meta(path)
-        if expected_scene is not None:
-            diff = scene_mismatch(meta["scene"], expected_scene)
-            if diff:
-                raise DatasetError(f"dataset {path} was generated for another scene ({'; '.join(diff)})")
-        stats = cls._load_stats(path, meta)
-        arrays = cls._load_shards(path, meta)
-        return cls(path, meta, stats, arrays)
+        return cls._load(path, expected_scene)
 
-    @staticmethod
-    def _load_meta(path: Path) -> dict[str, Any]:
-        meta_path = path / META_FILE
-        meta = read_meta(path, FORMAT_NAME, "particle dataset", SCHEMA_VERSION, REQUIRED_META_KEYS, REGENERATE)
+    @classmethod
+    def _check_meta(cls, meta_path: Path, meta: dict[str, Any]) -> None:
         validate_scene(meta["scene"], f"{meta_path}: scene")
         if scene_sha256(meta["scene"]) != meta["scene_sha256"]:
-            raise DatasetError(f"{meta_path}: scene does not match scene_sha256 (edited by hand?): {REGENERATE}")
+            raise DatasetError(f"{meta_path}: scene does not match scene_sha256 (edited by hand?): "
+                               f"{FORMAT.regenerate}")
         for key in ("episodes", "steps", "num_particles", "num_segments"):
             if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 1:
                 raise DatasetError(f"{meta_path}: {key} must be a positive integer, got {meta[key]!r}")
         if meta["steps"] < 2:
             raise DatasetError(f"{meta_path}: episodes need at least 2 steps (3 frames), got {meta['steps']}")
-        shards = meta["shards"]
-        expected_start = 0
-        for entry in shards if isinstance(shards, list) and shards else [None]:
-            ok = (isinstance(entry, dict) and isinstance(entry.get("file"), str)
-                  and Path(entry["file"]).name == entry["file"] and isinstance(entry.get("sha256"), str)
-                  and isinstance(entry.get("episodes"), list) and len(entry["episodes"]) == 2
-                  and entry["episodes"][0] == expected_start and entry["episodes"][1] > expected_start)
-            if not ok:
-                raise DatasetError(f"{meta_path}: malformed shard list entry {entry!r}: {REGENERATE}")
-            expected_start = entry["episodes"][1]
-        if expected_start != meta["episodes"]:
-            raise DatasetError(f"{meta_path}: shards cover {expected_start} episodes, meta says "
-                               f"{meta['episodes']}: {REGENERATE}")
-        return meta
 
-    @staticmethod
-    def _load_stats(path: Path, meta: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-        return load_stats(path, meta["stats_sha256"], dict.fromkeys(STAT_FEATURES, 2), REGENERATE)
+    @classmethod
+    def _check_expected(cls, path: Path, meta: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+        diff = scene_mismatch(meta["scene"], expected)
+        if diff:
+            raise DatasetError(f"dataset {path} was generated for another scene ({'; '.join(diff)})")
 
-    @staticmethod
-    def _load_shards(path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    @classmethod
+    def _stat_dims(cls, meta: Mapping[str, Any]) -> dict[str, int]:
+        return dict.fromkeys(FORMAT.stat_features, 2)
+
+    @classmethod
+    def _shard_shapes(cls, meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         t1, n, k = meta["steps"] + 1, meta["num_particles"], meta["num_segments"]
-        shapes = {"positions": (t1, n, 2), "obstacle": (k + 1, 2), "design": (k,), "episode": ()}
-        return load_shards(path, meta["shards"], shapes, REGENERATE)
+        return {"positions": (t1, n, 2), "obstacle": (k + 1, 2), "design": (k,), "episode": ()}
 
     # -- accessors ----------------------------------------------------------------------------
-    @property
-    def scene(self) -> dict[str, Any]:
-        return self.meta["scene"]
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.meta["episodes"])
-
-    def __len__(self) -> int:
-        return self.num_episodes
-
-    @property
-    def steps(self) -> int:
-        """``T``: frames per episode minus one."""
-        return int(self.meta["steps"])
-
-    @property
-    def num_particles(self) -> int:
-        return int(self.meta["num_particles"])
-
-    @property
-    def num_segments(self) -> int:
-        return int(self.meta["num_segments"])
+    scene = meta_field("scene")
+    num_particles = meta_field("num_particles", int)
+    num_segments = meta_field("num_segments", int)
 
     @property
     def dt(self) -> float:
@@ -383,22 +340,5 @@ class ParticleDataset:
 
     def episode(self, i: int) -> dict[str, np.ndarray]:
         """One episode: ``positions [T+1, N, 2]``, ``obstacle [K+1, 2]``, ``design [K]``."""
-        if not -self.num_episodes <= i < self.num_episodes:
-            raise IndexError(f"episode {i} out of range for {self.num_episodes} episodes")
+        self._check_index(i)
         return {"positions": self.positions[i], "obstacle": self.obstacle[i], "design": self.design[i]}
-
-    def split(self, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Deterministic ``(train, validation)`` episode indices (sorted int64 arrays), the same
-        rule as :meth:`gndesign.dataset.TrajectoryDataset.split`."""
-        from gndesign.dataset import TrajectoryDataset
-
-        return TrajectoryDataset.split(self, val_fraction, seed)  # type: ignore[arg-type]
-
-
-def is_particle_dataset(path: str | os.PathLike) -> bool:
-    """Whether directory ``path`` holds a particle dataset (by its ``meta.json`` format)."""
-    meta = Path(path) / "meta.json"
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("format") == FORMAT_NAME
-    except (OSError, ValueError, AttributeError):
-        return False
