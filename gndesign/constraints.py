@@ -315,15 +315,33 @@ def _keep(value: Any, kind: str) -> str:
 
 class _Shape(Constraint):
     """An obstacle (``keep="out"``) or a region (``keep="in"``) given by its signed distance
-    ``[B, n]`` (negative inside); subclasses declare the ``keep`` field and :meth:`signed_distance`."""
+    ``[B, n]`` (negative inside); subclasses declare the ``keep`` field, ``anchor`` (the field
+    whose length is the shape's dimension), :meth:`check_geometry` and :meth:`signed_distance`."""
 
     keep: str
+    anchor: ClassVar[str]
+    usage: ClassVar[str]  # what the shape needs, for the error when a field is missing
+
+    def check(self) -> None:
+        common = {f.name for f in dataclasses.fields(Constraint)}
+        if any(getattr(self, f.name) is None for f in dataclasses.fields(self) if f.name not in common):
+            raise ConfigError(f"{self.kind} needs {self.usage}")
+        self.check_geometry()
+        self.keep = _keep(self.keep, self.kind)
+
+    def check_geometry(self) -> None:
+        raise NotImplementedError
+
+    def check_dim(self, dim: int) -> None:
+        self._dim_check(getattr(self, self.anchor), dim, self.anchor)
 
     def signed_distance(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def violation(self, q: Quantities) -> torch.Tensor:
-        d = self.signed_distance(self.points(q))
+        x = self.points(q)
+        self.check_dim(x.shape[-1])
+        d = self.signed_distance(x)
         return torch.relu(self.m - d) if self.keep == "out" else torch.relu(d + self.m)
 
 
@@ -333,24 +351,19 @@ class Disk(_Shape):
     signed distance; the points keep ``margin`` outside (inside) it. A ball in 3-d."""
 
     kind: ClassVar[str] = "disk"
+    anchor: ClassVar[str] = "center"
+    usage: ClassVar[str] = "center=cx,cz and radius=r"
     center: list[float] | None = None
     radius: float | None = None
     keep: str = "out"
 
-    def check(self) -> None:
-        if self.center is None or self.radius is None:
-            raise ConfigError("disk needs center=cx,cz and radius=r")
+    def check_geometry(self) -> None:
         self.center = _vector(self.center, "disk: center")
         self.radius = _number(self.radius, "disk: radius")
         if self.radius <= 0:
             raise ConfigError(f"disk: radius must be positive, got {self.radius}")
-        self.keep = _keep(self.keep, "disk")
-
-    def check_dim(self, dim: int) -> None:
-        self._dim_check(self.center, dim, "center")
 
     def signed_distance(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_dim(x.shape[-1])
         c = torch.as_tensor(self.center, dtype=x.dtype, device=x.device)
         diff = x - c
         # At the very centre the distance has no gradient: leave along the last axis (up), so a
@@ -367,26 +380,21 @@ class Box(_Shape):
     with its exact signed distance (negative inside)."""
 
     kind: ClassVar[str] = "box"
+    anchor: ClassVar[str] = "lower"
+    usage: ClassVar[str] = "lower=x0,z0 and upper=x1,z1 (opposite corners)"
     lower: list[float] | None = None
     upper: list[float] | None = None
     keep: str = "out"
 
-    def check(self) -> None:
-        if self.lower is None or self.upper is None:
-            raise ConfigError("box needs lower=x0,z0 and upper=x1,z1 (opposite corners)")
+    def check_geometry(self) -> None:
         self.lower = _vector(self.lower, "box: lower")
         self.upper = _vector(self.upper, "box: upper")
         if len(self.lower) != len(self.upper):
             raise ConfigError(f"box: lower and upper have {len(self.lower)} and {len(self.upper)} coordinates")
         if any(lo >= hi for lo, hi in zip(self.lower, self.upper, strict=True)):
             raise ConfigError(f"box: lower {self.lower} must be below upper {self.upper} in every coordinate")
-        self.keep = _keep(self.keep, "box")
-
-    def check_dim(self, dim: int) -> None:
-        self._dim_check(self.lower, dim, "lower")
 
     def signed_distance(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_dim(x.shape[-1])
         lo = torch.as_tensor(self.lower, dtype=x.dtype, device=x.device)
         hi = torch.as_tensor(self.upper, dtype=x.dtype, device=x.device)
         r = x - (lo + hi) / 2

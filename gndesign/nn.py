@@ -152,16 +152,18 @@ def _apply_mlp_to_concat(mlp: nn.Sequential, parts: list[tuple[Tensor, Tensor | 
 
 class _Block(nn.Module):
     """An update: an MLP over ``in_size`` concatenated input features plus, if ``global_size > 0``,
-    the graph's globals; ``aggregation``: how it reduces edges or nodes (None: it does not)."""
+    the graph's globals; ``aggregation``: how it reduces edges or nodes (None: it does not).
+    ``mlp``: ``hidden_size`` (128), ``num_hidden_layers`` (2), ``layer_norm`` (True), ``activation``
+    (SiLU), as for :func:`build_mlp`."""
 
-    def __init__(self, in_size: int, global_size: int, out_size: int, hidden_size: int, num_hidden_layers: int,
-                 layer_norm: bool, activation: ActivationFactory, aggregation: str | None = None):
+    def __init__(self, in_size: int, global_size: int, out_size: int, aggregation: str | None = None, **mlp):
         super().__init__()
         if aggregation is not None and aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
         self.use_globals = global_size > 0
         self.aggregation = aggregation
-        self.mlp = build_mlp(in_size + global_size, hidden_size, out_size, num_hidden_layers, layer_norm, activation)
+        mlp = {"hidden_size": 128, "num_hidden_layers": 2, "layer_norm": True, "activation": nn.SiLU, **mlp}
+        self.mlp = build_mlp(in_size + global_size, out_size=out_size, **mlp)
 
     def _globals(self, graph: Graph) -> Tensor:
         if graph.u is None:
@@ -175,14 +177,11 @@ class EdgeBlock(_Block):
     Args:
         edge_size, node_size: input feature sizes; global_size: 0 for a block without globals.
         out_size: size of the updated edge features.
-        hidden_size, num_hidden_layers, layer_norm, activation: see :func:`build_mlp`.
+        mlp: the MLP's options (see :class:`_Block`).
     """
 
-    def __init__(self, edge_size: int, node_size: int, global_size: int, out_size: int,
-                 hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
-                 activation: ActivationFactory = nn.SiLU):
-        super().__init__(edge_size + 2 * node_size, global_size, out_size, hidden_size, num_hidden_layers,
-                         layer_norm, activation)
+    def __init__(self, edge_size: int, node_size: int, global_size: int, out_size: int, **mlp):
+        super().__init__(edge_size + 2 * node_size, global_size, out_size, **mlp)
 
     def forward(self, graph: Graph) -> Graph:
         """``graph`` with ``edge_attr [num_edges, out_size]`` updated (``u`` needed iff the block
@@ -201,14 +200,12 @@ class NodeBlock(_Block):
         node_size, edge_size: input feature sizes (``edge_size`` is that of the updated edges);
         global_size: 0 for a block without globals; out_size: size of the updated node features.
         aggregation: ``"sum"`` (default), ``"mean"`` or ``"max"`` over incoming edges.
-        hidden_size, num_hidden_layers, layer_norm, activation: see :func:`build_mlp`.
+        mlp: the MLP's options (see :class:`_Block`).
     """
 
-    def __init__(self, node_size: int, edge_size: int, global_size: int, out_size: int,
-                 hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
-                 activation: ActivationFactory = nn.SiLU, aggregation: str = "sum"):
-        super().__init__(node_size + edge_size, global_size, out_size, hidden_size, num_hidden_layers, layer_norm,
-                         activation, aggregation)
+    def __init__(self, node_size: int, edge_size: int, global_size: int, out_size: int, aggregation: str = "sum",
+                 **mlp):
+        super().__init__(node_size + edge_size, global_size, out_size, aggregation, **mlp)
 
     def forward(self, graph: Graph) -> Graph:
         """``graph`` (its edges already updated) with ``x [num_nodes, out_size]`` updated (``u``
@@ -227,14 +224,12 @@ class GlobalBlock(_Block):
         global_size: input global size (0: the block reads only the aggregates);
         edge_size, node_size: sizes of the updated edges and nodes; out_size: updated global size.
         aggregation: ``"mean"`` (default, independent of graph size), ``"sum"`` or ``"max"``.
-        hidden_size, num_hidden_layers, layer_norm, activation: see :func:`build_mlp`.
+        mlp: the MLP's options (see :class:`_Block`).
     """
 
-    def __init__(self, global_size: int, edge_size: int, node_size: int, out_size: int,
-                 hidden_size: int = 128, num_hidden_layers: int = 2, layer_norm: bool = True,
-                 activation: ActivationFactory = nn.SiLU, aggregation: str = "mean"):
-        super().__init__(edge_size + node_size, global_size, out_size, hidden_size, num_hidden_layers, layer_norm,
-                         activation, aggregation)
+    def __init__(self, global_size: int, edge_size: int, node_size: int, out_size: int, aggregation: str = "mean",
+                 **mlp):
+        super().__init__(edge_size + node_size, global_size, out_size, aggregation, **mlp)
 
     def forward(self, graph: Graph) -> Graph:
         """``graph`` (its edges and nodes already updated) with ``u [num_graphs, out_size]``

@@ -212,30 +212,13 @@ class KinematicTree:
         return tree
 
     # ----------------------------------------------------------------------------- sizes
-    @property
-    def nbody(self) -> int:
-        return len(self.body_names)
-
-    @property
-    def njnt(self) -> int:
-        return len(self.jnt_type)
-
-    @property
-    def nq(self) -> int:
-        return len(self.qpos0)
-
-    @property
-    def nv(self) -> int:
-        return len(self.dof_armature)
-
-    @property
-    def nu(self) -> int:
-        return len(self.actuator_names)
-
-    @property
-    def num_edges(self) -> int:
-        """Number of forward (parent -> child) edges; the graph holds twice as many."""
-        return len(self.edge_type)
+    # MuJoCo's names; ``num_edges`` counts forward (parent -> child) edges: the graph holds twice as many.
+    nbody = property(lambda self: len(self.body_names))
+    njnt = property(lambda self: len(self.jnt_type))
+    nq = property(lambda self: len(self.qpos0))
+    nv = property(lambda self: len(self.dof_armature))
+    nu = property(lambda self: len(self.actuator_names))
+    num_edges = property(lambda self: len(self.edge_type))
 
     def edge_index(self) -> np.ndarray:
         """``[2, 2E]`` sender/receiver body indices: forward edges, then their reverses."""

@@ -163,6 +163,22 @@ def write_shard(directory: str | os.PathLike, index: int, arrays: Mapping[str, n
     return {"file": name, "episodes": [int(episodes[0]), int(episodes[-1]) + 1], "sha256": sha}
 
 
+def write_episode_shards(directory: str | os.PathLike, fmt: DatasetFormat, arrays: Mapping[str, np.ndarray],
+                         shard_size: int, stats: Callable[[dict[str, np.ndarray]], dict[str, RunningStats]]
+                         ) -> tuple[list[dict[str, Any]], dict[str, RunningStats]]:
+    """Write per-episode ``arrays`` (each ``[episodes, ...]``) as shards of ``fmt`` of at most
+    ``shard_size`` episodes (the ``episode`` indices added); return the shards' ``meta.json``
+    entries and the merged ``stats`` of every shard's arrays."""
+    n = len(next(iter(arrays.values())))
+    shards, parts = [], []
+    for index, (start, stop) in enumerate(shard_ranges(n, shard_size)):
+        chunk = {k: v[start:stop] for k, v in arrays.items()}
+        chunk["episode"] = np.arange(start, stop, dtype=np.int64)
+        shards.append(write_shard(directory, index, chunk, fmt.shard_keys))
+        parts.append(stats(chunk))
+    return shards, merge_stats(parts)
+
+
 def write_stats(directory: str | os.PathLike, stats: Mapping[str, RunningStats], features: Sequence[str]) -> str:
     """Write ``stats.json`` (the ``features`` of ``stats``, in that order); return its sha256."""
     path = Path(directory) / STATS_FILE

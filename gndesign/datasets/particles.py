@@ -59,12 +59,10 @@ from gndesign.datasets.base import (
     DatasetFormat,
     RunningStats,
     ShardedDataset,
-    merge_stats,
     meta_field,
     one_line,
-    shard_ranges,
     staging_directory,
-    write_shard,
+    write_episode_shards,
     write_stats,
 )
 from gndesign.errors import DatasetError
@@ -256,13 +254,10 @@ def write_particle_dataset(
         if not finite.all():
             raise DatasetError(f"{name} has non-finite values (first in episode {int(np.flatnonzero(~finite)[0])})")
     with staging_directory(path, overwrite) as tmp:
-        shards, parts = [], []
-        for index, (start, stop) in enumerate(shard_ranges(n_ep, shard_size)):
-            arrays = {"positions": positions[start:stop], "obstacle": obstacle[start:stop],
-                      "design": design[start:stop], "episode": np.arange(start, stop, dtype=np.int64)}
-            shards.append(write_shard(tmp, index, arrays, FORMAT.shard_keys))
-            parts.append(particle_stats(arrays["positions"]))
-        stats_sha256 = write_stats(tmp, merge_stats(parts), FORMAT.stat_features)
+        arrays = {"positions": positions, "obstacle": obstacle, "design": design}
+        shards, stats = write_episode_shards(tmp, FORMAT, arrays, shard_size,
+                                             lambda chunk: particle_stats(chunk["positions"]))
+        stats_sha256 = write_stats(tmp, stats, FORMAT.stat_features)
         meta = {
             "format": FORMAT.name, "schema_version": FORMAT.schema_version, "scene": scene,
             "scene_sha256": scene_sha256(scene), "episodes": n_ep, "steps": t1 - 1, "num_particles": n_part,

@@ -70,11 +70,9 @@ from gndesign.datasets.base import (
     DatasetFormat,
     RunningStats,
     ShardedDataset,
-    merge_stats,
     meta_field,
-    shard_ranges,
     staging_directory,
-    write_shard,
+    write_episode_shards,
     write_stats,
 )
 from gndesign.datasets.params import PARAM_KEYS, apply_params, param_shapes
@@ -226,17 +224,9 @@ def write_dataset(
         if params[k].shape != (n, *shape):
             raise DatasetError(f"params[{k!r}] has shape {params[k].shape}, expected {(n, *shape)}")
     with staging_directory(out_dir, overwrite) as tmp:
-        shards, parts = [], []
-        for index, (start, stop) in enumerate(shard_ranges(n, shard_size)):
-            arrays = {
-                "qpos": qpos[start:stop],
-                "qvel": qvel[start:stop],
-                "action": action[start:stop],
-                "episode": np.arange(start, stop, dtype=np.int64),
-                **{k: params[k][start:stop] for k in PARAM_KEYS},
-            }
-            shards.append(write_shard(tmp, index, arrays, FORMAT.shard_keys))
-            parts.append(episode_stats(arrays["qpos"], arrays["qvel"], arrays["action"], control_timestep))
+        shards, stats = write_episode_shards(
+            tmp, FORMAT, {"qpos": qpos, "qvel": qvel, "action": action, **params}, shard_size,
+            lambda chunk: episode_stats(chunk["qpos"], chunk["qvel"], chunk["action"], control_timestep))
         meta = make_meta(
             system=system,
             mjcf=mjcf,
@@ -256,7 +246,7 @@ def write_dataset(
             shards=shards,
             generator=generator,
         )
-        finalize(tmp, meta, merge_stats(parts))
+        finalize(tmp, meta, stats)
     return Path(out_dir)
 
 
