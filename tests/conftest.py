@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -55,3 +56,44 @@ def swimmer_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "swimmer4"
     generate_dataset("swimmer4", episodes=4, steps=20, seed=1, out_dir=out, workers=1, progress=False)
     return out
+
+
+# The particle scene of the unit tests (frame units: dt 0.02 s) and its falling-particle data.
+PARTICLE_SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
+                  "dt": 0.02, "gravity": [0.0, -9.81]}
+FIXED_OBSTACLE = [[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.45]]
+
+
+def falling_particles(episodes: int = 3, steps: int = 12, n: int = 6, k: int = 2, seed: int = 0, push: float = 0.0,
+                      fixed_obstacle: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic particle data: positions ``[episodes, steps+1, n, 2]``, obstacle vertices
+    ``[episodes, k+1, 2]`` and designs ``[episodes, k]``.
+
+    Particles released at rest fall (semi-implicit Euler in frame units of :data:`PARTICLE_SCENE`)
+    and stop on the floor; ``push`` adds sideways kicks (a fraction of gravity's velocity change
+    per frame, normal). The obstacle is a random polyline (``k`` segments of designs in [-1, 1]),
+    or with ``fixed_obstacle`` :data:`FIXED_OBSTACLE` and zero designs (2 segments). The particles
+    ignore the obstacle.
+    """
+    rng = np.random.default_rng(seed)
+    r, g = PARTICLE_SCENE["particle_radius"], PARTICLE_SCENE["gravity"][1] * PARTICLE_SCENE["dt"] ** 2
+    x = np.zeros((episodes, steps + 1, n, 2))
+    x[:, 0, :, 0] = rng.uniform(-0.4, 0.4, (episodes, n))
+    x[:, 0, :, 1] = rng.uniform(0.1, 0.4, (episodes, n))
+    v = np.zeros((episodes, n, 2))
+    for t in range(steps):
+        v[..., 1] += g
+        if push:
+            v[..., 0] += rng.normal(0.0, push * abs(g), (episodes, n))
+        nxt = x[:, t] + v
+        landed = nxt[..., 1] < r
+        nxt[..., 1] = np.where(landed, r, nxt[..., 1])
+        v[..., 1] = np.where(landed, 0.0, v[..., 1])
+        x[:, t + 1] = nxt
+    if fixed_obstacle:
+        return x, np.tile(np.array([FIXED_OBSTACLE]), (episodes, 1, 1)), np.zeros((episodes, 2))
+    design = rng.uniform(-1, 1, (episodes, k))
+    angles = np.cumsum(design, axis=1)
+    seg = 0.1 * np.stack([np.cos(angles), np.sin(angles)], -1)
+    obstacle = np.concatenate([np.tile([[[-0.1, 0.3]]], (episodes, 1, 1)), seg], 1).cumsum(1)
+    return x, obstacle, design

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PARTICLE_SCENE, falling_particles
 
 from gndesign.cgns import (
     ArticulatedCGNS,
@@ -22,37 +23,17 @@ from gndesign.solver import gradient_descent, penalty_descent, violation_report
 from gndesign.specs import parse_constraint
 from gndesign.training import train
 
-SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
-         "dt": 0.02, "gravity": [0.0, -9.81]}
+SCENE = PARTICLE_SCENE
 REFERENCE = Path(__file__).parent / "reference"  # checkpoints written by an earlier version (test_old_cgns.py)
 TINY = ["model.latent_size=8", "model.mlp_hidden_size=8", "model.message_passing_steps=1", "solver.iterations=2",
         "train.steps=4", "train.log_every=2", "train.eval_every=2", "train.checkpoint_every=2"]
-
-
-def falling(episodes=3, steps=10, n=5, seed=0):
-    """Particles released at rest fall under gravity (frame units) onto the floor."""
-    rng = np.random.default_rng(seed)
-    g = SCENE["gravity"][1] * SCENE["dt"] ** 2
-    x = np.zeros((episodes, steps + 1, n, 2))
-    x[:, 0, :, 0] = rng.uniform(-0.4, 0.4, (episodes, n))
-    x[:, 0, :, 1] = rng.uniform(0.1, 0.4, (episodes, n))
-    v = np.zeros((episodes, n, 2))
-    for t in range(steps):
-        v[..., 1] += g
-        v[..., 0] += rng.normal(0.0, 0.2 * abs(g), (episodes, n))  # some sideways pushes
-        x[:, t + 1] = x[:, t] + v
-        landed = x[:, t + 1, :, 1] < SCENE["particle_radius"]
-        x[:, t + 1, :, 1] = np.where(landed, SCENE["particle_radius"], x[:, t + 1, :, 1])
-        v[..., 1] = np.where(landed, 0.0, v[..., 1])
-    obstacle = np.tile(np.array([[[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.45]]]), (episodes, 1, 1))
-    return x, obstacle, np.zeros((episodes, 2))
 
 
 def particle_model(dtype=torch.float32, iterations=3):
     cfg = ParticleModelConfig(latent_size=8, mlp_hidden_size=8, message_passing_steps=1, history=2,
                               obstacle_points=2)
     model = ParticleCGNS(cfg, SCENE, SolverConfig(iterations=iterations))
-    x, _, _ = falling()
+    x, _, _ = falling_particles(3, 10, 5, push=0.2, fixed_obstacle=True)
     pos = torch.as_tensor(x)
     for t in range(2, pos.shape[1] - 1):
         model.accumulate_statistics(pos[:, t - 2:t + 1], pos[:, t + 1])
@@ -61,7 +42,7 @@ def particle_model(dtype=torch.float32, iterations=3):
 
 def window(dtype=torch.float32, t=4):
     """A history ``[B, 3, N, 2]`` of moving particles, the obstacle and the true next positions."""
-    x, obs, _ = falling()
+    x, obs, _ = falling_particles(3, 10, 5, push=0.2, fixed_obstacle=True)
     return (torch.as_tensor(x[:, t - 2:t + 1], dtype=dtype), torch.as_tensor(obs, dtype=dtype),
             torch.as_tensor(x[:, t + 1], dtype=dtype))
 
@@ -312,7 +293,7 @@ def test_forward_simulators_refuse_test_time_settings():
 def test_one_violation_report_judges_both_fronts_and_any_model():
     box = parse_constraint("box lower=-0.3,0.1 upper=0.3,0.2 weight=100")
     pin = parse_constraint("pin nodes=1 weight=1")
-    x, _, _ = falling()
+    x, _, _ = falling_particles(3, 10, 5, push=0.2, fixed_obstacle=True)
     x = torch.as_tensor(x[:, :6], dtype=torch.float32)  # ground truth [3, 6, 5, 2]: the particles fall
     # Any model's rollouts are judged the same way, here an untrained forward simulator's front end.
     forward = ParticleSimulator(ParticleModelConfig(history=2, obstacle_points=2), SCENE)
@@ -342,7 +323,7 @@ def test_one_violation_report_judges_both_fronts_and_any_model():
 def particle_runs(tmp_path_factory):
     """A tiny particle C-GNS trained for 4 steps in one go (``full``) and in two (``part``)."""
     tmp = tmp_path_factory.mktemp("cgns_particles")
-    x, obs, design = falling()
+    x, obs, design = falling_particles(3, 10, 5, push=0.2, fixed_obstacle=True)
     data = write_particle_dataset(tmp / "ds", x, obs, design, SCENE, seed=0)
     cfg = load_config(overrides=[*TINY, "model.history=2", "train.batch_size=2", "train.stats_transitions=8"],
                       data=[data], cgns=True)

@@ -6,35 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import PARTICLE_SCENE, falling_particles
 
 from gndesign.datasets.particles import ParticleDataset, scene_mismatch, write_particle_dataset
 from gndesign.errors import DatasetError
 
-SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
-         "dt": 0.02, "gravity": [0.0, -9.81], "num_particles": 6}
-
-
-def falling_particles(episodes: int = 3, steps: int = 12, n: int = 6, k: int = 2, seed: int = 0):
-    """Synthetic data: particles released at rest fall (semi-implicit Euler in frame units) and
-    stop on the floor; obstacles are random polylines (the particles ignore them)."""
-    rng = np.random.default_rng(seed)
-    g = SCENE["gravity"][1] * SCENE["dt"] ** 2
-    x = np.zeros((episodes, steps + 1, n, 2))
-    x[:, 0, :, 0] = rng.uniform(-0.4, 0.4, (episodes, n))
-    x[:, 0, :, 1] = rng.uniform(0.1, 0.4, (episodes, n))
-    v = np.zeros((episodes, n, 2))
-    for t in range(steps):
-        v[..., 1] += g
-        nxt = x[:, t] + v
-        landed = nxt[..., 1] < SCENE["particle_radius"]
-        nxt[..., 1] = np.where(landed, SCENE["particle_radius"], nxt[..., 1])
-        v[..., 1] = np.where(landed, 0.0, v[..., 1])
-        x[:, t + 1] = nxt
-    design = rng.uniform(-1, 1, (episodes, k))
-    angles = np.cumsum(design, axis=1)
-    seg = 0.1 * np.stack([np.cos(angles), np.sin(angles)], -1)
-    obstacle = np.concatenate([np.tile([[[-0.1, 0.3]]], (episodes, 1, 1)), seg], 1).cumsum(1)
-    return x, obstacle, design
+SCENE = {**PARTICLE_SCENE, "num_particles": 6}
 
 
 @pytest.fixture

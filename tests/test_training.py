@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import PARTICLE_SCENE, falling_particles
 
 from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint, resolve_checkpoint
 from gndesign.config import ModelConfig, load_config
@@ -149,19 +150,13 @@ def test_resume_refuses_a_checkpoint_of_another_family(cartpole_data, tmp_path):
         train(cgns, run, resume=True, progress=False)
 
 
-SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
-         "dt": 0.02, "gravity": [0.0, -9.81]}
+SCENE = PARTICLE_SCENE
 
 
-def falling(episodes: int = 4, frames: int = 6, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Particles in free fall with a little jitter ``[E, T, n, 2]`` and a 2-segment obstacle ``[E, 3, 2]``."""
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.stack([torch.rand(episodes, n, generator=g) * 0.8 - 0.4,
-                      torch.rand(episodes, n, generator=g) * 0.3 + 0.2], -1)
-    fall = -0.5 * 9.81 * 0.02 ** 2 * torch.arange(float(frames)) ** 2
-    x = x0[:, None] + torch.stack([torch.zeros(frames), fall], -1)[None, :, None]
-    x = x + 1e-3 * torch.randn(x.shape, generator=g)
-    return x, torch.tensor([[-0.45, 0.45], [-0.35, 0.45], [-0.25, 0.4]]).expand(episodes, -1, -1)
+def falling(episodes: int = 4, frames: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Falling particles ``[E, frames, 5, 2]`` with sideways kicks and a fixed 2-segment obstacle ``[E, 3, 2]``."""
+    x, obstacle, _ = falling_particles(episodes, frames - 1, 5, push=0.2, fixed_obstacle=True)
+    return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(obstacle, dtype=torch.float32)
 
 
 @torch.no_grad()
