@@ -128,7 +128,7 @@ def test_packages_import_only_down_the_layers():
 
 def test_scripts_use_workflows_not_the_command_line():
     known = set(all_modules())
-    for p in sorted((ROOT / "scripts").glob("*.py")):
+    for p in sorted((ROOT / "scripts").rglob("*.py")):
         used = imports_of(p.read_text(), p.stem, False, known)
         assert not {m for m in used if m.endswith(".cli")}, p
 
