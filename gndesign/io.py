@@ -198,6 +198,21 @@ def check_output(path: str | os.PathLike | None, kind: str = "file", inputs=(), 
     return p
 
 
+def check_outputs(paths: Mapping[str, str | os.PathLike | None], inputs=(), overwrite: bool | None = False,
+                  kind: str = "file", own: str | None = None) -> None:
+    """:func:`check_output` for each of a command's outputs, ``{option: path}`` (e.g. ``--out``,
+    ``--plot``, ``--video``; None: not written); two options naming one path are refused too."""
+    seen: dict[Path, str] = {}
+    for what, path in paths.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise GndesignError(f"{seen[key]} and {what} both name {path}: give each its own file")
+        seen[key] = what
+        check_output(path, kind, inputs=inputs, overwrite=overwrite, own=own, what=what)
+
+
 def _suffix(what: str) -> str:
     return {"--plot": ".png", "--video": ".gif"}.get(what, ".json")
 

@@ -32,7 +32,8 @@ def planner_options(name: str, options: dict | None = None) -> dict:
 def make_planner(name: str, dynamics, cost, horizon: int, seed: int = 0, **options) -> Planner:
     """A planner by name (``gradient``, ``cem``, ``mppi``, ``random``) with its options (checked
     by :func:`planner_options`)."""
-    return PLANNERS[name](dynamics, cost, horizon, seed=seed, **planner_options(name, options))
+    checked = planner_options(name, options)
+    return PLANNERS[name](dynamics, cost, horizon, seed=seed, **checked)
 
 
 __all__ = ["Planner", "PlanResult", "GradientPlanner", "CEMPlanner", "MPPIPlanner", "RandomShootingPlanner",

@@ -124,8 +124,9 @@ class DesignOptimizer:
         start = time.perf_counter()
         self._run(loss_fn, init)
         design, objective, terms = self._best
-        if not torch.isfinite(design).all():  # cannot happen through _track, but never return garbage
-            design = init.clone()
+        if not math.isfinite(objective):
+            log.warning("%s design: no design it scored had a finite objective; returning the initial design "
+                        "(objective inf)", self.name)
         return DesignResult(self.clip(design), objective, terms, self._history, self.evaluations,
                             time.perf_counter() - start, self.name)
 
@@ -358,7 +359,8 @@ def make_design_optimizer(name: str, low, high, seed: int = 0, prior_map: Callab
                           **options) -> DesignOptimizer:
     """A design optimizer by name (``gradient``, ``cem``, ``random``) with its options (checked by
     :func:`design_options`)."""
-    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **design_options(name, options))
+    checked = design_options(name, options)
+    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **checked)
 
 
 def rollout_loss(rollout: Callable[[torch.Tensor], torch.Tensor],

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from gndesign.errors import GndesignError
+from workflows.arguments import check_outputs, model_path, prefixed_options
 
 RELEASE_NOTE = "it will be removed in the next release"
 
@@ -108,9 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from gndesign.io import check_output
-
-    check_output(args.out, "dir", inputs=[args.system, args.scene], overwrite=args.overwrite, own="dataset")
+    check_outputs(args, [args.system, args.scene], "dir", own="dataset")
     if args.system == "obstacle-scene":
         from envs.obstacle.scene import load_scene_file
         from envs.obstacle.simulation import generate_obstacle_dataset
@@ -138,10 +137,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gndesign.io import check_output
     from workflows.train import train_model
 
-    check_output(args.out, "dir", inputs=[*(args.data or []), args.config], overwrite=None, own="run directory")
+    check_outputs(args, [*(args.data or []), args.config], "dir", own="run directory")
     summary = train_model(args.out, args.data, args.config, args.family, args.set, args.steps, args.minutes,
                           resume=args.resume, progress=not args.quiet)
     if summary:
@@ -173,46 +171,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"plot: {result['plot']}")
     return 0
-
-
-def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict:
-    """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars)."""
-    from gndesign.config import parse_value
-
-    options = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        if not key.startswith(prefix + ".") or not value:
-            raise GndesignError(f"--set {item!r} must look like {prefix}.KEY=VALUE (e.g. {prefix}.{example})")
-        options[key.split(".", 1)[1]] = parse_value(value)
-    return options
-
-
-def model_path(model: str | None) -> str | None:
-    """The file of a ``--model`` (a path or ``pretrained:NAME``; None for ``mujoco``), an input that
-    no output may replace."""
-    if model is None or model == "mujoco":
-        return None
-    from gndesign.checkpoints import resolve_checkpoint
-
-    return str(resolve_checkpoint(model))
-
-
-def check_outputs(args: argparse.Namespace, inputs: list) -> None:
-    """Check the command's ``--out``, ``--plot`` and ``--video`` files before it computes anything
-    (:func:`gndesign.io.check_output`); two of them naming one file is refused too."""
-    from gndesign.io import check_output
-
-    seen: dict[Path, str] = {}
-    for flag in ("--out", "--plot", "--video"):
-        path = getattr(args, flag[2:], None)
-        if path is None:
-            continue
-        key = Path(path).resolve()
-        if key in seen:
-            raise GndesignError(f"{seen[key]} and {flag} both name {path}: give each its own file")
-        seen[key] = flag
-        check_output(path, "file", inputs=inputs, overwrite=args.overwrite, what=flag)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -290,12 +248,14 @@ def cmd_design(args: argparse.Namespace) -> int:
 def cmd_constrain(args: argparse.Namespace) -> int:
     import torch
 
-    from gndesign.io import atomic_write_json
+    from gndesign.io import atomic_write_json, read_yaml_mapping
     from gndesign.plotting import save_figure
     from workflows import constrain, figures, video
 
     torch.set_num_threads(args.threads)
     check_outputs(args, [model_path(args.model), args.constraints, args.scene])
+    if args.scene:  # a broken scene file fails before the model loads
+        read_yaml_mapping(args.scene, "scene file")
     constraints = constrain.read_constraints(args.constraint, args.constraints)
     model, blob = constrain.load_constrain_model(args.model, args.system)
     particles = model.front == "particles"

@@ -14,7 +14,7 @@ from envs.obstacle.problem import DesignProblem, absolute_angles, load_design_mo
 from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file
 from gndesign.checkpoints import load_model
 from gndesign.errors import GndesignError
-from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output
+from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, read_yaml_mapping
 from gndesign.plotting import save_figure
 from planners.design import DESIGN_OPTIMIZERS, design_options, make_design_optimizer
 from workflows.figures import design_figure, history_figure
@@ -59,6 +59,8 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
             iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
     opts.update(design_options(optimizer, opts))
     check_output(out, "dir", inputs=[scene, model if simulator == "learned" else None], overwrite=overwrite)
+    if scene:  # a broken scene file fails before the model loads
+        read_yaml_mapping(scene, "scene file")
     sim = None
     if simulator == "learned":
         if cfg is not None:

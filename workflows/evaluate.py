@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.datasets.formats import dataset_format
 from gndesign.datasets.particles import ParticleDataset
@@ -12,7 +10,7 @@ from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError
 from gndesign.evaluation import evaluate, plot_rollout
 from gndesign.forward_training import held_out_episodes, system_spec
-from gndesign.io import atomic_write_json, check_output
+from gndesign.io import atomic_write_json, check_outputs
 from gndesign.particle_evaluation import particle_rollout_errors, plot_particle_rollout, summarize_particle_errors
 
 
@@ -43,10 +41,7 @@ def evaluate_model(model: str, data: str, horizons: str = "1,10,50,100", episode
     """
     parse_horizons(horizons)
     inputs = [resolve_checkpoint(model), data]
-    if plot and out and Path(plot).resolve() == Path(out).resolve():
-        raise ConfigError(f"--plot and --out both name {out}: give each its own file")
-    check_output(plot, inputs=inputs, overwrite=overwrite, what="--plot")
-    check_output(out, inputs=inputs, overwrite=overwrite, what="--out")
+    check_outputs({"--plot": plot, "--out": out}, inputs, overwrite)
     result = (evaluate_particles if dataset_format(data) == "particles" else evaluate_trajectories)(
         model, data, horizons, episode_set, plot)
     if out:
