@@ -4,8 +4,8 @@ The command line's ``--set planner.KEY=VALUE`` (``gndesign plan``) and ``--set o
 (``gndesign design``) become one of these dataclasses through the configuration's own parsing
 (:func:`gndesign.config.dataclass_from`: unknown keys list the known ones, values are converted to
 the field's type), then :func:`validate_options` checks each value's range from the field's
-``metadata`` (``gt``, ``ge``, ``le``, ``lt``, ``choices``; every number must be finite) and the
-options' own ``check()`` the relations between them. Every failure is a one-line
+``metadata`` (``gt``, ``ge``, ``le``, ``lt``, ``choices``, ``at_most``: another field's name;
+every number must be finite) and the options' own ``check()`` anything else. Every failure is a one-line
 :class:`~gndesign.errors.ConfigError` naming ``SECTION.KEY``.
 """
 
@@ -62,6 +62,9 @@ def validate_options(options, section: str):
             for key, (ok, text) in _BOUNDS.items():
                 if key in f.metadata and not ok(v, f.metadata[key]):
                     raise ConfigError(f"{where} must be {text.format(f.metadata[key])}, got {v}")
+        other = f.metadata.get("at_most")
+        if other is not None and value > getattr(options, other):
+            raise ConfigError(f"{where} ({value}) must not exceed {section}.{other} ({getattr(options, other)})")
     check = getattr(options, "check", None)
     if check is not None:
         check(section)
@@ -91,15 +94,10 @@ class CEMOptions:
     """:class:`planners.sampling.CEMPlanner`'s options."""
 
     population: int = at_least(256, 2)
-    elites: int = at_least(32, 2)  # the refit's standard deviation needs two
+    elites: int = _num(32, ge=2, at_most="population")  # the refit's standard deviation needs two
     iterations: int = at_least(4, 1)
     init_std: float = at_least(0.5, 0)
     alpha: float = _num(0.1, ge=0, lt=1)
-
-    def check(self, section: str) -> None:
-        if self.elites > self.population:
-            raise ConfigError(f"{section}.elites ({self.elites}) must not exceed {section}.population "
-                              f"({self.population})")
 
 
 @dataclass
@@ -146,34 +144,35 @@ class GradientDesignOptions:
 
 
 @dataclass
-class CEMDesignOptions:
+class SamplingDesignOptions:
+    """What the sampling design optimizers share: the prior's weight and a time budget."""
+
+    smoothness: float = at_least(0.0, 0)
+    max_seconds: float | None = _num(None, gt=0)
+
+
+@dataclass
+class CEMDesignOptions(SamplingDesignOptions):
     """:class:`planners.design.CEMDesign`'s options."""
 
     population: int = at_least(32, 2)
-    elites: int = at_least(6, 2)
+    elites: int = _num(6, ge=2, at_most="population")
     iterations: int = at_least(10, 1)
     budget: int | None = _num(None, ge=1)
     init_std: float = at_least(0.3, 0)
     alpha: float = _num(0.1, ge=0, lt=1)
-    smoothness: float = at_least(0.0, 0)
-    max_seconds: float | None = _num(None, gt=0)
 
     def check(self, section: str) -> None:
-        if self.elites > self.population:
-            raise ConfigError(f"{section}.elites ({self.elites}) must not exceed {section}.population "
-                              f"({self.population})")
         if self.budget is not None and self.budget < self.population:
             raise ConfigError(f"{section}.budget ({self.budget}) is less than one population ({self.population})")
 
 
 @dataclass
-class RandomDesignOptions:
+class RandomDesignOptions(SamplingDesignOptions):
     """:class:`planners.design.RandomDesign`'s options."""
 
     budget: int = at_least(256, 1)
     batch: int = at_least(32, 1)
-    smoothness: float = at_least(0.0, 0)
-    max_seconds: float | None = _num(None, gt=0)
 
 
 DESIGN_OPTION_TYPES = {"gradient": GradientDesignOptions, "cem": CEMDesignOptions, "random": RandomDesignOptions}

@@ -72,18 +72,20 @@ def runs(tmp_path_factory, cartpole_data):
 # ----------------------------------------------------------------------------------------------
 # 1. No command writes over an input, a dataset, a checkpoint or a run directory
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("target, flag, message", [
-    ("data/meta.json", "--out", "is inside an input of this command"),
-    ("data/plot.png", "--plot", "is inside an input of this command"),
-    ("model", "--out", "is an input of this command"),
-    ("other/meta.json", "--out", "is inside the dataset"),
-    ("run/metrics.json", "--out", "is inside the run directory"),
-    ("copy", "--plot", "is a checkpoint"),
-])
-def test_evaluate_never_writes_over_a_dataset_checkpoint_or_run(runs, tmp_path, capsys, monkeypatch, target, flag,
-                                                                 message):
+# where (a path under the fixtures' directories), the option, the message
+OVER = {"data/meta.json": ("--out", "is inside an input of this command"),
+        "data/plot.png": ("--plot", "is inside an input of this command"),
+        "model": ("--out", "is an input of this command"),
+        "other/meta.json": ("--out", "is inside the dataset"),
+        "run/metrics.json": ("--out", "is inside the run directory"),
+        "copy": ("--plot", "is a checkpoint")}
+
+
+@pytest.mark.parametrize("target", list(OVER))
+def test_evaluate_never_writes_over_a_dataset_checkpoint_or_run(runs, tmp_path, capsys, monkeypatch, target):
     import workflows.evaluate as ev
 
+    flag, message = OVER[target]
     other = tmp_path / "other"
     shutil.copytree(runs["data"], other)
     shutil.copy(runs["cgns"], tmp_path / "copy.pt")  # a checkpoint outside any run directory
@@ -223,48 +225,48 @@ def test_check_finite_walks_nested_results():
 # ----------------------------------------------------------------------------------------------
 # 6 and 14. Planner and design options are typed and range-checked before anything runs
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("planner, option, message", [
-    ("gradient", "planner.foo=3", "unknown option planner.foo; valid options: iterations, restarts, lr"),
-    ("gradient", "planner.iterations=abc", "planner.iterations: cannot read 'abc' as int"),
-    ("gradient", "planner.lr=nan", "planner.lr must be a finite number"),
-    ("gradient", "planner.lr=-1", "planner.lr must be > 0"),
-    ("gradient", "planner.restarts=0", "planner.restarts must be >= 1"),
-    ("gradient", "planner.iterations=-5", "planner.iterations must be >= 1, got -5"),
-    ("cem", "planner.population=0", "planner.population must be >= 2"),
-    ("cem", "planner.elites=999", "planner.elites (999) must not exceed planner.population (64)"),
-    ("mppi", "planner.temperature=0", "planner.temperature must be > 0"),
-    ("random", "planner.samples=0", "planner.samples must be >= 1, got 0"),
-])
-def test_planner_options_are_checked_before_planning(planner, option, message, capsys, monkeypatch):
+# (command, planner or optimizer, --set option, message)
+OPTIONS = [
+    ("plan", "gradient", "planner.foo=3", "unknown option planner.foo; valid options: iterations, restarts, lr"),
+    ("plan", "gradient", "planner.iterations=abc", "planner.iterations: cannot read 'abc' as int"),
+    ("plan", "gradient", "planner.lr=nan", "planner.lr must be a finite number"),
+    ("plan", "gradient", "planner.lr=-1", "planner.lr must be > 0"),
+    ("plan", "gradient", "planner.restarts=0", "planner.restarts must be >= 1"),
+    ("plan", "gradient", "planner.iterations=-5", "planner.iterations must be >= 1, got -5"),
+    ("plan", "cem", "planner.population=0", "planner.population must be >= 2"),
+    ("plan", "cem", "planner.elites=999", "planner.elites (999) must not exceed planner.population (64)"),
+    ("plan", "mppi", "planner.temperature=0", "planner.temperature must be > 0"),
+    ("plan", "random", "planner.samples=0", "planner.samples must be >= 1, got 0"),
+    ("design", "gradient", "optimizer.lr=nan", "optimizer.lr must be a finite number, got nan"),
+    ("design", "gradient", "optimizer.lr=0", "optimizer.lr must be > 0"),
+    ("design", "gradient", "optimizer.foo=1", "unknown option optimizer.foo; valid options: iterations, lr"),
+    ("design", "gradient", "optimizer.update=sgd", "optimizer.update must be one of adam, normalized"),
+    ("design", "gradient", "optimizer.betas=[0.9]", "optimizer.betas must be two numbers"),
+    ("design", "cem", "optimizer.elites=1", "optimizer.elites must be >= 2"),
+    ("design", "cem", "optimizer.budget=4", "optimizer.budget (4) is less than one population (16)"),
+    ("design", "random", "optimizer.batch=x", "optimizer.batch: cannot read 'x' as int"),
+]
+
+
+@pytest.mark.parametrize("command, name, option, message", OPTIONS)
+def test_options_are_checked_before_planning_or_designing(command, name, option, message, tmp_path, capsys,
+                                                           monkeypatch):
+    import workflows.design as design
     import workflows.plan as plan
 
-    monkeypatch.setattr(plan, "MujocoDynamics", never("dynamics"))
-    monkeypatch.setattr(plan, "load_model", never("load"))
-    code = main(["plan", "cartpole", "--model", "pretrained:cartpole", "--planner", planner, "--set", option])
-    one_line_error(capsys, code, message)
-
-
-@pytest.mark.parametrize("optimizer, option, message", [
-    ("gradient", "optimizer.lr=nan", "optimizer.lr must be a finite number, got nan"),
-    ("gradient", "optimizer.lr=0", "optimizer.lr must be > 0"),
-    ("gradient", "optimizer.foo=1", "unknown option optimizer.foo; valid options: iterations, lr"),
-    ("gradient", "optimizer.update=sgd", "optimizer.update must be one of adam, normalized"),
-    ("gradient", "optimizer.betas=[0.9]", "optimizer.betas must be two numbers"),
-    ("cem", "optimizer.elites=1", "optimizer.elites must be >= 2"),
-    ("cem", "optimizer.budget=4", "optimizer.budget (4) is less than one population (16)"),
-    ("random", "optimizer.batch=x", "optimizer.batch: cannot read 'x' as int"),
-])
-def test_design_options_are_checked_before_designing(optimizer, option, message, tmp_path, capsys, monkeypatch):
-    import workflows.design as design
-
-    monkeypatch.setattr(design, "load_design_model", never("load"))
-    monkeypatch.setattr(design, "load_model", never("load"))
-    monkeypatch.setattr(design, "load_scene_file", never("scene"))
-    out = tmp_path / "design"
-    code = main(["design", "--target-x", "0.5", "--optimizer", optimizer, "--simulator",
-                 "learned" if optimizer == "gradient" else "mujoco", "--set", option, "--out", str(out)])
-    one_line_error(capsys, code, message)
+    for module, attr in ((plan, "MujocoDynamics"), (plan, "load_model"), (design, "load_design_model"),
+                         (design, "load_model"), (design, "load_scene_file")):
+        monkeypatch.setattr(module, attr, never(attr))
+    out = tmp_path / "out"
+    if command == "plan":
+        argv = ["plan", "cartpole", "--model", "pretrained:cartpole", "--planner", name, "--out", str(out)]
+    else:
+        argv = ["design", "--target-x", "0.5", "--optimizer", name, "--simulator",
+                "learned" if name == "gradient" else "mujoco", "--out", str(out)]
+    before = tree_hash(resolve_checkpoint("pretrained:cartpole"), resolve_checkpoint("pretrained:obstacle"))
+    one_line_error(capsys, main([*argv, "--set", option]), message)
     assert not out.exists()
+    assert tree_hash(resolve_checkpoint("pretrained:cartpole"), resolve_checkpoint("pretrained:obstacle")) == before
 
 
 def test_a_design_with_no_finite_objective_is_logged_and_not_finite(caplog):
