@@ -155,9 +155,9 @@ def check_output(path: str | os.PathLike | None, kind: str = "file", inputs=(), 
     anyway = "" if overwrite is None else " (or pass --overwrite to write there anyway)"
     if p.exists() or p.is_symlink():
         if not (p.is_file() or p.is_dir()):
+            hint = "a file path (leave the option out to write nothing)" if kind == "file" else "a directory path"
             raise GndesignError(f"{label} is not a regular file or directory (a device, FIFO, socket or broken link): "
-                                f"give a {'file' if kind == 'file' else 'directory'} path (leave the option out to "
-                                "write nothing)")
+                                f"give {hint}")
         if kind == "file" and p.is_dir():
             raise GndesignError(f"{label} is a directory: give a file path, e.g. {p / ('result' + _suffix(what))}")
         if kind == "dir" and not p.is_dir():
@@ -194,7 +194,7 @@ def check_output(path: str | os.PathLike | None, kind: str = "file", inputs=(), 
             pass
     except OSError as e:
         reason = e.strerror or e
-        raise GndesignError(f"{label}: cannot write in {existing} ({reason}); choose a writable path") from None
+        raise GndesignError(f"{label}: cannot create files in {existing} ({reason}); choose a writable path") from None
     return p
 
 

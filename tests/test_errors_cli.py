@@ -158,7 +158,7 @@ COMMANDS = {
 # (how the path is bad, the path for a file output, for a directory output, the message)
 BAD = {
     "special": ("/dev/null", "/dev/null", "is not a regular file or directory"),
-    "unwritable": ("/proc/gndesign-out.json", "/proc/gndesign-out", "cannot write in /proc"),
+    "unwritable": ("/proc/gndesign-out.json", "/proc/gndesign-out", "cannot create files in /proc"),
     "missing parent": ("missing/out.json", "a_file/out", None),
     "wrong kind": ("a_dir", "a_file", None),
 }
