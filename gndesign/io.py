@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from gndesign.errors import GndesignError
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -104,3 +108,167 @@ def machine_info(**extra: Any) -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     return {"cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), **extra}
+
+
+# ------------------------------------------------------------------------------------ output paths
+#: What a directory is, told by the files in it: a dataset (``meta.json``) or a training run
+#: (``checkpoints/``, or ``config.yaml`` with ``metrics.csv``).
+def artifact_kind(path: str | os.PathLike) -> str | None:
+    """``dataset``, ``run directory`` or ``checkpoint`` when ``path`` is one (else None)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "meta.json").is_file():
+            return "dataset"
+        if (p / "checkpoints").is_dir() or ((p / "config.yaml").is_file() and (p / "metrics.csv").is_file()):
+            return "run directory"
+    elif p.is_file() and p.suffix == ".pt":
+        return "checkpoint"
+    return None
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike | None, kind: str = "file", inputs=(), overwrite: bool | None = False,
+                 own: str | None = None, what: str = "--out") -> Path | None:
+    """Check that a command may write ``path`` before it computes anything; raise a one-line
+    :class:`GndesignError` saying why not and what to do. Returns the path (None for None).
+
+    ``kind``: ``file`` (written atomically; its directory must exist) or ``dir`` (created, with its
+    parents, if missing). Refused: a path whose nearest existing ancestor is not a writable directory; a directory where
+    a file is needed or the other way round; a device, FIFO or socket; any of ``inputs`` (files or
+    directories the command reads) or a path inside an input dataset or run directory; and, unless ``overwrite``,
+    a checkpoint, or a path inside (or, for ``dir``, being) a dataset or a training run directory.
+    ``own``: the artifact kind the command itself makes at a ``dir`` path (``dataset`` for
+    ``generate``, ``run directory`` for ``train``): an existing one there is left to the command's
+    own checks. ``what`` names the option in messages; ``overwrite=None``: the command has no
+    ``--overwrite`` option (its messages do not offer one).
+    """
+    if path is None:
+        return None
+    p = Path(path)
+    label = f"{what} {p}"
+    anyway = "" if overwrite is None else " (or pass --overwrite to write there anyway)"
+    if p.exists() or p.is_symlink():
+        if not (p.is_file() or p.is_dir()):
+            hint = "a file path (leave the option out to write nothing)" if kind == "file" else "a directory path"
+            raise GndesignError(f"{label} is not a regular file or directory (a device, FIFO, socket or broken link): "
+                                f"give {hint}")
+        if kind == "file" and p.is_dir():
+            raise GndesignError(f"{label} is a directory: give a file path, e.g. {p / ('result' + _suffix(what))}")
+        if kind == "dir" and not p.is_dir():
+            raise GndesignError(f"{label} exists and is not a directory: choose another path")
+    full = p.resolve()
+    for src in inputs:
+        if src is None or not Path(src).exists():
+            continue
+        s = Path(src)
+        same = full == s.resolve() or _same(p, s)
+        if same or (artifact_kind(s) and s.resolve() in full.parents):
+            raise GndesignError(f"{label} is {'' if same else 'inside '}an input of this command ({s}): writing "
+                                "there would destroy what it reads; choose another path")
+    chain = [full, *full.parents] if kind == "dir" else list(full.parents)
+    for a in chain:
+        found = artifact_kind(a)
+        if not found or overwrite or (a == full and found == own):
+            continue
+        if a == full:
+            raise GndesignError(f"{label} is a {found} that this command does not make: choose another path{anyway}")
+        raise GndesignError(f"{label} is inside the {found} {a}: writing there would change it; choose another "
+                            f"path{anyway}")
+    if kind == "file" and artifact_kind(p) == "checkpoint" and not overwrite:
+        raise GndesignError(f"{label} is a checkpoint: choose another path{anyway}")
+    if kind == "file" and not full.parent.exists():
+        raise GndesignError(f"{label}: the directory {p.parent} does not exist; create it first or choose another path")
+    existing = next((a for a in chain if a.exists() or a.is_symlink()), None)
+    if existing is None or not existing.is_dir():
+        bad = existing if existing is not None else full.parent
+        raise GndesignError(f"{label}: {bad} is not a directory, so nothing can be created under it; choose another "
+                            "path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        reason = e.strerror or e
+        raise GndesignError(f"{label}: cannot create files in {existing} ({reason}); choose a writable path") from None
+    return p
+
+
+def check_outputs(paths: Mapping[str, str | os.PathLike | None], inputs=(), overwrite: bool | None = False,
+                  kind: str = "file", own: str | None = None) -> None:
+    """:func:`check_output` for each of a command's outputs, ``{option: path}`` (e.g. ``--out``,
+    ``--plot``, ``--video``; None: not written); two options naming one path are refused too."""
+    seen: dict[Path, str] = {}
+    for what, path in paths.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise GndesignError(f"{seen[key]} and {what} both name {path}: give each its own file")
+        seen[key] = what
+        check_output(path, kind, inputs=inputs, overwrite=overwrite, own=own, what=what)
+
+
+def _suffix(what: str) -> str:
+    return {"--plot": ".png", "--video": ".gif"}.get(what, ".json")
+
+
+# ------------------------------------------------------------------------------------ finiteness
+def check_finite(value: Any, what: str, cause: str = "") -> None:
+    """Raise a one-line :class:`GndesignError` if ``value`` (a tensor, array, number or a nested
+    dict/list/tuple of them) holds NaN or infinity: ``what`` names it, ``cause`` says the likely
+    reason and what to do. A non-finite rollout, plan or design is never a result."""
+    if not _all_finite(value):
+        raise GndesignError(f"{what} is not finite (NaN or infinity){': ' + cause if cause else ''}")
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if hasattr(value, "detach"):  # a torch tensor
+        import torch
+
+        return bool(torch.isfinite(value.detach()).all())
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+        return bool(np.isfinite(value).all())
+    return True
+
+
+# ------------------------------------------------------------------------------------ YAML files
+def read_yaml_mapping(path: str | os.PathLike, what: str) -> dict:
+    """The mapping in the JSON/YAML file ``path`` (empty file: ``{}``), or a one-line
+    :class:`GndesignError` naming ``what`` (e.g. ``scene file``) for a missing file, a directory, a
+    binary file, a YAML syntax error or a file that does not hold a mapping."""
+    p = Path(path)
+    if p.is_dir():
+        raise GndesignError(f"{what} {p} is a directory: give a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GndesignError(f"{what} {p} does not exist") from None
+    except UnicodeDecodeError:
+        raise GndesignError(f"{what} {p} is not a text file (YAML/JSON expected)") from None
+    except OSError as e:
+        raise GndesignError(f"{what} {p} cannot be read: {e.strerror or e}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise GndesignError(f"{what} {p} is not valid YAML{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise GndesignError(f"{what} {p} must hold a mapping of keys to values, got a {type(loaded).__name__}")
+    return loaded

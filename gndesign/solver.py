@@ -29,12 +29,14 @@ from gndesign.config import SolverConfig
 from gndesign.constraint_sets import bind_constraints, constraint_terms
 from gndesign.constraints import ConstraintContext
 from gndesign.errors import ConfigError
+from gndesign.io import check_finite
 from gndesign.nn import EncodeProcessDecode
 from gndesign.objectives import Objective
 
 __all__ = [
     "ConstraintSolver",
     "SolveOptions",
+    "divergence_cause",
     "gradient_descent",
     "penalty_descent",
     "solve_options",
@@ -212,12 +214,34 @@ class ConstraintSolver(nn.Module):
             z, _ = gradient_descent(energy, z0, eta, n, record=False)
             return z
         bound, inv = options.constraints, 1.0 / sigma.to(z0.dtype).pow(2)
+        weights: list[Tensor] = []
 
         def penalty(z: Tensor) -> tuple[Tensor, Tensor]:
             q = {**options.start, **quantities(z)}
-            return bound(q) * inv, stiffness(bound, q).to(z0.dtype)
+            W = stiffness(bound, q).to(z0.dtype)
+            if W.numel():
+                weights.append(W.detach().amax())
+            return bound(q) * inv, W
 
-        return penalty_descent(energy, penalty, z0, eta, n)
+        z = penalty_descent(energy, penalty, z0, eta, n)
+        if not bool(torch.isfinite(z).all()):
+            check_finite(z, "the constrained solve's prediction", divergence_cause(weights, inv, z0.dtype))
+        return z
+
+
+def divergence_cause(weights: list[Tensor], inv_sigma2: Tensor, dtype: torch.dtype) -> str:
+    """Why a constrained solve went non-finite, in numbers: the largest active constraint weight
+    (``weights``: the largest of each penalty evaluation) times ``1 / sigma^2`` (the penalty's
+    scale) against the dtype's range."""
+    big = torch.finfo(dtype).max
+    w = max((float(x) for x in weights if not math.isnan(float(x))), default=0.0)
+    scale = float(inv_sigma2.max())
+    limit = big * 1e-6 / scale
+    if not math.isfinite(w * scale) or w > limit:
+        return (f"the largest active constraint weight {w:.3g} times 1/sigma^2 = {scale:.3g} overflows {dtype} "
+                f"(largest number {big:.3g}): use weights below {limit:.1g}")
+    return (f"the constraint weights are moderate (largest {w:.3g}), so the model itself diverged under these "
+            "constraints: try fewer solver iterations (--iterations) or constraints the start state satisfies")
 
 
 def upgrade_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any,

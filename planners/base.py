@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gndesign.dynamics import Dynamics
+from gndesign.io import check_finite
 
 log = logging.getLogger(__name__)
 CostFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -125,6 +126,8 @@ class Planner:
         plans for next time."""
         single = qpos.dim() == 1
         q, v = (qpos[None], qvel[None]) if single else (qpos, qvel)
+        check_finite((q, v), f"the {self.name} planner's start state (qpos, qvel)",
+                     "the environment diverged or was not reset; nothing can be planned from it")
         init = self.initial_plan()
         init = init.expand(q.shape[0], -1, -1).clone() if init.dim() == 2 else init
         if init.shape[0] != q.shape[0]:
@@ -133,6 +136,10 @@ class Planner:
         before = self.dynamics.evaluations
         result = self.optimize(q, v, init)
         result.evaluations = self.dynamics.evaluations - before
+        no_cost = ~torch.isfinite(torch.as_tensor(result.cost))
+        if no_cost.any():
+            log.warning("%s: no action sequence had a finite cost for %d episode(s) (the model's rollouts diverge); "
+                        "acting on the warm start", self.name, int(no_cost.sum()))
         bad = ~torch.isfinite(result.actions).flatten(1).all(1)
         if bad.any():
             log.warning("%s produced a non-finite plan for %d episode(s); falling back to the warm start",

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gndesign.errors import GndesignError
 from planners.base import Squash
+from planners.options import DESIGN_OPTION_TYPES, parse_options
 from planners.sampling import cem_refit
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,9 @@ class DesignOptimizer:
         start = time.perf_counter()
         self._run(loss_fn, init)
         design, objective, terms = self._best
-        if not torch.isfinite(design).all():  # cannot happen through _track, but never return garbage
-            design = init.clone()
+        if not math.isfinite(objective):
+            log.warning("%s design: no design it scored had a finite objective; returning the initial design "
+                        "(objective inf)", self.name)
         return DesignResult(self.clip(design), objective, terms, self._history, self.evaluations,
                             time.perf_counter() - start, self.name)
 
@@ -343,13 +346,21 @@ class RandomDesign(DesignOptimizer):
 DESIGN_OPTIMIZERS = {"gradient": GradientDesign, "cem": CEMDesign, "random": RandomDesign}
 
 
-def make_design_optimizer(name: str, low, high, **options) -> DesignOptimizer:
-    """A design optimizer by name (``gradient``, ``cem``, ``random``) with its options."""
+def design_options(name: str, options: Mapping | None = None) -> dict:
+    """``options`` of design optimizer ``name`` checked (:mod:`planners.options`: typed,
+    range-checked, unknown keys refused with the known ones listed) and converted to their types."""
     if name not in DESIGN_OPTIMIZERS:
-        from gndesign.errors import GndesignError
-
         raise GndesignError(f"unknown optimizer {name!r}: choose one of {', '.join(DESIGN_OPTIMIZERS)}")
-    return DESIGN_OPTIMIZERS[name](low, high, **options)
+    checked = parse_options(DESIGN_OPTION_TYPES[name], options or {}, "optimizer")
+    return {k: getattr(checked, k) for k in options or {}}
+
+
+def make_design_optimizer(name: str, low, high, seed: int = 0, prior_map: Callable | None = None,
+                          **options) -> DesignOptimizer:
+    """A design optimizer by name (``gradient``, ``cem``, ``random``) with its options (checked by
+    :func:`design_options`)."""
+    checked = design_options(name, options)
+    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **checked)
 
 
 def rollout_loss(rollout: Callable[[torch.Tensor], torch.Tensor],

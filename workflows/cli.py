@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from gndesign.errors import GndesignError
+from workflows.arguments import check_outputs, model_path, prefixed_options
 
 RELEASE_NOTE = "it will be removed in the next release"
 
@@ -108,6 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    check_outputs(args, [args.system, args.scene], "dir", own="dataset")
     if args.system == "obstacle-scene":
         from envs.obstacle.scene import load_scene_file
         from envs.obstacle.simulation import generate_obstacle_dataset
@@ -137,6 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from workflows.train import train_model
 
+    check_outputs(args, [*(args.data or []), args.config], "dir", own="run directory")
     summary = train_model(args.out, args.data, args.config, args.family, args.set, args.steps, args.minutes,
                           resume=args.resume, progress=not args.quiet)
     if summary:
@@ -149,7 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from workflows.evaluate import evaluate_model
 
-    result = evaluate_model(args.model, args.data, args.horizons, args.episode_set, args.plot, args.out)
+    result = evaluate_model(args.model, args.data, args.horizons, args.episode_set, args.plot, args.out,
+                            overwrite=args.overwrite)
     if args.json:
         print(json.dumps(result, indent=2))
     elif "position_error" in result:  # particle data
@@ -169,19 +173,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict:
-    """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars)."""
-    from gndesign.config import parse_value
-
-    options = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        if not key.startswith(prefix + ".") or not value:
-            raise GndesignError(f"--set {item!r} must look like {prefix}.KEY=VALUE (e.g. {prefix}.{example})")
-        options[key.split(".", 1)[1]] = parse_value(value)
-    return options
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     from gndesign.io import atomic_write_json
     from gndesign.plotting import save_figure
@@ -189,9 +180,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from workflows.plan import plan_episodes
 
     options = prefixed_options(args.set, "planner", "iterations=20")
+    check_outputs(args, [model_path(args.model)])
     result = plan_episodes(args.task, args.model, args.planner, args.episodes, args.seed, args.control_steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
-                           lockstep=args.lockstep)
+                           lockstep=args.lockstep, overwrite=args.overwrite)
     if args.plot:
         result["plot"] = str(save_figure(episode_figure(result), args.plot))
     if args.out:
@@ -216,7 +208,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from workflows.plan import demo
 
-    r = demo(args.out, args.control_steps, args.replan_every, args.seed, progress=not args.quiet)
+    r = demo(args.out, args.control_steps, args.replan_every, args.seed, progress=not args.quiet,
+             overwrite=args.overwrite)
     learned, oracle = r["learned"], r["oracle"]
     print(f"[1/2] learned model + gradient planner: return {learned['return_mean']:.1f} over "
           f"{learned['steps']} steps (replanning every {args.replan_every}), "
@@ -237,7 +230,8 @@ def cmd_design(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     options = prefixed_options(args.set, "optimizer", "lr=0.05")
     r = design_obstacle(args.task, args.target_x, args.side, args.segments, args.optimizer, args.simulator,
-                        args.model, args.steps, args.seed, options, args.scene, out=args.out)
+                        args.model, args.steps, args.seed, options, args.scene, out=args.out,
+                        overwrite=args.overwrite)
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k not in ("history", "scene")}, indent=2))
     else:
@@ -254,11 +248,14 @@ def cmd_design(args: argparse.Namespace) -> int:
 def cmd_constrain(args: argparse.Namespace) -> int:
     import torch
 
-    from gndesign.io import atomic_write_json
+    from gndesign.io import atomic_write_json, read_yaml_mapping
     from gndesign.plotting import save_figure
     from workflows import constrain, figures, video
 
     torch.set_num_threads(args.threads)
+    check_outputs(args, [model_path(args.model), args.constraints, args.scene])
+    if args.scene:  # a broken scene file fails before the model loads
+        read_yaml_mapping(args.scene, "scene file")
     constraints = constrain.read_constraints(args.constraint, args.constraints)
     model, blob = constrain.load_constrain_model(args.model, args.system)
     particles = model.front == "particles"
@@ -407,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replan-every", type=_positive_int, default=8, help="replan every k control steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
+    _overwrite(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("design", help="inverse design of an obstacle that steers falling balls (scored in MuJoCo)")
@@ -427,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_positive_int, default=1,
                    help="torch threads (the models are small: one thread is fastest on a busy machine)")
     s.add_argument("--json", action="store_true")
+    _overwrite(s)
     s.set_defaults(func=cmd_design)
 
     s = sub.add_parser("constrain", help="roll a C-GNS out under test-time constraints and report violations")
@@ -460,6 +459,13 @@ def _outputs(s: argparse.ArgumentParser, plot_help: str) -> None:
     s.add_argument("--plot", help=plot_help)
     s.add_argument("--out", help="also write the results as JSON to this file")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
+    _overwrite(s)
+
+
+def _overwrite(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--overwrite", action="store_true",
+                   help="allow writing into a dataset or training run directory, or over a checkpoint (never over "
+                        "an input of the command)")
 
 
 def _positive_int(text: str) -> int:

@@ -14,6 +14,7 @@ from gndesign.checkpoints import load_model
 from gndesign.constraint_sets import bind_constraints, constraint_terms
 from gndesign.datasets.particles import scene_mismatch
 from gndesign.errors import GndesignError
+from gndesign.io import check_finite
 from gndesign.kinematics import forward_kinematics
 from gndesign.objectives import Sum
 from gndesign.solver import violation_report
@@ -21,6 +22,8 @@ from gndesign.specs import CONSTRAINTS, load_constraints, parse_constraints
 
 #: Control steps of `gndesign constrain` on an articulated system (the particle scene: its frames).
 CONSTRAIN_STEPS = 100
+#: What a non-finite rollout most likely means (a non-finite constrained solve says more itself).
+DIVERGED = "the model diverged from this start; try fewer solver iterations (--iterations) or fewer frames"
 #: The particle scene's names on the command line.
 PARTICLE_SYSTEMS = ("obstacle", "obstacle-scene")
 
@@ -102,6 +105,7 @@ def constrain_particles(model, blob: dict, constraints, steps: int | None = None
     with torch.no_grad():
         traj = model.rollout(init, obstacle, steps, constraints=constraints, iterations=iterations)
     seconds = time.perf_counter() - t0
+    check_finite(traj, "the constrained rollout", DIVERGED)
 
     def report(x):
         rep = violation_report(constraints, model.constraint_context(x.shape[2]), model.constraint_frames(x))
@@ -120,6 +124,7 @@ def constrain_particles(model, blob: dict, constraints, steps: int | None = None
     if compare:
         with torch.no_grad():
             free = model.rollout(init, obstacle, steps, iterations=iterations)
+        check_finite(free, "the rollout without constraints (--compare)", DIVERGED)
         result["unconstrained"] = report(free)
         arrays["baseline"] = free[0].double().numpy()
     return result, arrays
@@ -152,6 +157,7 @@ def constrain_articulated(model, system_name: str, constraints, steps: int | Non
     with torch.no_grad():
         qs, vs = model.rollout(q, v, u, system.name, constraints=constraints, iterations=iterations)
     seconds = time.perf_counter() - t0
+    check_finite((qs, vs), "the constrained rollout", DIVERGED)
     tree = model.tree(system.name)
     result = {"system": system.name, "front": "articulated", "steps": steps,
               "iterations": model.predictor.default_iterations() if iterations is None else iterations, "seed": seed,
@@ -165,6 +171,7 @@ def constrain_articulated(model, system_name: str, constraints, steps: int | Non
     if compare:
         with torch.no_grad():
             fq, fv = model.rollout(q, v, u, system.name, iterations=iterations)
+        check_finite((fq, fv), "the rollout without constraints (--compare)", DIVERGED)
         result["unconstrained"] = violation_report(constraints, model.constraint_context(system.name),
                                                    model.constraint_frames(fq, fv, system.name))
         arrays["baseline"] = {"qpos": fq[0].double().numpy(),

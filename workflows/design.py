@@ -14,9 +14,9 @@ from envs.obstacle.problem import DesignProblem, absolute_angles, load_design_mo
 from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file
 from gndesign.checkpoints import load_model
 from gndesign.errors import GndesignError
-from gndesign.io import atomic_write_json, atomic_write_text
+from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, read_yaml_mapping
 from gndesign.plotting import save_figure
-from planners.design import DESIGN_OPTIMIZERS, make_design_optimizer
+from planners.design import DESIGN_OPTIMIZERS, design_options, make_design_optimizer
 from workflows.figures import design_figure, history_figure
 
 log = logging.getLogger("gndesign")
@@ -35,13 +35,16 @@ DESIGN_DEFAULTS = {
 def design_obstacle(task: str = "bin", target_x: float | None = None, side: str = "right", segments: int | None = None,
                     optimizer: str = "gradient", simulator: str = "learned", model: str = "pretrained:obstacle",
                     iterations: int | None = None, seed: int = 0, options: dict | None = None,
-                    scene: str | None = None, cfg=None, out: str | None = None) -> dict:
+                    scene: str | None = None, cfg=None, out: str | None = None, overwrite: bool = False) -> dict:
     """Optimize an obstacle, re-simulate the initial and final designs in MuJoCo and score them there.
 
     ``iterations``: optimizer steps (gradient: Adam steps; cem: refits; random: batches of designs).
     Returns a JSON-ready dict (design, MuJoCo scores, learned-model prediction, loss history, calls,
     times); with ``out``, also writes ``design.json``, ``design.xml`` (MJCF), ``design.png``
-    (initial and final obstacle with MuJoCo particle traces) and ``loss.png``.
+    (initial and final obstacle with MuJoCo particle traces) and ``loss.png`` (``out`` is checked
+    first, :func:`gndesign.io.check_output`; ``overwrite`` allows a dataset or run directory there).
+    The options are checked before anything is loaded; a design or score that is not finite is an
+    error, never a result.
     """
     if optimizer not in DESIGN_OPTIMIZERS:
         raise GndesignError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(DESIGN_OPTIMIZERS)}")
@@ -50,6 +53,14 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     if optimizer == "gradient" and simulator == "mujoco":
         raise GndesignError("the gradient optimizer needs a differentiable simulator: use --simulator learned "
                             "(or --optimizer cem/random on mujoco)")
+    opts = dict(DESIGN_DEFAULTS[optimizer], **(options or {}))
+    if iterations is not None:
+        opts["budget" if optimizer == "random" else "iterations"] = (
+            iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
+    opts.update(design_options(optimizer, opts))
+    check_output(out, "dir", inputs=[scene, model if simulator == "learned" else None], overwrite=overwrite)
+    if scene:  # a broken scene file fails before the model loads
+        read_yaml_mapping(scene, "scene file")
     sim = None
     if simulator == "learned":
         if cfg is not None:
@@ -64,17 +75,10 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         the_task = get_design_goal("bin", cfg, target_x=target_x)
     else:
         the_task = get_design_goal(task, cfg, side=side)
-    opts = dict(DESIGN_DEFAULTS[optimizer], **(options or {}))
-    if iterations is not None:
-        opts["budget" if optimizer == "random" else "iterations"] = (
-            iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
     problem = DesignProblem(cfg, the_task, seed, sim)
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
-    try:
-        # The prior penalizes bends: differences of consecutive absolute segment angles.
-        opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=absolute_angles, **opts)
-    except (TypeError, ValueError) as e:
-        raise GndesignError(f"bad {optimizer} options {opts}: {e}") from None
+    # The prior penalizes bends: differences of consecutive absolute segment angles.
+    opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=absolute_angles, **opts)
     init = torch.as_tensor(cfg.default_design())
     loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss
     log.info("designing a %d-segment obstacle for %s with %s on %s", cfg.segments, the_task.to_dict(), optimizer,
@@ -82,6 +86,9 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     with torch.no_grad() if optimizer != "gradient" else contextlib.nullcontext():
         result = opt.optimize(loss, init)
     calls_opt = problem.mujoco_calls
+    check_finite([result.design, result.objective], f"the {optimizer} design's objective",
+                 f"every design it scored diverged in the {simulator} simulator; check the model and the options "
+                 f"({', '.join(f'{k}={v}' for k, v in opts.items())})")
     # The number that counts: both designs re-simulated in MuJoCo from the same layout.
     t0 = time.perf_counter()
     truth = problem.simulate(torch.stack([init, result.design]))
@@ -104,6 +111,8 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
             pred = problem.learned_rollout(result.design[None])
         out_dict["predicted_score"] = float(the_task.score(pred[:, -1])[0])
         out_dict["model_error"] = float((pred[0].double() - truth[1]).norm(dim=-1).mean())
+    check_finite({k: out_dict[k] for k in ("design", "score", "loss", "score_initial", "loss_initial")},
+                 "the designs' MuJoCo scores", "MuJoCo diverged on these designs")
     if out:
         out_dir = Path(out)
         atomic_write_text(out_dir / "design.xml", design_to_mjcf(cfg, result.design.numpy()))

@@ -7,22 +7,41 @@ from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.datasets.formats import dataset_format
 from gndesign.datasets.particles import ParticleDataset
 from gndesign.datasets.trajectories import TrajectoryDataset
+from gndesign.errors import ConfigError
 from gndesign.evaluation import evaluate, plot_rollout
 from gndesign.forward_training import held_out_episodes, system_spec
-from gndesign.io import atomic_write_json
+from gndesign.io import atomic_write_json, check_outputs
 from gndesign.particle_evaluation import particle_rollout_errors, plot_particle_rollout, summarize_particle_errors
 
 
+def parse_horizons(text: str) -> list[int]:
+    """Comma-separated positive rollout horizons (``"1,10,50"``), or a one-line error."""
+    try:
+        hs = [int(h) for h in str(text).split(",")]
+    except ValueError:
+        raise ConfigError(f"--horizons must be comma-separated positive integers (control steps or frames), e.g. "
+                          f"1,10,50; got {text!r}") from None
+    bad = [h for h in hs if h < 1]
+    if bad:
+        raise ConfigError(f"--horizons must be positive (a rollout of at least one step), got {bad[0]} in {text!r}")
+    return hs
+
+
 def evaluate_model(model: str, data: str, horizons: str = "1,10,50,100", episode_set: str = "auto",
-                   plot: str | None = None, out: str | None = None) -> dict:
+                   plot: str | None = None, out: str | None = None, overwrite: bool = False) -> dict:
     """Evaluate checkpoint ``model`` (a path or ``pretrained:NAME``) on the dataset ``data``.
 
     ``horizons``: comma-separated rollout horizons; ``episode_set``: ``auto`` (the held-out split if
     the model trained on this data, else all), ``validation`` or ``all`` (trajectory data only).
     With ``plot``, draws a predicted-vs-true rollout (PNG); with ``out``, writes the result (JSON).
     Particle results have ``position_error`` per frame; trajectory results ``qpos_rmse`` and
-    ``body_pos_error`` per horizon.
+    ``body_pos_error`` per horizon. The horizons and the output paths are checked first
+    (:func:`gndesign.io.check_output`: never over the model or the data; ``overwrite`` allows writing
+    into another dataset or run directory).
     """
+    parse_horizons(horizons)
+    inputs = [resolve_checkpoint(model), data]
+    check_outputs({"--plot": plot, "--out": out}, inputs, overwrite)
     result = (evaluate_particles if dataset_format(data) == "particles" else evaluate_trajectories)(
         model, data, horizons, episode_set, plot)
     if out:
@@ -36,7 +55,7 @@ def evaluate_particles(model: str, data: str, horizons: str, episode_set: str = 
     ckpt = resolve_checkpoint(model)
     ds = ParticleDataset.load(data)
     sim, _ = load_model(ckpt, "particles", scene=ds.scene)
-    frames = [int(h) for h in horizons.split(",") if int(h) <= ds.steps] + [ds.steps]
+    frames = [h for h in parse_horizons(horizons) if h <= ds.steps] + [ds.steps]
     result = summarize_particle_errors(particle_rollout_errors(sim, ds), frames)
     result.update({"checkpoint": str(ckpt), "data": str(data)})
     if plot:
@@ -53,7 +72,7 @@ def evaluate_trajectories(model: str, data: str, horizons: str, episode_set: str
     if ds.system not in net.systems:
         net.add_system(system_spec(ds))
     episodes, which = held_out_episodes(blob, ds, episode_set)
-    hs = tuple(int(h) for h in horizons.split(","))
+    hs = tuple(parse_horizons(horizons))
     result = evaluate(net, ds, episodes, hs)
     result.update({"checkpoint": str(ckpt), "data": str(data), "episode_set": which,
                    "trained_on": net.trained_systems})

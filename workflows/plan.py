@@ -15,9 +15,9 @@ from envs.tasks import get_task
 from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.dynamics import LearnedDynamics
 from gndesign.errors import GndesignError
-from gndesign.io import atomic_write_json
+from gndesign.io import atomic_write_json, check_output
 from gndesign.plotting import save_figure
-from planners import PLANNERS, make_planner
+from planners import PLANNERS, make_planner, planner_options
 from planners.mpc import run_mpc_lockstep
 from workflows.figures import episode_figure
 from workflows.video import write_gif
@@ -27,24 +27,27 @@ log = logging.getLogger("gndesign")
 
 def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
                   replan_every: int | None = None, horizon: int | None = None, options: dict | None = None,
-                  video: str | None = None, progress: bool = True, lockstep: int = 1) -> dict:
+                  video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False) -> dict:
     """Run MPC episodes (seeds ``seed``, ``seed + 1``, ...) in the real dm_control environment;
     returns per-episode summaries. ``steps``: control steps per episode (default: the task's);
     ``replan_every``, ``horizon`` (control steps) and the planner's ``options`` default to the
     task's settings (:class:`envs.tasks.Task`). ``lockstep``: episodes run together, one planner
-    call per decision for all of them (its latency is then the batch's)."""
+    call per decision for all of them (its latency is then the batch's). The options and ``video``
+    (:func:`gndesign.io.check_output`) are checked before anything runs."""
     task = get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
     if lockstep < 1:
         raise GndesignError(f"lockstep must be a positive number of episodes, got {lockstep}")
-    if model == "mujoco":
+    opts = dict(task.planner_options[planner_name], **(options or {}))
+    opts.update(planner_options(planner_name, opts))
+    ckpt = None if model == "mujoco" else resolve_checkpoint(model)
+    check_output(video, inputs=[ckpt], overwrite=overwrite, what="--video")
+    if ckpt is None:
         dynamics = MujocoDynamics(task.system)
     else:
-        ckpt = resolve_checkpoint(model)
         learned, _ = load_model(ckpt, "forward", system=task.system.name, mjcf_sha256=task.system.mjcf_sha256())
         dynamics = LearnedDynamics(learned, task.system.name)
-    opts = dict(task.planner_options[planner_name], **(options or {}))
     H = horizon or task.planning_horizon
     replan_every = replan_every or task.replan_every
     steps = steps or task.episode_steps
@@ -81,7 +84,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     return out
 
 
-def demo(out: str | Path, steps: int = 500, replan_every: int = 8, seed: int = 0, progress: bool = True) -> dict:
+def demo(out: str | Path, steps: int = 500, replan_every: int = 8, seed: int = 0, progress: bool = True,
+         overwrite: bool = False) -> dict:
     """The main job: swing the cartpole up in true MuJoCo with the shipped learned model and the
     gradient planner, next to the MuJoCo-oracle planner (CEM); writes ``swingup.gif`` (video),
     ``swingup.png`` (reward and actions) and ``demo.json`` into ``out``.
@@ -89,10 +93,11 @@ def demo(out: str | Path, steps: int = 500, replan_every: int = 8, seed: int = 0
     Returns ``{"learned": ..., "oracle": ...}`` (the :func:`plan_episodes` results, episodes
     included) and ``ratio`` (learned / oracle return), ``json`` (the summary's path).
     """
-    out = Path(out)
+    out = check_output(out, "dir", overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     learned = plan_episodes("cartpole-swingup", "pretrained:cartpole", "gradient", 1, seed, steps,
-                            replan_every=replan_every, video=str(out / "swingup.gif"), progress=progress)
+                            replan_every=replan_every, video=str(out / "swingup.gif"), progress=progress,
+                            overwrite=overwrite)
     learned["plot"] = str(save_figure(episode_figure(learned), out / "swingup.png"))
     oracle = plan_episodes("cartpole-swingup", "mujoco", "cem", 1, seed, steps, replan_every=replan_every,
                            progress=progress)

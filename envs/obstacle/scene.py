@@ -22,15 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import mujoco
 import numpy as np
 import torch
-import yaml
 
 from gndesign.errors import ConfigError, GndesignError
+from gndesign.io import read_yaml_mapping
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -431,13 +430,12 @@ def load_scene_file(path: str | None, base: dict | None = None, **overrides) -> 
     with the keys of a JSON/YAML file, then with the ``overrides`` that are not ``None``."""
     values = dict(base or {})
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise GndesignError(f"scene file {path} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise GndesignError(f"scene file {path} must hold a mapping of SceneConfig keys")
-        values.update(loaded)
+        values.update(read_yaml_mapping(path, "scene file"))
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.pop("dt", None)  # derived from timestep and substeps
-    return SceneConfig.from_dict(values)
+    try:
+        return SceneConfig.from_dict(values)
+    except (TypeError, ValueError) as e:
+        where = f"scene file {path}" if path else "the scene"
+        raise GndesignError(f"{where} has a value of the wrong type ({e}); scene values are numbers (see the "
+                            "defaults in envs/obstacle/scene.py)") from None

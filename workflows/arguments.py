@@ -1,0 +1,41 @@
+"""Arguments several commands share: ``--set PREFIX.KEY=VALUE`` options, the file of a ``--model``
+(an input no output may replace) and the output options (``--out``, ``--plot``, ``--video``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from gndesign.errors import GndesignError
+
+OUTPUTS = ("--out", "--plot", "--video")
+
+
+def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict:
+    """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars)."""
+    from gndesign.config import parse_value
+
+    options = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        if not key.startswith(prefix + ".") or not value:
+            raise GndesignError(f"--set {item!r} must look like {prefix}.KEY=VALUE (e.g. {prefix}.{example})")
+        options[key.split(".", 1)[1]] = parse_value(value)
+    return options
+
+
+def model_path(model: str | None) -> str | None:
+    """The file of a ``--model`` (a path or ``pretrained:NAME``; None for ``mujoco``), an input that
+    no output may replace."""
+    if model is None or model == "mujoco":
+        return None
+    from gndesign.checkpoints import resolve_checkpoint
+
+    return str(resolve_checkpoint(model))
+
+
+def check_outputs(args: argparse.Namespace, inputs: list, kind: str = "file", own: str | None = None) -> None:
+    """The command's output options checked before it computes (:func:`gndesign.io.check_outputs`;
+    ``args.overwrite``, where the command has it, allows datasets, run directories, checkpoints)."""
+    from gndesign.io import check_outputs as check
+
+    check({f: getattr(args, f[2:], None) for f in OUTPUTS}, inputs, getattr(args, "overwrite", None), kind, own)
