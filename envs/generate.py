@@ -31,7 +31,8 @@ from envs.systems import InitConfig, System, get_system
 from gndesign.datasets.base import RunningStats, merge_stats, shard_ranges, staging_directory, write_shard
 from gndesign.datasets.params import PARAM_KEYS
 from gndesign.datasets.trajectories import FORMAT, episode_stats, finalize, make_meta
-from gndesign.errors import ConfigError, GndesignError
+from gndesign.errors import ConfigError, GndesignError, ModelError
+from gndesign.tree import KinematicTree
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,19 @@ def _run_workers(
     return results
 
 
+def check_generatable(system: System) -> None:
+    """Refuse, before anything is simulated, a system whose data no model could learn from: one
+    without degrees of freedom, or whose actuators use a transmission the graph cannot map onto
+    joints (the check ``inspect`` and ``train`` make, :meth:`KinematicTree.from_model`). A
+    passive system (no actuators) is fine: its actions are zero-width ``[T, 0]`` arrays."""
+    if system.nv == 0:
+        raise ModelError(f"{system.name} has no degrees of freedom (no joints): nothing in it moves, so there is "
+                         "nothing to simulate; add a joint (or a free joint) to a body")
+    KinematicTree.from_model(system.model, system.name)
+    if system.nu == 0:
+        log.info("%s has no actuators: generating passive rollouts (zero-width action arrays)", system.name)
+
+
 def _generator_description(system: System) -> dict[str, Any]:
     init = {k: v for k, v in dataclasses.asdict(system.init).items() if k != "hook"}
     if system.init.hook is not None:
@@ -350,6 +364,7 @@ def generate_dataset(
             )
     else:
         system = get_system(system_name_or_path, randomization=randomization, randomize=randomize, init=init)
+    check_generatable(system)
 
     ranges = shard_ranges(episodes, int(shard_size))
     workers = min(int(workers), len(ranges))
