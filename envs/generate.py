@@ -32,6 +32,7 @@ from gndesign.datasets.base import RunningStats, merge_stats, shard_ranges, stag
 from gndesign.datasets.params import PARAM_KEYS
 from gndesign.datasets.trajectories import FORMAT, episode_stats, finalize, make_meta
 from gndesign.errors import ConfigError, GndesignError, ModelError
+from gndesign.processes import die_with_parent
 from gndesign.tree import KinematicTree
 
 log = logging.getLogger(__name__)
@@ -227,10 +228,12 @@ def _picklable_error(err: BaseException) -> BaseException:
         return RuntimeError(f"{type(err).__name__}: {err}")
 
 
-def _worker_main(spec: dict[str, Any], tasks: Any, results: Any) -> None:
+def _worker_main(spec: dict[str, Any], tasks: Any, results: Any, parent_pid: int) -> None:
     """Worker process: build the system, then make shards from ``tasks`` until ``None``."""
-    # The parent handles Ctrl-C and terminates the workers; they must not raise on it too.
+    # The parent handles Ctrl-C and SIGTERM and terminates the workers; they must not raise on
+    # Ctrl-C too, and must not outlive a parent killed outright (they would go on writing).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     try:
         system = _rebuild_system(spec)
         while (task := tasks.get()) is not None:
@@ -253,7 +256,8 @@ def _run_workers(
     for _ in range(workers):
         task_q.put(None)
     procs = [
-        ctx.Process(target=_worker_main, args=(_system_spec(system), task_q, result_q), daemon=True)
+        ctx.Process(target=_worker_main, args=(_system_spec(system), task_q, result_q, os.getpid()),
+                    daemon=True)
         for _ in range(workers)
     ]
     results: dict[int, tuple[dict[str, Any], dict[str, RunningStats]]] = {}
