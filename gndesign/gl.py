@@ -40,25 +40,27 @@ def _loadable(name: str) -> bool:
     return False
 
 
-def configure(environ=os.environ) -> str | None:
+def check_backend(value: str) -> str | None:
+    """Why MuJoCo would fail to import with ``MUJOCO_GL=value`` (None: it would not)."""
+    backend = value.lower().strip()
+    if backend not in _BACKENDS:
+        return f"MUJOCO_GL={value!r} is not an OpenGL backend MuJoCo knows: use {', '.join((*_LIBRARIES, 'glfw'))}"
+    if backend in _LIBRARIES and not _loadable(_LIBRARIES[backend]):
+        return f"MUJOCO_GL={value!r} needs the lib{_LIBRARIES[backend]} library, which is not installed"
+    return None
+
+
+def configure() -> str | None:
     """Set ``MUJOCO_GL``: ``egl`` when unset (on Linux, headless rendering), ``disable`` when MuJoCo
-    would fail to import with its value (an unknown backend, or one whose library is missing).
-    Returns the reason rendering was disabled (None: it was not). Does nothing once MuJoCo is
-    imported (the backend is then fixed)."""
+    would fail to import with its value (:func:`check_backend`). Returns the reason rendering was
+    disabled (None: it was not). Does nothing once MuJoCo is imported (the backend is then fixed)."""
     global _problem
     if "mujoco" in sys.modules:
         return _problem
     if _LINUX:
-        environ.setdefault("MUJOCO_GL", "egl")
-    value = environ.get("MUJOCO_GL")
-    if value is None:
-        return _problem
-    backend = value.lower().strip()
-    if backend not in _BACKENDS:
-        _problem = (f"MUJOCO_GL={value!r} is not an OpenGL backend MuJoCo knows: use "
-                    f"{', '.join((*_LIBRARIES, 'glfw'))}")
-    elif backend in _LIBRARIES and not _loadable(_LIBRARIES[backend]):
-        _problem = f"MUJOCO_GL={value!r} needs the lib{_LIBRARIES[backend]} library, which is not installed"
-    if _problem is not None:
-        environ["MUJOCO_GL"] = "disable"
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    value = os.environ.get("MUJOCO_GL")
+    if value is not None and (reason := check_backend(value)) is not None:
+        _problem = reason
+        os.environ["MUJOCO_GL"] = "disable"
     return _problem
