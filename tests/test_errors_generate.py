@@ -76,6 +76,13 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -100,7 +107,7 @@ def _start_generation(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
         proc.kill()
         raise
     assert proc.poll() is None, proc.communicate()
-    workers = [k for k in _children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
+    workers = [k for k in _children(proc.pid) if "spawn_main" in _cmdline(k)]
     assert len(workers) == 2, workers
     return proc, workers
 
