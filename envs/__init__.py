@@ -5,10 +5,9 @@ Importing ``envs`` (or any of its modules) registers the gymnasium ids ``gndesig
 imports it for you when the id names the module: ``gymnasium.make("envs:gndesign/Learned-v0")``.
 """
 
-import os
-
-# Headless by default: dm_control and MuJoCo pick their GL backend at import time.
-os.environ.setdefault("MUJOCO_GL", "egl")
+# dm_control and MuJoCo pick their GL backend at import time: importing gndesign first sets it
+# (headless egl by default; see gndesign.gl).
+import gndesign  # noqa: F401
 
 #: gymnasium id -> (entry point, keyword arguments); entry points are strings: nothing is imported now.
 GYM_IDS = {

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from envs.tasks import Task
+from gndesign import gl
+
+log = logging.getLogger(__name__)
+
+#: Why rendering failed in this process (None: it has not): later calls return None at once.
+_render_failure: str | None = None
+
+
+def render_or_none(render, *args, **kwargs) -> np.ndarray | None:
+    """``render(*args, **kwargs)``, or None when rendering fails (no OpenGL backend, a broken
+    driver): the first failure logs one warning that no video will be written, later calls return
+    None without trying again. A frame is optional output: it never fails a run."""
+    global _render_failure
+    if _render_failure is None:
+        try:
+            return render(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any rendering failure means the same: no frames
+            _render_failure = gl.problem() or " ".join(f"{type(e).__name__}: {e}".split())
+            log.warning("cannot render (%s): no video will be written; set MUJOCO_GL=egl (GPU) or osmesa (CPU, "
+                        "libOSMesa) for videos", _render_failure)
+    return None
 
 
 class DmControlEnvironment:
@@ -34,8 +57,10 @@ class DmControlEnvironment:
         ts = self.env.step(a)
         return float(ts.reward or 0.0), *self._state()
 
-    def render(self, height: int = 240, width: int = 320, camera_id: int = 0) -> np.ndarray:
-        return self.env.physics.render(height=height, width=width, camera_id=camera_id)
+    def render(self, height: int = 240, width: int = 320, camera_id: int = 0) -> np.ndarray | None:
+        """An RGB frame ``[height, width, 3]``, or None when rendering is impossible (warned once:
+        see :func:`render_or_none`)."""
+        return render_or_none(self.env.physics.render, height=height, width=width, camera_id=camera_id)
 
 
 class DmControlBatch:

@@ -31,7 +31,9 @@ from envs.systems import InitConfig, System, get_system
 from gndesign.datasets.base import RunningStats, merge_stats, shard_ranges, staging_directory, write_shard
 from gndesign.datasets.params import PARAM_KEYS
 from gndesign.datasets.trajectories import FORMAT, episode_stats, finalize, make_meta
-from gndesign.errors import ConfigError, GndesignError
+from gndesign.errors import ConfigError, GndesignError, ModelError
+from gndesign.processes import die_with_parent
+from gndesign.tree import KinematicTree
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +228,12 @@ def _picklable_error(err: BaseException) -> BaseException:
         return RuntimeError(f"{type(err).__name__}: {err}")
 
 
-def _worker_main(spec: dict[str, Any], tasks: Any, results: Any) -> None:
+def _worker_main(spec: dict[str, Any], tasks: Any, results: Any, parent_pid: int) -> None:
     """Worker process: build the system, then make shards from ``tasks`` until ``None``."""
-    # The parent handles Ctrl-C and terminates the workers; they must not raise on it too.
+    # The parent handles Ctrl-C and SIGTERM and terminates the workers; they must not raise on
+    # Ctrl-C too, and must not outlive a parent killed outright (they would go on writing).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     try:
         system = _rebuild_system(spec)
         while (task := tasks.get()) is not None:
@@ -252,7 +256,8 @@ def _run_workers(
     for _ in range(workers):
         task_q.put(None)
     procs = [
-        ctx.Process(target=_worker_main, args=(_system_spec(system), task_q, result_q), daemon=True)
+        ctx.Process(target=_worker_main, args=(_system_spec(system), task_q, result_q, os.getpid()),
+                    daemon=True)
         for _ in range(workers)
     ]
     results: dict[int, tuple[dict[str, Any], dict[str, RunningStats]]] = {}
@@ -289,6 +294,19 @@ def _run_workers(
             q.cancel_join_thread()
             q.close()
     return results
+
+
+def check_generatable(system: System) -> None:
+    """Refuse, before anything is simulated, a system whose data no model could learn from: one
+    without degrees of freedom, or whose actuators use a transmission the graph cannot map onto
+    joints (the check ``inspect`` and ``train`` make, :meth:`KinematicTree.from_model`). A
+    passive system (no actuators) is fine: its actions are zero-width ``[T, 0]`` arrays."""
+    if system.nv == 0:
+        raise ModelError(f"{system.name} has no degrees of freedom (no joints): nothing in it moves, so there is "
+                         "nothing to simulate; add a joint (or a free joint) to a body")
+    KinematicTree.from_model(system.model, system.name)
+    if system.nu == 0:
+        log.info("%s has no actuators: generating passive rollouts (zero-width action arrays)", system.name)
 
 
 def _generator_description(system: System) -> dict[str, Any]:
@@ -350,6 +368,7 @@ def generate_dataset(
             )
     else:
         system = get_system(system_name_or_path, randomization=randomization, randomize=randomize, init=init)
+    check_generatable(system)
 
     ranges = shard_ranges(episodes, int(shard_size))
     workers = min(int(workers), len(ranges))

@@ -27,6 +27,7 @@ import numpy as np
 from gndesign.datasets.params import apply_params, model_params, param_shapes
 from gndesign.errors import GndesignError, ModelError
 from gndesign.io import sha256_bytes
+from gndesign.tree import mujoco_reason, reject_directory
 
 log = logging.getLogger(__name__)
 
@@ -276,11 +277,10 @@ _SUITE: dict[str, tuple[float, InitConfig]] = {
 }
 
 _SWIMMER = re.compile(r"swimmer(.*)", re.IGNORECASE)
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+#: The most links a swimmer can have: each link is a body nested in the previous one, and MuJoCo's
+#: XML reader (TinyXML2) refuses documents nested deeper than 500 elements; dm_control's swimmer
+#: puts its first link 4 levels deep, so swimmer496 is the longest that compiles.
+MAX_SWIMMER_LINKS = 496
 
 
 def _unknown(name: str) -> UnknownSystemError:
@@ -303,7 +303,7 @@ def _compile(text: str, assets: Mapping[str, bytes], where: str) -> mujoco.MjMod
     try:
         return mujoco.MjModel.from_xml_string(text, dict(assets))
     except (ValueError, mujoco.FatalError) as e:
-        raise ModelError(f"cannot load MJCF {where}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load MJCF {where}: {mujoco_reason(e)}") from None
 
 
 def _substeps(control_timestep: float, timestep: float, name: str) -> int:
@@ -357,6 +357,7 @@ def _gather_assets(path: Path) -> dict[str, bytes]:
 
 
 def _from_file(path: Path) -> System:
+    reject_directory(path)
     if not path.is_file():
         raise UnknownSystemError(
             f"MJCF file {path} does not exist: give an existing .xml file or one of {', '.join(SYSTEM_NAMES)}"
@@ -364,7 +365,7 @@ def _from_file(path: Path) -> System:
     try:
         model = mujoco.MjModel.from_xml_path(str(path))
     except (ValueError, mujoco.FatalError) as e:
-        raise ModelError(f"cannot load MJCF {path}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load MJCF {path}: {mujoco_reason(e)}") from None
     text = path.read_text(encoding="utf-8", errors="replace")
     assets = _gather_assets(path)
     try:
@@ -374,7 +375,7 @@ def _from_file(path: Path) -> System:
             "MJCF %s does not compile from its text and gathered assets (%s); datasets "
             "of it will not be self-contained",
             path,
-            _first_line(e),
+            mujoco_reason(e),
         )
     dt = float(model.opt.timestep)
     return System(path.stem, text, assets, model, dt, 1, source=str(path))
@@ -411,8 +412,11 @@ def get_system(
         match = _SWIMMER.fullmatch(key)
         if match:
             n_text = match.group(1)
-            if not n_text.isdigit() or int(n_text) < 3:
-                raise UnknownSystemError(f"bad swimmer {text!r}: N in swimmerN must be an integer >= 3 (e.g. swimmer6)")
+            if not n_text.isdigit() or not 3 <= int(n_text) <= MAX_SWIMMER_LINKS:
+                raise UnknownSystemError(
+                    f"bad swimmer {text!r}: N in swimmerN must be an integer >= 3 and <= {MAX_SWIMMER_LINKS} "
+                    f"(e.g. swimmer6; each link is a body nested in the previous one, and MuJoCo's XML "
+                    f"reader nests at most 500 elements)")
             n = int(n_text)
             xml, assets = _suite_source("swimmer", n)
             control_dt, cfg = _SUITE["swimmer"]
@@ -422,6 +426,7 @@ def get_system(
             control_dt, cfg = _SUITE[key]
             name = key
         else:
+            reject_directory(Path(text))
             raise _unknown(text)
         model = _compile(xml, assets, name)
         n_sub = _substeps(control_dt, float(model.opt.timestep), name)

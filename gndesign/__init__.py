@@ -5,3 +5,8 @@ The core package. It knows MuJoCo's model format but never imports ``envs``, ``p
 """
 
 __version__ = "0.1.0"
+
+from gndesign import gl as _gl
+
+# Before any MuJoCo import: a MUJOCO_GL that MuJoCo would fail to import with disables rendering instead.
+_gl.configure()

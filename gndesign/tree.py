@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,13 +56,37 @@ def load_mjmodel(source: str | Path | mujoco.MjModel, assets: dict | None = None
         if is_xml:
             return mujoco.MjModel.from_xml_string(text, assets or {})
         path = Path(text)
+        reject_directory(path)
         if not path.is_file():
             raise ModelError(f"MJCF file not found: {path} (give a system name or an existing .xml path)")
         return mujoco.MjModel.from_xml_path(str(path), assets or {})
     except ValueError as e:
         where = "MJCF string" if is_xml else text
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
-        raise ModelError(f"cannot compile {where}: {reason} (fix the MJCF and retry)") from e
+        raise ModelError(f"cannot compile {where}: {mujoco_reason(e)} (fix the MJCF and retry)") from e
+
+
+_TINYXML = re.compile(r"XML parse error \d+:\s*Error=(\w+) ErrorID=\d+ \(0x[0-9a-fA-F]+\) Line number=(\d+):?\s*(.*)")
+
+
+def mujoco_reason(err: BaseException) -> str:
+    """MuJoCo's compile error on one line, its reason and line kept: XML syntax errors (MuJoCo
+    reports them as "XML parse error 6:" followed, on the next line, by TinyXML's error name and
+    line) read "XML syntax error at line 4 (XML_ERROR_PARSING_ELEMENT)"."""
+    text = " ".join(str(err).split())
+    match = _TINYXML.fullmatch(text)
+    if match:
+        name, line, detail = match.groups()
+        return f"XML syntax error at line {line} ({name}{': ' + detail if detail else ''})"
+    return text or type(err).__name__
+
+
+def reject_directory(path: Path) -> None:
+    """Raise :class:`ModelError` when the model path ``path`` is a directory (the message lists
+    the ``.xml`` files in it)."""
+    if path.is_dir():
+        models = sorted(p.name for p in path.glob("*.xml"))[:3]
+        inside = f" (it holds {', '.join(models)})" if models else ""
+        raise ModelError(f"{path} is a directory, not a model file: give the path of an MJCF .xml file{inside}")
 
 
 @dataclass

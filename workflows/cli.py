@@ -217,8 +217,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"(real-time factor {learned['real_time_factor']:.2f})")
     print(f"[2/2] MuJoCo oracle + CEM:              return {oracle['return_mean']:.1f} "
           f"({oracle['mean_latency_s'] * 1e3:.0f} ms per decision)")
-    print(f"learned / oracle return: {r['ratio']:.2f}; video {learned['video']}, plot {learned['plot']}, "
-          f"numbers {r['json']}")
+    print(f"learned / oracle return: {r['ratio']:.2f}; video {learned.get('video', 'not written')}, "
+          f"plot {learned['plot']}, numbers {r['json']}")
     return 0
 
 

@@ -79,8 +79,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
            "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),
            "control_timestep": task.system.control_timestep}
     out["real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_latency_s"], 1e-12)
-    if video:
-        out["video"] = str(write_gif(frames, video, fps=int(round(0.5 / task.system.control_timestep))))
+    if video and (gif := write_gif(frames, video, fps=int(round(0.5 / task.system.control_timestep)))) is not None:
+        out["video"] = str(gif)
     return out
 
 

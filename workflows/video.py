@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from gndesign.constraint_sets import constraint_terms
-from gndesign.errors import GndesignError
 from gndesign.io import atomic_path
 from gndesign.plotting import pyplot
 from workflows.figures import draw_constraints, draw_particle_scene, draw_particles, particle_view
 
+log = logging.getLogger(__name__)
 
-def write_gif(frames, path: str | Path, fps: int = 25) -> Path:
-    """Write RGB frames ``[H, W, 3]`` (uint8) as an animated GIF (atomically)."""
-    if not frames:
-        raise GndesignError("no frames were rendered: is MUJOCO_GL set to egl or osmesa?")
+
+def write_gif(frames, path: str | Path, fps: int = 25) -> Path | None:
+    """Write RGB frames ``[H, W, 3]`` (uint8) as an animated GIF (atomically); return its path.
+
+    A None frame is one the renderer could not draw (it has warned, see
+    :func:`envs.control.render_or_none`): then no GIF is written and None is returned, as when
+    there are no frames at all (with a warning). A missing video never fails a run."""
     path = Path(path)
+    if any(f is None for f in frames):
+        return None
+    if not len(frames):
+        log.warning("no frames were rendered: no video written to %s", path)
+        return None
     images = [Image.fromarray(f) for f in frames]
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)

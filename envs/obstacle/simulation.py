@@ -12,6 +12,7 @@ processes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -27,6 +28,7 @@ from envs.obstacle.scene import SceneConfig, design_fk, initial_positions, make_
 from envs.rollout_guard import check_rollout, episode_rng
 from gndesign.datasets.particles import write_particle_dataset
 from gndesign.errors import ConfigError
+from gndesign.processes import die_with_parent, sigterm_as_interrupt
 
 # ----------------------------------------------------------------------------------------------
 # Rollouts
@@ -113,12 +115,24 @@ def simulate(cfg: SceneConfig, designs: np.ndarray | torch.Tensor, init: Any = 0
         bar.close()
         return out
     chunks = np.array_split(np.arange(B), min(B, 8 * workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_simulate_chunk, cfg.to_dict(), designs[c], inits[c]): c for c in chunks}
-        for future in as_completed(futures):
-            out[futures[future]] = future.result()
-            bar.update(len(futures[future]))
-    bar.close()
+    # Workers die with this process (they would go on simulating), and an error or interrupt
+    # (Ctrl-C, SIGTERM) stops them at once instead of waiting for the remaining chunks.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=die_with_parent,
+                               initargs=(os.getpid(),))
+    try:
+        with sigterm_as_interrupt():
+            futures = {pool.submit(_simulate_chunk, cfg.to_dict(), designs[c], inits[c]): c for c in chunks}
+            for future in as_completed(futures):
+                out[futures[future]] = future.result()
+                bar.update(len(futures[future]))
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown()
     return out
 
 

@@ -24,7 +24,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gndesign.datasets.staging import locked_tempdir, remove_stale_staging
 from gndesign.errors import DatasetError, GndesignError
 from gndesign.io import atomic_write_json, atomic_write_npz, sha256_file
+from gndesign.processes import sigterm_as_interrupt
 
 META_FILE = "meta.json"
 STATS_FILE = "stats.json"
@@ -189,37 +190,46 @@ def write_stats(directory: str | os.PathLike, stats: Mapping[str, RunningStats],
 @contextlib.contextmanager
 def staging_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``out_dir``; when the block succeeds, rename it
-    onto ``out_dir``. On any exception (KeyboardInterrupt included) the temporary directory is
-    removed, so a failed write leaves nothing behind."""
+    onto ``out_dir``. On any exception (KeyboardInterrupt included, and SIGTERM, handled like it
+    meanwhile) the temporary directory is removed, so a failed write leaves nothing behind; what a
+    killed write (SIGKILL) left is removed when the same output is written next
+    (:func:`gndesign.datasets.staging.remove_stale_staging`)."""
     out_dir = Path(out_dir)
+    remove_stale_staging(out_dir)
     check_out_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        # mkdtemp makes a private (0700) directory; a dataset is meant to be shared.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
-        yield tmp
-        check_out_dir(out_dir, overwrite)
-        old = None
-        if out_dir.exists() and any(out_dir.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / "data")
-        elif out_dir.exists():
-            out_dir.rmdir()
+    with sigterm_as_interrupt(), locked_tempdir(out_dir.parent, f".{out_dir.name}.", ".tmp") as tmp:
         try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            if old is not None:  # put the previous dataset back
-                os.replace(old / "data", out_dir)
-                old.rmdir()
+            # mkdtemp makes a private (0700) directory; a dataset is meant to be shared.
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)
+            yield tmp
+            check_out_dir(out_dir, overwrite)
+            _replace_dir(tmp, out_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Rename directory ``new`` onto ``out_dir``; a previous non-empty ``out_dir`` is moved aside
+    first (into a locked ``.old`` directory, so a rerun can restore it if this process dies in
+    between) and deleted after."""
+    if not (out_dir.exists() and any(out_dir.iterdir())):
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(new, out_dir)
+        return
+    with locked_tempdir(out_dir.parent, f".{out_dir.name}.", ".old") as old:
+        os.replace(out_dir, old / "data")
+        try:
+            os.replace(new, out_dir)
+        except BaseException:  # put the previous dataset back
+            os.replace(old / "data", out_dir)
+            old.rmdir()
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_dataset_file(name: str) -> bool:

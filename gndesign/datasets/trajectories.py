@@ -58,6 +58,7 @@ layout, shard files and their validation are those of every format (:mod:`gndesi
 from __future__ import annotations
 
 import base64
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,7 +106,8 @@ def episode_stats(
     ``action [E, T, nu]``; ``qacc`` is the finite difference of ``qvel`` over a control step."""
     qacc = (qvel[:, 1:] - qvel[:, :-1]) / control_timestep
     feats = {"qpos": qpos, "qvel": qvel, "action": action, "qacc": qacc}
-    return {k: RunningStats.from_samples(v.reshape(-1, v.shape[-1])) for k, v in feats.items()}
+    # Explicit row counts: a passive system's actions are [E, T, 0], which reshape(-1, 0) refuses.
+    return {k: RunningStats.from_samples(v.reshape(math.prod(v.shape[:-1]), v.shape[-1])) for k, v in feats.items()}
 
 
 # ----------------------------------------------------------------------------------------------
