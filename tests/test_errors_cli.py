@@ -269,6 +269,20 @@ def test_options_are_checked_before_planning_or_designing(command, name, option,
     assert tree_hash(resolve_checkpoint("pretrained:cartpole"), resolve_checkpoint("pretrained:obstacle")) == before
 
 
+
+@pytest.mark.parametrize("extra, message", [
+    (["--horizon", "2", "--replan-every", "4"], "--replan-every 4 exceeds the planning horizon 2"),
+])
+def test_plan_horizons_are_checked_before_planning(extra, message, tmp_path, capsys, monkeypatch):
+    import workflows.plan as plan
+
+    for attr in ("MujocoDynamics", "load_model"):
+        monkeypatch.setattr(plan, attr, never(attr))
+    out = tmp_path / "out.json"
+    one_line_error(capsys, main(["plan", "cartpole", "--model", "pretrained:cartpole", "--out", str(out), *extra]),
+                   message)
+    assert not out.exists()
+
 def test_a_design_with_no_finite_objective_is_logged_and_not_finite(caplog):
     """The optimizer says so (and returns objective inf); `gndesign design` then refuses the
     result (``check_finite`` on the design and its objective, before anything is written)."""

@@ -41,6 +41,15 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
         raise GndesignError(f"lockstep must be a positive number of episodes, got {lockstep}")
     opts = dict(task.planner_options[planner_name], **(options or {}))
     opts.update(planner_options(planner_name, opts))
+    H = horizon or task.planning_horizon
+    replan_every = replan_every or task.replan_every
+    steps = steps or task.episode_steps
+    for name, value in (("horizon", H), ("replan-every", replan_every), ("control-steps", steps)):
+        if value < 1:
+            raise GndesignError(f"--{name} must be a positive number of control steps, got {value}")
+    if replan_every > H:
+        raise GndesignError(f"--replan-every {replan_every} exceeds the planning horizon {H}: a plan covers only "
+                            f"{H} control steps (lower --replan-every or raise --horizon)")
     ckpt = None if model == "mujoco" else resolve_checkpoint(model)
     check_output(video, inputs=[ckpt], overwrite=overwrite, what="--video")
     if ckpt is None:
@@ -48,9 +57,6 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     else:
         learned, _ = load_model(ckpt, "forward", system=task.system.name, mjcf_sha256=task.system.mjcf_sha256())
         dynamics = LearnedDynamics(learned, task.system.name)
-    H = horizon or task.planning_horizon
-    replan_every = replan_every or task.replan_every
-    steps = steps or task.episode_steps
     results, frames = [], []
     for first in range(0, episodes, lockstep):
         group = list(range(first, min(first + lockstep, episodes)))
