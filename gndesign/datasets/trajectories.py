@@ -75,7 +75,8 @@ from gndesign.datasets.base import (
     write_episode_shards,
     write_stats,
 )
-from gndesign.datasets.params import PARAM_KEYS, apply_params, param_shapes
+from gndesign.datasets.params import PARAM_KEYS, apply_params, check_param_values, param_shapes
+from gndesign.datasets.values import check_values
 from gndesign.errors import DatasetError
 from gndesign.io import atomic_write_json, sha256_bytes
 
@@ -218,11 +219,19 @@ def write_dataset(
             f"inconsistent shapes qpos {qpos.shape}, qvel {qvel.shape}, action {action.shape}: "
             "need [N, T+1, nq], [N, T+1, nv], [N, T, nu] with T >= 1"
         )
+    check_sizes(f"the arrays given for {system!r}", {"nq": nq, "nv": nv, "nu": nu, "nbody": nbody},
+                compile_mjcf(mjcf, assets or {}, f"the MJCF given for {system!r}"))
     shapes = param_shapes(nbody, nv, nu)
+    missing = [k for k in PARAM_KEYS if k not in params]
+    if missing:
+        raise DatasetError(f"params lacks {missing}: give every one of {list(PARAM_KEYS)}")
     params = {k: np.asarray(params[k], dtype=np.float64) for k in PARAM_KEYS}
     for k, shape in shapes.items():
         if params[k].shape != (n, *shape):
             raise DatasetError(f"params[{k!r}] has shape {params[k].shape}, expected {(n, *shape)}")
+    for name, array in (("qpos", qpos), ("qvel", qvel), ("action", action)):
+        check_values(name, array, DatasetError)
+    check_param_values(params, DatasetError)
     with staging_directory(out_dir, overwrite) as tmp:
         shards, stats = write_episode_shards(
             tmp, FORMAT, {"qpos": qpos, "qvel": qvel, "action": action, **params}, shard_size,
@@ -250,6 +259,25 @@ def write_dataset(
     return Path(out_dir)
 
 
+def compile_mjcf(mjcf: str, assets: Mapping[str, bytes], what: str):
+    """The ``mujoco.MjModel`` of ``mjcf`` (``what`` names it in the error if it does not compile)."""
+    import mujoco
+
+    try:
+        return mujoco.MjModel.from_xml_string(mjcf, dict(assets))
+    except (ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
+        raise DatasetError(f"{what} does not compile ({first})") from None
+
+
+def check_sizes(what: str, sizes: Mapping[str, int], model, fix: str = "") -> None:
+    """Refuse ``sizes`` (``nq``, ``nv``, ``nu``, ``nbody``) that differ from the MuJoCo ``model``'s."""
+    for key, value in sizes.items():
+        if value != getattr(model, key):
+            raise DatasetError(f"{what}: {key} is {value} but the MJCF's model has {key} {getattr(model, key)}"
+                               f"{': ' + fix if fix else ''}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
@@ -269,6 +297,10 @@ class TrajectoryDataset(ShardedDataset):
         self.qvel: np.ndarray = arrays["qvel"]
         self.action: np.ndarray = arrays["action"]
         self.params: dict[str, np.ndarray] = {k: arrays[k] for k in PARAM_KEYS}
+        where, fix = f"dataset {self.path}: ", FORMAT.regenerate
+        for name in STATE_KEYS:
+            check_values(name, arrays[name], DatasetError, where, fix)
+        check_param_values(self.params, DatasetError, where, fix)
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_system: str | None = None) -> TrajectoryDataset:
@@ -286,6 +318,14 @@ class TrajectoryDataset(ShardedDataset):
                 raise DatasetError(f"{meta_path}: {key} must be a non-negative integer: {FORMAT.regenerate}")
         if meta["steps"] < 1 or meta["episodes"] < 1:
             raise DatasetError(f"{meta_path}: a dataset needs episodes >= 1 and steps >= 1")
+        if not isinstance(meta["mjcf"], str) or not isinstance(meta["assets"], dict):
+            raise DatasetError(f"{meta_path}: mjcf must be MJCF text and assets an object: {FORMAT.regenerate}")
+        try:
+            assets = decode_assets(meta["assets"])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{meta_path}: assets are not base64 text: {FORMAT.regenerate}") from None
+        model = compile_mjcf(meta["mjcf"], assets, f"the MJCF stored in {meta_path}")
+        check_sizes(meta_path, {k: meta[k] for k in ("nq", "nv", "nu", "nbody")}, model, FORMAT.regenerate)
 
     @classmethod
     def _check_expected(cls, path: Path, meta: Mapping[str, Any], expected: str) -> None:
@@ -331,13 +371,7 @@ class TrajectoryDataset(ShardedDataset):
 
     def base_model(self):
         """The system's ``mujoco.MjModel`` rebuilt from the stored MJCF and assets."""
-        import mujoco
-
-        try:
-            return mujoco.MjModel.from_xml_string(self.mjcf, self.assets)
-        except ValueError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
-            raise DatasetError(f"the MJCF stored in {self.path} does not compile ({first})") from None
+        return compile_mjcf(self.mjcf, self.assets, f"the MJCF stored in {self.path}")
 
     def build_model(self, episode: int | None = None):
         """The MuJoCo model of ``episode`` (its physical parameters written in), or the base
