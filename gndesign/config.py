@@ -117,7 +117,7 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.lr_final <= 0:
-            raise ConfigError("train.lr and train.lr_final must be positive")
+            raise ConfigError(f"train.lr and train.lr_final must be positive, got {self.lr} and {self.lr_final}")
         if self.grad_clip <= 0 or self.vel_noise < 0 or self.pos_noise < 0:
             raise ConfigError(f"train.grad_clip must be positive and train.vel_noise, train.pos_noise >= 0, got "
                               f"{self.grad_clip}, {self.vel_noise}, {self.pos_noise}")
@@ -248,6 +248,24 @@ class RunConfig:
                 raise ConfigError(f"model.kind={self.model.kind!r}: the C-GNS is a graph network (model.kind=gn)")
             self.solver.validate()
         self.train.validate()
+
+
+#: Options a resumed run may change: how long it trains, how often it logs, its threads.
+RESUMABLE = {"train": ("steps", "minutes", "threads", "log_every", "eval_every", "checkpoint_every")}
+
+
+def config_mismatch(saved: RunConfig, now: RunConfig) -> str | None:
+    """The first option (other than :data:`RESUMABLE`) on which ``now`` differs from the ``saved``
+    configuration of a run, as ``"model.latent_size 64 in the checkpoint vs 32 now"``; None when
+    they agree."""
+    if (saved.solver is None) != (now.solver is None):
+        return f"solver section {'present' if saved.solver else 'absent'} in the checkpoint vs not now"
+    old, new = saved.to_dict(), now.to_dict()
+    for section in ("model", "solver", "train"):
+        for key, value in (old.get(section) or {}).items():
+            if key not in RESUMABLE.get(section, ()) and new[section].get(key) != value:
+                return f"{section}.{key} {value} in the checkpoint vs {new[section].get(key)} now"
+    return None
 
 
 def check_finite(config: RunConfig) -> None:
