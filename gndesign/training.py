@@ -217,7 +217,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
 class StopRequest:
     """Within the block, SIGINT (Ctrl-C) and SIGTERM set :attr:`signal` instead of stopping the
     process, so the training loop can finish its step, save a checkpoint and exit; a second signal
-    interrupts at once. Outside the main thread (no signal handlers there) it does nothing."""
+    interrupts at once. Outside the main thread (no signal handlers there) it does nothing, and
+    signals the process ignores stay ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -236,7 +237,9 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            for s in self.SIGNALS:
+                if signal.getsignal(s) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored (nohup)
+                    self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
