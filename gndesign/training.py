@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from gndesign.checkpoints import check_family, get_family, load_weights, read_checkpoint, save_checkpoint
 from gndesign.config import RunConfig, as_particle_config, config_mismatch
+from gndesign.datasets.base import one_line
 from gndesign.datasets.formats import dataset_format
 from gndesign.errors import ConfigError, GndesignError, writing
 from gndesign.families import Trainer
@@ -127,10 +128,14 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
         diff = config_mismatch(saved, trainer.config)
         if diff:
             raise ConfigError(f"cannot resume {run_dir}: {diff}; resume with the run's configuration "
-                              f"({run_dir / 'config.yaml'}) or start a new run (another --out)")
+                              f"(--config {run_dir / 'config.yaml'}) or start a new run (another --out)")
         load_weights(model, blob["model"], ckpt_path)
-        optimizer.load_state_dict(blob["optimizer"])
-        scheduler.load_state_dict(blob["scheduler"])
+        try:
+            optimizer.load_state_dict(blob["optimizer"])
+            scheduler.load_state_dict(blob["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise GndesignError(f"{ckpt_path}: its optimizer state does not fit its model ({one_line(e)}): "
+                                "restore the original file or start a new run") from None
         step = int(blob["step"])
         set_rng_state(blob["rng"], gens)
         metrics = Metrics.resume(metrics_path, step) if rank == 0 else None

@@ -189,6 +189,7 @@ BAD_DATA = {
     "nan gear": ({"g": _set("actuator_gear", (0, 0, 0), np.nan, True)}, "actuator_gear has non-finite values",
                  "array actuator_gear in shard shard-00000.npz has non-finite values (first in episode 0)"),
     "huge qpos": ({"q": _set("qpos", (1, 3, 0), 1e300)}, "qpos has values beyond 1e+06 (first in episode 1: 1e+300)"),
+    "zero control timestep": ({"control_timestep": 0.0}, "control_timestep must be a positive number of seconds"),
     "inf qvel": ({"v": _set("qvel", (2, 0, 1), np.inf)}, "qvel has non-finite values (first in episode 2: inf)",
                  "array qvel in shard shard-00000.npz has non-finite values (first in episode 2)"),
 }
@@ -212,7 +213,7 @@ def test_8_datasets_that_do_not_fit_their_mjcf_or_physics_are_refused(case, cart
     meta = json.loads((bad / "meta.json").read_text())
     for key in ("nq", "nv", "nu"):
         meta[key] = {"nq": kwargs["qpos"], "nv": kwargs["qvel"], "nu": kwargs["action"]}[key].shape[-1]
-    meta["nbody"] = kwargs["nbody"]
+    meta["nbody"], meta["control_timestep"] = kwargs["nbody"], kwargs["control_timestep"]
     for entry in meta["shards"]:
         start, stop = entry["episodes"]
         arrays = {k: kwargs[k][start:stop] for k in ("qpos", "qvel", "action")}

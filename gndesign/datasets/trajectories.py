@@ -58,6 +58,7 @@ layout, shard files and their validation are those of every format (:mod:`gndesi
 from __future__ import annotations
 
 import base64
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -219,6 +220,7 @@ def write_dataset(
             f"inconsistent shapes qpos {qpos.shape}, qvel {qvel.shape}, action {action.shape}: "
             "need [N, T+1, nq], [N, T+1, nv], [N, T, nu] with T >= 1"
         )
+    check_timing(f"write_dataset({system!r})", timestep, control_timestep, n_substeps)
     check_sizes(f"the arrays given for {system!r}", {"nq": nq, "nv": nv, "nu": nu, "nbody": nbody},
                 compile_mjcf(mjcf, assets or {}, f"the MJCF given for {system!r}"))
     shapes = param_shapes(nbody, nv, nu)
@@ -270,6 +272,17 @@ def compile_mjcf(mjcf: str, assets: Mapping[str, bytes], what: str):
         raise DatasetError(f"{what} does not compile ({first})") from None
 
 
+def check_timing(what: str, timestep: Any, control_timestep: Any, n_substeps: Any, fix: str = "") -> None:
+    """Refuse a timestep or control timestep that is not a positive number, or ``n_substeps < 1``."""
+    for key, value in (("timestep", timestep), ("control_timestep", control_timestep)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+            raise DatasetError(f"{what}: {key} must be a positive number of seconds, got {value!r}"
+                               f"{': ' + fix if fix else ''}")
+    if isinstance(n_substeps, bool) or not isinstance(n_substeps, numbers.Integral) or n_substeps < 1:
+        raise DatasetError(f"{what}: n_substeps must be a positive integer, got {n_substeps!r}"
+                           f"{': ' + fix if fix else ''}")
+
+
 def check_sizes(what: str, sizes: Mapping[str, int], model, fix: str = "") -> None:
     """Refuse ``sizes`` (``nq``, ``nv``, ``nu``, ``nbody``) that differ from the MuJoCo ``model``'s."""
     for key, value in sizes.items():
@@ -318,6 +331,7 @@ class TrajectoryDataset(ShardedDataset):
                 raise DatasetError(f"{meta_path}: {key} must be a non-negative integer: {FORMAT.regenerate}")
         if meta["steps"] < 1 or meta["episodes"] < 1:
             raise DatasetError(f"{meta_path}: a dataset needs episodes >= 1 and steps >= 1")
+        check_timing(str(meta_path), meta["timestep"], meta["control_timestep"], meta["n_substeps"], FORMAT.regenerate)
         if not isinstance(meta["mjcf"], str) or not isinstance(meta["assets"], dict):
             raise DatasetError(f"{meta_path}: mjcf must be MJCF text and assets an object: {FORMAT.regenerate}")
         try:
