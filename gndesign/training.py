@@ -7,6 +7,12 @@ exactly as if it had never stopped). What differs between families (data, model,
 losses) is the family's trainer (:class:`gndesign.families.Trainer`), looked up by the
 configuration's family in :data:`gndesign.checkpoints.FAMILIES`.
 
+A resumed run must have the checkpoint's data and configuration (only ``train.steps``,
+``train.minutes``, ``train.threads`` and the logging intervals may change); its ``metrics.csv``
+keeps the rows up to the checkpoint's step and its clock continues. Ctrl-C or SIGTERM finish the
+step in progress and save a checkpoint before exiting. A file that cannot be written (disk full,
+read-only directory) is a one-line error naming it; the previous file stays as it was.
+
 Distributed data parallel: launch the same command under ``torchrun --nproc_per_node K -m gndesign
 train ...``; each process samples its own batches (gloo on CPU, nccl on GPU), gradients are
 averaged, and rank 0 writes logs and checkpoints.
@@ -165,7 +171,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     summary: dict[str, Any] = {}
     last_loss = float("nan")
     stop_at = tc.steps if max_new_steps is None else min(tc.steps, step + max_new_steps)
-    with StopRequest() as stop:
+    # Ctrl-C and SIGTERM finish the step and save (one process; under torchrun they stop every rank).
+    with StopRequest(world == 1) as stop:
         while step < stop_at and not stop.signal:
             if tc.minutes is not None and time.time() - start_time > 60 * tc.minutes:
                 log.info("stopping after %.1f minutes (train.minutes)", tc.minutes)
@@ -227,7 +234,8 @@ class StopRequest:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -241,7 +249,7 @@ class StopRequest:
         self.signal = signum
 
     def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 if signal.getsignal(s) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored (nohup)
                     self._previous[s] = signal.signal(s, self._handle)
