@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,11 @@ import torch
 from gndesign import __version__
 from gndesign.cgns_training import CGNS_ARTICULATED, CGNS_PARTICLES
 from gndesign.config import RunConfig
-from gndesign.errors import GndesignError
+from gndesign.datasets.base import one_line
+from gndesign.errors import GndesignError, writing
 from gndesign.families import Family
 from gndesign.forward_training import FORWARD
-from gndesign.io import atomic_path
+from gndesign.io import atomic_write_bytes
 from gndesign.particle_training import PARTICLES
 
 CHECKPOINT_FORMAT = "gndesign-checkpoint-v1"  # the checkpoint dict's layout
@@ -61,8 +63,8 @@ def _write(path: str | os.PathLike, blob: dict) -> None:
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     payload = buffer.getvalue()
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(HASH_HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    with writing(path):
+        atomic_write_bytes(path, HASH_HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 def _torch_load(data: bytes, path: Path) -> Any:
@@ -157,6 +159,27 @@ def load_model(path: str | os.PathLike, family: str | Sequence[str] | None = Non
     fam.check(blob, path, system=system, allow_new_system=allow_new_system, mjcf_sha256=mjcf_sha256, scene=scene)
     cfg = RunConfig.from_dict(blob["config"], particles="scene" in blob, cgns="solver" in blob["config"])
     model = fam.build(cfg, blob)
-    model.load_state_dict(blob["model"])
+    load_weights(model, blob["model"], path)
     model.eval()
     return model, blob
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, Any], where) -> None:
+    """Load a checkpoint's weights ``state`` into ``model`` (built from the checkpoint's
+    configuration); a tensor missing, extra or of another shape is refused with a one-line message
+    naming the first (the checkpoint's configuration was edited, or another version wrote it)."""
+    fix = "the checkpoint does not fit its own configuration (edited?): retrain it or restore the original file"
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every mismatch over many lines: name the first
+        text = str(e)
+        shape = re.search(r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[.*?\])\) from "
+                          r"checkpoint, the shape in current model is torch.Size\((\[.*?\])\)", text)
+        key = re.search(r"(Missing|Unexpected) key\(s\) in state_dict: \"([^\"]+)\"", text)
+        if shape:
+            what = f"tensor {shape[1]} has shape {shape[2]}, the model needs {shape[3]}"
+        elif key:
+            what = f"tensor {key[2]} is {key[1].lower()}"
+        else:
+            what = one_line(text)
+        raise GndesignError(f"checkpoint {where}: {what}; {fix}") from None

@@ -117,7 +117,15 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.lr_final <= 0:
-            raise ConfigError("train.lr and train.lr_final must be positive")
+            raise ConfigError(f"train.lr and train.lr_final must be positive, got {self.lr} and {self.lr_final}")
+        if self.grad_clip <= 0 or self.vel_noise < 0 or self.pos_noise < 0:
+            raise ConfigError(f"train.grad_clip must be positive and train.vel_noise, train.pos_noise >= 0, got "
+                              f"{self.grad_clip}, {self.vel_noise}, {self.pos_noise}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"train.minutes must be a positive number of minutes, got {self.minutes:g} "
+                              "(leave it unset to train for train.steps)")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"train.threads must be positive, got {self.threads}")
 
 
 @dataclass
@@ -231,12 +239,43 @@ class RunConfig:
                    solver=dataclass_from(SolverConfig, d.get("solver") or {}, "solver") if cgns else None)
 
     def validate(self) -> None:
+        check_finite(self)
         self.model.validate()
+        if not self.model.std_epsilon > 0:
+            raise ConfigError(f"model.std_epsilon must be positive, got {self.model.std_epsilon}")
         if self.solver is not None:
             if not self.particles and self.model.kind != "gn":
                 raise ConfigError(f"model.kind={self.model.kind!r}: the C-GNS is a graph network (model.kind=gn)")
             self.solver.validate()
         self.train.validate()
+
+
+#: Options a resumed run may change: how long it trains, how often it logs, its threads.
+RESUMABLE = {"train": ("steps", "minutes", "threads", "log_every", "eval_every", "checkpoint_every")}
+
+
+def config_mismatch(saved: RunConfig, now: RunConfig) -> str | None:
+    """The first option (other than :data:`RESUMABLE`) on which ``now`` differs from the ``saved``
+    configuration of a run, as ``"model.latent_size 64 in the checkpoint vs 32 now"``; None when
+    they agree."""
+    if (saved.solver is None) != (now.solver is None):
+        return f"solver section {'present' if saved.solver else 'absent'} in the checkpoint vs not now"
+    old, new = saved.to_dict(), now.to_dict()
+    for section in ("model", "solver", "train"):
+        for key, value in (old.get(section) or {}).items():
+            if key not in RESUMABLE.get(section, ()) and new[section].get(key) != value:
+                return f"{section}.{key} {value} in the checkpoint vs {new[section].get(key)} now"
+    return None
+
+
+def check_finite(config: RunConfig) -> None:
+    """Refuse a non-finite number (``nan``, ``inf``) anywhere in ``config``: no option means one."""
+    for section in ("model", "train", "solver"):
+        values = getattr(config, section)
+        for f in dataclasses.fields(values) if values is not None else ():
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, got {value}")
 
 
 def as_particle_config(config: RunConfig) -> RunConfig:
@@ -303,19 +342,35 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] | None) -> 
     """The raw ``{section: {key: value}}`` of a YAML file with ``section.key=value`` overrides applied."""
     raw: dict = {}
     if path is not None:
+        if Path(path).is_dir():
+            raise ConfigError(f"config file {path} is a directory: pass a YAML file")
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text (binary?): pass a YAML file") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping with sections {', '.join(SECTIONS)}")
+        for section in ("model", "train", "solver"):
+            if raw.get(section) is not None and not isinstance(raw[section], dict):
+                raise ConfigError(f"config file {path}: section {section}: must be a mapping of options "
+                                  f"(key: value lines indented under {section}:), got {type(raw[section]).__name__}")
+        if isinstance(raw.get("data"), str):
+            raw["data"] = [raw["data"]]
+        if raw.get("data") is not None and not isinstance(raw["data"], list):
+            raise ConfigError(f"config file {path}: data: must be a list of dataset directories")
     for item in overrides or []:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
+        if section not in ("model", "train", "solver"):
+            raise ConfigError(f"override {item!r}: unknown section {section!r}; expected model, train or solver")
         raw.setdefault(section, {})[name] = parse_value(value)
     return raw
 

@@ -4,6 +4,9 @@ Every error raised for bad input is a :class:`GndesignError` whose message is on
 was wrong and how to fix it; the command line prints it without a traceback.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 
 class GndesignError(Exception):
     """Bad input or state that the user can fix; the message says how."""
@@ -19,3 +22,15 @@ class DatasetError(GndesignError):
 
 class ConfigError(GndesignError):
     """A configuration value or command-line argument that is not valid."""
+
+
+@contextlib.contextmanager
+def writing(path) -> Iterator[None]:
+    """Turn an operating-system failure to write ``path`` (disk full, read-only or missing
+    directory) into a one-line :class:`GndesignError` naming the file. Writers are atomic
+    (:mod:`gndesign.io`): the file is left as it was, nothing partial remains."""
+    try:
+        yield
+    except OSError as e:
+        raise GndesignError(f"cannot write {path}: {e.strerror or e} (nothing was written: free disk space or "
+                            "choose a writable location)") from None

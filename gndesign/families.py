@@ -32,8 +32,9 @@ class Family:
         describe: ``model -> dict``: what a checkpoint records besides the weights to rebuild and
             check the model (systems and feature layout, or the scene).
         check: ``(blob, where, **requested)``: refuse a checkpoint that does not fit what the caller
-            asks for (``system``, ``allow_new_system``, ``mjcf_sha256``, ``scene``; ``None``:
-            anything) or this version's feature layout, with a one-line message naming the mismatch.
+            asks for (``system``, ``allow_new_system``, ``mjcf_sha256``, ``scene``;
+            articulated families also ``systems``, the data a run resumes on; ``None``: anything)
+            or this version's feature layout, with a one-line message naming the mismatch.
         trainer: ``config -> Trainer`` for :func:`gndesign.training.run_training`.
     """
 

@@ -10,7 +10,6 @@ signatures; :func:`check_articulated` refuses a checkpoint of another system or 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.families import Family, Trainer
 from gndesign.graphs import GraphBuilder
+from gndesign.io import sha256_bytes
 from gndesign.kinematics import integrate_qpos
 from gndesign.simulator import ForwardModel, SystemSpec, Transitions, build_model
 
@@ -45,6 +45,9 @@ class ForwardTrainer(Trainer):
 
     def build_model(self) -> ForwardModel:
         return build_model(self.config.model, list(self.systems.values()))
+
+    def requested(self) -> dict:
+        return {"systems": {name: sha256_bytes(spec.mjcf.encode()) for name, spec in self.systems.items()}}
 
     def init_statistics(self, rank: int) -> None:
         # Normalization statistics from a fixed sample of noised training transitions (the inputs
@@ -75,9 +78,10 @@ def describe_articulated(model) -> dict:
 
 
 def check_articulated(blob: dict, where, system: str | None = None, allow_new_system: bool = False,
-                      mjcf_sha256: str | None = None, scene=None) -> None:
+                      mjcf_sha256: str | None = None, scene=None, systems: dict[str, str] | None = None) -> None:
     """Refuse a checkpoint of another feature layout, or not trained on ``system`` (unless
-    ``allow_new_system``: graph networks only), or on another MJCF of it (``mjcf_sha256``)."""
+    ``allow_new_system``: graph networks only), or on another MJCF of it (``mjcf_sha256``), or
+    (``systems``: ``{name: MJCF sha256}`` of the data a run resumes on) trained on other systems."""
     names = GraphBuilder.feature_names()
     for part, cols in blob["feature_names"].items():
         if cols != names[part]:
@@ -92,9 +96,17 @@ def check_articulated(blob: dict, where, system: str | None = None, allow_new_sy
         raise GndesignError(f"checkpoint {where} was trained on {trained}, not on {system!r}"
                             + ("" if gn else " (an MLP cannot serve another system)"))
     if system is not None and mjcf_sha256 is not None and system in trained:
-        if hashlib.sha256(specs[trained.index(system)]["mjcf"].encode()).hexdigest() != mjcf_sha256:
+        if sha256_bytes(specs[trained.index(system)]["mjcf"].encode()) != mjcf_sha256:
             raise GndesignError(f"checkpoint {where} was trained on a different {system!r} model "
                                 "(its MJCF differs from this data's)")
+    if systems is not None:
+        if sorted(systems) != sorted(trained):
+            raise GndesignError(f"the checkpoint {where} trained on {', '.join(trained)}, --data holds "
+                                f"{', '.join(systems)}: resume with the run's data or start a new run (another --out)")
+        for spec in specs:
+            if sha256_bytes(spec["mjcf"].encode()) != systems[spec["name"]]:
+                raise GndesignError(f"the checkpoint {where} trained on another {spec['name']!r} model (its MJCF "
+                                    "differs from --data's): resume with the run's data or start a new run")
 
 
 def system_specs(blob: dict) -> list[SystemSpec]:

@@ -7,6 +7,12 @@ exactly as if it had never stopped). What differs between families (data, model,
 losses) is the family's trainer (:class:`gndesign.families.Trainer`), looked up by the
 configuration's family in :data:`gndesign.checkpoints.FAMILIES`.
 
+A resumed run must have the checkpoint's data and configuration (only ``train.steps``,
+``train.minutes``, ``train.threads`` and the logging intervals may change); its ``metrics.csv``
+keeps the rows up to the checkpoint's step and its clock continues. Ctrl-C or SIGTERM finish the
+step in progress and save a checkpoint before exiting. A file that cannot be written (disk full,
+read-only directory) is a one-line error naming it; the previous file stays as it was.
+
 Distributed data parallel: launch the same command under ``torchrun --nproc_per_node K -m gndesign
 train ...``; each process samples its own batches (gloo on CPU, nccl on GPU), gradients are
 averaged, and rank 0 writes logs and checkpoints.
@@ -15,9 +21,12 @@ averaged, and rank 0 writes logs and checkpoints.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,10 +37,11 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from gndesign.checkpoints import check_family, get_family, read_checkpoint, save_checkpoint
-from gndesign.config import RunConfig, as_particle_config
+from gndesign.checkpoints import check_family, get_family, load_weights, read_checkpoint, save_checkpoint
+from gndesign.config import RunConfig, as_particle_config, config_mismatch
+from gndesign.datasets.base import one_line
 from gndesign.datasets.formats import dataset_format
-from gndesign.errors import ConfigError, GndesignError
+from gndesign.errors import ConfigError, GndesignError, writing
 from gndesign.families import Trainer
 from gndesign.io import atomic_write_text
 
@@ -95,6 +105,7 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     rank, world = _distributed()
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "latest.pt"
+    metrics_path = run_dir / "metrics.csv"
     if not resume and ckpt_path.exists():
         raise GndesignError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
     if resume and not ckpt_path.exists():
@@ -110,75 +121,103 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
     decay = (tc.lr_final / tc.lr) ** (1.0 / tc.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: decay ** min(s, tc.steps))
-    step = 0
+    step, elapsed = 0, 0.0
     if resume:
         blob = read_checkpoint(ckpt_path)
-        # Refuse a checkpoint of another family, system, scene or feature layout before loading anything.
+        # Refuse a checkpoint of another family, system, scene, feature layout or configuration
+        # before loading anything (nothing in the run directory changes).
         check_family(blob, trainer.config.family, "to resume")
         get_family(blob["family"]).check(blob, "to resume", **trainer.requested())
         if blob["optimizer"] is None:
             raise GndesignError(f"{ckpt_path} is an exported (inference-only) checkpoint and cannot be resumed")
-        model.load_state_dict(blob["model"])
-        optimizer.load_state_dict(blob["optimizer"])
-        scheduler.load_state_dict(blob["scheduler"])
+        saved = RunConfig.from_dict(blob["config"], particles="scene" in blob, cgns="solver" in blob["config"])
+        diff = config_mismatch(saved, trainer.config)
+        if diff:
+            raise ConfigError(f"cannot resume {run_dir}: {diff}; resume with the run's configuration "
+                              f"(--config {run_dir / 'config.yaml'}) or start a new run (another --out)")
+        load_weights(model, blob["model"], ckpt_path)
+        try:
+            optimizer.load_state_dict(blob["optimizer"])
+            scheduler.load_state_dict(blob["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise GndesignError(f"{ckpt_path}: its optimizer state does not fit its model ({one_line(e)}): "
+                                "restore the original file or start a new run") from None
         step = int(blob["step"])
         set_rng_state(blob["rng"], gens)
+        metrics = Metrics.resume(metrics_path, step) if rank == 0 else None
+        # The run's clock continues (metrics' time_s, train.minutes); older checkpoints: the last logged time.
+        elapsed = float((blob.get("extra") or {}).get("elapsed_s", metrics.last_time if metrics else 0.0))
         log.info("resumed %s at step %d", run_dir, step)
     else:
         trainer.init_statistics(rank)
+        metrics = Metrics(metrics_path) if rank == 0 else None
         if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(trainer.config.to_dict(), sort_keys=False))
+            with writing(run_dir / "config.yaml"):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(trainer.config.to_dict(), sort_keys=False))
 
     net = model
     if world > 1:
         # The last processor step's global update feeds no decoder: those weights get no gradient.
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    metrics_path = run_dir / "metrics.csv"
-    start_time, start_step = time.time(), step
+    session_start, start_step = time.time(), step
+    start_time = session_start - elapsed  # the run's clock, across resumes
+
+    def save() -> None:
+        save_checkpoint(ckpt_path, model, trainer.config, step, optimizer, scheduler, rng_state(gens),
+                        extra={"elapsed_s": time.time() - start_time})
+
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, desc="train", unit="step")
     summary: dict[str, Any] = {}
     last_loss = float("nan")
     stop_at = tc.steps if max_new_steps is None else min(tc.steps, step + max_new_steps)
-    while step < stop_at:
-        if tc.minutes is not None and time.time() - start_time > 60 * tc.minutes:
-            log.info("stopping after %.1f minutes (train.minutes)", tc.minutes)
-            break
-        model.train()
-        loss = trainer.loss(model, net, gens)
-        if not torch.isfinite(loss):
-            raise GndesignError(f"training diverged at step {step} (loss {float(loss)}): lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if tc.minutes is not None:
-            # A wall-clock budget anneals over the budget (whichever of steps and time runs out first).
-            progress_frac = max(step / tc.steps, (time.time() - start_time) / (60 * tc.minutes))
-            for group in optimizer.param_groups:
-                group["lr"] = tc.lr * (tc.lr_final / tc.lr) ** min(progress_frac, 1.0)
-        step += 1
-        last_loss = loss.item()
-        bar.update(1)
-        if rank == 0 and (step % tc.log_every == 0 or step == tc.steps):
-            row = {"step": step, "time_s": round(time.time() - start_time, 3), "train_loss": last_loss,
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "graphs_per_s": round((step - start_step) * tc.batch_size * tc.unroll_steps * world
-                                         / max(time.time() - start_time, 1e-9), 1)}
-            if step % tc.eval_every == 0 or step == tc.steps:
-                val = trainer.validation_loss(model)
-                if val is not None:
-                    row["val_loss"] = val
-            _append_csv(metrics_path, row)
-            bar.set_postfix(loss=f"{last_loss:.4f}", **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
-            summary.update(row)
-        if rank == 0 and (step % tc.checkpoint_every == 0 or step == tc.steps):
-            save_checkpoint(ckpt_path, model, trainer.config, step, optimizer, scheduler, rng_state(gens))
-    bar.close()
+    # Ctrl-C and SIGTERM finish the step and save (one process; under torchrun they stop every rank).
+    with StopRequest(world == 1) as stop:
+        while step < stop_at and not stop.signal:
+            if tc.minutes is not None and time.time() - start_time > 60 * tc.minutes:
+                log.info("stopping after %.1f minutes (train.minutes)", tc.minutes)
+                break
+            model.train()
+            loss = trainer.loss(model, net, gens)
+            if not torch.isfinite(loss):
+                raise GndesignError(f"training diverged at step {step} (loss {float(loss)}): lower train.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if tc.minutes is not None:
+                # A wall-clock budget anneals over the budget (whichever of steps and time runs out first).
+                progress_frac = max(step / tc.steps, (time.time() - start_time) / (60 * tc.minutes))
+                for group in optimizer.param_groups:
+                    group["lr"] = tc.lr * (tc.lr_final / tc.lr) ** min(progress_frac, 1.0)
+            step += 1
+            last_loss = loss.item()
+            bar.update(1)
+            if rank == 0 and (step % tc.log_every == 0 or step == tc.steps):
+                row = {"step": step, "time_s": round(time.time() - start_time, 3), "train_loss": last_loss,
+                       "lr": optimizer.param_groups[0]["lr"],
+                       "graphs_per_s": round((step - start_step) * tc.batch_size * tc.unroll_steps * world
+                                             / max(time.time() - session_start, 1e-9), 1)}
+                if step % tc.eval_every == 0 or step == tc.steps:
+                    val = trainer.validation_loss(model)
+                    if val is not None:
+                        row["val_loss"] = val
+                metrics.append(row)
+                bar.set_postfix(loss=f"{last_loss:.4f}",
+                                **({"val": f"{row['val_loss']:.4f}"} if "val_loss" in row else {}))
+                summary.update(row)
+            if rank == 0 and (step % tc.checkpoint_every == 0 or step == tc.steps):
+                save()
+        bar.close()
+        if rank == 0:
+            save()
+        if stop.signal:
+            # Ctrl-C or SIGTERM: the step in progress finished and was saved; no work is lost.
+            log.warning("%s at step %d: saved %s; continue with --resume", stop.name, step, ckpt_path)
+            raise KeyboardInterrupt
     if rank == 0:
-        save_checkpoint(ckpt_path, model, trainer.config, step, optimizer, scheduler, rng_state(gens))
-        summary.update({"step": step, "train_loss": last_loss, "seconds": time.time() - start_time})
+        summary.update({"step": step, "train_loss": last_loss, "seconds": time.time() - session_start})
         val = trainer.validation_loss(model)
         if val is not None:
             summary["val_loss"] = val
@@ -187,13 +226,80 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     return summary
 
 
+class StopRequest:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM set :attr:`signal` instead of stopping the
+    process, so the training loop can finish its step, save a checkpoint and exit; a second signal
+    interrupts at once. Outside the main thread (no signal handlers there) it does nothing, and
+    signals the process ignores stay ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return "interrupted" if self.signal == signal.SIGINT else "terminated"
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                if signal.getsignal(s) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored (nohup)
+                    self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 METRICS_COLUMNS = ["step", "time_s", "train_loss", "val_loss", "lr", "graphs_per_s"]
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
+class Metrics:
+    """``metrics.csv``: one row per logged step, rewritten atomically at every row (a full disk
+    leaves the previous file, never a partial row)."""
+
+    def __init__(self, path: Path, rows: list[dict[str, str]] | None = None) -> None:
+        self.path = path
+        self.rows = rows or []
+
+    @classmethod
+    def resume(cls, path: Path, step: int) -> Metrics:
+        """The metrics of a run resumed at ``step``: the rows logged after it (work the resumed run
+        redoes) are dropped from the file at once."""
+        if not path.is_file():
+            return cls(path)
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        try:
+            kept = [r for r in rows if int(r["step"]) <= step]
+        except (KeyError, TypeError, ValueError):
+            raise GndesignError(f"{path} is not a gndesign metrics file: move it away to resume") from None
+        out = cls(path, kept)
+        if len(kept) != len(rows):
+            out.write()
+        return out
+
+    @property
+    def last_time(self) -> float:
+        return float(self.rows[-1]["time_s"]) if self.rows else 0.0
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        self.write()
+
+    def write(self) -> None:
+        text = io.StringIO()
+        w = csv.DictWriter(text, fieldnames=METRICS_COLUMNS)
+        w.writeheader()
+        w.writerows(self.rows)
+        with writing(self.path):
+            atomic_write_text(self.path, text.getvalue())

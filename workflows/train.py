@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from gndesign.config import load_config
+from gndesign.config import load_config, read_config
 from gndesign.training import train
 
 
@@ -15,13 +13,7 @@ def is_cgns_run(family: str | None, overrides: list[str] | None, config: str | N
     config file with a ``solver:`` section."""
     if family == "cgns" or any(s.startswith("solver.") for s in overrides or []):
         return True
-    if config and Path(config).is_file():
-        try:
-            raw = yaml.safe_load(Path(config).read_text())
-        except yaml.YAMLError:
-            return False  # the config loader reports it
-        return isinstance(raw, dict) and "solver" in raw
-    return False
+    return bool(config) and "solver" in read_config(config, None)  # a broken file: a one-line ConfigError
 
 
 def train_model(out: str, data: list[str] | None = None, config: str | None = None, family: str | None = None,
@@ -38,9 +30,9 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
     overrides = list(overrides or [])
     if family and family != "cgns":
         overrides.append(f"model.kind={family}")
-    if steps:
+    if steps is not None:
         overrides.append(f"train.steps={steps}")
-    if minutes:
+    if minutes is not None:
         overrides.append(f"train.minutes={minutes}")
     if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
         cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None, cgns=True)

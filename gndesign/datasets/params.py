@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gndesign.datasets.values import check_values
 from gndesign.errors import GndesignError
 
 PARAM_KEYS = ("body_mass", "body_inertia", "dof_damping", "actuator_gear")
@@ -48,16 +49,25 @@ def validate_params(
         value = np.asarray(params[key], dtype=np.float64)
         if value.shape != shape:
             raise error(f"physical parameter {key} has shape {value.shape}, the model needs {shape}")
-        if not np.all(np.isfinite(value)):
-            raise error(f"physical parameter {key} has non-finite values")
-        if np.any(value < 0) and key != "actuator_gear":
-            raise error(f"physical parameter {key} has negative values (min {value.min():g})")
         out[key] = value.copy()
-    # The world body (0) has no mass; every other body must be able to move.
-    if nbody > 1 and np.any(out["body_mass"][1:] <= 0):
-        bad = int(np.flatnonzero(out["body_mass"][1:] <= 0)[0]) + 1
-        raise error(f"physical parameter body_mass must be positive, body {bad} has {out['body_mass'][bad]:g}")
+    check_param_values({k: v[None] for k, v in out.items()}, error)
     return out
+
+
+def check_param_values(params: Mapping[str, np.ndarray], error: type[GndesignError] = GndesignError,
+                       where: str = "", fix: str = "") -> None:
+    """Refuse physical parameters ``{key: [episodes, ...]}`` (shapes already checked) that no model
+    can have: non-finite or absurd (:data:`MAX_ABS`) values, negative masses, inertias or damping,
+    or a body other than the world (body 0) without mass. The one-line message starts with
+    ``where`` and ends with ``fix``."""
+    for key in PARAM_KEYS:
+        check_values(f"physical parameter {key}", params[key], error, where, fix, nonnegative=key != "actuator_gear")
+    mass = params["body_mass"][:, 1:]
+    if mass.size and np.any(mass <= 0):
+        ep, body = (int(i) for i in np.argwhere(mass <= 0)[0])
+        episode = f" in episode {ep}" if len(mass) > 1 else ""
+        raise error(f"{where}physical parameter body_mass must be positive, body {body + 1} has "
+                    f"{mass[ep, body]:g}{episode}{': ' + fix if fix else ''}")
 
 
 def apply_params(model, params: Mapping[str, Any], *, inplace: bool = False, data=None):

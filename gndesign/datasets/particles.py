@@ -65,6 +65,7 @@ from gndesign.datasets.base import (
     write_episode_shards,
     write_stats,
 )
+from gndesign.datasets.values import check_values
 from gndesign.errors import DatasetError
 from gndesign.io import atomic_write_json, sha256_bytes
 
@@ -250,9 +251,7 @@ def write_particle_dataset(
         raise DatasetError(f"obstacle must be [{n_ep}, {k + 1}, 2] (K+1 vertices for K={k} segments), "
                            f"got shape {obstacle.shape}")
     for name, arr in (("positions", positions), ("obstacle", obstacle), ("design", design)):
-        finite = np.isfinite(arr).reshape(n_ep, -1).all(axis=1)
-        if not finite.all():
-            raise DatasetError(f"{name} has non-finite values (first in episode {int(np.flatnonzero(~finite)[0])})")
+        check_values(name, arr, DatasetError)
     with staging_directory(path, overwrite) as tmp:
         arrays = {"positions": positions, "obstacle": obstacle, "design": design}
         shards, stats = write_episode_shards(tmp, FORMAT, arrays, shard_size,
@@ -287,6 +286,8 @@ class ParticleDataset(ShardedDataset):
         self.positions: np.ndarray = arrays["positions"]
         self.obstacle: np.ndarray = arrays["obstacle"]
         self.design: np.ndarray = arrays["design"]
+        for name in ("positions", "obstacle", "design"):
+            check_values(name, arrays[name], DatasetError, f"dataset {self.path}: ", FORMAT.regenerate)
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_scene: Mapping[str, Any] | None = None) -> ParticleDataset:

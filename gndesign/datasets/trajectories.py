@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import base64
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ from gndesign.datasets.base import (
     write_episode_shards,
     write_stats,
 )
-from gndesign.datasets.params import PARAM_KEYS, apply_params, param_shapes
+from gndesign.datasets.params import PARAM_KEYS, apply_params, check_param_values, param_shapes
+from gndesign.datasets.values import check_values
 from gndesign.errors import DatasetError
 from gndesign.io import atomic_write_json, sha256_bytes
 
@@ -220,11 +222,20 @@ def write_dataset(
             f"inconsistent shapes qpos {qpos.shape}, qvel {qvel.shape}, action {action.shape}: "
             "need [N, T+1, nq], [N, T+1, nv], [N, T, nu] with T >= 1"
         )
+    check_timing(f"write_dataset({system!r})", timestep, control_timestep, n_substeps)
+    check_sizes(f"the arrays given for {system!r}", {"nq": nq, "nv": nv, "nu": nu, "nbody": nbody},
+                compile_mjcf(mjcf, assets or {}, f"the MJCF given for {system!r}"))
     shapes = param_shapes(nbody, nv, nu)
+    missing = [k for k in PARAM_KEYS if k not in params]
+    if missing:
+        raise DatasetError(f"params lacks {missing}: give every one of {list(PARAM_KEYS)}")
     params = {k: np.asarray(params[k], dtype=np.float64) for k in PARAM_KEYS}
     for k, shape in shapes.items():
         if params[k].shape != (n, *shape):
             raise DatasetError(f"params[{k!r}] has shape {params[k].shape}, expected {(n, *shape)}")
+    for name, array in (("qpos", qpos), ("qvel", qvel), ("action", action)):
+        check_values(name, array, DatasetError)
+    check_param_values(params, DatasetError)
     with staging_directory(out_dir, overwrite) as tmp:
         shards, stats = write_episode_shards(
             tmp, FORMAT, {"qpos": qpos, "qvel": qvel, "action": action, **params}, shard_size,
@@ -252,6 +263,36 @@ def write_dataset(
     return Path(out_dir)
 
 
+def compile_mjcf(mjcf: str, assets: Mapping[str, bytes], what: str):
+    """The ``mujoco.MjModel`` of ``mjcf`` (``what`` names it in the error if it does not compile)."""
+    import mujoco
+
+    try:
+        return mujoco.MjModel.from_xml_string(mjcf, dict(assets))
+    except (ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
+        raise DatasetError(f"{what} does not compile ({first})") from None
+
+
+def check_timing(what: str, timestep: Any, control_timestep: Any, n_substeps: Any, fix: str = "") -> None:
+    """Refuse a timestep or control timestep that is not a positive number, or ``n_substeps < 1``."""
+    for key, value in (("timestep", timestep), ("control_timestep", control_timestep)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+            raise DatasetError(f"{what}: {key} must be a positive number of seconds, got {value!r}"
+                               f"{': ' + fix if fix else ''}")
+    if isinstance(n_substeps, bool) or not isinstance(n_substeps, numbers.Integral) or n_substeps < 1:
+        raise DatasetError(f"{what}: n_substeps must be a positive integer, got {n_substeps!r}"
+                           f"{': ' + fix if fix else ''}")
+
+
+def check_sizes(what: str, sizes: Mapping[str, int], model, fix: str = "") -> None:
+    """Refuse ``sizes`` (``nq``, ``nv``, ``nu``, ``nbody``) that differ from the MuJoCo ``model``'s."""
+    for key, value in sizes.items():
+        if value != getattr(model, key):
+            raise DatasetError(f"{what}: {key} is {value} but the MJCF's model has {key} {getattr(model, key)}"
+                               f"{': ' + fix if fix else ''}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
@@ -271,6 +312,10 @@ class TrajectoryDataset(ShardedDataset):
         self.qvel: np.ndarray = arrays["qvel"]
         self.action: np.ndarray = arrays["action"]
         self.params: dict[str, np.ndarray] = {k: arrays[k] for k in PARAM_KEYS}
+        where, fix = f"dataset {self.path}: ", FORMAT.regenerate
+        for name in STATE_KEYS:
+            check_values(name, arrays[name], DatasetError, where, fix)
+        check_param_values(self.params, DatasetError, where, fix)
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_system: str | None = None) -> TrajectoryDataset:
@@ -288,6 +333,15 @@ class TrajectoryDataset(ShardedDataset):
                 raise DatasetError(f"{meta_path}: {key} must be a non-negative integer: {FORMAT.regenerate}")
         if meta["steps"] < 1 or meta["episodes"] < 1:
             raise DatasetError(f"{meta_path}: a dataset needs episodes >= 1 and steps >= 1")
+        check_timing(str(meta_path), meta["timestep"], meta["control_timestep"], meta["n_substeps"], FORMAT.regenerate)
+        if not isinstance(meta["mjcf"], str) or not isinstance(meta["assets"], dict):
+            raise DatasetError(f"{meta_path}: mjcf must be MJCF text and assets an object: {FORMAT.regenerate}")
+        try:
+            assets = decode_assets(meta["assets"])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{meta_path}: assets are not base64 text: {FORMAT.regenerate}") from None
+        model = compile_mjcf(meta["mjcf"], assets, f"the MJCF stored in {meta_path}")
+        check_sizes(meta_path, {k: meta[k] for k in ("nq", "nv", "nu", "nbody")}, model, FORMAT.regenerate)
 
     @classmethod
     def _check_expected(cls, path: Path, meta: Mapping[str, Any], expected: str) -> None:
@@ -333,13 +387,7 @@ class TrajectoryDataset(ShardedDataset):
 
     def base_model(self):
         """The system's ``mujoco.MjModel`` rebuilt from the stored MJCF and assets."""
-        import mujoco
-
-        try:
-            return mujoco.MjModel.from_xml_string(self.mjcf, self.assets)
-        except ValueError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
-            raise DatasetError(f"the MJCF stored in {self.path} does not compile ({first})") from None
+        return compile_mjcf(self.mjcf, self.assets, f"the MJCF stored in {self.path}")
 
     def build_model(self, episode: int | None = None):
         """The MuJoCo model of ``episode`` (its physical parameters written in), or the base
