@@ -98,6 +98,14 @@ def test_2_resume_refuses_other_data_or_configuration(extra, message, run_copy, 
     assert read_checkpoint(run_copy / "checkpoints" / "latest.pt")["step"] == 20
 
 
+
+def test_2_resume_without_options_continues_the_run_as_configured(run_copy, cartpole_data, capsys):
+    # The run trained with non-default options (TINY); `--resume` alone reads them from RUN/config.yaml.
+    run_cli(["train", "--data", cartpole_data, "--out", run_copy, "--quiet", "--steps", "15", "--resume"], capsys,
+            status=0)
+    blob = read_checkpoint(run_copy / "checkpoints" / "latest.pt")
+    assert blob["step"] == 15 and blob["config"]["model"]["latent_size"] == 16
+
 # ------------------------------------------------------------------------------------------ item 3
 @pytest.mark.parametrize("extra, message", [
     (["--minutes", "0"], "train.minutes must be a positive number of minutes, got 0"),

@@ -24,8 +24,13 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
 
     ``family``: ``gn``, ``mlp`` (the forward model's ``model.kind``) or ``cgns``; ``overrides``:
     ``SECTION.KEY=VALUE`` strings applied after ``config``; ``steps`` (optimizer steps) and
-    ``minutes`` set ``train.steps`` and ``train.minutes``.
+    ``minutes`` set ``train.steps`` and ``train.minutes``. With ``resume`` and no ``config``, the
+    run's own ``out/config.yaml`` is the starting point (the options given now apply on top; the
+    checkpoint then refuses any that changed what it trained).
     """
+    saved = Path(out) / "config.yaml"
+    if resume and config is None and saved.is_file():
+        config = str(saved)
     cgns = is_cgns_run(family, overrides, config)
     overrides = list(overrides or [])
     if family and family != "cgns":
