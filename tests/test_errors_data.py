@@ -303,9 +303,22 @@ def test_10_metrics_after_a_resume_hold_each_step_once_and_keep_their_clock(cart
         assert torch.equal(v, weights(part)[k]), k
 
 
+@pytest.fixture
+def usual_signals():
+    """SIGINT and SIGTERM with their usual dispositions. A process started in the background
+    (nohup, ``cmd &``, as CI may be) inherits SIGINT ignored, and training leaves ignored signals
+    ignored (nohup's promise)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_10_ctrl_c_and_sigterm_save_a_checkpoint_and_resume_exactly(signum, cartpole_data, run, tmp_path, capsys,
-                                                                     monkeypatch):
+                                                                     monkeypatch, usual_signals):
     loss, calls = ForwardTrainer.loss, []
 
     def interrupted(self, *args):
