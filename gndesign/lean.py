@@ -234,6 +234,9 @@ def _mlp_layers(mlp) -> list:
 
 
 def _run(layers: list, h: torch.Tensor) -> torch.Tensor:
+    """Apply MLP layers to ``h [..., F]`` (as one ``[rows, F]`` matrix: one addmm per linear layer)."""
+    shape = h.shape[:-1]
+    h = h.reshape(-1, h.shape[-1])
     for op in layers:
         if op[0] == "linear":
             h = F.linear(h, op[1], op[2])
@@ -243,7 +246,7 @@ def _run(layers: list, h: torch.Tensor) -> torch.Tensor:
             h = F.layer_norm(h, op[1].normalized_shape, op[1].weight, op[1].bias, op[1].eps)
         else:
             h = op[1](h)
-    return h
+    return h.view(shape + h.shape[-1:])
 
 
 def _fold(weight: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -236,7 +236,8 @@ def compile_measure(batch: int, horizon: int, timeout: float) -> dict:
     """Two fresh processes sharing one TorchInductor cache directory: a cold start, then a warm one."""
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, OMP_NUM_THREADS="1")
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         for run in ("cold", "warm"):
             cmd = [sys.executable, __file__, "--compile-child", str(batch), str(horizon)]
             try:
@@ -245,6 +246,8 @@ def compile_measure(batch: int, horizon: int, timeout: float) -> dict:
                     "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
             except subprocess.TimeoutExpired:
                 out[run] = {"error": f"no result within {timeout:.0f} s"}
+            if "error" in out[run]:
+                break  # no warm start without a cold one
     return out
 
 
@@ -258,7 +261,7 @@ def make_train_data(out: Path, episodes: int = 40, steps: int = 100) -> str:
 
 
 def run_all(quick: bool = False, train_data: str | None = None, train_seconds: float = 60.0,
-            compile_timeout: float = 200.0) -> dict:
+            compile_timeout: float = 240.0) -> dict:
     """Every measurement (``quick``: tiny sizes for a smoke run)."""
     H = 4 if quick else 50
     report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "k": 1,
@@ -269,7 +272,7 @@ def run_all(quick: bool = False, train_data: str | None = None, train_seconds: f
                            for n in ("cartpole", "swimmer6")}
     if train_data:
         report["training"] = training_rate(train_data, train_seconds, 16 if quick else 256)
-    report["mpc"] = mpc(1 if quick else 4, 1 if quick else 3, 2 if quick else 20, horizon=5 if quick else None)
+    report["mpc"] = mpc(1 if quick else 4, 1 if quick else 3, 2 if quick else 10, horizon=5 if quick else None)
     report["particles"] = particle_cost(3 if quick else 150, 1, 1)
     if not quick:
         report["compile"] = compile_measure(8, 20, compile_timeout)
@@ -323,7 +326,7 @@ def main() -> None:
     p.add_argument("--train-data", help="a cartpole trajectory dataset for the training comparison (default: "
                    "generate 40 episodes x 100 steps under data/bench_speed_cartpole)")
     p.add_argument("--train-seconds", type=float, default=60.0)
-    p.add_argument("--compile-timeout", type=float, default=200.0)
+    p.add_argument("--compile-timeout", type=float, default=240.0)
     p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
