@@ -1,20 +1,14 @@
 """The speed benchmark's functions run on tiny sizes and report what results/speed.md shows."""
 
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_speed.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_bench_speed_quick_run_reports_every_figure(cartpole_data):
-    bench = load_bench()
+    bench = SimpleNamespace(**runpy.run_path(str(SCRIPT), run_name="bench_speed"))
     r = bench.run_all(quick=True, train_data=str(cartpole_data), train_seconds=1.0)
     assert r["k"] == 1 and {"cores", "torch", "load_average"} <= set(r["machine"])
     for x in r["rollout"].values():
