@@ -35,7 +35,7 @@ from gndesign.datasets.params import PARAM_KEYS
 from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
-from gndesign.lean import LeanPlan, LeanRollout, lean_plan
+from gndesign.lean import LeanPlan, LeanRollout, compiled, lean_plan
 from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
@@ -173,7 +173,7 @@ class ForwardModel(nn.Module):
             static = b.static_graph(params, qpos.shape[0], qpos)
         lean = self.lean_step(name, static, qpos) if options is None else None
         if lean is not None:
-            return lean.step(qpos, qvel, action)
+            return compiled(lean.step)(qpos, qvel, action)
         batch = Transitions(name, qpos, qvel, action, static.params, qpos, qvel, static=static)
         pred = self.predict_normalized([batch], options)[0]
         acc, corr = self.denormalize(name, pred)
@@ -194,7 +194,7 @@ class ForwardModel(nn.Module):
         static = self.builder(system).static_graph(params, qpos.shape[0], qpos)
         lean = self.lean_step(system, static, qpos) if options is None else None
         step = partial(self.step, system=system, params=None, static=static, options=options) if lean is None \
-            else lean.step
+            else compiled(lean.step)
         qs, vs = [qpos], [qvel]
         for t in range(actions.shape[1]):
             if checkpoint and torch.is_grad_enabled():
@@ -374,7 +374,9 @@ class GraphNetworkSimulator(ForwardModel):
 
     def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
                            ) -> list[torch.Tensor]:
-        if options is None and all(LeanPlan.supports(self, x.system) for x in batches):
+        # Training (weights that take gradients) keeps the reference path: measured faster there.
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.predictor.parameters())
+        if options is None and not training and all(LeanPlan.supports(self, x.system) for x in batches):
             return [self.lean_step(x.system, x.static or self.builder(x.system).static_graph(
                 x.params, x.qpos.shape[0], x.qpos), x.qpos).predict(
                 x.qpos, x.qvel, x.qpos.new_zeros(x.qpos.shape[0], self.tree(x.system).nu) if x.action is None

@@ -35,16 +35,20 @@ PATHS = ("reference", "lean")
 
 @contextlib.contextmanager
 def path(which: str):
-    """Select the reference or the lean path for everything in the block (``GNDESIGN_LEAN``)."""
-    before = os.environ.get("GNDESIGN_LEAN")
-    os.environ["GNDESIGN_LEAN"] = "1" if which == "lean" else "0"
+    """Select the reference path, the lean path or the compiled lean path for everything in the
+    block (``GNDESIGN_LEAN``, ``GNDESIGN_COMPILE``)."""
+    settings = {"GNDESIGN_LEAN": "0" if which == "reference" else "1",
+                "GNDESIGN_COMPILE": "1" if which == "compiled" else "0"}
+    before = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("GNDESIGN_LEAN", None)
-        else:
-            os.environ["GNDESIGN_LEAN"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _model(name: str):
@@ -66,11 +70,15 @@ def _states(model, system: str, batch: int, horizon: int, seed: int = 0):
     return q, v, a
 
 
-def _best(fns: dict, repeats: int) -> dict:
-    """The best time of ``repeats`` calls of each function, the functions interleaved."""
+def _best(fns: dict, repeats: int, first: dict | None = None) -> dict:
+    """The best time of ``repeats`` calls of each function, the functions interleaved (``first``:
+    receives the time of each function's warm-up call, e.g. a compilation)."""
     best = {k: float("inf") for k in fns}
-    for f in fns.values():  # warm-up
+    for k, f in fns.items():  # warm-up
+        start = time.perf_counter()
         f()
+        if first is not None:
+            first[k] = time.perf_counter() - start
     for _ in range(repeats):
         for k, f in fns.items():
             start = time.perf_counter()
@@ -79,9 +87,10 @@ def _best(fns: dict, repeats: int) -> dict:
     return best
 
 
-def rollout_cost(name: str, system: str, batch: int, horizon: int, repeats: int = 3) -> dict:
+def rollout_cost(name: str, system: str, batch: int, horizon: int, repeats: int = 3,
+                 paths: tuple = PATHS) -> dict:
     """Forward+backward (gradients to the actions) of a ``horizon``-step rollout: seconds per
-    control second of rollout, each path."""
+    control second of rollout, each of ``paths`` (``compiled``: also its first call, the compilation)."""
     model = _model(name)
     q, v, a = _states(model, system, batch, horizon)
     a.requires_grad_(True)
@@ -93,10 +102,13 @@ def rollout_cost(name: str, system: str, batch: int, horizon: int, repeats: int 
                 (qs.pow(2).sum() + vs.pow(2).sum()).backward()
         return f
 
-    best = _best({w: run(w) for w in PATHS}, repeats)
+    first = {}
+    best = _best({w: run(w) for w in paths}, repeats, first)
     control_s = horizon * model.builder(system).control_timestep
-    out = {f"{w}_s_per_control_s": best[w] / control_s for w in PATHS}
+    out = {f"{w}_s_per_control_s": best[w] / control_s for w in paths}
     out.update(batch=batch, horizon=horizon, speedup=best["reference"] / best["lean"])
+    if "compiled" in paths:
+        out.update(compiled_speedup=best["reference"] / best["compiled"], compiled_first_call_s=first["compiled"])
     return out
 
 
@@ -146,7 +158,8 @@ def training_rate(data: str, seconds: float, batch_size: int = 256) -> dict:
     return out
 
 
-def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int | None = None) -> dict:
+def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int | None = None,
+        compiled: bool = False) -> dict:
     """Gradient-MPC on cartpole-swingup with the task's default planner settings (``horizon``:
     override, for smoke runs): decision latency and real-time factor from a reset state (both
     paths), and the return of ``episodes`` short episodes of ``steps`` control steps (lean path:
@@ -162,7 +175,7 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
     q, v = DmControlEnvironment(task, seed=seed).reset()
     H = horizon or task.planning_horizon
     out = {"horizon": H, "options": task.planner_options["gradient"]}
-    for which in PATHS:
+    for which in PATHS + (("compiled",) if compiled else ()):
         with path(which):
             planner = make_planner("gradient", LearnedDynamics(model, task.system.name), task.cost,
                                    H, seed=seed, **task.planner_options["gradient"])
@@ -173,9 +186,9 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
                 times.append(time.perf_counter() - start)
             lat = float(np.mean(times[1:]))
             res = {"latency_s": lat, "real_time_factor": task.system.control_timestep / lat}
-            if episodes and which == "lean":
+            if episodes and which == ("compiled" if compiled else "lean"):
                 ep = plan_episodes("cartpole-swingup", "pretrained:cartpole", "gradient", episodes, seed, steps=steps,
-                                   horizon=H, progress=False, lockstep=episodes)
+                                   horizon=H, progress=False, lockstep=1)
                 res.update(episode_steps=steps, episodes=episodes, return_mean=ep["return_mean"],
                            returns=[e["return"] for e in ep["episodes"]], episode_latency_s=ep["mean_latency_s"])
         out[which] = res
@@ -212,24 +225,22 @@ def compile_child(batch: int, horizon: int) -> dict:
     model = _model("cartpole")
     q, v, a = _states(model, "cartpole", batch, horizon)
     a.requires_grad_(True)
-    lean = model.lean_step("cartpole", model.builder().static_graph(None, batch, q), q)
     warnings.filterwarnings("ignore")
-    step = torch.compile(lean.step, dynamic=False)
 
-    def roll(fn):
-        qs, vs = [q], [v]
-        for t in range(horizon):
-            qn, vn = fn(qs[-1], vs[-1], a[:, t])
-            qs.append(qn)
-            vs.append(vn)
-        (torch.stack(qs).pow(2).sum() + torch.stack(vs).pow(2).sum()).backward()
+    def roll(which):
+        def f():
+            with path(which):
+                qs, vs = model.rollout(q, v, a, "cartpole")
+                (qs.pow(2).sum() + vs.pow(2).sum()).backward()
+            return qs
+        return f
 
-    start = time.perf_counter()
-    roll(step)
-    first = time.perf_counter() - start
-    best = _best({"eager": lambda: roll(lean.step), "compiled": lambda: roll(step)}, 3)
-    return {"first_call_s": first, "eager_s_per_step": best["eager"] / horizon,
-            "compiled_s_per_step": best["compiled"] / horizon, "speedup": best["eager"] / best["compiled"]}
+    first = {}
+    best = _best({"compiled": roll("compiled"), "lean": roll("lean")}, 3, first)
+    diff = float((roll("compiled")() - roll("lean")()).abs().max())
+    return {"first_call_s": first["compiled"], "eager_s_per_step": best["lean"] / horizon,
+            "compiled_s_per_step": best["compiled"] / horizon, "speedup": best["lean"] / best["compiled"],
+            "max_abs_difference": diff}
 
 
 def compile_measure(batch: int, horizon: int, timeout: float) -> dict:
@@ -266,13 +277,17 @@ def run_all(quick: bool = False, train_data: str | None = None, train_seconds: f
     H = 4 if quick else 50
     report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "k": 1,
               "note": "k = 1 only: one learned step per control step (coarse k-step models are not part of this run)"}
-    report["rollout"] = {f"{n}/b{b}": rollout_cost(n, n, b, H, 1 if quick else 3)
-                         for n in ("cartpole", "swimmer6") for b in ((8,) if quick else (8, 64))}
+    report["rollout"] = {}
+    for n in ("cartpole", "swimmer6"):
+        for b in (8,) if quick else (8, 64):
+            paths = PATHS + (("compiled",) if (n, b, quick) == ("cartpole", 8, False) else ())
+            report["rollout"][f"{n}/b{b}"] = rollout_cost(n, n, b, H, 1 if quick else 3, paths)
     report["inference"] = {n: inference_rate(n, n, 16 if quick else 1024, 2 if quick else 20, 1 if quick else 2)
                            for n in ("cartpole", "swimmer6")}
     if train_data:
         report["training"] = training_rate(train_data, train_seconds, 16 if quick else 256)
-    report["mpc"] = mpc(1 if quick else 4, 1 if quick else 3, 2 if quick else 10, horizon=5 if quick else None)
+    report["mpc"] = mpc(1 if quick else 4, 1 if quick else 3, 2 if quick else 10, horizon=5 if quick else None,
+                        compiled=not quick)
     report["particles"] = particle_cost(3 if quick else 150, 1, 1)
     if not quick:
         report["compile"] = compile_measure(8, 20, compile_timeout)
@@ -289,6 +304,9 @@ def markdown(r: dict) -> str:
     for k, x in r["rollout"].items():
         lines.append(f"| {k} (H={x['horizon']}) | {x['reference_s_per_control_s']:.4f} | "
                      f"{x['lean_s_per_control_s']:.4f} | {x['speedup']:.2f}x |")
+        if "compiled_s_per_control_s" in x:
+            lines.append(f"| {k} compiled (first call {x['compiled_first_call_s']:.0f} s) | | "
+                         f"{x['compiled_s_per_control_s']:.4f} | {x['compiled_speedup']:.2f}x |")
     lines += ["", "| inference (control s per wall s) | reference | lean | MuJoCo (1 thread) | lean / MuJoCo |",
               "|---|---|---|---|---|"]
     for k, x in r["inference"].items():
@@ -304,7 +322,7 @@ def markdown(r: dict) -> str:
     p = r["mpc"]
     lines += ["", f"Gradient MPC, cartpole-swingup, default planner (horizon {p['horizon']}, {p['options']}):", "",
               "| path | decision latency (s) | real-time factor | return (episodes x steps) |", "|---|---|---|---|"]
-    for w in PATHS:
+    for w in [w for w in ("reference", "lean", "compiled") if w in p]:
         x = p[w]
         ret = (f"{x['return_mean']:.1f} ({x['episodes']} x {x['episode_steps']})" if "return_mean" in x else "-")
         lines.append(f"| {w} | {x['latency_s']:.3f} | {x['real_time_factor']:.4f} | {ret} |")
@@ -312,7 +330,16 @@ def markdown(r: dict) -> str:
     lines += ["", f"Particles (pretrained:obstacle, {q['particles']} particles, {q['frames']} frames, batch "
               f"{q['batch']}, checkpointed): forward+backward {q['s_fwd_bwd']:.2f} s (unchanged path)."]
     if "compile" in r:
-        lines += ["", f"torch.compile of the lean cartpole step (batch 8, fwd+bwd): {json.dumps(r['compile'])}"]
+        c = r["compile"]
+        lines += ["", "torch.compile of the lean cartpole step (batch 8, 20-step rollouts fwd+bwd, fresh processes "
+                  "sharing one TorchInductor cache; `GNDESIGN_COMPILE=1`):",
+                  "",
+                  "| start | first call (s) | eager (ms/step) | compiled (ms/step) | speed-up |",
+                  "|---|---|---|---|---|"]
+        for run, x in c.items():
+            lines.append(f"| {run} | {x['first_call_s']:.1f} | {1e3 * x['eager_s_per_step']:.2f} | "
+                         f"{1e3 * x['compiled_s_per_step']:.2f} | {x['speedup']:.2f}x |" if "error" not in x
+                         else f"| {run} | {x['error']} | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -77,9 +77,10 @@ def test_lean_step_and_training_predictions_equal_reference():
     for x, y in zip(lean_step, ref_step, strict=True):
         assert torch.allclose(x, y, atol=1e-10)
     batch = Transitions(name, q, v, a, None, *model.step(q, v, a, name))
-    with reference_path(model):
+    with reference_path(model), torch.no_grad():
         ref_loss = model.loss([batch, batch])
-    assert torch.allclose(model.loss([batch, batch]), ref_loss, atol=1e-10)
+    with torch.no_grad():  # evaluation: the lean path (training, with weight gradients, keeps the reference)
+        assert torch.allclose(model.loss([batch, batch]), ref_loss, atol=1e-10)
 
 
 def test_switches_select_the_reference_path(monkeypatch):
@@ -111,3 +112,23 @@ def test_shipped_models_lean_path_matches_recorded_predictions():
             qs, vs = model.rollout(*articulated_inputs(model, system), system)
         expected = ref[f"{name}/{system}"]
         assert torch.allclose(qs, expected["qpos"], atol=1e-5) and torch.allclose(vs, expected["qvel"], atol=1e-5)
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
+    import gndesign.lean as lean
+
+    model, name, (q, v, a) = random_model("cartpole", CONFIGS[0])
+    expected = model.step(q, v, a, name)
+
+    def broken(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no compiler")
+        return run
+
+    monkeypatch.setenv("GNDESIGN_COMPILE", "1")
+    monkeypatch.setattr(lean, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="torch.compile of the lean step failed") as record:
+        got = model.rollout(q, v, a[:, None].expand(-1, 2, -1), name)
+    assert len(record) == 1
+    assert torch.allclose(got[0][:, 1], expected[0]) and torch.allclose(got[1][:, 1], expected[1])
