@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gndesign.quaternions import (
@@ -148,6 +149,190 @@ def forward_kinematics(tree: KinematicTree, qpos: torch.Tensor,
     return out
 
 
+# --------------------------------------------------------------------------------- lean kinematics
+class _Take:
+    """``x.index_select(dim, idx)`` for a constant index, as a view where it is a range."""
+
+    def __init__(self, idx, device, dim: int = 1):
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        self.dim, self.n = dim, len(idx)
+        self.index = torch.as_tensor(idx, device=device)
+        if self.n and np.array_equal(idx, np.arange(idx[0], idx[0] + self.n)):
+            self.range = (int(idx[0]), self.n)
+        else:
+            self.range = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.range is not None:
+            return x.narrow(self.dim, *self.range)
+        return x.index_select(self.dim, self.index)
+
+
+def _skew(a: np.ndarray) -> np.ndarray:
+    return np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]], dtype=np.float64)
+
+
+def _quat_mat(q) -> np.ndarray:
+    return quat_to_mat(torch.as_tensor(np.asarray(q, dtype=np.float64))).numpy()
+
+
+class LeanKinematics:
+    """Forward kinematics of one tree as rigid transforms: every joint's transform at once, each
+    body's joints composed slot by slot, then one matrix product per tree level.
+
+    :meth:`__call__` returns ``S [B, nbody, 3, 6]``: the world rotation matrix (columns 0-2), the
+    body origin (3), the angular (4) and linear (5) velocity of the body origin, and the hinge angles
+    ``[B, n_hinge]`` relative to ``qpos0`` (edge features reuse them)."""
+
+    def __init__(self, tree, dtype, device):
+        t = tree
+        nb, nj = t.nbody, len(t.jnt_type)
+        kw = dict(dtype=dtype, device=device)
+        self.nbody = nb
+
+        def T(a, **extra):
+            return torch.as_tensor(np.asarray(a), **(extra or kw))
+
+        types = list(t.jnt_type)
+        self.jbody = [int(b) for b in t.jnt_body]
+        self.by_type = {ty: [j for j in range(nj) if types[j] == ty] for ty in (HINGE, SLIDE, BALL, FREE)}
+        order = [j for ty in (HINGE, SLIDE, BALL, FREE) for j in self.by_type[ty]]
+        self.perm = None if order == list(range(nj)) else _Take(np.argsort(order), device)
+        h, s, bl, fr = (self.by_type[k] for k in (HINGE, SLIDE, BALL, FREE))
+        self.types = {ty for ty in types}
+        qa, da = t.jnt_qposadr, t.jnt_dofadr
+        self.h_q = _Take([qa[j] for j in h], device)
+        self.h_q0 = T([t.qpos0[qa[j]] for j in h])
+        axes = np.asarray(t.jnt_axis, dtype=np.float64)
+        self.h_K = T(np.stack([_skew(axes[j]) for j in h]) if h else np.zeros((0, 3, 3)))
+        self.h_K2 = self.h_K @ self.h_K
+        self.h_p = T(np.asarray(t.jnt_pos)[h].reshape(-1, 3))
+        self.s_q = _Take([qa[j] for j in s], device)
+        self.s_q0 = T([t.qpos0[qa[j]] for j in s])
+        self.s_axis = T(axes[s].reshape(-1, 3))
+        self.b_q = _Take(np.array([qa[j] + np.arange(4) for j in bl]).reshape(-1), device)
+        self.b_p = T(np.asarray(t.jnt_pos)[bl].reshape(-1, 3))
+        self.f_q = _Take(np.array([qa[j] + np.arange(7) for j in fr]).reshape(-1), device)
+        self.eye = torch.eye(3, **kw)
+        # Bodies 1..nb-1 ("local" index b-1): constant frame C (identity for free bodies).
+        CR = np.stack([np.eye(3) for _ in range(nb - 1)]) if nb > 1 else np.zeros((0, 3, 3))
+        Ct = np.zeros((max(nb - 1, 0), 3))
+        slots: list[list[tuple[int, int]]] = []  # per slot: (local body, joint)
+        for b in range(1, nb):
+            joints = [j for j in range(nj) if self.jbody[j] == b]
+            if not (joints and types[joints[0]] == FREE):
+                CR[b - 1], Ct[b - 1] = _quat_mat(t.body_quat[b]), t.body_pos[b]
+            for k, j in enumerate(joints):
+                while len(slots) <= k:
+                    slots.append([])
+                slots[k].append((b - 1, j))
+        self.CR, self.Ct = T(CR), T(Ct)
+        self.slots = [(_Take([b for b, _ in sl], device), _Take([j for _, j in sl], device), len(sl) == nb - 1)
+                      for sl in slots]
+        self.slot_perm = _Take(np.argsort([j for sl in slots for _, j in sl]), device)
+        # membership [nb-1, nj] and per-joint body (local index)
+        member = [[float(self.jbody[j] == b) for j in range(nj)] for b in range(1, nb)]
+        self.member = T(np.array(member).reshape(nb - 1, nj))
+        self.jlocal = _Take([self.jbody[j] - 1 for j in range(nj)], device)
+        self.axis = T(axes.reshape(-1, 3))
+        self.jpos = T(np.asarray(t.jnt_pos, dtype=np.float64).reshape(-1, 3))
+        self.is_h = T([[float(ty == HINGE)] for ty in types]).reshape(nj, 1)
+        self.is_s = T([[float(ty == SLIDE)] for ty in types]).reshape(nj, 1)
+        self.is_bf = T([[float(ty in (BALL, FREE))] for ty in types]).reshape(nj, 1)
+        self.is_f = T([[float(ty == FREE)] for ty in types]).reshape(nj, 1)
+        self.is_rot = self.is_h + self.is_bf - self.is_f  # hinge or ball: lever arm about the anchor
+        # dof gathers: a joint's first dof (hinge/slide), its 3 rotational dofs (ball: d..d+2, free: d+3..)
+        self.d1 = _Take([da[j] for j in range(nj)], device)
+        self.d3 = _Take(np.array([da[j] + (3 if types[j] == FREE else 0) + np.arange(3) if types[j] in (BALL, FREE)
+                                  else np.zeros(3, dtype=np.int64) for j in range(nj)]).reshape(-1), device)
+        self.dlin = _Take(np.array([da[j] + np.arange(3) if types[j] == FREE else np.zeros(3, dtype=np.int64)
+                                    for j in range(nj)]).reshape(-1), device)
+        # tree levels: bodies (local index) per depth, the index of each one's parent in the previous level
+        depth = [0] * nb
+        for b in range(1, nb):
+            depth[b] = depth[int(t.body_parent[b])] + 1
+        levels = [[b for b in range(1, nb) if depth[b] == d] for d in range(1, max(depth) + 1)] if nb > 1 else []
+        self.levels = []
+        prev = [0]
+        for lv in levels:
+            parents = [prev.index(int(t.body_parent[b])) for b in lv]
+            self.levels.append((_Take([b - 1 for b in lv], device), _Take(parents, device)))
+            prev = lv
+        self.body_perm = _Take(np.argsort([b for lv in levels for b in lv]), device)
+        world = torch.zeros(1, 1, 3, 6, **kw)
+        world[..., :3] = self.eye
+        self.world = world
+
+    def __call__(self, qpos: torch.Tensor, qvel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, types = qpos.shape[0], self.types
+        Rs, ts = [], []
+        ang = self.h_q(qpos) - self.h_q0  # [B, nh]
+        if HINGE in types:
+            s, c = torch.sin(ang)[..., None, None], torch.cos(ang)[..., None, None]
+            R = self.eye + s * self.h_K + (1 - c) * self.h_K2
+            Rs.append(R)
+            ts.append(self.h_p - (R * self.h_p[:, None, :]).sum(-1))
+        if SLIDE in types:
+            Rs.append(self.eye.expand(B, len(self.by_type[SLIDE]), 3, 3))
+            ts.append(self.s_axis * (self.s_q(qpos) - self.s_q0)[..., None])
+        if BALL in types:
+            R = quat_to_mat(quat_normalize(self.b_q(qpos).view(B, -1, 4)))
+            Rs.append(R)
+            ts.append(self.b_p - (R * self.b_p[:, None, :]).sum(-1))
+        if FREE in types:
+            fq = self.f_q(qpos).view(B, -1, 7)
+            Rs.append(quat_to_mat(quat_normalize(fq[..., 3:])))
+            ts.append(fq[..., :3])
+        Rj, tj = (torch.cat(Rs, 1), torch.cat(ts, 1)) if len(Rs) > 1 else (Rs[0], ts[0])
+        if self.perm is not None:
+            Rj, tj = self.perm(Rj), self.perm(tj)
+        # compose each body's joints in order: G = C o L_1 o L_2 ...; keep every joint's G (after it)
+        GR, Gt = self.CR.expand(B, -1, -1, -1), self.Ct.expand(B, -1, -1)
+        jR, jt = [], []
+        for bodies, joints, full in self.slots:
+            R0, t0 = (GR, Gt) if full else (bodies(GR), bodies(Gt))
+            nR = R0 @ joints(Rj)
+            nt = (R0 @ joints(tj)[..., None])[..., 0] + t0
+            jR.append(nR)
+            jt.append(nt)
+            if full:
+                GR, Gt = nR, nt
+            else:
+                GR, Gt = GR.index_copy(1, bodies.index, nR), Gt.index_copy(1, bodies.index, nt)
+        JR = self.slot_perm(torch.cat(jR, 1) if len(jR) > 1 else jR[0])
+        Jt = self.slot_perm(torch.cat(jt, 1) if len(jt) > 1 else jt[0])
+        # per joint: world-of-parent-frame axis, anchor and velocity contributions
+        axis = (JR * self.axis[:, None, :]).sum(-1)
+        anchor = (JR * self.jpos[:, None, :]).sum(-1) + Jt
+        a = axis * self.d1(qvel)[..., None]
+        omega = a if types == {HINGE} else a * self.is_h
+        if types & {BALL, FREE}:
+            omega = omega + (self.jlocal(GR) @ self.d3(qvel).view(B, -1, 3, 1))[..., 0] * self.is_bf
+        lever = torch.cross(omega, self.jlocal(Gt) - anchor, dim=-1)
+        lin = lever * self.is_rot if FREE in types else lever
+        if SLIDE in types:
+            lin = lin + (a if types == {SLIDE} else a * self.is_s)
+        if FREE in types:
+            lin = lin + self.dlin(qvel).view(B, -1, 3) * self.is_f
+        local = torch.cat([GR, Gt[..., None], (self.member @ omega)[..., None], (self.member @ lin)[..., None]], -1)
+        out, prev = [], None
+        for bodies, pidx in self.levels:
+            L = bodies(local)
+            if prev is None:
+                S = L
+            else:
+                P = pidx(prev)
+                Y = P[..., :3] @ L
+                tp, wp, vp = P[..., 3], P[..., 4], P[..., 5]
+                d = Y[..., 3]
+                S = torch.cat([Y[..., :3], (tp + d)[..., None], (wp + Y[..., 4])[..., None],
+                               (vp + torch.cross(wp, d, dim=-1) + Y[..., 5])[..., None]], -1)
+            out.append(S)
+            prev = S
+        S = self.body_perm(torch.cat(out, 1)) if len(out) > 1 else out[0]
+        return torch.cat([self.world.expand(B, 1, 3, 6), S], 1), ang
+
+
 # --------------------------------------------------------------------------------- integration
 def quat_integrate(q: torch.Tensor, omega_local: torch.Tensor, dt) -> torch.Tensor:
     """MuJoCo's ``mju_quatIntegrate``: rotate by ``omega * dt`` in the local frame, normalize."""
@@ -202,4 +387,5 @@ def differentiate_qpos(tree: KinematicTree, qpos1: torch.Tensor, qpos2: torch.Te
     return torch.cat(pieces, dim=1) if pieces else qpos1.new_zeros(qpos1.shape[0], 0)
 
 
-__all__ = ["BodyKinematics", "differentiate_qpos", "forward_kinematics", "integrate_qpos", "quat_integrate"]
+__all__ = ["BodyKinematics", "LeanKinematics", "differentiate_qpos", "forward_kinematics", "integrate_qpos",
+           "quat_integrate"]

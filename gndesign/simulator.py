@@ -35,6 +35,7 @@ from gndesign.datasets.params import PARAM_KEYS
 from gndesign.errors import ConfigError
 from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
+from gndesign.lean import LeanPlan, LeanRollout, compiled, lean_plan
 from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
@@ -170,6 +171,9 @@ class ForwardModel(nn.Module):
         name = b.tree.name if system is None else system
         if static is None:
             static = b.static_graph(params, qpos.shape[0], qpos)
+        lean = self.lean_step(name, static, qpos) if options is None else None
+        if lean is not None:
+            return compiled(lean.step)(qpos, qvel, action)
         batch = Transitions(name, qpos, qvel, action, static.params, qpos, qvel, static=static)
         pred = self.predict_normalized([batch], options)[0]
         acc, corr = self.denormalize(name, pred)
@@ -188,16 +192,23 @@ class ForwardModel(nn.Module):
         """
         options = self.solve_options(constraints, iterations, qpos, system)
         static = self.builder(system).static_graph(params, qpos.shape[0], qpos)
+        lean = self.lean_step(system, static, qpos) if options is None else None
+        step = partial(self.step, system=system, params=None, static=static, options=options) if lean is None \
+            else compiled(lean.step)
         qs, vs = [qpos], [qvel]
         for t in range(actions.shape[1]):
             if checkpoint and torch.is_grad_enabled():
-                q, v = torch.utils.checkpoint.checkpoint(self.step, qs[-1], vs[-1], actions[:, t], system,
-                                                         None, static, options, use_reentrant=False)
+                q, v = torch.utils.checkpoint.checkpoint(step, qs[-1], vs[-1], actions[:, t], use_reentrant=False)
             else:
-                q, v = self.step(qs[-1], vs[-1], actions[:, t], system, static=static, options=options)
+                q, v = step(qs[-1], vs[-1], actions[:, t])
             qs.append(q)
             vs.append(v)
         return torch.stack(qs, 1), torch.stack(vs, 1)
+
+    def lean_step(self, system: str | None, static: StaticGraph, like: torch.Tensor):
+        """The lean step (:mod:`gndesign.lean`) of ``system`` bound to ``static``, or None where the
+        reference path computes the step (this model kind, ``use_lean = False``, ``GNDESIGN_LEAN=0``)."""
+        return None
 
     # ----------------------------------------------------------------------------- constraints
     def constraint_context(self, system: str | None = None) -> ConstraintContext:
@@ -355,8 +366,21 @@ class GraphNetworkSimulator(ForwardModel):
     def _normalized(self, g: Graph) -> Graph:
         return g._replace(x=self.node_norm(g.x), edge_attr=self.edge_norm(g.edge_attr), u=self.global_norm(g.u))
 
+    def lean_step(self, system: str | None, static: StaticGraph, like: torch.Tensor) -> LeanRollout | None:
+        name = self.builder(system).tree.name if system is None else system
+        if not LeanPlan.supports(self, name):
+            return None
+        return lean_plan(self, name, like).prepare(static)
+
     def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
                            ) -> list[torch.Tensor]:
+        # Training (weights that take gradients) keeps the reference path: measured faster there.
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.predictor.parameters())
+        if options is None and not training and all(LeanPlan.supports(self, x.system) for x in batches):
+            return [self.lean_step(x.system, x.static or self.builder(x.system).static_graph(
+                x.params, x.qpos.shape[0], x.qpos), x.qpos).predict(
+                x.qpos, x.qvel, x.qpos.new_zeros(x.qpos.shape[0], self.tree(x.system).nu) if x.action is None
+                else x.action) for x in batches]
         graphs = [self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params, x.static)
                   for x in batches]
         if self.solves:

@@ -1,0 +1,375 @@
+"""Speed of the learned dynamics: the reference path against the lean step, side by side in one run.
+
+Writes ``results/speed.json`` and ``results/speed.md`` (with the machine: cores, torch version,
+load average; one thread).
+
+    python scripts/bench_speed.py                    # the full protocol (about 10 minutes)
+    python scripts/bench_speed.py --quick            # tiny sizes (seconds): a smoke run
+
+Every figure is for k = 1 (one learned step per control step; coarse k-step models are another
+change). The lean path is the default (``GNDESIGN_LEAN=0`` or ``gndesign.lean.reference_path``
+select the reference path, which this script does in-process for the "reference" columns).
+Timings alternate the two paths and keep the best of the repeats (other processes share the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gndesign.io import atomic_write_json, atomic_write_text, machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+PATHS = ("reference", "lean")
+
+
+@contextlib.contextmanager
+def path(which: str):
+    """Select the reference path, the lean path or the compiled lean path for everything in the
+    block (``GNDESIGN_LEAN``, ``GNDESIGN_COMPILE``)."""
+    settings = {"GNDESIGN_LEAN": "0" if which == "reference" else "1",
+                "GNDESIGN_COMPILE": "1" if which == "compiled" else "0"}
+    before = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _model(name: str):
+    from gndesign.checkpoints import load_model
+
+    model, _ = load_model(f"pretrained:{name}", "forward")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _states(model, system: str, batch: int, horizon: int, seed: int = 0):
+    tree = model.tree(system)
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.as_tensor(tree.qpos0, dtype=torch.float32) + 0.1 * torch.randn(batch, tree.nq, generator=gen)
+    v = 0.1 * torch.randn(batch, tree.nv, generator=gen)
+    lo, hi = (torch.as_tensor(tree.ctrlrange[:, i], dtype=torch.float32) for i in (0, 1))
+    a = lo + (hi - lo) * torch.rand(batch, horizon, tree.nu, generator=gen)
+    return q, v, a
+
+
+def _best(fns: dict, repeats: int, first: dict | None = None) -> dict:
+    """The best time of ``repeats`` calls of each function, the functions interleaved (``first``:
+    receives the time of each function's warm-up call, e.g. a compilation)."""
+    best = {k: float("inf") for k in fns}
+    for k, f in fns.items():  # warm-up
+        start = time.perf_counter()
+        f()
+        if first is not None:
+            first[k] = time.perf_counter() - start
+    for _ in range(repeats):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return best
+
+
+def rollout_cost(name: str, system: str, batch: int, horizon: int, repeats: int = 3,
+                 paths: tuple = PATHS) -> dict:
+    """Forward+backward (gradients to the actions) of a ``horizon``-step rollout: seconds per
+    control second of rollout, each of ``paths`` (``compiled``: also its first call, the compilation)."""
+    model = _model(name)
+    q, v, a = _states(model, system, batch, horizon)
+    a.requires_grad_(True)
+
+    def run(which):
+        def f():
+            with path(which):
+                qs, vs = model.rollout(q, v, a, system)
+                (qs.pow(2).sum() + vs.pow(2).sum()).backward()
+        return f
+
+    first = {}
+    best = _best({w: run(w) for w in paths}, repeats, first)
+    control_s = horizon * model.builder(system).control_timestep
+    out = {f"{w}_s_per_control_s": best[w] / control_s for w in paths}
+    out.update(batch=batch, horizon=horizon, speedup=best["reference"] / best["lean"])
+    if "compiled" in paths:
+        out.update(compiled_speedup=best["reference"] / best["compiled"], compiled_first_call_s=first["compiled"])
+    return out
+
+
+def inference_rate(name: str, system: str, batch: int, horizon: int, repeats: int = 2) -> dict:
+    """Batched inference (no gradients): control seconds simulated per wall second, each path and
+    MuJoCo (``mujoco.rollout``, one thread) from the same states and actions."""
+    from envs.mujoco_dynamics import MujocoDynamics
+    from envs.systems import get_system
+
+    model = _model(name)
+    q, v, a = _states(model, system, batch, horizon)
+    mj = MujocoDynamics(get_system(system), threads=1)
+
+    def run(which):
+        def f():
+            with path(which), torch.no_grad():
+                model.rollout(q, v, a, system)
+        return f
+
+    fns = {w: run(w) for w in PATHS}
+    fns["mujoco"] = lambda: mj.rollout(q, v, a)
+    best = _best(fns, repeats)
+    control_s = batch * horizon * model.builder(system).control_timestep
+    out = {f"{w}_control_s_per_s": control_s / best[w] for w in fns}
+    out.update(batch=batch, horizon=horizon, lean_vs_mujoco=best["mujoco"] / best["lean"])
+    return out
+
+
+def training_rate(data: str, seconds: float, batch_size: int = 256) -> dict:
+    """Graphs per second and validation loss after ``seconds`` of training, each path (same seed)."""
+    from gndesign.config import load_config
+    from gndesign.training import train
+
+    out = {}
+    for which in PATHS:
+        overrides = [f"train.minutes={seconds / 60}", "train.steps=1000000", f"train.batch_size={batch_size}",
+                     "train.log_every=20", "train.eval_every=1000000", "train.checkpoint_every=1000000",
+                     "model.latent_size=64", "model.mlp_hidden_size=64"]
+        cfg = load_config(None, overrides)
+        cfg.data = [data]
+        with tempfile.TemporaryDirectory() as run, path(which):
+            summary = train(cfg, Path(run) / "run", progress=False)
+        out[which] = {"steps": summary["step"], "seconds": summary["seconds"],
+                      "graphs_per_s": summary["step"] * batch_size / summary["seconds"],
+                      "val_loss": summary.get("val_loss")}
+    out["speedup"] = out["lean"]["graphs_per_s"] / out["reference"]["graphs_per_s"]
+    return out
+
+
+def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int | None = None,
+        compiled: bool = False) -> dict:
+    """Gradient-MPC on cartpole-swingup with the task's default planner settings (``horizon``:
+    override, for smoke runs): the median decision latency (the paths interleaved) and real-time
+    factor from a reset state, and the return of ``episodes`` short episodes of ``steps`` control
+    steps on the fastest path (the others compute the same function, see tests/test_lean.py)."""
+    from envs.control import DmControlEnvironment
+    from envs.tasks import get_task
+    from gndesign.dynamics import LearnedDynamics
+    from planners import make_planner
+    from workflows.plan import plan_episodes
+
+    task = get_task("cartpole-swingup")
+    model = _model("cartpole")
+    q, v = DmControlEnvironment(task, seed=seed).reset()
+    H = horizon or task.planning_horizon
+    out = {"horizon": H, "options": task.planner_options["gradient"]}
+    paths = PATHS + (("compiled",) if compiled else ())
+    planners = {w: make_planner("gradient", LearnedDynamics(model, task.system.name), task.cost, H, seed=seed,
+                                **task.planner_options["gradient"]) for w in paths}
+    times = {w: [] for w in paths}
+    for _ in range(decisions + 1):  # the paths interleaved; the first decision (warm-up) is not counted
+        for w in paths:
+            with path(w):
+                start = time.perf_counter()
+                planners[w].plan(q, v)
+                times[w].append(time.perf_counter() - start)
+    for w in paths:
+        lat = float(np.median(times[w][1:]))
+        out[w] = {"latency_s": lat, "mean_latency_s": float(np.mean(times[w][1:])),
+                  "real_time_factor": task.system.control_timestep / lat}
+    if episodes:
+        which = "compiled" if compiled else "lean"
+        with path(which):
+            ep = plan_episodes("cartpole-swingup", "pretrained:cartpole", "gradient", episodes, seed, steps=steps,
+                               horizon=H, progress=False, lockstep=1)
+        out[which].update(episode_steps=steps, episodes=episodes, return_mean=ep["return_mean"],
+                          returns=[e["return"] for e in ep["episodes"]], episode_latency_s=ep["mean_latency_s"])
+    return out
+
+
+def particle_cost(frames: int, batch: int = 1, repeats: int = 1) -> dict:
+    """Forward+backward (gradients to the obstacle's vertices) of a ``frames``-frame rollout of
+    the shipped obstacle-scene model."""
+    from gndesign.checkpoints import load_model
+
+    model, _ = load_model("pretrained:obstacle", "particles")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    xs, zs = torch.linspace(-1.0, 1.0, 10), torch.linspace(2.0, 2.6, 6)
+    grid = torch.stack(torch.meshgrid(xs, zs, indexing="ij"), -1).reshape(-1, 2)
+    pos = grid[None] + 0.01 * torch.randn(batch, grid.shape[0], 2, generator=gen)
+    obs = (torch.tensor([[-1.0, 1.2], [0.0, 1.0], [1.0, 1.3]]) + 0.05 * torch.randn(batch, 3, 2, generator=gen))
+    obs.requires_grad_(True)
+
+    def f():
+        model.rollout(pos, obs, frames, checkpoint=True).pow(2).mean().backward()
+
+    best = _best({"current": f}, repeats)
+    return {"frames": frames, "particles": grid.shape[0], "batch": batch, "s_fwd_bwd": best["current"]}
+
+
+def compile_child(batch: int, horizon: int) -> dict:
+    """(In a child process.) torch.compile of the lean cartpole step: compile time of the first
+    forward+backward and the per-step cost against eager, same process."""
+    import warnings
+
+    model = _model("cartpole")
+    q, v, a = _states(model, "cartpole", batch, horizon)
+    a.requires_grad_(True)
+    warnings.filterwarnings("ignore")
+
+    def roll(which):
+        def f():
+            with path(which):
+                qs, vs = model.rollout(q, v, a, "cartpole")
+                (qs.pow(2).sum() + vs.pow(2).sum()).backward()
+            return qs
+        return f
+
+    first = {}
+    best = _best({"compiled": roll("compiled"), "lean": roll("lean")}, 3, first)
+    diff = float((roll("compiled")() - roll("lean")()).abs().max())
+    return {"first_call_s": first["compiled"], "eager_s_per_step": best["lean"] / horizon,
+            "compiled_s_per_step": best["compiled"] / horizon, "speedup": best["lean"] / best["compiled"],
+            "max_abs_difference": diff}
+
+
+def compile_measure(batch: int, horizon: int, timeout: float) -> dict:
+    """Two fresh processes sharing one TorchInductor cache directory: a cold start, then a warm one."""
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        for run in ("cold", "warm"):
+            cmd = [sys.executable, __file__, "--compile-child", str(batch), str(horizon)]
+            try:
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                out[run] = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else {
+                    "error": res.stderr.strip().splitlines()[-1:] or ["failed"]}
+            except subprocess.TimeoutExpired:
+                out[run] = {"error": f"no result within {timeout:.0f} s"}
+            if "error" in out[run]:
+                break  # no warm start without a cold one
+    return out
+
+
+def make_train_data(out: Path, episodes: int = 40, steps: int = 100) -> str:
+    """A cartpole dataset for the training comparison (generated once)."""
+    from envs.generate import generate_dataset
+
+    if not (out / "meta.json").exists():
+        generate_dataset("cartpole", episodes=episodes, steps=steps, seed=0, out_dir=out, workers=1, progress=False)
+    return str(out)
+
+
+def run_all(quick: bool = False, train_data: str | None = None, train_seconds: float = 60.0,
+            compile_timeout: float = 240.0) -> dict:
+    """Every measurement (``quick``: tiny sizes for a smoke run)."""
+    H = 4 if quick else 50
+    report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "k": 1,
+              "note": "k = 1 only: one learned step per control step (coarse k-step models are not part of this run)"}
+    report["rollout"] = {}
+    for n in ("cartpole", "swimmer6"):
+        for b in (8,) if quick else (8, 64):
+            paths = PATHS + (("compiled",) if (n, b, quick) == ("cartpole", 8, False) else ())
+            report["rollout"][f"{n}/b{b}"] = rollout_cost(n, n, b, H, 1 if quick else 3, paths)
+    report["inference"] = {n: inference_rate(n, n, 16 if quick else 1024, 2 if quick else 20, 1 if quick else 2)
+                           for n in ("cartpole", "swimmer6")}
+    if train_data:
+        report["training"] = training_rate(train_data, train_seconds, 16 if quick else 256)
+    report["mpc"] = mpc(1 if quick else 5, 1 if quick else 3, 2 if quick else 10, horizon=5 if quick else None,
+                        compiled=not quick)
+    report["particles"] = particle_cost(3 if quick else 150, 1, 1)
+    if not quick:
+        report["compile"] = compile_measure(8, 20, compile_timeout)
+    report["machine"]["load_average_end"] = list(os.getloadavg())
+    return report
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    la = ", ".join(f"{x:.2f}" for x in m["load_average"])
+    lines = [f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread; load average at the start "
+             f"{la}, at the end {', '.join(f'{x:.2f}' for x in m.get('load_average_end', []))}. {r['note']}.", "",
+             "| rollout fwd+bwd (s per control s) | reference | lean | speed-up |", "|---|---|---|---|"]
+    for k, x in r["rollout"].items():
+        lines.append(f"| {k} (H={x['horizon']}) | {x['reference_s_per_control_s']:.4f} | "
+                     f"{x['lean_s_per_control_s']:.4f} | {x['speedup']:.2f}x |")
+        if "compiled_s_per_control_s" in x:
+            lines.append(f"| {k} compiled (first call {x['compiled_first_call_s']:.0f} s) | | "
+                         f"{x['compiled_s_per_control_s']:.4f} | {x['compiled_speedup']:.2f}x |")
+    lines += ["", "| inference (control s per wall s) | reference | lean | MuJoCo (1 thread) | lean / MuJoCo |",
+              "|---|---|---|---|---|"]
+    for k, x in r["inference"].items():
+        lines.append(f"| {k} batch {x['batch']} | {x['reference_control_s_per_s']:.1f} | "
+                     f"{x['lean_control_s_per_s']:.1f} | {x['mujoco_control_s_per_s']:.1f} | "
+                     f"{x['lean_vs_mujoco']:.2f}x |")
+    if "training" in r:
+        t = r["training"]
+        lines += ["", "| training (equal wall time) | graphs/s | validation loss | steps |", "|---|---|---|---|"]
+        for w in PATHS:
+            lines.append(f"| {w} | {t[w]['graphs_per_s']:.0f} | {t[w]['val_loss']} | {t[w]['steps']} |")
+        lines.append(f"\nTraining speed-up: {t['speedup']:.2f}x. Training (weights that take gradients) keeps the "
+                     "reference path whichever is selected: the lean path measured 0.85-0.87x graphs/s there in "
+                     "earlier runs of this script, so both rows run the same code and differ by noise only.")
+    p = r["mpc"]
+    lines += ["", f"Gradient MPC, cartpole-swingup, default planner (horizon {p['horizon']}, {p['options']}):", "",
+              "| path | median decision latency (s) | real-time factor | return (episodes x steps) |",
+              "|---|---|---|---|"]
+    for w in [w for w in ("reference", "lean", "compiled") if w in p]:
+        x = p[w]
+        ret = (f"{x['return_mean']:.1f} ({x['episodes']} x {x['episode_steps']})" if "return_mean" in x else "-")
+        lines.append(f"| {w} | {x['latency_s']:.3f} | {x['real_time_factor']:.4f} | {ret} |")
+    q = r["particles"]
+    lines += ["", f"Particles (pretrained:obstacle, {q['particles']} particles, {q['frames']} frames, batch "
+              f"{q['batch']}, checkpointed): forward+backward {q['s_fwd_bwd']:.2f} s (unchanged path)."]
+    if "compile" in r:
+        c = r["compile"]
+        lines += ["", "torch.compile of the lean cartpole step (batch 8, 20-step rollouts fwd+bwd, fresh processes "
+                  "sharing one TorchInductor cache; `GNDESIGN_COMPILE=1`):",
+                  "",
+                  "| start | first call (s) | eager (ms/step) | compiled (ms/step) | speed-up |",
+                  "|---|---|---|---|---|"]
+        for run, x in c.items():
+            lines.append(f"| {run} | {x['first_call_s']:.1f} | {1e3 * x['eager_s_per_step']:.2f} | "
+                         f"{1e3 * x['compiled_s_per_step']:.2f} | {x['speedup']:.2f}x |" if "error" not in x
+                         else f"| {run} | {x['error']} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--compile-child":
+        torch.set_num_threads(1)
+        print(json.dumps(compile_child(int(sys.argv[2]), int(sys.argv[3]))))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--train-data", help="a cartpole trajectory dataset for the training comparison (default: "
+                   "generate 40 episodes x 100 steps under data/bench_speed_cartpole)")
+    p.add_argument("--train-seconds", type=float, default=60.0)
+    p.add_argument("--compile-timeout", type=float, default=240.0)
+    p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    data = args.train_data or make_train_data(ROOT / "data" / "bench_speed_cartpole")
+    report = run_all(args.quick, data, args.train_seconds, args.compile_timeout)
+    atomic_write_json(args.out, report)
+    atomic_write_text(Path(args.out).with_suffix(".md"), markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The lean step (gndesign.lean) computes what the reference path computes: values and gradients
+on every registered system and on an MJCF with free and ball joints, in rollouts, single steps and
+training predictions; the switches select the reference path."""
+
+import pytest
+import torch
+from conftest import ALL_JOINTS_XML
+
+from envs.systems import get_system
+from gndesign.checkpoints import load_model
+from gndesign.config import ModelConfig
+from gndesign.lean import LeanPlan, reference_path
+from gndesign.simulator import SystemSpec, Transitions, build_model
+
+SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah", ALL_JOINTS_XML]
+CONFIGS = [ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1, message_passing_steps=2),
+           ModelConfig(latent_size=8, mlp_hidden_size=12, mlp_layers=2, message_passing_steps=1, aggregation="mean")]
+
+
+def random_model(source: str, config: ModelConfig, B: int = 4):
+    """A double-precision model of ``source`` with statistics from random states, and such states."""
+    s = get_system(source)
+    name = "alljoints" if source.startswith("<") else s.name
+    model = build_model(config, [SystemSpec(name, s.mjcf, s.control_timestep, s.assets)])
+    tree = model.tree()
+    gen = torch.Generator().manual_seed(1)
+
+    def states(n):
+        q = torch.as_tensor(tree.qpos0) + 0.4 * torch.randn(n, tree.nq, generator=gen, dtype=torch.float64)
+        v = torch.randn(n, tree.nv, generator=gen, dtype=torch.float64)
+        a = torch.rand(n, tree.nu, generator=gen, dtype=torch.float64) * 2 - 1
+        return q, v, a
+
+    q, v, a = states(64)
+    q2, v2, _ = states(64)
+    model = model.double()
+    static = model.builder().static_graph(None, 64, q)
+    model.accumulate_statistics(Transitions(name, q, v, a, None, q2, v2, static=static))
+    return model, name, states(B)
+
+
+def _grads(model, name, q, v, a, params, lean: bool):
+    q, v, a = (x.clone().requires_grad_(True) for x in (q, v, a))
+    params = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+    H = 3
+    actions = torch.stack([a * (1 - 0.2 * t) for t in range(H)], 1)
+    if lean:
+        qs, vs = model.rollout(q, v, actions, name, params)
+    else:
+        with reference_path(model):
+            qs, vs = model.rollout(q, v, actions, name, params)
+    loss = qs.sin().sum() + vs.pow(2).sum()
+    return [qs, vs] + list(torch.autograd.grad(loss, [q, v, a] + list(params.values())))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["sum", "mean"])
+@pytest.mark.parametrize("source", SYSTEMS, ids=lambda s: "alljoints" if s.startswith("<") else s)
+def test_lean_rollout_equals_reference_values_and_gradients(source, config):
+    model, name, (q, v, a) = random_model(source, config)
+    assert LeanPlan.supports(model, name)
+    B = q.shape[0]
+    params = {k: p * (1 + 0.1 * torch.rand(p.shape, dtype=torch.float64))
+              for k, p in model.builder().nominal_params(B, torch.float64).items()}
+    lean = _grads(model, name, q, v, a, params, True)
+    ref = _grads(model, name, q, v, a, params, False)
+    for x, y in zip(lean, ref, strict=True):
+        assert x.shape == y.shape
+        assert torch.allclose(x, y, atol=1e-5, rtol=1e-5), (x - y).abs().max()
+    assert any(g.abs().sum() > 0 for g in ref[2:])
+
+
+def test_lean_step_and_training_predictions_equal_reference():
+    model, name, (q, v, a) = random_model(ALL_JOINTS_XML, CONFIGS[0])
+    with reference_path(model):
+        ref_step = model.step(q, v, a, name)
+    lean_step = model.step(q, v, a, name)
+    for x, y in zip(lean_step, ref_step, strict=True):
+        assert torch.allclose(x, y, atol=1e-10)
+    batch = Transitions(name, q, v, a, None, *model.step(q, v, a, name))
+    with reference_path(model), torch.no_grad():
+        ref_loss = model.loss([batch, batch])
+    with torch.no_grad():  # evaluation: the lean path (training, with weight gradients, keeps the reference)
+        assert torch.allclose(model.loss([batch, batch]), ref_loss, atol=1e-10)
+
+
+def test_switches_select_the_reference_path(monkeypatch):
+    model, name, (q, v, _) = random_model("cartpole", CONFIGS[0])
+    static = model.builder().static_graph(None, q.shape[0], q)
+    assert model.lean_step(name, static, q) is not None
+    with reference_path(model):
+        assert model.lean_step(name, static, q) is None
+    assert model.lean_step(name, static, q) is not None
+    monkeypatch.setenv("GNDESIGN_LEAN", "0")
+    assert model.lean_step(name, static, q) is None
+
+
+def test_lean_step_refuses_wrong_action_shapes():
+    model, name, (q, v, a) = random_model("cartpole", CONFIGS[0])
+    with pytest.raises(ValueError, match="action must be"):
+        model.rollout(q, v, torch.zeros(q.shape[0], 3, 2, dtype=torch.float64), name)
+
+
+def test_shipped_models_lean_path_matches_recorded_predictions():
+    """The lean path reproduces the recorded rollouts of the shipped checkpoints to 1e-5
+    (tests/test_pretrained.py checks the reference path bit for bit)."""
+    from test_pretrained import ARTICULATED, REFERENCE, articulated_inputs
+
+    ref = torch.load(REFERENCE)
+    for name, system in ARTICULATED:
+        model, _ = load_model(f"pretrained:{name}", "forward")
+        with torch.no_grad():
+            qs, vs = model.rollout(*articulated_inputs(model, system), system)
+        expected = ref[f"{name}/{system}"]
+        assert torch.allclose(qs, expected["qpos"], atol=1e-5) and torch.allclose(vs, expected["qvel"], atol=1e-5)
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
+    import gndesign.lean as lean
+
+    model, name, (q, v, a) = random_model("cartpole", CONFIGS[0])
+    expected = model.step(q, v, a, name)
+
+    def broken(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no compiler")
+        return run
+
+    monkeypatch.setenv("GNDESIGN_COMPILE", "1")
+    monkeypatch.setattr(lean, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="torch.compile of the lean step failed") as record:
+        got = model.rollout(q, v, a[:, None].expand(-1, 2, -1), name)
+    assert len(record) == 1
+    assert torch.allclose(got[0][:, 1], expected[0]) and torch.allclose(got[1][:, 1], expected[1])
