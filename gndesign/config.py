@@ -17,13 +17,13 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gndesign.datasets.formats import dataset_format
 from gndesign.errors import ConfigError, DatasetError
+from gndesign.io import read_yaml_mapping
 from gndesign.nn import AGGREGATIONS
 
 PARTICLES = "particles"  # model.kind of a particle simulator
@@ -342,20 +342,7 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] | None) -> 
     """The raw ``{section: {key: value}}`` of a YAML file with ``section.key=value`` overrides applied."""
     raw: dict = {}
     if path is not None:
-        if Path(path).is_dir():
-            raise ConfigError(f"config file {path} is a directory: pass a YAML file")
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not text (binary?): pass a YAML file") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping with sections {', '.join(SECTIONS)}")
+        raw = read_yaml_mapping(path, "config file", ConfigError)
         for section in ("model", "train", "solver"):
             if raw.get(section) is not None and not isinstance(raw[section], dict):
                 raise ConfigError(f"config file {path}: section {section}: must be a mapping of options "

@@ -245,30 +245,36 @@ def _all_finite(value: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------ YAML files
-def read_yaml_mapping(path: str | os.PathLike, what: str) -> dict:
-    """The mapping in the JSON/YAML file ``path`` (empty file: ``{}``), or a one-line
-    :class:`GndesignError` naming ``what`` (e.g. ``scene file``) for a missing file, a directory, a
-    binary file, a YAML syntax error or a file that does not hold a mapping."""
+def read_yaml(path: str | os.PathLike, what: str, error: type[GndesignError] = GndesignError) -> Any:
+    """What the JSON/YAML file ``path`` holds (empty file: None), or a one-line ``error`` naming
+    ``what`` (e.g. ``scene file``) for a missing file, a directory, a binary file or a YAML syntax
+    error (with its line and column)."""
     p = Path(path)
     if p.is_dir():
-        raise GndesignError(f"{what} {p} is a directory: give a YAML file")
+        raise error(f"{what} {p} is a directory: give a YAML file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise GndesignError(f"{what} {p} does not exist") from None
+        raise error(f"{what} {p} does not exist") from None
     except UnicodeDecodeError:
-        raise GndesignError(f"{what} {p} is not a text file (YAML/JSON expected)") from None
+        raise error(f"{what} {p} is not a text file (YAML/JSON expected)") from None
     except OSError as e:
-        raise GndesignError(f"{what} {p} cannot be read: {e.strerror or e}") from None
+        raise error(f"{what} {p} cannot be read: {e.strerror or e}") from None
     try:
-        loaded = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise GndesignError(f"{what} {p} is not valid YAML{where}: {problem}") from None
+        raise error(f"{what} {p} is not valid YAML{where}: {problem}") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str, error: type[GndesignError] = GndesignError) -> dict:
+    """The mapping in the JSON/YAML file ``path`` (empty file: ``{}``); see :func:`read_yaml`, and a
+    file that does not hold a mapping is an ``error`` too."""
+    loaded = read_yaml(path, what, error)
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise GndesignError(f"{what} {p} must hold a mapping of keys to values, got a {type(loaded).__name__}")
+        raise error(f"{what} {path} must hold a mapping of keys to values, got a {type(loaded).__name__}")
     return loaded

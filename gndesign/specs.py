@@ -46,13 +46,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from gndesign.constraints import Box, Constraint, Disk, HalfPlane, JointLimit, Pin, Wall
 from gndesign.errors import ConfigError
+from gndesign.io import read_yaml
 from gndesign.objectives import (
     Affine,
     IntervalDistance,
@@ -168,12 +166,7 @@ def parse_constraints(items: Sequence[str | Mapping] | None) -> Objective | None
 
 def load_constraints(path: str | os.PathLike) -> Objective | None:
     """Constraints from a YAML file: a list of strings / spec mappings, or ``{constraints: [...]}``."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"constraint file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"constraint file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = read_yaml(path, "constraint file", ConfigError)
     if isinstance(raw, Mapping):
         if set(raw) != {"constraints"}:
             raise ConfigError(f"constraint file {path}: expected a list or a mapping with one key 'constraints', "

@@ -182,5 +182,5 @@ def test_references_to_things_that_do_not_exist_are_refused(tmp_path):
     bad_file.write_text("obstacles: []\n")
     with pytest.raises(ConfigError, match="one key 'constraints'"):
         load_constraints(bad_file)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         load_constraints(tmp_path / "missing.yaml")

@@ -393,9 +393,9 @@ def test_13_an_unwritable_run_directory_is_one_line(cartpole_data, tmp_path, cap
 # ----------------------------------------------------------------------------------------- item 15
 CONFIG_FILES = {"scalar.yaml": (b"train: 5\n", "section train: must be a mapping of options"),
                 "list.yaml": (b"model: [1, 2]\n", "section model: must be a mapping of options"),
-                "binary.yaml": (bytes(range(128, 256)) * 3, "is not text (binary?)"),
-                "dir.yaml": (None, "is a directory: pass a YAML file"),
-                "top.yaml": (b"- 1\n- 2\n", "must hold a mapping with sections")}
+                "binary.yaml": (bytes(range(128, 256)) * 3, "is not a text file (YAML/JSON expected)"),
+                "dir.yaml": (None, "is a directory: give a YAML file"),
+                "top.yaml": (b"- 1\n- 2\n", "must hold a mapping of keys to values, got a list")}
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -152,7 +152,7 @@ def test_bad_constraints_are_refused_with_a_message_and_no_traceback(particle_cg
     (["--system", "obstacle", "--design", "0,0"], "a design is 4 joint angles"),
     (["--system", "obstacle", "--actions", "random"], "--actions applies to articulated systems only"),
     (["--system", "obstacle", "--iterations", "-1"], "iterations must be >= 0"),
-    (["--system", "obstacle", "--constraints", "missing.yaml"], "constraint file not found"),
+    (["--system", "obstacle", "--constraints", "missing.yaml"], "missing.yaml does not exist"),
 ])
 def test_bad_arguments_are_refused(particle_cgns, capsys, args, message):
     ckpt, scene = particle_cgns
