@@ -26,6 +26,12 @@ from workflows.video import write_gif
 log = logging.getLogger("gndesign")
 
 
+def check_replanning(horizon: int, replan_every: int) -> None:
+    if replan_every > horizon:
+        raise GndesignError(f"--replan-every {replan_every} exceeds the planning horizon {horizon}: a plan covers "
+                            f"only {horizon} control steps (lower --replan-every or raise --horizon)")
+
+
 def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
                   replan_every: int | None = None, horizon: int | None = None, options: dict | None = None,
                   video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False,
@@ -52,6 +58,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                         ("action-repeat", action_repeat)):
         if value is not None and value < 1:
             raise GndesignError(f"--{name} must be a positive number of control steps, got {value}")
+    check_replanning(horizon or task.planning_horizon, replan_every or task.replan_every)
     ckpt = None if model == "mujoco" else resolve_checkpoint(model)
     check_output(video, inputs=[ckpt], overwrite=overwrite, what="--video")
     if ckpt is None:
@@ -68,9 +75,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     steps = steps or task.episode_steps
     check_divides(k, H, "--horizon")
     check_divides(k, replan_every, "--replan-every")
-    if replan_every > H:
-        raise GndesignError(f"--replan-every {replan_every} exceeds the planning horizon {H}: a plan covers only "
-                            f"{H} control steps (lower --replan-every or raise --horizon)")
+    check_replanning(H, replan_every)
     results, frames = [], []
     for first in range(0, episodes, lockstep):
         group = list(range(first, min(first + lockstep, episodes)))
