@@ -378,7 +378,7 @@ def generate_dataset(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
     k = int(action_repeat)
-    check_divides(k, int(steps), "the episode length")
+    check_divides(k, int(steps), "the episode length (--control-steps)")
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise ConfigError(f"shard size must be an integer >= 1, got {shard_size!r}")

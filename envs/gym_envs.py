@@ -106,8 +106,8 @@ class LearnedGymEnv(_TaskEnv):
                                    allow_new_system=True)
         self.action_repeat = k = model_action_repeat(self.model, t.system.name)
         if action_repeat is not None:
-            check_same_repeat(k, action_repeat, "the environment", f"use a checkpoint trained on --action-repeat "
-                              f"{action_repeat} data, or action_repeat={k}")
+            check_same_repeat(k, action_repeat, "action_repeat asks for",
+                              f"use a checkpoint trained on --action-repeat {action_repeat} data, or action_repeat={k}")
         check_divides(k, episode_steps, "episode_steps")
         if t.system.name not in self.model.systems:
             from gndesign.simulator import SystemSpec

@@ -28,10 +28,11 @@ def model_action_repeat(model, system: str | None = None) -> int:
 
 
 def check_same_repeat(model_k: int, wanted_k: int, what: str, fix: str) -> None:
-    """Refuse a model that steps ``model_k`` control steps where ``what`` needs ``wanted_k``."""
+    """Refuse a model that steps ``model_k`` control steps where ``what`` (e.g. "the dataset D has
+    action repeat") needs ``wanted_k``."""
     if int(model_k) != int(wanted_k):
         raise GndesignError(f"the model steps {model_k} control step(s) at once (action repeat {model_k}) but "
-                            f"{what} has action repeat {wanted_k}: {fix}")
+                            f"{what} {wanted_k}: {fix}")
 
 
 def check_divides(k: int, steps: int, what: str) -> int:

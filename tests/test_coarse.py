@@ -186,7 +186,7 @@ def test_mpc_with_a_k2_model_runs_on_cartpole(checkpoint_k2):
     assert out["action_repeat"] == 2 and ep["steps"] == 6 and ep["decisions"] == 3
     acts = np.array(ep["actions"])
     assert np.array_equal(acts[::2], acts[1::2]) and np.isfinite(ep["return"])
-    with pytest.raises(GndesignError, match="action repeat 2\\) but --action-repeat has action repeat 4"):
+    with pytest.raises(GndesignError, match="action repeat 2\\) but --action-repeat asks for 4"):
         plan_episodes("cartpole-swingup", checkpoint_k2, "gradient", 1, 0, steps=4, action_repeat=4, progress=False)
     with pytest.raises(ConfigError, match="--horizon \\(9 control steps\\)"):
         plan_episodes("cartpole-swingup", checkpoint_k2, "gradient", 1, 0, steps=4, horizon=9, progress=False)
@@ -210,6 +210,6 @@ def test_learned_gym_env_steps_k_control_steps(checkpoint_k2):
     env.close()
     with pytest.raises(ConfigError, match="episode_steps \\(5 control steps\\)"):
         gymnasium.make("gndesign/Learned-v0", checkpoint=checkpoint_k2, task="cartpole-swingup", episode_steps=5)
-    with pytest.raises(GndesignError, match="action repeat 2\\) but the environment has action repeat 1"):
+    with pytest.raises(GndesignError, match="action repeat 2\\) but action_repeat asks for 1"):
         gymnasium.make("gndesign/Learned-v0", checkpoint=checkpoint_k2, task="cartpole-swingup", episode_steps=6,
                        action_repeat=1)

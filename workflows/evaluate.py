@@ -70,7 +70,7 @@ def evaluate_trajectories(model: str, data: str, horizons: str, episode_set: str
     ckpt = resolve_checkpoint(model)
     ds = TrajectoryDataset.load(data)
     net, blob = load_model(ckpt, "forward", system=ds.system, allow_new_system=True, mjcf_sha256=None)
-    check_same_repeat(model_action_repeat(net, ds.system), ds.action_repeat, f"the dataset {data}",
+    check_same_repeat(model_action_repeat(net, ds.system), ds.action_repeat, f"the dataset {data} has action repeat",
                       "evaluate on data generated with the model's --action-repeat")
     if ds.system not in net.systems:
         net.add_system(system_spec(ds))

@@ -68,7 +68,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
         dynamics = LearnedDynamics(learned, task.system.name)
     k = dynamics.action_repeat
     if action_repeat is not None:
-        check_same_repeat(k, action_repeat, "--action-repeat", f"plan with a model trained on --action-repeat "
+        check_same_repeat(k, action_repeat, "--action-repeat asks for", f"plan with a model trained on --action-repeat "
                           f"{action_repeat} data, or pass --action-repeat {k}")
     H = horizon or -(-task.planning_horizon // k) * k
     replan_every = replan_every or -(-task.replan_every // k) * k
