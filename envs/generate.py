@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from envs.rollout_guard import SimulationError, check_rollout, episode_rng
 from envs.systems import InitConfig, System, get_system
+from gndesign.coarse import check_divides
 from gndesign.datasets.base import RunningStats, merge_stats, shard_ranges, staging_directory, write_shard
 from gndesign.datasets.params import PARAM_KEYS
 from gndesign.datasets.trajectories import FORMAT, episode_stats, finalize, make_meta
@@ -136,18 +137,31 @@ def rollout(
     return qpos, qvel
 
 
-def generate_episode(system: System, seed: int, episode: int, steps: int) -> dict[str, np.ndarray]:
+def generate_episode(system: System, seed: int, episode: int, steps: int,
+                     action_repeat: int = 1) -> dict[str, np.ndarray]:
     """Episode ``episode`` of a dataset with ``seed``: ``qpos [T+1, nq]``, ``qvel [T+1, nv]``,
-    ``action [T, nu]`` and the physical parameters (keys of :data:`PARAM_KEYS`)."""
+    ``action [T, nu]`` and the physical parameters (keys of :data:`PARAM_KEYS`).
+
+    With ``action_repeat = k`` (``steps`` a multiple of ``k``) the same random draws as for
+    ``k = 1`` give the controls; the first of every ``k`` is held for ``k`` control steps and
+    every ``k``-th state is kept: ``T = steps / k`` steps of a system whose control timestep is
+    ``k`` times longer (the same episode, seen by a model that steps ``k`` control steps at once).
+    """
     rng = episode_rng(seed, episode)
     params = system.sample_params(rng)
     model, data = system.workspace(params)
     qpos0, qvel0 = system.initial_state(model, rng)
     actions = smooth_random_actions(rng, steps, system.ctrlrange())
+    k = int(action_repeat)
+    if k > 1:
+        actions = actions[::k]
     try:
-        qpos, qvel = rollout(system, model, qpos0, qvel0, actions, data=data)
+        qpos, qvel = rollout(system, model, qpos0, qvel0, np.repeat(actions, k, axis=0) if k > 1 else actions,
+                             data=data)
     except SimulationError as e:
         raise SimulationError(f"episode {episode} (seed {seed}): {e}") from None
+    if k > 1:
+        qpos, qvel = qpos[::k], qvel[::k]
     return {"qpos": qpos, "qvel": qvel, "action": actions, **params}
 
 
@@ -191,6 +205,7 @@ class _Job:
     seed: int
     steps: int
     directory: str
+    action_repeat: int = 1
 
 
 def _system_spec(system: System) -> dict[str, Any]:
@@ -212,11 +227,12 @@ def _rebuild_system(spec: dict[str, Any]) -> System:
 def _make_shard(
     system: System, job: _Job, index: int, start: int, stop: int
 ) -> tuple[int, dict[str, Any], dict[str, RunningStats]]:
-    episodes = [generate_episode(system, job.seed, i, job.steps) for i in range(start, stop)]
+    episodes = [generate_episode(system, job.seed, i, job.steps, job.action_repeat) for i in range(start, stop)]
     arrays = {k: np.stack([ep[k] for ep in episodes]) for k in ("qpos", "qvel", "action", *PARAM_KEYS)}
     arrays["episode"] = np.arange(start, stop, dtype=np.int64)
     entry = write_shard(job.directory, index, arrays, FORMAT.shard_keys)
-    stats = episode_stats(arrays["qpos"], arrays["qvel"], arrays["action"], system.control_timestep)
+    stats = episode_stats(arrays["qpos"], arrays["qvel"], arrays["action"],
+                          system.control_timestep * job.action_repeat)
     return index, entry, stats
 
 
@@ -342,18 +358,27 @@ def generate_dataset(
     randomization: Mapping[str, Sequence[float]] | None = None,
     init: InitConfig | None = None,
     start_method: str = "spawn",
+    action_repeat: int = 1,
 ) -> GenerationReport:
     """Generate ``episodes`` rollouts of ``steps`` control steps into ``out_dir``.
+
+    With ``action_repeat = k`` (dividing ``steps``) each action is held for ``k`` control steps
+    and every ``k``-th state recorded (:func:`generate_episode`): the dataset has ``steps / k``
+    steps of ``k`` control timesteps, and its meta records ``action_repeat`` and the system's
+    ``base_control_timestep``. ``k = 1`` writes exactly what it always did.
 
     Shards of ``shard_size`` episodes (default :data:`DEFAULT_SHARD_SIZE`) are produced by
     ``workers`` processes; the files do not depend on ``workers``. The dataset appears under
     ``out_dir`` only when complete: it is built in a temporary directory next to it, which is
     removed on any error or interrupt. A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    checks = (("episodes", episodes, 1), ("steps", steps, 1), ("workers", workers, 1), ("seed", seed, 0))
+    checks = (("episodes", episodes, 1), ("steps", steps, 1), ("workers", workers, 1), ("seed", seed, 0),
+              ("action repeat", action_repeat, 1))
     for label, value, low in checks:
-        if not isinstance(value, (int, np.integer)) or value < low:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
+    k = int(action_repeat)
+    check_divides(k, int(steps), "the episode length (--control-steps)")
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise ConfigError(f"shard size must be an integer >= 1, got {shard_size!r}")
@@ -375,7 +400,7 @@ def generate_dataset(
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     with staging_directory(out_dir, overwrite) as tmp:
-        job = _Job(int(seed), int(steps), str(tmp))
+        job = _Job(int(seed), int(steps), str(tmp), k)
         tasks = [(job, i, start, stop) for i, (start, stop) in enumerate(ranges)]
         bar = tqdm(total=episodes, unit="episode", desc=f"generate {system.name}", disable=not progress)
         try:
@@ -396,21 +421,23 @@ def generate_dataset(
             mjcf=system.mjcf,
             assets=system.assets,
             timestep=system.timestep,
-            control_timestep=system.control_timestep,
-            n_substeps=system.n_substeps,
+            control_timestep=system.control_timestep * k,
+            n_substeps=system.n_substeps * k,
             nq=system.nq,
             nv=system.nv,
             nu=system.nu,
             nbody=system.nbody,
             episodes=episodes,
-            steps=steps,
+            steps=steps // k,
             seed=seed,
             randomize=system.randomize,
             randomization=system.randomization,
             shards=shards,
             generator=_generator_description(system),
         )
+        if k > 1:  # absent means 1: k = 1 datasets stay byte-identical to those written before
+            meta.update(action_repeat=k, base_control_timestep=float(system.control_timestep))
         finalize(tmp, meta, stats)
-    report = GenerationReport(out_dir, system.name, episodes, steps, time.perf_counter() - t0, workers)
+    report = GenerationReport(out_dir, system.name, episodes, steps // k, time.perf_counter() - t0, workers)
     log.info("%s", report)
     return report

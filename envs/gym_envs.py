@@ -86,21 +86,34 @@ class LearnedGymEnv(_TaskEnv):
 
     The reward is the task's (dm_control's, computed on the learned state); initial states are
     drawn as for data generation. Rendering shows the learned state in MuJoCo's renderer.
+
+    A checkpoint that steps ``k`` control steps at once (``generate --action-repeat k``) makes one
+    env step ``k`` control steps with the action held (dm_control's action repeat): the reward
+    is then ``k`` times the task's reward at the state reached (the model sees no state in
+    between), so returns stay comparable per control step. ``episode_steps`` counts control
+    steps and must be a multiple of ``k``; ``action_repeat``, if given, is the ``k`` the caller
+    expects (a checkpoint with another is refused). ``self.action_repeat`` is the model's ``k``.
     """
 
     def __init__(self, checkpoint: str = "pretrained:cartpole", task: str = "cartpole-swingup",
-                 episode_steps: int = 1000, render_mode: str | None = None):
+                 episode_steps: int = 1000, render_mode: str | None = None, action_repeat: int | None = None):
         from gndesign.checkpoints import load_model, resolve_checkpoint
+        from gndesign.coarse import check_divides, check_same_repeat, model_action_repeat
 
         t = get_task(task)
         super().__init__(t, render_mode)
         self.model, _ = load_model(resolve_checkpoint(checkpoint), "forward", system=t.system.name,
                                    allow_new_system=True)
+        self.action_repeat = k = model_action_repeat(self.model, t.system.name)
+        if action_repeat is not None:
+            check_same_repeat(k, action_repeat, "action_repeat asks for",
+                              f"use a checkpoint trained on --action-repeat {action_repeat} data, or action_repeat={k}")
+        check_divides(k, episode_steps, "episode_steps")
         if t.system.name not in self.model.systems:
             from gndesign.simulator import SystemSpec
 
-            self.model.add_system(SystemSpec(t.system.name, t.system.mjcf, t.system.control_timestep,
-                                             t.system.assets))
+            self.model.add_system(SystemSpec(t.system.name, t.system.mjcf, t.system.control_timestep * k,
+                                             t.system.assets, action_repeat=k))
         self.episode_steps = episode_steps
         self._renderer = None
 
@@ -119,8 +132,8 @@ class LearnedGymEnv(_TaskEnv):
         a = torch.as_tensor(self._check_action(action), dtype=torch.float32)[None]
         with torch.no_grad():
             self.q, self.v = self.model.step(self.q, self.v, a, self.task.system.name)
-            reward = float(self.task.reward(self.q.double(), self.v.double(), a.double()))
-        self.t += 1
+            reward = self.action_repeat * float(self.task.reward(self.q.double(), self.v.double(), a.double()))
+        self.t += self.action_repeat
         q, v = self.q[0].double().numpy(), self.v[0].double().numpy()
         terminated = not (np.isfinite(q).all() and np.isfinite(v).all())
         return self._obs(q, v), reward, terminated, self.t >= self.episode_steps, {}

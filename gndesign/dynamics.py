@@ -5,12 +5,17 @@ and returns ``qpos [B, H+1, nq], qvel [B, H+1, nv]``. Differentiable dynamics (t
 simulator) let gradients flow to the actions; sampled ones (ground-truth MuJoCo, in
 ``envs.mujoco_dynamics``) do not. Every implementation counts its model evaluations (one per
 state and step), the currency planners are compared in.
+
+A model step may span ``action_repeat = k`` control steps (a coarse learned model,
+:mod:`gndesign.coarse`): ``control_timestep`` is then one model step's time and each action of
+``actions [B, H, nu]`` is held for ``k`` control steps.
 """
 
 from __future__ import annotations
 
 import torch
 
+from gndesign.coarse import model_action_repeat
 from gndesign.simulator import ForwardModel
 
 
@@ -19,8 +24,10 @@ class Dynamics:
 
     differentiable: bool = False
 
-    def __init__(self, nq: int, nv: int, nu: int, ctrlrange: torch.Tensor, control_timestep: float):
+    def __init__(self, nq: int, nv: int, nu: int, ctrlrange: torch.Tensor, control_timestep: float,
+                 action_repeat: int = 1):
         self.nq, self.nv, self.nu = nq, nv, nu
+        self.action_repeat = int(action_repeat)
         ctrlrange = torch.as_tensor(ctrlrange, dtype=torch.float32)
         self.action_low = ctrlrange[:, 0]
         self.action_high = ctrlrange[:, 1]
@@ -58,7 +65,8 @@ class LearnedDynamics(Dynamics):
                  checkpoint: bool = False):
         builder = model.builder(system)
         tree = builder.tree
-        super().__init__(tree.nq, tree.nv, tree.nu, torch.as_tensor(tree.ctrlrange), builder.control_timestep)
+        super().__init__(tree.nq, tree.nv, tree.nu, torch.as_tensor(tree.ctrlrange), builder.control_timestep,
+                         model_action_repeat(model, system))
         self.model = model
         self.system = system
         self.params = params

@@ -37,6 +37,10 @@ class ForwardTrainer(Trainer):
             spec = system_spec(ds)
             if ds.system in self.systems and self.systems[ds.system].mjcf != spec.mjcf:
                 raise GndesignError(f"two datasets are named {ds.system!r} but hold different models")
+            if ds.system in self.systems and self.systems[ds.system].action_repeat != spec.action_repeat:
+                raise GndesignError(f"the datasets of {ds.system!r} were generated with different --action-repeat "
+                                    f"({self.systems[ds.system].action_repeat} and {spec.action_repeat}): "
+                                    "a model steps one fixed number of control steps; train on one of them")
             self.systems[ds.system] = spec
         splits = [ds.split(tc.val_fraction, tc.seed) for ds in self.datasets]
         self.train_set = TransitionSampler(self.datasets, [s[0] for s in splits])
@@ -232,5 +236,6 @@ def held_out_episodes(blob: dict, ds: TrajectoryDataset, which: str = "auto") ->
 
 
 def system_spec(ds: TrajectoryDataset) -> SystemSpec:
-    return SystemSpec(name=ds.system, mjcf=ds.mjcf, control_timestep=ds.control_timestep, assets=ds.assets)
+    return SystemSpec(name=ds.system, mjcf=ds.mjcf, control_timestep=ds.control_timestep, assets=ds.assets,
+                      action_repeat=ds.action_repeat)
 

@@ -48,21 +48,30 @@ _CHANNELS = 2  # acceleration and position-increment correction
 
 @dataclass
 class SystemSpec:
-    """What a learned model knows about a system: enough to rebuild its kinematic tree."""
+    """What a learned model knows about a system: enough to rebuild its kinematic tree.
+
+    ``control_timestep`` is the time of one model step, ``action_repeat`` the control steps it
+    spans (each action held that long: a coarse model, trained on ``generate --action-repeat``).
+    """
 
     name: str
     mjcf: str
     control_timestep: float
     assets: dict[str, bytes] = field(default_factory=dict)
+    action_repeat: int = 1
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "mjcf": self.mjcf, "control_timestep": self.control_timestep,
-                "assets": {k: base64.b64encode(v).decode("ascii") for k, v in self.assets.items()}}
+        d = {"name": self.name, "mjcf": self.mjcf, "control_timestep": self.control_timestep,
+             "assets": {k: base64.b64encode(v).decode("ascii") for k, v in self.assets.items()}}
+        if self.action_repeat != 1:  # absent means 1 (checkpoints written before coarse steps)
+            d["action_repeat"] = int(self.action_repeat)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SystemSpec:
         return cls(name=d["name"], mjcf=d["mjcf"], control_timestep=float(d["control_timestep"]),
-                   assets={k: base64.b64decode(v) for k, v in d.get("assets", {}).items()})
+                   assets={k: base64.b64decode(v) for k, v in d.get("assets", {}).items()},
+                   action_repeat=int(d.get("action_repeat", 1)))
 
     def builder(self) -> GraphBuilder:
         tree = KinematicTree.from_model(self.mjcf, self.name, self.assets)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gndesign.coarse import check_divides
 from gndesign.dynamics import Dynamics
 from gndesign.io import check_finite
 
@@ -70,6 +71,11 @@ class Planner:
         cost: the trajectory cost (lower is better).
         horizon: planning horizon ``H`` in control steps.
         seed: seed of the planner's own random generator.
+
+    A model stepping ``k = dynamics.action_repeat`` control steps at once plans over
+    ``H / k`` model steps (:attr:`horizon`; ``H`` must be a multiple of ``k``): the optimizers,
+    the cost and the warm start see model steps, :meth:`plan` returns the plan in control steps,
+    each action repeated ``k`` times (held ``k`` control steps in the environment).
     """
 
     name = "planner"
@@ -79,7 +85,9 @@ class Planner:
             raise ValueError(f"horizon must be positive, got {horizon}")
         self.dynamics = dynamics
         self.cost = cost
-        self.horizon = horizon
+        self.repeat = int(getattr(dynamics, "action_repeat", 1))
+        self.control_horizon = horizon
+        self.horizon = check_divides(self.repeat, horizon, "the planning horizon")  # in model steps
         self.low = dynamics.action_low
         self.high = dynamics.action_high
         self.generator = torch.Generator().manual_seed(seed)
@@ -102,6 +110,15 @@ class Planner:
         if self.warm is None:
             return ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
         return self.warm.clone()
+
+    def check_replan(self, replan_every: int) -> None:
+        """Refuse a replanning interval (control steps) that would cut a held action short."""
+        check_divides(self.repeat, replan_every, "the replanning interval")
+
+    def advance(self, executed: int) -> None:
+        """Warm start after ``executed`` control steps of the last plan (:meth:`plan` shifted one
+        model step already)."""
+        self.warm = self.shift(self.warm, executed // self.repeat - 1)
 
     @staticmethod
     def shift(plan: torch.Tensor, steps: int = 1) -> torch.Tensor:
@@ -150,6 +167,8 @@ class Planner:
         if single:
             self.warm = self.warm[0]
             result.actions, result.cost = result.actions[0], float(result.cost[0])
+        if self.repeat > 1:  # in control steps: each model step's action held for k of them
+            result.actions = result.actions.repeat_interleave(self.repeat, dim=-2)
         return result
 
     def optimize(self, qpos: torch.Tensor, qvel: torch.Tensor, init: torch.Tensor) -> PlanResult:

@@ -72,6 +72,9 @@ def run_mpc(env: Environment, planner: Planner, steps: int, replan_every: int = 
             progress: bool = False, on_step=None) -> EpisodeRecord:
     """Run one episode of ``steps`` control steps, replanning every ``replan_every`` steps.
 
+    The plan is in control steps; a planner over a ``k``-step model holds each of its actions
+    for ``k`` of them (``replan_every`` must then be a multiple of ``k``).
+
     Between decisions the plan is executed open loop; the next decision warm-starts from the
     plan shifted by the steps executed. ``on_step(t)`` is called after each step (e.g. to render).
     """
@@ -84,6 +87,7 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
     planner call per decision plans for all of them; one record per episode."""
     if replan_every < 1:
         raise ValueError("replan_every must be >= 1")
+    planner.check_replan(replan_every)
     qpos, qvel = env.reset()
     E = qpos.shape[0]
     records = [EpisodeRecord(batch=E) for _ in range(E)]
@@ -92,7 +96,7 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
     for t in tqdm(range(steps), disable=not progress, desc=f"mpc ({planner.name})", unit="step"):
         if plan is None or k >= replan_every:
             if plan is not None:  # plan() shifted once already
-                planner.warm = planner.shift(planner.warm, k - 1)
+                planner.advance(k)
             start = time.perf_counter()
             result = planner.plan(qpos, qvel)
             latency = time.perf_counter() - start

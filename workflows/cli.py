@@ -130,8 +130,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise GndesignError(f"generate {args.system} needs --control-steps (control steps per episode)")
     report = generate_dataset(args.system, episodes=args.episodes, steps=steps, seed=args.seed,
                               out_dir=args.out, workers=args.workers, randomize=not args.no_randomize,
-                              overwrite=args.overwrite, progress=not args.quiet)
-    print(f"wrote {report.transitions} transitions ({args.episodes} episodes x {steps} steps) "
+                              overwrite=args.overwrite, progress=not args.quiet, action_repeat=args.action_repeat)
+    print(f"wrote {report.transitions} transitions ({args.episodes} episodes x {report.steps} steps) "
           f"to {report.path} in {report.seconds:.1f} s: {report.rate:.0f} transitions/s")
     return 0
 
@@ -183,7 +183,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     check_outputs(args, [model_path(args.model)])
     result = plan_episodes(args.task, args.model, args.planner, args.episodes, args.seed, args.control_steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
-                           lockstep=args.lockstep, overwrite=args.overwrite)
+                           lockstep=args.lockstep, overwrite=args.overwrite, action_repeat=args.action_repeat)
     if args.plot:
         result["plot"] = str(save_figure(episode_figure(result), args.plot))
     if args.out:
@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--no-randomize", action="store_true", help="keep the nominal physical parameters")
+    s.add_argument("--action-repeat", type=_positive_int, default=1, metavar="K",
+                   help="hold each action K control steps and record every K-th state: data for a model "
+                        "that steps K control steps at once (K must divide --control-steps; default 1)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_generate)
@@ -387,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", type=_positive_int, help="planning horizon in control steps (default: the task's)")
     s.add_argument("--replan-every", type=_positive_int,
                    help="replan every k control steps (default: the task's, 1)")
+    s.add_argument("--action-repeat", type=_positive_int, metavar="K",
+                   help="the control steps per model step the checkpoint must have (refused otherwise; "
+                        "default: the checkpoint's)")
     s.add_argument("--lockstep", type=_positive_int, default=1, metavar="E",
                    help="run E episodes together, one batched planner call per decision for all of them "
                    "(higher throughput; the reported latency is then the batch's)")

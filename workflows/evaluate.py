@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from gndesign.checkpoints import load_model, resolve_checkpoint
+from gndesign.coarse import check_same_repeat, model_action_repeat
 from gndesign.datasets.formats import dataset_format
 from gndesign.datasets.particles import ParticleDataset
 from gndesign.datasets.trajectories import TrajectoryDataset
@@ -69,12 +70,15 @@ def evaluate_trajectories(model: str, data: str, horizons: str, episode_set: str
     ckpt = resolve_checkpoint(model)
     ds = TrajectoryDataset.load(data)
     net, blob = load_model(ckpt, "forward", system=ds.system, allow_new_system=True, mjcf_sha256=None)
+    check_same_repeat(model_action_repeat(net, ds.system), ds.action_repeat, f"the dataset {data} has action repeat",
+                      "evaluate on data generated with the model's --action-repeat")
     if ds.system not in net.systems:
         net.add_system(system_spec(ds))
     episodes, which = held_out_episodes(blob, ds, episode_set)
     hs = tuple(parse_horizons(horizons))
     result = evaluate(net, ds, episodes, hs)
     result.update({"checkpoint": str(ckpt), "data": str(data), "episode_set": which,
+                   "action_repeat": ds.action_repeat, "control_timestep": ds.control_timestep,
                    "trained_on": net.trained_systems})
     if plot:
         result["plot"] = str(plot_rollout(net, ds, int(episodes[0]), max(hs), plot))

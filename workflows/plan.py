@@ -13,6 +13,7 @@ from envs.control import DmControlBatch
 from envs.mujoco_dynamics import MujocoDynamics
 from envs.tasks import get_task
 from gndesign.checkpoints import load_model, resolve_checkpoint
+from gndesign.coarse import check_divides, check_same_repeat
 from gndesign.dynamics import LearnedDynamics
 from gndesign.errors import GndesignError
 from gndesign.io import atomic_write_json, check_output
@@ -25,15 +26,27 @@ from workflows.video import write_gif
 log = logging.getLogger("gndesign")
 
 
+def check_replanning(horizon: int, replan_every: int) -> None:
+    if replan_every > horizon:
+        raise GndesignError(f"--replan-every {replan_every} exceeds the planning horizon {horizon}: a plan covers "
+                            f"only {horizon} control steps (lower --replan-every or raise --horizon)")
+
+
 def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
                   replan_every: int | None = None, horizon: int | None = None, options: dict | None = None,
-                  video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False) -> dict:
+                  video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False,
+                  action_repeat: int | None = None) -> dict:
     """Run MPC episodes (seeds ``seed``, ``seed + 1``, ...) in the real dm_control environment;
     returns per-episode summaries. ``steps``: control steps per episode (default: the task's);
     ``replan_every``, ``horizon`` (control steps) and the planner's ``options`` default to the
     task's settings (:class:`envs.tasks.Task`). ``lockstep``: episodes run together, one planner
     call per decision for all of them (its latency is then the batch's). The options and ``video``
-    (:func:`gndesign.io.check_output`) are checked before anything runs."""
+    (:func:`gndesign.io.check_output`) are checked before anything runs.
+
+    A model stepping ``k`` control steps at once (:mod:`gndesign.coarse`) plans over ``H / k``
+    model steps and each planned action is held ``k`` control steps; the task's default horizon
+    and replanning interval are rounded up to multiples of ``k``, given ones must be multiples.
+    ``action_repeat``: the ``k`` the caller expects (a model with another is refused)."""
     task = get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
@@ -41,15 +54,11 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
         raise GndesignError(f"lockstep must be a positive number of episodes, got {lockstep}")
     opts = dict(task.planner_options[planner_name], **(options or {}))
     opts.update(planner_options(planner_name, opts))
-    H = horizon or task.planning_horizon
-    replan_every = replan_every or task.replan_every
-    steps = steps or task.episode_steps
-    for name, value in (("horizon", H), ("replan-every", replan_every), ("control-steps", steps)):
-        if value < 1:
+    for name, value in (("horizon", horizon), ("replan-every", replan_every), ("control-steps", steps),
+                        ("action-repeat", action_repeat)):
+        if value is not None and value < 1:
             raise GndesignError(f"--{name} must be a positive number of control steps, got {value}")
-    if replan_every > H:
-        raise GndesignError(f"--replan-every {replan_every} exceeds the planning horizon {H}: a plan covers only "
-                            f"{H} control steps (lower --replan-every or raise --horizon)")
+    check_replanning(horizon or task.planning_horizon, replan_every or task.replan_every)
     ckpt = None if model == "mujoco" else resolve_checkpoint(model)
     check_output(video, inputs=[ckpt], overwrite=overwrite, what="--video")
     if ckpt is None:
@@ -57,6 +66,16 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     else:
         learned, _ = load_model(ckpt, "forward", system=task.system.name, mjcf_sha256=task.system.mjcf_sha256())
         dynamics = LearnedDynamics(learned, task.system.name)
+    k = dynamics.action_repeat
+    if action_repeat is not None:
+        check_same_repeat(k, action_repeat, "--action-repeat asks for", f"plan with a model trained on --action-repeat "
+                          f"{action_repeat} data, or pass --action-repeat {k}")
+    H = horizon or -(-task.planning_horizon // k) * k
+    replan_every = replan_every or -(-task.replan_every // k) * k
+    steps = steps or task.episode_steps
+    check_divides(k, H, "--horizon")
+    check_divides(k, replan_every, "--replan-every")
+    check_replanning(H, replan_every)
     results, frames = [], []
     for first in range(0, episodes, lockstep):
         group = list(range(first, min(first + lockstep, episodes)))
@@ -79,7 +98,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                      summary["mean_evaluations"])
     returns = np.array([r["return"] for r in results])
     out = {"task": task_name, "model": model, "planner": planner_name, "horizon": H, "options": opts,
-           "replan_every": replan_every, "steps": steps, "lockstep": lockstep, "episodes": results,
+           "replan_every": replan_every, "action_repeat": k, "steps": steps, "lockstep": lockstep, "episodes": results,
            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
            "mean_latency_s": float(np.mean([r["mean_latency_s"] for r in results])),
            "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),

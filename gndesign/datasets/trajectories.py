@@ -342,6 +342,9 @@ class TrajectoryDataset(ShardedDataset):
             raise DatasetError(f"{meta_path}: assets are not base64 text: {FORMAT.regenerate}") from None
         model = compile_mjcf(meta["mjcf"], assets, f"the MJCF stored in {meta_path}")
         check_sizes(meta_path, {k: meta[k] for k in ("nq", "nv", "nu", "nbody")}, model, FORMAT.regenerate)
+        k = meta.get("action_repeat", 1)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise DatasetError(f"{meta_path}: action_repeat must be a positive integer, got {k!r}: {FORMAT.regenerate}")
 
     @classmethod
     def _check_expected(cls, path: Path, meta: Mapping[str, Any], expected: str) -> None:
@@ -371,6 +374,12 @@ class TrajectoryDataset(ShardedDataset):
     timestep = meta_field("timestep", float)
     control_timestep = meta_field("control_timestep", float)
     n_substeps = meta_field("n_substeps", int)
+
+    @property
+    def action_repeat(self) -> int:
+        """Control steps per recorded step (each action held that long; 1 unless generated with
+        ``--action-repeat``); ``control_timestep`` is already that many base control timesteps."""
+        return int(self.meta.get("action_repeat", 1))
 
     @property
     def qacc(self) -> np.ndarray:
