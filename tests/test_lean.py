@@ -132,3 +132,26 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
         got = model.rollout(q, v, a[:, None].expand(-1, 2, -1), name)
     assert len(record) == 1
     assert torch.allclose(got[0][:, 1], expected[0]) and torch.allclose(got[1][:, 1], expected[1])
+
+
+@pytest.mark.parametrize("name", ["gradient", "cem"])
+def test_planners_give_the_same_plan_through_both_paths(name):
+    """A planner on the lean step plans what it plans on the reference step (same seed, float32 as
+    planners run)."""
+    from envs.tasks import get_task
+    from gndesign.dynamics import LearnedDynamics
+    from planners import make_planner
+
+    task = get_task("cartpole-swingup")
+    model, system, (q, v, _) = random_model("cartpole", CONFIGS[0], B=2)
+    model, q, v = model.float(), q.float(), v.float()
+    options = {"gradient": {"iterations": 3, "restarts": 2}, "cem": {"iterations": 2, "population": 16, "elites": 4}}
+
+    def plan():
+        planner = make_planner(name, LearnedDynamics(model, system), task.cost, 12, seed=0, **options[name])
+        return planner.plan(q, v).actions
+
+    lean = plan()
+    with reference_path(model):
+        reference = plan()
+    torch.testing.assert_close(lean, reference, rtol=1e-4, atol=1e-5)
