@@ -4,6 +4,7 @@ hash, compatibility checks, old layouts, and the shipped models' predictions."""
 import numpy as np
 import pytest
 import torch
+from conftest import PARTICLE_SCENE
 
 from gndesign import checkpoints
 from gndesign.cgns import ArticulatedCGNS, ParticleCGNS
@@ -23,8 +24,7 @@ from gndesign.lean import reference_path
 from gndesign.particles import ParticleSimulator
 from gndesign.simulator import Transitions, build_model
 
-SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
-         "dt": 0.02, "gravity": [0.0, -9.81]}
+SCENE = PARTICLE_SCENE
 SMALL = {"latent_size": 8, "mlp_hidden_size": 8, "mlp_layers": 1, "message_passing_steps": 1}
 
 

@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import PARTICLE_SCENE
 
+from gndesign.config import ModelConfig, ParticleModelConfig
 from gndesign.constraint_evaluation import mean_before_first
 from gndesign.datasets.formats import dataset_format
 from gndesign.datasets.particles import ParticleDataset, write_particle_dataset
@@ -26,11 +28,10 @@ from gndesign.particle_evaluation import (
     summarize_particle_errors,
     summarize_position_errors,
 )
-from gndesign.particles import ParticleModelConfig, ParticleSimulator
-from gndesign.simulator import ModelConfig, SystemSpec, Transitions, build_model
+from gndesign.particles import ParticleSimulator
+from gndesign.simulator import SystemSpec, Transitions, build_model
 
-SCENE = {"particle_radius": 0.02, "obstacle_radius": 0.015, "x_min": -0.5, "x_max": 0.5, "floor": 0.0,
-         "dt": 0.02, "gravity": [0.0, -9.81]}
+SCENE = PARTICLE_SCENE
 
 
 @pytest.fixture(scope="module")
