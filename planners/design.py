@@ -361,15 +361,3 @@ def make_design_optimizer(name: str, low, high, seed: int = 0, prior_map: Callab
     :func:`design_options`)."""
     checked = design_options(name, options)
     return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **checked)
-
-
-def rollout_loss(rollout: Callable[[torch.Tensor], torch.Tensor],
-                 terms: Callable[[torch.Tensor], Mapping[str, torch.Tensor]]) -> DesignLossFn:
-    """Compose ``rollout(designs [B, K]) -> positions [B, T+1, N, 2]`` with a task's
-    ``terms(positions) -> {"total": [B], ...}`` into a design loss."""
-
-    def loss(designs: torch.Tensor) -> Mapping[str, torch.Tensor]:
-        return terms(rollout(designs))
-
-    return loss
-
