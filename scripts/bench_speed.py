@@ -52,9 +52,10 @@ def path(which: str):
 
 
 def _model(name: str):
+    """A forward model (frozen): ``pretrained:NAME`` for a bare name, else a checkpoint path."""
     from gndesign.checkpoints import load_model
 
-    model, _ = load_model(f"pretrained:{name}", "forward")
+    model, _ = load_model(name if "/" in name or name.endswith(".pt") else f"pretrained:{name}", "forward")
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -159,11 +160,13 @@ def training_rate(data: str, seconds: float, batch_size: int = 256) -> dict:
 
 
 def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int | None = None,
-        compiled: bool = False) -> dict:
+        compiled: bool = False, model_name: str = "cartpole") -> dict:
     """Gradient-MPC on cartpole-swingup with the task's default planner settings (``horizon``:
     override, for smoke runs): the median decision latency (the paths interleaved) and real-time
     factor from a reset state, and the return of ``episodes`` short episodes of ``steps`` control
-    steps on the fastest path (the others compute the same function, see tests/test_lean.py)."""
+    steps on the fastest path (the others compute the same function, see tests/test_lean.py).
+    ``model_name``: a shipped model's name or a checkpoint (e.g. a k-step model: the planner then
+    plans over ``H / k`` model steps)."""
     from envs.control import DmControlEnvironment
     from envs.tasks import get_task
     from gndesign.dynamics import LearnedDynamics
@@ -171,7 +174,7 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
     from workflows.plan import plan_episodes
 
     task = get_task("cartpole-swingup")
-    model = _model("cartpole")
+    model = _model(model_name)
     q, v = DmControlEnvironment(task, seed=seed).reset()
     H = horizon or task.planning_horizon
     out = {"horizon": H, "options": task.planner_options["gradient"]}
@@ -362,8 +365,17 @@ def main() -> None:
     p.add_argument("--train-seconds", type=float, default=60.0)
     p.add_argument("--compile-timeout", type=float, default=240.0)
     p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
+    p.add_argument("--mpc-model", help="only the gradient-MPC decision latency (reference, lean and compiled "
+                   "paths, 10 decisions) with this cartpole checkpoint, e.g. a k-step model")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.mpc_model:
+        report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "model": args.mpc_model,
+                  "mpc": mpc(10, 0, 0, compiled=True, model_name=args.mpc_model)}
+        report["machine"]["load_average_end"] = list(os.getloadavg())
+        atomic_write_json(args.out, report)
+        print(json.dumps(report["mpc"], indent=1))
+        return
     data = args.train_data or make_train_data(ROOT / "data" / "bench_speed_cartpole")
     report = run_all(args.quick, data, args.train_seconds, args.compile_timeout)
     atomic_write_json(args.out, report)
