@@ -39,3 +39,27 @@ def check_outputs(args: argparse.Namespace, inputs: list, kind: str = "file", ow
     from gndesign.io import check_outputs as check
 
     check({f: getattr(args, f[2:], None) for f in OUTPUTS}, inputs, getattr(args, "overwrite", None), kind, own)
+
+
+def output_options(s: argparse.ArgumentParser, plot_help: str) -> None:
+    """``--plot PNG``, ``--out JSON`` (all results) and ``--json`` (print JSON)."""
+    s.add_argument("--plot", help=plot_help)
+    s.add_argument("--out", help="also write the results as JSON to this file")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    overwrite_option(s)
+
+
+def overwrite_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--overwrite", action="store_true",
+                   help="allow writing into a dataset or training run directory, or over a checkpoint (never over "
+                        "an input of the command)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

@@ -19,7 +19,14 @@ import warnings
 from pathlib import Path
 
 from gndesign.errors import GndesignError
-from workflows.arguments import check_outputs, model_path, prefixed_options
+from workflows.arguments import (
+    check_outputs,
+    model_path,
+    output_options,
+    overwrite_option,
+    positive_int,
+    prefixed_options,
+)
 
 RELEASE_NOTE = "it will be removed in the next release"
 
@@ -314,6 +321,11 @@ def cmd_constrain(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
+# Each further command lives in its own ``workflows/cli_<topic>.py`` with a ``register(sub)`` that adds
+# its parser (argparse + printing only, like this module); list it here.
+COMMAND_GROUPS: tuple = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gndesign", description="Differentiable inverse design and planning with "
                                 "learned graph-network simulators (commands below; COMMAND -h for details).")
@@ -329,21 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--check-fk", action="store_true",
                    help="compare torch kinematics with MuJoCo on random states (exit 1 above 1e-5)")
-    s.add_argument("--states", type=_positive_int, default=64, help="random states for --check-fk")
+    s.add_argument("--states", type=positive_int, default=64, help="random states for --check-fk")
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("generate", help="roll MuJoCo out into a trajectory dataset")
     s.add_argument("system", help="a registered system name, an MJCF path, or obstacle-scene (particle data)")
     s.add_argument("--scene", help="obstacle-scene: JSON/YAML file of scene settings (default: the default scene)")
-    s.add_argument("--episodes", type=_positive_int, required=True)
-    s.add_argument("--control-steps", type=_positive_int, help="control steps per episode (required for systems)")
-    s.add_argument("--frames", type=_positive_int, help="obstacle-scene: frames per episode (default: the scene's)")
-    _old(s, "--steps", "old_steps", type=_positive_int)
+    s.add_argument("--episodes", type=positive_int, required=True)
+    s.add_argument("--control-steps", type=positive_int, help="control steps per episode (required for systems)")
+    s.add_argument("--frames", type=positive_int, help="obstacle-scene: frames per episode (default: the scene's)")
+    _old(s, "--steps", "old_steps", type=positive_int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
-    s.add_argument("--workers", type=_positive_int, default=1)
+    s.add_argument("--workers", type=positive_int, default=1)
     s.add_argument("--no-randomize", action="store_true", help="keep the nominal physical parameters")
-    s.add_argument("--action-repeat", type=_positive_int, default=1, metavar="K",
+    s.add_argument("--action-repeat", type=positive_int, default=1, metavar="K",
                    help="hold each action K control steps and record every K-th state: data for a model "
                         "that steps K control steps at once (K must divide --control-steps; default 1)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -359,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gn, mlp: shorthand for --set model.kind=...; cgns: the constraint-based solver (C-GNS)")
     _old(s, "--model", "family", "--family", choices=families)
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=_positive_int, help="optimizer steps (train.steps)")
+    g.add_argument("--steps", type=positive_int, help="optimizer steps (train.steps)")
     g.add_argument("--minutes", type=float, help="stop after this many minutes (train.minutes)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
@@ -375,63 +387,63 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episode-set", choices=episode_sets, default="auto",
                    help="auto: the held-out split if the model trained on this data, else all")
     _old(s, "--episodes", "episode_set", "--episode-set", choices=episode_sets)
-    _outputs(s, "write a predicted-vs-true trajectory plot (PNG) here")
+    output_options(s, "write a predicted-vs-true trajectory plot (PNG) here")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("plan", help="model-predictive control in the real dm_control environment")
     s.add_argument("task", help="cartpole-swingup (or cartpole) or swimmerN, e.g. swimmer6")
     s.add_argument("--model", required=True, help="checkpoint path, pretrained:NAME, or mujoco (the oracle)")
     s.add_argument("--planner", default="gradient", help="gradient, cem, mppi or random")
-    s.add_argument("--episodes", type=_positive_int, default=1)
+    s.add_argument("--episodes", type=positive_int, default=1)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--control-steps", type=_positive_int,
+    s.add_argument("--control-steps", type=positive_int,
                    help="control steps per episode (default: dm_control's 1000)")
-    _old(s, "--steps", "control_steps", "--control-steps", type=_positive_int)
-    s.add_argument("--horizon", type=_positive_int, help="planning horizon in control steps (default: the task's)")
-    s.add_argument("--replan-every", type=_positive_int,
+    _old(s, "--steps", "control_steps", "--control-steps", type=positive_int)
+    s.add_argument("--horizon", type=positive_int, help="planning horizon in control steps (default: the task's)")
+    s.add_argument("--replan-every", type=positive_int,
                    help="replan every k control steps (default: the task's, 1)")
-    s.add_argument("--action-repeat", type=_positive_int, metavar="K",
+    s.add_argument("--action-repeat", type=positive_int, metavar="K",
                    help="the control steps per model step the checkpoint must have (refused otherwise; "
                         "default: the checkpoint's)")
-    s.add_argument("--lockstep", type=_positive_int, default=1, metavar="E",
+    s.add_argument("--lockstep", type=positive_int, default=1, metavar="E",
                    help="run E episodes together, one batched planner call per decision for all of them "
                    "(higher throughput; the reported latency is then the batch's)")
     s.add_argument("--set", action="append", metavar="planner.KEY=VALUE", help="planner option (repeatable)")
     s.add_argument("--video", help="write an animated GIF of the first episode here")
-    _outputs(s, "write reward and actions over time (PNG) here")
+    output_options(s, "write reward and actions over time (PNG) here")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs): MPC swing-up vs the oracle")
     s.add_argument("--out", default="runs/demo")
-    s.add_argument("--control-steps", type=_positive_int, default=500,
+    s.add_argument("--control-steps", type=positive_int, default=500,
                    help="control steps (dm_control's episodes have 1000; 500 keeps the demo under 10 minutes)")
-    _old(s, "--steps", "control_steps", "--control-steps", type=_positive_int)
-    s.add_argument("--replan-every", type=_positive_int, default=8, help="replan every k control steps")
+    _old(s, "--steps", "control_steps", "--control-steps", type=positive_int)
+    s.add_argument("--replan-every", type=positive_int, default=8, help="replan every k control steps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
-    _overwrite(s)
+    overwrite_option(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("design", help="inverse design of an obstacle that steers falling balls (scored in MuJoCo)")
     s.add_argument("--task", choices=["bin", "side"], default="bin")
     s.add_argument("--target-x", type=float, help="bin task: x of the bin's centre [m]")
     s.add_argument("--side", choices=["left", "right"], default="right", help="side task: which wall")
-    s.add_argument("--segments", type=_positive_int, help="obstacle segments K (default: the scene's)")
+    s.add_argument("--segments", type=positive_int, help="obstacle segments K (default: the scene's)")
     s.add_argument("--optimizer", default="gradient", help="gradient, cem or random")
     s.add_argument("--simulator", default="learned", help="learned (the particle model) or mujoco (ground truth)")
     s.add_argument("--model", default="pretrained:obstacle", help="particle model: checkpoint or pretrained:NAME")
     s.add_argument("--scene", help="JSON/YAML file of scene settings (default: the model's scene)")
-    s.add_argument("--steps", type=_positive_int,
+    s.add_argument("--steps", type=positive_int,
                    help="optimizer steps (gradient: Adam steps; cem: refits; random: batches of designs)")
-    _old(s, "--iterations", "steps", "--steps", type=_positive_int)
+    _old(s, "--iterations", "steps", "--steps", type=positive_int)
     s.add_argument("--seed", type=int, default=0, help="initial particle layout and optimizer seed")
     s.add_argument("--set", action="append", metavar="optimizer.KEY=VALUE", help="optimizer option (repeatable)")
     s.add_argument("--out", default="runs/design", help="output directory")
-    s.add_argument("--threads", type=_positive_int, default=1,
+    s.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads (the models are small: one thread is fastest on a busy machine)")
     s.add_argument("--json", action="store_true")
-    _overwrite(s)
+    overwrite_option(s)
     s.set_defaults(func=cmd_design)
 
     s = sub.add_parser("constrain", help="roll a C-GNS out under test-time constraints and report violations")
@@ -442,46 +454,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "'wall axis=x upper=1.2 nodes=cart', 'joint_limit joints=slider upper=0.5' (repeatable)")
     s.add_argument("--constraints", metavar="FILE.yaml", help="a YAML list of constraints (strings or mappings)")
     s.add_argument("--iterations", type=int, help="solver iterations per step (default: the model's)")
-    s.add_argument("--frames", type=_positive_int, help="obstacle scene: frames to roll out (default: the scene's)")
-    s.add_argument("--control-steps", type=_positive_int, help="articulated: control steps to roll out (default 100)")
-    _old(s, "--steps", "old_steps", type=_positive_int)
+    s.add_argument("--frames", type=positive_int, help="obstacle scene: frames to roll out (default: the scene's)")
+    s.add_argument("--control-steps", type=positive_int, help="articulated: control steps to roll out (default 100)")
+    _old(s, "--steps", "old_steps", type=positive_int)
     s.add_argument("--seed", type=int, default=0, help="initial particle layout or initial state (and actions)")
     s.add_argument("--design", metavar="ANGLES", help="obstacle scene: the obstacle's angles (default: hanging down)")
     s.add_argument("--scene", help="obstacle scene: JSON/YAML file of scene settings (default: the model's scene)")
-    s.add_argument("--particles", type=_positive_int, help="obstacle scene: number of particles (default: the scene's)")
+    s.add_argument("--particles", type=positive_int, help="obstacle scene: number of particles (default: the scene's)")
     s.add_argument("--actions", choices=["zero", "random"],
                    help="articulated: zero (default) or smooth random actions (as in the training data)")
     s.add_argument("--compare", action="store_true", help="also roll out without the constraints and report both")
     s.add_argument("--video", help="write an animated GIF of the constrained rollout")
-    _outputs(s, "write a PNG: particle trajectories with the constraints, or the constrained coordinates over "
+    output_options(s, "write a PNG: particle trajectories with the constraints, or the constrained coordinates over "
                 "time with their limits")
-    s.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
+    s.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     s.set_defaults(func=cmd_constrain)
+
+    for register in COMMAND_GROUPS:  # commands that live in their own module: register(sub) adds them
+        register(sub)
     return p
-
-
-def _outputs(s: argparse.ArgumentParser, plot_help: str) -> None:
-    """``--plot PNG``, ``--out JSON`` (all results) and ``--json`` (print JSON)."""
-    s.add_argument("--plot", help=plot_help)
-    s.add_argument("--out", help="also write the results as JSON to this file")
-    s.add_argument("--json", action="store_true", help="print the results as JSON")
-    _overwrite(s)
-
-
-def _overwrite(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--overwrite", action="store_true",
-                   help="allow writing into a dataset or training run directory, or over a checkpoint (never over "
-                        "an input of the command)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
