@@ -6,8 +6,10 @@ load average; one thread).
     python scripts/bench_speed.py                    # the full protocol (about 10 minutes)
     python scripts/bench_speed.py --quick            # tiny sizes (seconds): a smoke run
 
-Every figure is for k = 1 (one learned step per control step; coarse k-step models are another
-change). The lean path is the default (``GNDESIGN_LEAN=0`` or ``gndesign.lean.reference_path``
+Rollout costs and inference rates for k = 1, 2, 4 (a k-step model steps k control steps at once,
+:mod:`gndesign.coarse`), each against today's path (the reference path, k = 1) in the same run;
+gradient MPC with the shipped k = 8 cartpole model (``pretrained:cartpole-k8``). The lean path
+is the default (``GNDESIGN_LEAN=0`` or ``gndesign.lean.reference_path``
 select the reference path, which this script does in-process for the "reference" columns).
 Timings alternate the two paths and keep the best of the repeats (other processes share the cores).
 """
@@ -51,14 +53,26 @@ def path(which: str):
                 os.environ[k] = v
 
 
-def _model(name: str):
-    """A forward model (frozen): ``pretrained:NAME`` for a bare name, else a checkpoint path."""
+def _model(name: str, k: int = 1):
+    """A forward model (frozen): ``pretrained:NAME`` for a bare name, else a checkpoint path. With
+    ``k > 1`` the same network stepping ``k`` control steps at once (its systems' model step
+    ``k`` times longer, as a model trained on ``generate --action-repeat k`` has): a step's cost
+    does not depend on the weights, so this times a k-step model (accuracy per k: results/coarse.md)."""
+    from dataclasses import replace
+
     from gndesign.checkpoints import load_model
 
-    model, _ = load_model(name if "/" in name or name.endswith(".pt") else f"pretrained:{name}", "forward")
+    model, _ = load_model(_checkpoint(name), "forward")
     for p in model.parameters():
         p.requires_grad_(False)
+    if k != 1:
+        for spec in list(model.systems.values()):
+            model.add_system(replace(spec, control_timestep=spec.control_timestep * k, action_repeat=k))
     return model
+
+
+def _checkpoint(name: str) -> str:
+    return name if "/" in name or name.endswith(".pt") else f"pretrained:{name}"
 
 
 def _states(model, system: str, batch: int, horizon: int, seed: int = 0):
@@ -89,11 +103,12 @@ def _best(fns: dict, repeats: int, first: dict | None = None) -> dict:
 
 
 def rollout_cost(name: str, system: str, batch: int, horizon: int, repeats: int = 3,
-                 paths: tuple = PATHS) -> dict:
-    """Forward+backward (gradients to the actions) of a ``horizon``-step rollout: seconds per
-    control second of rollout, each of ``paths`` (``compiled``: also its first call, the compilation)."""
-    model = _model(name)
-    q, v, a = _states(model, system, batch, horizon)
+                 paths: tuple = PATHS, k: int = 1) -> dict:
+    """Forward+backward (gradients to the actions) of a ``horizon``-control-step rollout of a
+    ``k``-step model: seconds per control second of rollout, each of ``paths`` (``compiled``: also
+    its first call, the compilation)."""
+    model = _model(name, k)
+    q, v, a = _states(model, system, batch, horizon // k)
     a.requires_grad_(True)
 
     def run(which):
@@ -105,36 +120,38 @@ def rollout_cost(name: str, system: str, batch: int, horizon: int, repeats: int 
 
     first = {}
     best = _best({w: run(w) for w in paths}, repeats, first)
-    control_s = horizon * model.builder(system).control_timestep
+    control_s = horizon // k * model.builder(system).control_timestep
     out = {f"{w}_s_per_control_s": best[w] / control_s for w in paths}
-    out.update(batch=batch, horizon=horizon, speedup=best["reference"] / best["lean"])
+    out.update(batch=batch, horizon=horizon, k=k, model_steps=horizon // k, speedup=best["reference"] / best["lean"])
     if "compiled" in paths:
         out.update(compiled_speedup=best["reference"] / best["compiled"], compiled_first_call_s=first["compiled"])
     return out
 
 
-def inference_rate(name: str, system: str, batch: int, horizon: int, repeats: int = 2) -> dict:
-    """Batched inference (no gradients): control seconds simulated per wall second, each path and
-    MuJoCo (``mujoco.rollout``, one thread) from the same states and actions."""
+def inference_rate(name: str, system: str, batch: int, horizon: int, repeats: int = 2, ks: tuple = (1,)) -> dict:
+    """Batched inference (no gradients): control seconds simulated per wall second of today's path
+    (reference, k = 1), the lean path with ``k``-step models, and MuJoCo (``mujoco.rollout``, one
+    thread) from the same states over the same ``horizon`` control steps."""
     from envs.mujoco_dynamics import MujocoDynamics
     from envs.systems import get_system
 
-    model = _model(name)
-    q, v, a = _states(model, system, batch, horizon)
+    models = {k: _model(name, k) for k in ks}
+    q, v, a = _states(models[1], system, batch, horizon)
     mj = MujocoDynamics(get_system(system), threads=1)
 
-    def run(which):
+    def run(which, k):
         def f():
             with path(which), torch.no_grad():
-                model.rollout(q, v, a, system)
+                models[k].rollout(q, v, a[:, ::k], system)  # the first action of each k held k steps
         return f
 
-    fns = {w: run(w) for w in PATHS}
+    fns = {"reference": run("reference", 1), **{f"lean_k{k}": run("lean", k) for k in ks}}
     fns["mujoco"] = lambda: mj.rollout(q, v, a)
     best = _best(fns, repeats)
-    control_s = batch * horizon * model.builder(system).control_timestep
+    control_s = batch * horizon * models[1].builder(system).control_timestep
     out = {f"{w}_control_s_per_s": control_s / best[w] for w in fns}
-    out.update(batch=batch, horizon=horizon, lean_vs_mujoco=best["mujoco"] / best["lean"])
+    out.update(batch=batch, horizon=horizon, ks=list(ks),
+               lean_vs_mujoco={k: best["mujoco"] / best[f"lean_k{k}"] for k in ks})
     return out
 
 
@@ -169,15 +186,17 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
     plans over ``H / k`` model steps)."""
     from envs.control import DmControlEnvironment
     from envs.tasks import get_task
+    from gndesign.coarse import model_action_repeat
     from gndesign.dynamics import LearnedDynamics
     from planners import make_planner
     from workflows.plan import plan_episodes
 
     task = get_task("cartpole-swingup")
     model = _model(model_name)
+    k = model_action_repeat(model)
     q, v = DmControlEnvironment(task, seed=seed).reset()
     H = horizon or task.planning_horizon
-    out = {"horizon": H, "options": task.planner_options["gradient"]}
+    out = {"model": model_name, "k": k, "horizon": H, "options": task.planner_options["gradient"]}
     paths = PATHS + (("compiled",) if compiled else ())
     planners = {w: make_planner("gradient", LearnedDynamics(model, task.system.name), task.cost, H, seed=seed,
                                 **task.planner_options["gradient"]) for w in paths}
@@ -191,12 +210,14 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
     for w in paths:
         lat = float(np.median(times[w][1:]))
         out[w] = {"latency_s": lat, "mean_latency_s": float(np.mean(times[w][1:])),
-                  "real_time_factor": task.system.control_timestep / lat}
+                  "real_time_factor": task.system.control_timestep / lat,
+                  # replanning every k control steps: a decision covers k control steps
+                  "real_time_factor_replan_k": k * task.system.control_timestep / lat}
     if episodes:
         which = "compiled" if compiled else "lean"
         with path(which):
-            ep = plan_episodes("cartpole-swingup", "pretrained:cartpole", "gradient", episodes, seed, steps=steps,
-                               horizon=H, progress=False, lockstep=1)
+            ep = plan_episodes("cartpole-swingup", _checkpoint(model_name), "gradient", episodes, seed, steps=steps,
+                               horizon=H, progress=False, lockstep=episodes)
         out[which].update(episode_steps=steps, episodes=episodes, return_mean=ep["return_mean"],
                           returns=[e["return"] for e in ep["episodes"]], episode_latency_s=ep["mean_latency_s"])
     return out
@@ -278,23 +299,35 @@ def make_train_data(out: Path, episodes: int = 40, steps: int = 100) -> str:
     return str(out)
 
 
+KS = (1, 2, 4)
+#: The k-step cartpole model shipped for fast MPC (scripts/make_pretrained.py --only cartpole-k8).
+MPC_MODEL = "cartpole-k8"
+
+
 def run_all(quick: bool = False, train_data: str | None = None, train_seconds: float = 60.0,
-            compile_timeout: float = 240.0) -> dict:
-    """Every measurement (``quick``: tiny sizes for a smoke run)."""
-    H = 4 if quick else 50
-    report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "k": 1,
-              "note": "k = 1 only: one learned step per control step (coarse k-step models are not part of this run)"}
+            compile_timeout: float = 240.0, mpc_episodes: int = 3) -> dict:
+    """Every measurement (``quick``: tiny sizes for a smoke run). "Today's path" is the reference
+    path at k = 1; every row is compared with it, measured in the same run."""
+    H = 8 if quick else 48  # control steps: a multiple of every k
+    ks = (1, 2) if quick else KS
+    report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "ks": list(ks),
+              "note": "today's path = the reference path with one learned step per control step (k = 1)"}
     report["rollout"] = {}
     for n in ("cartpole", "swimmer6"):
         for b in (8,) if quick else (8, 64):
-            paths = PATHS + (("compiled",) if (n, b, quick) == ("cartpole", 8, False) else ())
-            report["rollout"][f"{n}/b{b}"] = rollout_cost(n, n, b, H, 1 if quick else 3, paths)
-    report["inference"] = {n: inference_rate(n, n, 16 if quick else 1024, 2 if quick else 20, 1 if quick else 2)
-                           for n in ("cartpole", "swimmer6")}
+            for k in ks:
+                paths = PATHS + (("compiled",) if (n, b, quick) == ("cartpole", 8, False) else ())
+                row = rollout_cost(n, n, b, H, 1 if quick else 3, paths, k)
+                today = report["rollout"].get(f"{n}/b{b}/k1", row)["reference_s_per_control_s"]
+                row.update({f"{w}_vs_today": today / row[f"{w}_s_per_control_s"] for w in paths})
+                report["rollout"][f"{n}/b{b}/k{k}"] = row
+    report["inference"] = {n: inference_rate(n, n, 16 if quick else 1024, H // 2 if quick else 24,
+                                             1 if quick else 2, ks) for n in ("cartpole", "swimmer6")}
     if train_data:
         report["training"] = training_rate(train_data, train_seconds, 16 if quick else 256)
-    report["mpc"] = mpc(1 if quick else 5, 1 if quick else 3, 2 if quick else 10, horizon=5 if quick else None,
-                        compiled=not quick)
+    report["mpc"] = {"k1": mpc(1 if quick else 5, 0, 0, horizon=8 if quick else None),
+                     "k8": mpc(1 if quick else 5, 1 if quick else mpc_episodes, 16 if quick else 1000,
+                               horizon=16 if quick else None, compiled=not quick, model_name=MPC_MODEL)}
     report["particles"] = particle_cost(3 if quick else 150, 1, 1)
     if not quick:
         report["compile"] = compile_measure(8, 20, compile_timeout)
@@ -306,36 +339,43 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     la = ", ".join(f"{x:.2f}" for x in m["load_average"])
     lines = [f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread; load average at the start "
-             f"{la}, at the end {', '.join(f'{x:.2f}' for x in m.get('load_average_end', []))}. {r['note']}.", "",
-             "| rollout fwd+bwd (s per control s) | reference | lean | speed-up |", "|---|---|---|---|"]
-    for k, x in r["rollout"].items():
-        lines.append(f"| {k} (H={x['horizon']}) | {x['reference_s_per_control_s']:.4f} | "
-                     f"{x['lean_s_per_control_s']:.4f} | {x['speedup']:.2f}x |")
-        if "compiled_s_per_control_s" in x:
-            lines.append(f"| {k} compiled (first call {x['compiled_first_call_s']:.0f} s) | | "
-                         f"{x['compiled_s_per_control_s']:.4f} | {x['compiled_speedup']:.2f}x |")
-    lines += ["", "| inference (control s per wall s) | reference | lean | MuJoCo (1 thread) | lean / MuJoCo |",
-              "|---|---|---|---|---|"]
-    for k, x in r["inference"].items():
-        lines.append(f"| {k} batch {x['batch']} | {x['reference_control_s_per_s']:.1f} | "
-                     f"{x['lean_control_s_per_s']:.1f} | {x['mujoco_control_s_per_s']:.1f} | "
-                     f"{x['lean_vs_mujoco']:.2f}x |")
+             f"{la}, at the end {', '.join(f'{x:.2f}' for x in m.get('load_average_end', []))}. All figures from "
+             f"one run; {r['note']}. A k-step row times the same network stepping k control steps at once (a "
+             "step's cost does not depend on the weights; the accuracy of each k: results/coarse.md).", "",
+             "| rollout fwd+bwd (s per control s) | k | reference | lean | compiled | lean vs today | "
+             "compiled vs today |", "|---|---|---|---|---|---|---|"]
+    for key, x in r["rollout"].items():
+        comp = (f"{x['compiled_s_per_control_s']:.4f} (first call {x['compiled_first_call_s']:.0f} s)"
+                if "compiled_s_per_control_s" in x else "")
+        comp_vs = f"{x['compiled_vs_today']:.1f}x" if "compiled_vs_today" in x else ""
+        lines.append(f"| {key.rsplit('/', 1)[0]} (H={x['horizon']} control steps) | {x['k']} | "
+                     f"{x['reference_s_per_control_s']:.4f} | {x['lean_s_per_control_s']:.4f} | {comp} | "
+                     f"{x['lean_vs_today']:.1f}x | {comp_vs} |")
+    lines += ["", "| inference (control s per wall s) | today (reference, k=1) | "
+              + " | ".join(f"lean k={k}" for k in r["ks"]) + " | MuJoCo (1 thread) | best lean / MuJoCo |",
+              "|---|---|" + "---|" * len(r["ks"]) + "---|---|"]
+    for n, x in r["inference"].items():
+        best = max(x["lean_vs_mujoco"].values())
+        lines.append(f"| {n} batch {x['batch']} | {x['reference_control_s_per_s']:.1f} | "
+                     + " | ".join(f"{x[f'lean_k{k}_control_s_per_s']:.1f}" for k in r["ks"])
+                     + f" | {x['mujoco_control_s_per_s']:.1f} | {best:.2f}x |")
     if "training" in r:
         t = r["training"]
         lines += ["", "| training (equal wall time) | graphs/s | validation loss | steps |", "|---|---|---|---|"]
         for w in PATHS:
             lines.append(f"| {w} | {t[w]['graphs_per_s']:.0f} | {t[w]['val_loss']} | {t[w]['steps']} |")
-        lines.append(f"\nTraining speed-up: {t['speedup']:.2f}x. Training (weights that take gradients) keeps the "
-                     "reference path whichever is selected: the lean path measured 0.85-0.87x graphs/s there in "
-                     "earlier runs of this script, so both rows run the same code and differ by noise only.")
-    p = r["mpc"]
-    lines += ["", f"Gradient MPC, cartpole-swingup, default planner (horizon {p['horizon']}, {p['options']}):", "",
-              "| path | median decision latency (s) | real-time factor | return (episodes x steps) |",
-              "|---|---|---|---|"]
-    for w in [w for w in ("reference", "lean", "compiled") if w in p]:
-        x = p[w]
-        ret = (f"{x['return_mean']:.1f} ({x['episodes']} x {x['episode_steps']})" if "return_mean" in x else "-")
-        lines.append(f"| {w} | {x['latency_s']:.3f} | {x['real_time_factor']:.4f} | {ret} |")
+        lines.append(f"\nTraining speed-up: {t['speedup']:.2f}x.")
+    lines += ["", "Gradient MPC, cartpole-swingup, the task's default planner (horizon 120 control steps, "
+              "8 restarts x 5 iterations); latency: median over decisions from one reset state:", "",
+              "| model | path | median decision latency (s) | real-time factor (replanning every k) | "
+              "return (episodes x control steps) |", "|---|---|---|---|---|"]
+    for p in r["mpc"].values():
+        for w in [w for w in ("reference", "lean", "compiled") if w in p]:
+            x = p[w]
+            ret = (f"{x['return_mean']:.1f} ({x['episodes']} x {x['episode_steps']}: "
+                   + ", ".join(f"{v:.1f}" for v in x["returns"]) + ")" if "return_mean" in x else "-")
+            lines.append(f"| {p['model']} (k={p['k']}) | {w} | {x['latency_s']:.3f} | "
+                         f"{x['real_time_factor_replan_k']:.3f} | {ret} |")
     q = r["particles"]
     lines += ["", f"Particles (pretrained:obstacle, {q['particles']} particles, {q['frames']} frames, batch "
               f"{q['batch']}, checkpointed): forward+backward {q['s_fwd_bwd']:.2f} s (unchanged path)."]

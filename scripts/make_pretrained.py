@@ -1,6 +1,6 @@
 """Regenerate the shipped pretrained models (``gndesign/pretrained/*.pt``) from fixed seeds.
 
-    python scripts/make_pretrained.py                 # all four (about 50 min on 2 cores)
+    python scripts/make_pretrained.py                 # all five (about 75 min on 2 cores)
     python scripts/make_pretrained.py --only cartpole
     python scripts/make_pretrained.py --only obstacle  # the particle simulator of the obstacle scene
 
@@ -21,6 +21,9 @@ GN = ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing
       "train.log_every=200", "train.eval_every=1000", "train.checkpoint_every=1000", "train.threads=1"]
 SPECS = {
     "cartpole": {"data": [("cartpole", 400, 0)], "steps": 15000},
+    # A coarse model: each step spans 8 control steps (the action held; data generated with
+    # --action-repeat 8, 400 control steps = 50 model steps per episode): fast gradient MPC.
+    "cartpole-k8": {"data": [("cartpole", 800, 0)], "steps": 15000, "action_repeat": 8, "control_steps": 400},
     "swimmer6": {"data": [("swimmer6", 400, 0)], "steps": 8000},
     "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 10000},
     # The particle simulator of the obstacle-design scene (default SceneConfig): episodes and seeds
@@ -50,11 +53,12 @@ def build(name: str, work: str) -> dict:
     if spec.get("kind") == "particles":
         return build_particles(name, work_dir)
     data = []
+    k, steps = spec.get("action_repeat", 1), spec.get("control_steps", 200)
     for system, episodes, seed in spec["data"]:
-        out = work_dir / "data" / f"{system}-{episodes}x200-s{seed}"
+        out = work_dir / "data" / (f"{system}-{episodes}x{steps}-s{seed}" + (f"-k{k}" if k > 1 else ""))
         if not (out / "meta.json").exists():
-            generate_dataset(system, episodes=episodes, steps=200, seed=seed, out_dir=out, overwrite=True,
-                             progress=False)
+            generate_dataset(system, episodes=episodes, steps=steps, seed=seed, out_dir=out, overwrite=True,
+                             progress=False, action_repeat=k)
         data.append(str(out))
     run = work_dir / name
     cfg = load_config(None, GN + [f"train.steps={spec['steps']}", "train.seed=0"])
@@ -63,12 +67,14 @@ def build(name: str, work: str) -> dict:
     resume = ckpt.exists()
     train(cfg, run, resume=resume, progress=False)
     dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
-    res = {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "data": spec["data"], "eval": {}}
+    res = {"checkpoint": str(dst.relative_to(ROOT)), "steps": spec["steps"], "data": spec["data"],
+           "action_repeat": k, "eval": {}}
     for path in data:
         ds = TrajectoryDataset.load(path)
         model, blob = load_model(dst, "forward", system=ds.system)
         episodes, _ = held_out_episodes(blob, ds)
-        e = evaluate(model, ds, episodes, (10, 50, 100))
+        # horizons in model steps: 10, 50, 100 control steps (and 400 for a k-step model), rounded down
+        e = evaluate(model, ds, episodes, tuple(sorted({max(1, h // k) for h in (10, 50, 100, 400 if k > 1 else 100)})))
         res["eval"][ds.system] = {k: e[k] for k in ("one_step_loss", "qpos_rmse", "body_pos_error")}
     return {name: res}
 

@@ -213,3 +213,21 @@ def test_learned_gym_env_steps_k_control_steps(checkpoint_k2):
     with pytest.raises(GndesignError, match="action repeat 2\\) but action_repeat asks for 1"):
         gymnasium.make("gndesign/Learned-v0", checkpoint=checkpoint_k2, task="cartpole-swingup", episode_steps=6,
                        action_repeat=1)
+
+
+def test_shipped_k8_cartpole_steps_eight_held_control_steps_like_mujoco(tmp_path):
+    """pretrained:cartpole-k8 (the demo's model) is an 8-step model, refuses k = 1 use, and predicts
+    MuJoCo's state 8 held control steps ahead on unseen episodes (validation rmse 0.0009 rad/m)."""
+    net, _ = load_model("pretrained:cartpole-k8", "forward", system="cartpole")
+    dyn = LearnedDynamics(net, "cartpole")
+    assert dyn.action_repeat == 8 and dyn.control_timestep == pytest.approx(0.08)
+    generate_dataset("cartpole", episodes=2, steps=80, seed=123, out_dir=tmp_path / "d", progress=False,
+                     action_repeat=8)
+    ds = TrajectoryDataset.load(tmp_path / "d")
+    q, v, a = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (ds.qpos, ds.qvel, ds.action))
+    with torch.no_grad():
+        qs, _ = net.rollout(q[:, 0], v[:, 0], a[:, :1], "cartpole")
+    assert (qs[:, -1] - q[:, 1]).abs().max() < 0.01
+    with pytest.raises(GndesignError, match="action repeat 8\\) but --action-repeat asks for 1"):
+        plan_episodes("cartpole-swingup", "pretrained:cartpole-k8", "gradient", 1, 0, steps=8, action_repeat=1,
+                      progress=False)

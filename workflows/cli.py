@@ -416,8 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the main job (what `make demo` runs): MPC swing-up vs the oracle")
     s.add_argument("--out", default="runs/demo")
-    s.add_argument("--control-steps", type=positive_int, default=500,
-                   help="control steps (dm_control's episodes have 1000; 500 keeps the demo under 10 minutes)")
+    s.add_argument("--control-steps", type=positive_int, default=1000,
+                   help="control steps (default: dm_control's full 1000-step episode)")
     _old(s, "--steps", "control_steps", "--control-steps", type=positive_int)
     s.add_argument("--replan-every", type=positive_int, default=8, help="replan every k control steps")
     s.add_argument("--seed", type=int, default=0)
