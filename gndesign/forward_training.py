@@ -195,8 +195,14 @@ def unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[torch
     """Mean normalized loss over ``length`` steps, each step starting from the model's own
     prediction of the previous one (plain one-step loss for length 1).
 
-    ``net`` is the module to call (a DDP wrapper of ``model`` in distributed runs)."""
+    ``net`` is the module to call (a DDP wrapper of ``model`` in distributed runs). A graph
+    network on one process computes it on the lean path (:func:`lean_unrolled_loss`)."""
     net = net or model
+    if net is model:
+        rollouts = [model.lean_step(s["system"], model.builder(s["system"]).static_graph(s["params"], q.shape[0], q), q)
+                    for s, (q, _) in zip(seqs, start, strict=True)]
+        if all(r is not None for r in rollouts):
+            return lean_unrolled_loss(model, seqs, start, rollouts, correct_pos_noise)
     length = seqs[0]["action"].shape[1]
     states = list(start)
     total = 0.0
@@ -206,6 +212,30 @@ def unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[torch
                    for s, (q, v) in zip(seqs, states, strict=True)]
         loss, nxt = net(batches, k + 1 < length)
         total = total + loss
+        states = nxt
+    return total / length
+
+
+def lean_unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[torch.Tensor, torch.Tensor]],
+                       rollouts: list, correct_pos_noise: bool = False) -> torch.Tensor:
+    """:func:`unrolled_loss` on the lean path: each sequence's topology and parameters are fixed,
+    so its lean step (``rollouts``: :class:`gndesign.lean.LeanRollout`, one per sequence batch)
+    is prepared once per batch and serves every step of the unroll."""
+    length = seqs[0]["action"].shape[1]
+    states, total = list(start), 0.0
+    for k in range(length):
+        sq_sum, count, nxt = 0.0, 0, []
+        for s, r, (q, v) in zip(seqs, rollouts, states, strict=True):
+            a = s["action"][:, k]
+            pred = r.predict(q, v, a)
+            target, mask = model.targets(Transitions(s["system"], q, v, a, s["params"], s["qpos"][:, k + 1],
+                                                     s["qvel"][:, k + 1],
+                                                     None if correct_pos_noise or k else s["qpos"][:, 0]))
+            sq_sum = sq_sum + ((pred - target).pow(2) * mask).sum()
+            count += int(mask.sum()) * pred.shape[0]
+            if k + 1 < length:
+                nxt.append(r.integrate(q, v, pred))
+        total = total + sq_sum / max(count, 1)
         states = nxt
     return total / length
 

@@ -158,7 +158,10 @@ class LeanPlan:
             g2[k, ei[0, k]] = 1.0
             g2[2 * E + k, ei[1, k]] = 1.0
             inc[ei[1, k], k] = 1.0
-        self.gather = torch.as_tensor(g2, **kw)
+        # [2E, 2N]: each edge's sender among the first N rows of a [2N, ...] stack, its receiver among the last N
+        gather = np.concatenate([g2[:2 * E], g2[2 * E:]], 1)
+        self.gather = torch.as_tensor(gather, **kw)
+        self.gather_forward = torch.as_tensor(gather[:E], **kw)  # the forward edges only
         self.incidence = torch.as_tensor(inc, **kw)
         self.incidence_mean = torch.as_tensor(inc / np.maximum(inc.sum(1, keepdims=True), 1.0), **kw)
         self.nonworld = torch.as_tensor((np.arange(N) > 0).astype(np.float64)[:, None, None], **kw)
@@ -249,7 +252,7 @@ class LeanRollout:
         self.edge_A = (F.linear(static.edge, W[:, :Fs_e]) + (c + enc[0][2]) + F.linear(p.off, joint_W)
                        ).transpose(0, 1).contiguous()
         self.edge_flag = Wd[:, -1]
-        self.edge_M = (p.sel @ joint_W.T).reshape(-1, E * H)
+        self.edge_M = (p.sel @ joint_W.T).view(-1, E, H).transpose(0, 1).contiguous()  # [E, R, H]
         self.edge_disp = Wd[:, 0:3].T
         self.edge_dist = Wd[:, 3]
         self.edge_rest = enc[1:]
@@ -257,17 +260,22 @@ class LeanRollout:
         self.moment = p.builder.tree.actuator_moment(static.params["actuator_gear"]) * gain[:, None]
         # globals: static, encoded once
         self.u = net.global_encoder(m.global_norm(static.u))
+        L = net.latent_size
         self.blocks = []
-        for g in net.processor:
+        for i in range(net.message_passing_steps):  # shared weights: one block applied M times
+            g = net.processor[0 if net.shared_weights else i]
             eb, nb, gb = g.edge_block, g.node_block, g.global_block
-            L = net.latent_size
-            el = _mlp_layers(eb.mlp)
-            We = el[0][1]
+            el, nl = _mlp_layers(eb.mlp), _mlp_layers(nb.mlp)
+            We, Wn = el[0][1], nl[0][1]
             self.blocks.append(dict(
-                We=We[:, :3 * L], Wu=We[:, 3 * L:], be=el[0][2],
-                edge=el[1:], node=_mlp_layers(nb.mlp), glob=_mlp_layers(gb.mlp),
+                We=We[:, :L], We_s=We[:, L:2 * L], We_r=We[:, 2 * L:3 * L], We_u=We[:, 3 * L:], be=el[0][2],
+                Wn=Wn[:, :L], Wn_a=Wn[:, L:2 * L], Wn_u=Wn[:, 2 * L:], bn=nl[0][2],
+                edge=el[1:], node=nl[1:], glob=_mlp_layers(gb.mlp),
                 inc=p.incidence_mean if nb.aggregation == "mean" else p.incidence,
                 glob_agg=gb.aggregation))
+        b0 = self.blocks[0] if self.blocks else None
+        self.u_terms = None if b0 is None else (F.linear(self.u, b0["We_u"], b0["be"]),
+                                                F.linear(self.u, b0["Wn_u"], b0["bn"]))
         self.decoder = _mlp_layers(net.edge_decoder)
         tmean, tstd = m._type_stats(p.system, like)
         mask = m._slot_mask(p.system).to(device=like.device, dtype=like.dtype)
@@ -281,7 +289,7 @@ class LeanRollout:
         Latents are node-major (``[N, B, L]``, ``[2E, B, L]``) so that gathers and sums over the
         fixed topology are single matrix products with constant incidence matrices."""
         p = self.plan
-        B, E, N, H = qpos.shape[0], p.E, p.N, self.H
+        B, N = qpos.shape[0], p.N
         S, ang = p.kin(qpos, qvel)
         # nodes
         Fn = S.permute(1, 0, 3, 2).reshape(N, B, 18)
@@ -293,17 +301,34 @@ class LeanRollout:
         dist = disp.norm(dim=-1, keepdim=True)
         force = torch.bmm(action[:, None], self.moment)[:, 0]
         r = torch.cat([qpos, torch.sin(ang), torch.cos(ang), qvel, force], -1)
-        common = self.edge_A + (r @ self.edge_M).view(B, E, H).transpose(0, 1) + dist * self.edge_dist
+        common = self.edge_A + torch.matmul(r, self.edge_M) + dist * self.edge_dist
         pd = disp @ self.edge_disp
         e = _run(self.edge_rest, torch.cat([common + pd, common - pd + self.edge_flag], 0))
-        u = self.u
-        L = e.shape[-1]
-        for blk in self.blocks:
-            g = (p.gather @ x.view(N, B * L)).view(2, 2 * E, B, L)
-            h = torch.cat([e, g[0], g[1]], -1)
-            e2 = _run(blk["edge"], F.linear(h, blk["We"]) + F.linear(u, blk["Wu"], blk["be"]))
+        return self.process(x, e)
+
+    def process(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """The processor and the decoder on encoded nodes ``x [N, B, L]`` and edges ``e [2E, B, L]``.
+
+        What the decoder does not read is not computed: the last step updates the forward edges
+        only (no reverse edges, nodes or globals), as their values reach no output."""
+        p, u = self.plan, self.u
+        N, B, L, E = x.shape[0], x.shape[1], x.shape[2], p.E
+        for i, blk in enumerate(self.blocks):
+            # the globals' share of the first layers, once per graph (the first block's: per rollout);
+            # the nodes' share of the edges' first layer, once per node, then gathered (sender, receiver)
+            edge_u, node_u = self.u_terms if i == 0 else (F.linear(u, blk["We_u"], blk["be"]),
+                                                           F.linear(u, blk["Wn_u"], blk["bn"]))
+            P = torch.cat([F.linear(x, blk["We_s"]), F.linear(x, blk["We_r"])]).view(2 * N, -1)
+            last = i == len(self.blocks) - 1
+            if last:
+                e = e[:E]
+            g = ((p.gather_forward if last else p.gather) @ P).view(e.shape[0], B, -1)
+            e2 = _run(blk["edge"], F.linear(e, blk["We"]) + g + edge_u)
+            if last:
+                e = e + e2
+                break
             agg = (blk["inc"] @ e2.view(2 * E, B * L)).view(N, B, L)
-            x2 = _run(blk["node"], torch.cat([x, agg, u.expand(N, B, L)], -1))
+            x2 = _run(blk["node"], F.linear(x, blk["Wn"]) + F.linear(agg, blk["Wn_a"]) + node_u)
             ga = blk["glob_agg"]
             ge, gx = ((e2.mean(0), x2.mean(0)) if ga == "mean" else (e2.sum(0), x2.sum(0)) if ga == "sum"
                       else (e2.amax(0), x2.amax(0)))
@@ -313,11 +338,16 @@ class LeanRollout:
 
     def step(self, qpos: torch.Tensor, qvel: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One control step ``(qpos', qvel')``."""
-        p = self.plan
         if action.shape != (qpos.shape[0], self.moment.shape[1]) or qpos.shape[0] != self.B:
             raise ValueError(f"action must be [{self.B}, {self.moment.shape[1]}] for states [{self.B}, ...], "
                              f"got {list(action.shape)} and {list(qpos.shape)}")
-        pred = self.predict(qpos, qvel, action)
+        return self.integrate(qpos, qvel, self.predict(qpos, qvel, action))
+
+    def integrate(self, qpos: torch.Tensor, qvel: torch.Tensor, pred: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next state ``(qpos', qvel')`` from a normalized prediction ``pred [B, E, 12]``
+        (``denormalize`` and ``integrate_prediction``)."""
+        p = self.plan
         ac = pred.reshape(pred.shape[0], -1) @ self.dec_W + self.dec_c
         qvel_next = qvel + p.dt * ac[:, :p.nv]
         v = qvel_next + ac[:, p.nv:]

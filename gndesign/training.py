@@ -118,7 +118,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     model = trainer.model = trainer.build_model()
     gens = {"sample": torch.Generator().manual_seed(tc.seed * 1000 + rank),
             "noise": torch.Generator().manual_seed(tc.seed * 1000 + 500 + rank)}
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    # One fused kernel for all parameters (the per-tensor loop cost ~3 ms a step on a CPU core)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True)
     decay = (tc.lr_final / tc.lr) ** (1.0 / tc.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: decay ** min(s, tc.steps))
     step, elapsed = 0, 0.0
@@ -139,6 +140,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
         try:
             optimizer.load_state_dict(blob["optimizer"])
             scheduler.load_state_dict(blob["scheduler"])
+            for group in optimizer.param_groups:  # older checkpoints saved the unfused optimizer's flags
+                group.update(fused=True, foreach=None)
         except (ValueError, KeyError, RuntimeError) as e:
             raise GndesignError(f"{ckpt_path}: its optimizer state does not fit its model ({one_line(e)}): "
                                 "restore the original file or start a new run") from None
