@@ -47,14 +47,9 @@ from torch import Tensor
 from gndesign.graphs import radius_pairs
 from gndesign.nn import aggregate
 
-__all__ = ["CHECKPOINT_BUDGET", "LeanParticles", "lean_particles_enabled"]
+__all__ = ["CHECKPOINT_BUDGET", "LeanParticles"]
 
 CHECKPOINT_BUDGET = 1 << 30  # bytes of saved activations a checkpointed lean rollout keeps at most (about)
-
-
-def lean_particles_enabled() -> bool:
-    """Whether the lean particle path is on (``GNDESIGN_LEAN=0`` selects the reference path)."""
-    return os.environ.get("GNDESIGN_LEAN", "1") != "0"
 
 
 _COMPILE: dict = {}

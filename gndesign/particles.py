@@ -49,10 +49,11 @@ from gndesign.datasets.particles import (
 )
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import radius_pairs
+from gndesign.lean import lean_enabled
 from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
-from gndesign.particle_lean import LeanParticles, lean_particles_enabled
+from gndesign.particle_lean import LeanParticles
 from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
 
 __all__ = [
@@ -312,8 +313,10 @@ class ParticleSimulator(nn.Module):
     # ------------------------------------------------------------------------------- dynamics
     def lean(self, options: SolveOptions | None = None) -> bool:
         """Whether frames take the lean path (:mod:`gndesign.particle_lean`): the forward predictor
-        without test-time constraints, unless ``GNDESIGN_LEAN=0``."""
-        return lean_particles_enabled() and not self.solves and options is None
+        without test-time constraints, unless ``GNDESIGN_LEAN=0``, ``model.use_lean = False`` or
+        inside ``with gndesign.lean.reference_path(model):``."""
+        return (lean_enabled() and self.__dict__.get("use_lean", True) and not self.solves
+                and options is None)
 
     def _step(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor,
               options: SolveOptions | None = None) -> Tensor:

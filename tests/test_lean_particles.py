@@ -129,6 +129,23 @@ def test_non_finite_particles_do_not_break_the_lean_path(monkeypatch):
     assert torch.isfinite(lean[1]).all() and torch.isfinite(lean[0, :, :5]).all()
 
 
+def test_lean_path_reproduces_the_shipped_model_s_recorded_predictions(monkeypatch):
+    from test_pretrained import REFERENCE, particle_inputs
+
+    from gndesign.checkpoints import load_model
+    from gndesign.lean import reference_path
+
+    monkeypatch.setenv("GNDESIGN_LEAN", "1")
+    model, _ = load_model("pretrained:obstacle", "particles")
+    assert model.lean()
+    with torch.no_grad():
+        positions = model.rollout(*particle_inputs(model), 4)
+    torch.testing.assert_close(positions, torch.load(REFERENCE)["obstacle"]["positions"], rtol=0, atol=1e-5)
+    with reference_path(model):
+        assert not model.lean()
+    assert model.lean()
+
+
 def test_cgns_keeps_the_reference_path(monkeypatch):
     monkeypatch.setenv("GNDESIGN_LEAN", "1")
     cgns = ParticleSimulator(ParticleModelConfig(latent_size=8, mlp_hidden_size=8, mlp_layers=1,
