@@ -29,12 +29,13 @@ those of the reference path up to the order of floating-point operations
 Gradient checkpointing (``checkpoint=True``) recomputes a frame's activations in the backward
 pass; it costs a second forward pass, so the lean rollout checkpoints only the frames whose saved
 activations would take the total over :data:`CHECKPOINT_BUDGET` bytes (measured on the first frame).
+
+``torch.compile`` is not used here: the frames' shapes change with the neighbours (edges, reachable
+obstacle nodes), and compiling the first 150-frame rollout had not finished after 10 minutes
+(``GNDESIGN_COMPILE=1`` only concerns the articulated lean step).
 """
 
 from __future__ import annotations
-
-import os
-import warnings
 
 import numpy as np
 import torch
@@ -50,34 +51,6 @@ from gndesign.nn import aggregate
 __all__ = ["CHECKPOINT_BUDGET", "LeanParticles"]
 
 CHECKPOINT_BUDGET = 1 << 30  # bytes of saved activations a checkpointed lean rollout keeps at most (about)
-
-
-_COMPILE: dict = {}
-
-
-def _maybe_compiled(fn):
-    """``fn`` through ``torch.compile`` (dynamic shapes) when ``GNDESIGN_COMPILE=1``; any failure
-    falls back to eager with one warning."""
-    if os.environ.get("GNDESIGN_COMPILE", "0") != "1" or _COMPILE.get("failed"):
-        return fn
-    if "fn" not in _COMPILE:
-        _COMPILE["fn"] = torch.compile(_call, dynamic=True)
-
-    def run(*args):
-        if _COMPILE.get("failed"):
-            return fn(*args)
-        try:
-            return _COMPILE["fn"](fn, *args)
-        except Exception as exc:  # noqa: BLE001 (any compiler error: fall back to eager)
-            _COMPILE["failed"] = True
-            warnings.warn(f"torch.compile of the lean particle step failed ({type(exc).__name__}: {exc}); "
-                          "running eagerly", RuntimeWarning, stacklevel=2)
-            return fn(*args)
-    return run
-
-
-def _call(fn, *args):
-    return fn(*args)
 
 
 def _ops(layers) -> list:
@@ -301,7 +274,7 @@ class LeanParticles:
         vels = [frames[k + 1] - frames[k] for k in range(self.C)]
         x = frames[-1]
         out = [x]
-        step = _maybe_compiled(self.step)
+        step = self.step
         ckpt = checkpoint and torch.is_grad_enabled()
         saved, per_row = 0.0, None
         for _ in range(steps):

@@ -203,8 +203,11 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
 
 
 def particle_cost(frames: int, batch: int = 1, repeats: int = 1) -> dict:
-    """Forward+backward (gradients to the obstacle's vertices) of a ``frames``-frame rollout of
-    the shipped obstacle-scene model."""
+    """Forward+backward (gradients to the obstacle's vertices) of a ``frames``-frame checkpointed
+    rollout of the shipped obstacle-scene model, today's (reference) path and the lean path side by
+    side: the median of ``repeats`` interleaved runs each (``s_fwd_bwd``: the reference path's)."""
+    import statistics
+
     from gndesign.checkpoints import load_model
 
     model, _ = load_model("pretrained:obstacle", "particles")
@@ -217,11 +220,27 @@ def particle_cost(frames: int, batch: int = 1, repeats: int = 1) -> dict:
     obs = (torch.tensor([[-1.0, 1.2], [0.0, 1.0], [1.0, 1.3]]) + 0.05 * torch.randn(batch, 3, 2, generator=gen))
     obs.requires_grad_(True)
 
-    def f():
-        model.rollout(pos, obs, frames, checkpoint=True).pow(2).mean().backward()
+    def run(which):
+        def f():
+            obs.grad = None
+            with path(which):
+                model.rollout(pos, obs, frames, checkpoint=True).pow(2).mean().backward()
+            return obs.grad.clone()
+        return f
 
-    best = _best({"current": f}, repeats)
-    return {"frames": frames, "particles": grid.shape[0], "batch": batch, "s_fwd_bwd": best["current"]}
+    grads = {w: run(w)() for w in PATHS}  # warm-up, and the gradients compared
+    times = {w: [] for w in PATHS}
+    for _ in range(repeats):
+        for w in PATHS:
+            start = time.perf_counter()
+            run(w)()
+            times[w].append(time.perf_counter() - start)
+    med = {w: statistics.median(t) for w, t in times.items()}
+    return {"frames": frames, "particles": grid.shape[0], "batch": batch, "repeats": repeats,
+            "s_fwd_bwd": med["reference"], "reference_s_fwd_bwd": med["reference"], "lean_s_fwd_bwd": med["lean"],
+            "speedup": med["reference"] / med["lean"],
+            "max_abs_grad_difference": float((grads["lean"] - grads["reference"]).abs().max()),
+            "max_abs_grad": float(grads["reference"].abs().max())}
 
 
 def compile_child(batch: int, horizon: int) -> dict:
@@ -295,7 +314,7 @@ def run_all(quick: bool = False, train_data: str | None = None, train_seconds: f
         report["training"] = training_rate(train_data, train_seconds, 16 if quick else 256)
     report["mpc"] = mpc(1 if quick else 5, 1 if quick else 3, 2 if quick else 10, horizon=5 if quick else None,
                         compiled=not quick)
-    report["particles"] = particle_cost(3 if quick else 150, 1, 1)
+    report["particles"] = particle_cost(3 if quick else 150, 1, 1 if quick else 5)
     if not quick:
         report["compile"] = compile_measure(8, 20, compile_timeout)
     report["machine"]["load_average_end"] = list(os.getloadavg())
@@ -338,7 +357,9 @@ def markdown(r: dict) -> str:
         lines.append(f"| {w} | {x['latency_s']:.3f} | {x['real_time_factor']:.4f} | {ret} |")
     q = r["particles"]
     lines += ["", f"Particles (pretrained:obstacle, {q['particles']} particles, {q['frames']} frames, batch "
-              f"{q['batch']}, checkpointed): forward+backward {q['s_fwd_bwd']:.2f} s (unchanged path)."]
+              f"{q['batch']}, `checkpoint=True`, median of {q['repeats']}): forward+backward reference "
+              f"{q['reference_s_fwd_bwd']:.2f} s, lean {q['lean_s_fwd_bwd']:.2f} s: {q['speedup']:.2f}x (largest "
+              f"obstacle-gradient difference {q['max_abs_grad_difference']:.1e} of {q['max_abs_grad']:.1e})."]
     if "compile" in r:
         c = r["compile"]
         lines += ["", "torch.compile of the lean cartpole step (batch 8, 20-step rollouts fwd+bwd, fresh processes "
@@ -364,11 +385,23 @@ def main() -> None:
                    "generate 40 episodes x 100 steps under data/bench_speed_cartpole)")
     p.add_argument("--train-seconds", type=float, default=60.0)
     p.add_argument("--compile-timeout", type=float, default=240.0)
-    p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
+    p.add_argument("--out", help="the report (default: results/speed.json; with --particles: printed only)")
     p.add_argument("--mpc-model", help="only the gradient-MPC decision latency (reference, lean and compiled "
                    "paths, 10 decisions) with this cartpole checkpoint, e.g. a k-step model")
+    p.add_argument("--particles", type=int, metavar="REPEATS",
+                   help="only the particle rollout (reference against lean, 150 frames), median of REPEATS runs")
+    p.add_argument("--particle-batch", type=int, default=1, help="scenes per particle rollout (with --particles)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.particles:
+        report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())),
+                  "particles": particle_cost(150, args.particle_batch, args.particles)}
+        report["machine"]["load_average_end"] = list(os.getloadavg())
+        if args.out:
+            atomic_write_json(args.out, report)
+        print(json.dumps(report, indent=1))
+        return
+    args.out = args.out or str(ROOT / "results" / "speed.json")
     if args.mpc_model:
         report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "model": args.mpc_model,
                   "mpc": mpc(10, 0, 0, compiled=True, model_name=args.mpc_model)}

@@ -4,8 +4,6 @@ checkpointed rollouts, the training losses; and it leaves the C-GNS alone."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from conftest import PARTICLE_SCENE
@@ -154,25 +152,3 @@ def test_cgns_keeps_the_reference_path(monkeypatch):
     assert not cgns.lean() and model_of().lean()
     monkeypatch.setenv("GNDESIGN_LEAN", "0")
     assert not model_of().lean()
-
-
-def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
-    import gndesign.particle_lean as pl
-
-    def broken(fn, **_):
-        def run(*args):
-            raise RuntimeError("no compiler here")
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(pl, "_COMPILE", {})
-    monkeypatch.setenv("GNDESIGN_COMPILE", "1")
-    model = model_of()
-    hist, verts = scene_batch()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = model.rollout(hist, verts, 3)
-    assert [str(w.message) for w in caught if "torch.compile" in str(w.message)] == [
-        "torch.compile of the lean particle step failed (RuntimeError: no compiler here); running eagerly"]
-    monkeypatch.setenv("GNDESIGN_COMPILE", "0")
-    close(out, model.rollout(hist, verts, 3))
