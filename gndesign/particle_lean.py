@@ -91,7 +91,7 @@ def _apply(ops: list, h: Tensor) -> Tensor:
 class _Plan:
     """One frame's indices (CPU numpy built, on the model's device): see :meth:`LeanParticles.plan`."""
 
-    __slots__ = ("edge_pos", "senders", "receivers", "obs_rows", "oo_rows", "edges", "nodes", "dynamic")
+    __slots__ = ("edge_pos", "pairs", "receivers", "obs_rows", "oo_rows", "edges", "nodes", "dynamic")
 
     def __init__(self, **kw):
         for k, v in kw.items():
@@ -125,7 +125,8 @@ class LeanParticles:
         self.node_w = torch.cat([Wv, W[:, 2 * C:2 * C + 3]], 1).t()
         self.node_b = shift + W[:, 2 * C + 3 + PARTICLE]
         self.node_tail = _tail(net.node_encoder)
-        self.edge_first = _ops(list(net.edge_encoder)[:1])
+        first = net.edge_encoder[0]  # on [d / R, |d| / R] of displacements d: 1 / R folded in
+        self.edge_w, self.edge_b, self.eps = (first.weight / self.R).t(), first.bias, 1e-12 * self.R ** 2
         self.edge_tail = _tail(net.edge_encoder)
         s = model.scene
         self.wall_w = like.new_tensor([[0.0, 1.0, -1.0], [1.0, 0.0, 0.0]]) / self.R  # pos @ wall_w + wall_b
@@ -137,7 +138,8 @@ class LeanParticles:
             We, L = eb.mlp[0].weight, net.latent_size
             Wn = nb.mlp[0].weight
             # one product of the node latents: [sender share | receiver share | node MLP's own share]
-            self.blocks.append((torch.cat([We[:, L:2 * L], We[:, 2 * L:], Wn[:, :L]], 0).t(), We[:, :L].t(),
+            # the node latents' shares of the edge MLP's first layer: [sender | receiver] columns
+            self.blocks.append((torch.cat([We[:, L:2 * L], We[:, 2 * L:]], 0).t(), Wn[:, :L].t(), We[:, :L].t(),
                                 eb.mlp[0].bias, _tail(eb.mlp), Wn[:, L:].t(), nb.mlp[0].bias, _tail(nb.mlp),
                                 nb.aggregation, We.shape[0]))
         self.decoder = net.node_decoder
@@ -172,9 +174,9 @@ class LeanParticles:
         return out
 
     def _encode_edges(self, pos: Tensor, senders: Tensor, receivers: Tensor) -> Tensor:
-        d = (pos.index_select(0, senders) - pos.index_select(0, receivers)) / self.R
-        feats = torch.cat([d, (d.pow(2).sum(-1, keepdim=True) + 1e-12).sqrt()], -1)
-        return _apply(self.edge_tail, _apply(self.edge_first, feats))
+        d = pos.index_select(0, senders) - pos.index_select(0, receivers)
+        feats = torch.cat([d, (d.pow(2).sum(-1, keepdim=True) + self.eps).sqrt()], -1)
+        return _apply(self.edge_tail, torch.addmm(self.edge_b, feats, self.edge_w))
 
     # ------------------------------------------------------------------------------ per frame
     def plan(self, x: Tensor) -> _Plan:
@@ -226,7 +228,8 @@ class LeanParticles:
         D, E = E0 + n_po, E0 + n_po + len(oo_s)
         cuts = np.cumsum([D, D, E, E, len(kept), len(keep_oo)])[:-1].tolist()
         pos_s, pos_r, send, recv, obs_rows, oo_rows = flat_idx.tensor_split(cuts)
-        return _Plan(edge_pos=(pos_s, pos_r), senders=send, receivers=recv, obs_rows=obs_rows, oo_rows=oo_rows,
+        pairs = torch.stack([2 * send, 2 * recv + 1], 1).view(-1)  # see latent()
+        return _Plan(edge_pos=(pos_s, pos_r), pairs=pairs, receivers=recv, obs_rows=obs_rows, oo_rows=oo_rows,
                      edges=edges, nodes=nodes, dynamic=D)
 
     def latent(self, x: Tensor, vels: list[Tensor], plan: _Plan) -> Tensor:
@@ -242,15 +245,15 @@ class LeanParticles:
         e = self._encode_edges(torch.cat([xf, self.obs_flat], 0), plan.edge_pos[0], plan.edge_pos[1])
         if len(plan.oo_rows):
             e = torch.cat([e, self.enc_oo.index_select(0, plan.oo_rows)], 0)
-        for m, (w_nodes, w_edge, b_edge, edge_tail, w_agg, b_node, node_tail, agg, H) in enumerate(self.blocks):
+        for m, (w_pair, w_self, w_edge, b_edge, edge_tail, w_agg, b_node, node_tail, agg, H) in enumerate(self.blocks):
             ne, nn_ = plan.edges[m], plan.nodes[m + 1]
-            s, r = plan.senders[:ne], plan.receivers[:ne]
             e = _rows(e, ne)
-            p_send, p_recv, p_node = h.mm(w_nodes).split(H, 1)  # the node latents' shares of both MLPs
-            upd = _apply(edge_tail, torch.addmm(b_edge, e, w_edge) + p_send.index_select(0, s)
-                         + p_recv.index_select(0, r))
-            hn = torch.addmm(b_node, aggregate(upd, r, nn_, agg), w_agg) + _rows(p_node, nn_)
-            h = _rows(h, nn_) + _apply(node_tail, hn)
+            # rows 2 i and 2 i + 1: node i's shares as a sender and as a receiver; one gather for both
+            pair = h.mm(w_pair).view(-1, H).index_select(0, plan.pairs[:2 * ne]).view(ne, 2, H).sum(1)
+            upd = _apply(edge_tail, torch.addmm(b_edge, e, w_edge) + pair)
+            h = _rows(h, nn_)
+            hn = torch.addmm(h.mm(w_self), aggregate(upd, plan.receivers[:ne], nn_, agg), w_agg) + b_node
+            h = h + _apply(node_tail, hn)
             e = e + upd
         return h
 

@@ -24,6 +24,11 @@ Features
   ``[-1, 1]``, and a one-hot node type (particle, obstacle);
 * edges ``[3]``: ``(x_sender - x_receiver) / R`` and its length.
 
+Rollouts, training losses and :meth:`ParticleSimulator.loss` of the forward predictor take the lean
+path (:mod:`gndesign.particle_lean`: per-rollout constants, hop-pruned message passing; equal to the
+reference path up to floating-point order) unless ``GNDESIGN_LEAN=0`` or
+``gndesign.lean.reference_path(model)``; the C-GNS and constrained rollouts take the reference path.
+
 Training, configuration and checkpoints: :mod:`gndesign.particle_training`,
 :mod:`gndesign.config` (:class:`gndesign.config.ParticleModelConfig`), :mod:`gndesign.checkpoints`.
 """
@@ -339,7 +344,9 @@ class ParticleSimulator(nn.Module):
                 (the last frame is the current one).
             obstacle: obstacle vertices ``[B, K+1, 2]`` or ``[K+1, 2]`` (may require grad).
             checkpoint: recompute each step's activations in the backward pass (memory grows with
-                the positions only, so 100-150-step differentiable rollouts fit).
+                the positions only, so 100-150-step differentiable rollouts fit); on the lean path
+                only the frames past :data:`gndesign.particle_lean.CHECKPOINT_BUDGET` bytes of saved
+                activations (about 1 GiB) are recomputed.
             constraints: test-time constraints on ``positions [B, N, 2]`` (C-GNS only; bound to
                 this scene: particle indices checked, margin = particle radius; pins hold the
                 start); iterations: solver steps per frame (C-GNS only; default:
