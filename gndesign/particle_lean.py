@@ -41,8 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import shortest_path
 from torch import Tensor
 
 from gndesign.graphs import radius_pairs
@@ -163,14 +161,17 @@ class LeanParticles:
 
     # ------------------------------------------------------------------------------ constants
     def _hops(self, pairs: np.ndarray) -> np.ndarray:
-        """``[B, P, P]`` hop distances along obstacle-obstacle edges (inf: unreachable)."""
+        """``[B, P, P]`` hop distances along obstacle-obstacle edges up to ``M - 1`` (further: inf,
+        which is all that :meth:`plan` needs)."""
         B, P = self.B, self.P
-        out = np.full((B, P, P), np.inf)
-        g = pairs[:, 0] // P if len(pairs) else np.zeros(0, np.int64)
-        for b in range(B):
-            p = pairs[g == b] - b * P
-            adj = csr_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(P, P))
-            out[b] = shortest_path(adj, directed=False, unweighted=True)
+        adj = np.zeros((B * P, P))
+        adj[pairs[:, 0], pairs[:, 1] % P] = adj[pairs[:, 1], pairs[:, 0] % P] = 1.0
+        adj = adj.reshape(B, P, P)
+        out = np.where(np.eye(P, dtype=bool), 0.0, np.inf)[None].repeat(B, 0)
+        reach = out == 0
+        for k in range(1, self.M):
+            reach = reach | (reach.astype(np.float64) @ adj > 0)
+            out[reach & np.isinf(out)] = k
         return out
 
     def _encode_edges(self, pos: Tensor, senders: Tensor, receivers: Tensor) -> Tensor:
