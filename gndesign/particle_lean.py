@@ -8,10 +8,10 @@ so much of that work is the same every frame; :class:`LeanParticles` does it onc
   obstacle-obstacle edges (neighbour search among obstacle nodes), their encoded latents and the
   hop distances along them;
 * the normalization of velocities folded into the node encoder's first layer, the node type into
-  its bias, the denormalization of accelerations into the decoder's last layer.
+  its bias.
 
 A frame (:meth:`LeanParticles.step`) then does one neighbour search outside autograd (the same
-``cKDTree`` search as the reference, :func:`gndesign.particles.radius_pairs`), builds every index
+``cKDTree`` search as the reference, :func:`gndesign.graphs.radius_pairs`), builds every index
 with numpy (:meth:`LeanParticles.plan`), and runs a few dozen tensor operations: the particles'
 features in two products, the dynamic edges' features from one gather, the processor on flat
 ``[rows, L]`` tensors (a node's share of the edge MLP's first layer projected before the gather),
@@ -140,11 +140,7 @@ class LeanParticles:
             self.blocks.append((torch.cat([We[:, L:2 * L], We[:, 2 * L:]], 0).t(), Wn[:, :L].t(), We[:, :L].t(),
                                 eb.mlp[0].bias, _tail(eb.mlp), Wn[:, L:].t(), nb.mlp[0].bias, _tail(nb.mlp),
                                 nb.aggregation, We.shape[0]))
-        self.decoder = net.node_decoder
-        last = net.node_decoder[-1]
-        self.dec_mid = _ops(list(net.node_decoder)[:-1])  # all but the last (linear) layer
-        self.dec_w = (last.weight * self.acc_std[:, None]).t()  # decoded accelerations, denormalized
-        self.dec_b = last.bias * self.acc_std + self.acc_mean
+        self.decode = _ops(list(net.node_decoder))
         # Static: the obstacle nodes' latents, obstacle-obstacle edges, their latents, hop distances.
         self.obs_flat = obs_nodes.reshape(-1, 2)
         walls = model._walls(obs_nodes).reshape(-1, 3)
@@ -260,13 +256,13 @@ class LeanParticles:
 
     def normalized(self, x: Tensor, vels: list[Tensor], plan: _Plan) -> Tensor:
         """The normalized accelerations ``[B, N, 2]`` (what ``predict_normalized`` gives)."""
-        return self.decoder(self.latent(x, vels, plan)).view(x.shape)
+        return _apply(self.decode, self.latent(x, vels, plan)).view(x.shape)
 
     def step(self, x: Tensor, vels: list[Tensor], plan: _Plan) -> Tensor:
-        """The next positions ``[B, N, 2]``: ``x + v + a`` (``v = vels[-1]``, ``a`` decoded and
-        denormalized in one product)."""
-        h = _apply(self.dec_mid, self.latent(x, vels, plan))
-        return (x + vels[-1]).reshape(-1, 2).addmm(h, self.dec_w).add(self.dec_b).view(x.shape)
+        """The next positions ``[B, N, 2]``: ``x + v + a`` (``v = vels[-1]``, ``a`` the denormalized
+        :meth:`normalized`), in the order of operations of :func:`gndesign.particles.integrate`, so
+        that a rollout and a training loss unrolled from the same predictions agree bit for bit."""
+        return x + vels[-1] + (self.normalized(x, vels, plan) * self.acc_std + self.acc_mean)
 
     # ------------------------------------------------------------------------------ rollout
     def rollout(self, history: Tensor, steps: int, checkpoint: bool = False,
