@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch_geometric.data import Batch
 
 from gndesign.datasets.params import PARAM_KEYS
@@ -364,3 +365,31 @@ def concat_batches(batches: Sequence[Graph | Batch]) -> Graph | Batch:
         graph_off += b.num_graphs
     out = Graph(torch.cat(xs), torch.cat(eas), torch.cat(us), torch.cat(eis, 1), torch.cat(bs), graph_off)
     return to_pyg(out) if isinstance(batches[0], Batch) else out
+
+
+def radius_pairs(positions: np.ndarray | torch.Tensor, radius: float) -> np.ndarray:
+    """Pairs ``[K, 2]`` (int64 numpy, ``i < j``) of nodes of the same graph closer than ``radius``
+    (distance ``<= radius``): the neighbour search of particle simulators.
+
+    ``positions [B, M, 2]`` (or ``[M, 2]``): node ``j`` of graph ``b`` has the flat index ``b M + j``.
+    One ``cKDTree`` search on float64 copies, outside autograd; non-finite positions get no pairs.
+    """
+    if isinstance(positions, torch.Tensor):
+        positions = positions.detach().cpu().double().numpy()
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim == 2:
+        pos = pos[None]
+    B, M, _ = pos.shape
+    flat = pos.reshape(B * M, 2).copy()
+    bad = ~np.isfinite(flat).all(axis=1)
+    if bad.any():
+        flat[bad] = 0.0
+    if B > 1:
+        # One tree for the whole batch: graphs side by side, further apart than the radius.
+        lo, hi = flat[:, 0].min(), flat[:, 0].max()
+        flat[:, 0] += np.repeat(np.arange(B) * (hi - lo + 2 * radius + 1.0), M)
+    if bad.any():
+        # Park non-finite nodes far from everything (and from each other).
+        far = np.abs(flat).max() + 10 * radius
+        flat[bad] = np.stack([far + 3 * radius * np.arange(1, bad.sum() + 1), np.full(bad.sum(), far)], 1)
+    return cKDTree(flat).query_pairs(radius, output_type="ndarray").astype(np.int64).reshape(-1, 2)

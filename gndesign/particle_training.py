@@ -23,6 +23,7 @@ from gndesign.config import ParticleModelConfig
 from gndesign.datasets.particles import ParticleDataset, scene_mismatch
 from gndesign.errors import ConfigError, DatasetError, GndesignError
 from gndesign.families import Family, Trainer
+from gndesign.particle_lean import LeanParticles
 from gndesign.particles import ParticleSimulator, acceleration_targets, integrate
 
 
@@ -161,16 +162,23 @@ def noised_window(history: Tensor, future: Tensor, std: float, generator: torch.
 
 def unrolled_particle_loss(model: ParticleSimulator, history: Tensor, future: Tensor, obstacle: Tensor) -> Tensor:
     """Mean normalized acceleration error over ``L = future.shape[1]`` steps, each from the
-    model's own previous prediction (the one-step loss for ``L = 1``)."""
+    model's own previous prediction (the one-step loss for ``L = 1``); on the lean path
+    (:mod:`gndesign.particle_lean`) unless ``GNDESIGN_LEAN=0``."""
     nodes = model.obstacle_nodes(obstacle, history.shape[0])
+    lean = LeanParticles(model, nodes, history.shape[2]) if model.lean() else None
+    vels = list((history[:, 1:] - history[:, :-1]).unbind(1))
     total = 0.0
     for k in range(future.shape[1]):
-        edge_index = model.edges(history, nodes)
-        pred = model.predict_normalized(history, nodes, edge_index)
+        if lean is not None:
+            x = history[:, -1]
+            pred = lean.normalized(x, vels, lean.plan(x))
+        else:
+            pred = model.predict_normalized(history, nodes, model.edges(history, nodes))
         target = model.acc_normalizer(acceleration_targets(history, future[:, k]))
         total = total + (pred - target).pow(2).mean()
         if k + 1 < future.shape[1]:
             nxt = integrate(history, model.acc_normalizer.inverse(pred))
+            vels = vels[1:] + [nxt - history[:, -1]]
             history = torch.cat([history[:, 1:], nxt[:, None]], 1)
     return total / future.shape[1]
 

@@ -24,6 +24,11 @@ Features
   ``[-1, 1]``, and a one-hot node type (particle, obstacle);
 * edges ``[3]``: ``(x_sender - x_receiver) / R`` and its length.
 
+Rollouts, training losses and :meth:`ParticleSimulator.loss` of the forward predictor take the lean
+path (:mod:`gndesign.particle_lean`: per-rollout constants, hop-pruned message passing; equal to the
+reference path up to floating-point order) unless ``GNDESIGN_LEAN=0`` or
+``gndesign.lean.reference_path(model)``; the C-GNS and constrained rollouts take the reference path.
+
 Training, configuration and checkpoints: :mod:`gndesign.particle_training`,
 :mod:`gndesign.config` (:class:`gndesign.config.ParticleModelConfig`), :mod:`gndesign.checkpoints`.
 """
@@ -39,7 +44,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.checkpoint
-from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from gndesign.config import ParticleModelConfig, SolverConfig
@@ -49,9 +53,12 @@ from gndesign.datasets.particles import (
     validate_scene,
 )
 from gndesign.errors import ConfigError, GndesignError
+from gndesign.graphs import radius_pairs
+from gndesign.lean import lean_enabled
 from gndesign.nn import EncodeProcessDecode, Graph
 from gndesign.normalization import Normalizer
 from gndesign.objectives import Objective
+from gndesign.particle_lean import LeanParticles
 from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
 
 __all__ = [
@@ -60,6 +67,7 @@ __all__ = [
     "integrate",
     "obstacle_nodes",
     "radius_edges",
+    "radius_pairs",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,30 +123,9 @@ def radius_edges(positions: np.ndarray | Tensor, radius: float) -> Tensor:
 
     ``positions [B, M, 2]`` (or ``[M, 2]``): node positions of ``B`` graphs of ``M`` nodes; node
     ``j`` of graph ``b`` has the flat index ``b M + j``. Runs outside autograd (``cKDTree`` on
-    float64 copies); non-finite positions get no edges.
+    float64 copies, :func:`radius_pairs`); non-finite positions get no edges.
     """
-    if isinstance(positions, Tensor):
-        positions = positions.detach().cpu().double().numpy()
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim == 2:
-        pos = pos[None]
-    B, M, _ = pos.shape
-    flat = pos.reshape(B * M, 2).copy()
-    bad = ~np.isfinite(flat).all(axis=1)
-    if bad.any():
-        flat[bad] = 0.0
-    if B > 1:
-        # One tree for the whole batch: graphs side by side, further apart than the radius.
-        lo, hi = flat[:, 0].min(), flat[:, 0].max()
-        flat[:, 0] += np.repeat(np.arange(B) * (hi - lo + 2 * radius + 1.0), M)
-    if bad.any():
-        # Park non-finite nodes far from everything (and from each other).
-        far = np.abs(flat).max() + 10 * radius
-        flat[bad] = np.stack([far + 3 * radius * np.arange(1, bad.sum() + 1), np.full(bad.sum(), far)], 1)
-    pairs = cKDTree(flat).query_pairs(radius, output_type="ndarray")
-    if len(pairs) == 0:
-        return torch.zeros(2, 0, dtype=torch.long)
-    pairs = torch.from_numpy(pairs.astype(np.int64))
+    pairs = torch.from_numpy(radius_pairs(positions, radius))
     return torch.cat([pairs.T, pairs.T.flip(0)], dim=1)
 
 
@@ -164,6 +151,7 @@ class ParticleSimulator(nn.Module):
     """
 
     front = "particles"
+    node_types = (PARTICLE, OBSTACLE)  # one-hot columns of the node types
 
     def __init__(self, config: ParticleModelConfig, scene: Mapping[str, Any], solver: SolverConfig | None = None):
         super().__init__()
@@ -328,6 +316,13 @@ class ParticleSimulator(nn.Module):
         return options
 
     # ------------------------------------------------------------------------------- dynamics
+    def lean(self, options: SolveOptions | None = None) -> bool:
+        """Whether frames take the lean path (:mod:`gndesign.particle_lean`): the forward predictor
+        without test-time constraints, unless ``GNDESIGN_LEAN=0``, ``model.use_lean = False`` or
+        inside ``with gndesign.lean.reference_path(model):``."""
+        return (lean_enabled() and self.__dict__.get("use_lean", True) and not self.solves
+                and options is None)
+
     def _step(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor,
               options: SolveOptions | None = None) -> Tensor:
         acc = self.acc_normalizer.inverse(self.predict_normalized(history, obs_nodes, edge_index, options))
@@ -338,10 +333,7 @@ class ParticleSimulator(nn.Module):
         """One frame: next positions ``[B, N, 2]`` from a history ``[B, C+1, N, 2]`` (or positions at
         rest ``[B, N, 2]``) and obstacle vertices ``[B, K+1, 2]``; ``constraints`` and
         ``iterations``: as in :meth:`rollout`."""
-        history = self.start_history(history)
-        nodes = self.obstacle_nodes(obstacle, history.shape[0])
-        return self._step(history, nodes, self.edges(history, nodes),
-                          self.solve_options(constraints, iterations, history))
+        return self.rollout(history, obstacle, 1, constraints=constraints, iterations=iterations)[:, -1]
 
     def rollout(self, positions: Tensor, obstacle: Tensor, steps: int, checkpoint: bool = False,
                 constraints: Objective | None = None, iterations: int | None = None) -> Tensor:
@@ -352,7 +344,9 @@ class ParticleSimulator(nn.Module):
                 (the last frame is the current one).
             obstacle: obstacle vertices ``[B, K+1, 2]`` or ``[K+1, 2]`` (may require grad).
             checkpoint: recompute each step's activations in the backward pass (memory grows with
-                the positions only, so 100-150-step differentiable rollouts fit).
+                the positions only, so 100-150-step differentiable rollouts fit); on the lean path
+                only the frames past :data:`gndesign.particle_lean.CHECKPOINT_BUDGET` bytes of saved
+                activations (about 1 GiB) are recomputed.
             constraints: test-time constraints on ``positions [B, N, 2]`` (C-GNS only; bound to
                 this scene: particle indices checked, margin = particle radius; pins hold the
                 start); iterations: solver steps per frame (C-GNS only; default:
@@ -365,6 +359,8 @@ class ParticleSimulator(nn.Module):
         history = self.start_history(positions)
         options = self.solve_options(constraints, iterations, history)
         nodes = self.obstacle_nodes(obstacle, history.shape[0])  # static: built once per rollout
+        if self.lean(options):
+            return LeanParticles(self, nodes, history.shape[2]).rollout(history, steps, checkpoint)
         frames = [history[:, -1]]
         ckpt = checkpoint and torch.is_grad_enabled()
         for _ in range(steps):
@@ -388,7 +384,12 @@ class ParticleSimulator(nn.Module):
     def loss(self, history: Tensor, obstacle: Tensor, next_positions: Tensor) -> Tensor:
         """Mean squared error of normalized accelerations over particles."""
         nodes = self.obstacle_nodes(obstacle, history.shape[0])
-        pred = self.predict_normalized(history, nodes, self.edges(history, nodes))
+        if self.lean():
+            lean = LeanParticles(self, nodes, history.shape[2])
+            x = history[:, -1]
+            pred = lean.normalized(x, list((history[:, 1:] - history[:, :-1]).unbind(1)), lean.plan(x))
+        else:
+            pred = self.predict_normalized(history, nodes, self.edges(history, nodes))
         return (pred - self.acc_normalizer(acceleration_targets(history, next_positions))).pow(2).mean()
 
     def describe(self) -> dict[str, Any]:

@@ -258,8 +258,11 @@ def mpc(decisions: int, episodes: int, steps: int, seed: int = 100, horizon: int
 
 
 def particle_cost(frames: int, batch: int = 1, repeats: int = 1) -> dict:
-    """Forward+backward (gradients to the obstacle's vertices) of a ``frames``-frame rollout of
-    the shipped obstacle-scene model."""
+    """Forward+backward (gradients to the obstacle's vertices) of a ``frames``-frame checkpointed
+    rollout of the shipped obstacle-scene model, today's (reference) path and the lean path side by
+    side: the median of ``repeats`` interleaved runs each (``s_fwd_bwd``: the reference path's)."""
+    import statistics
+
     from gndesign.checkpoints import load_model
 
     model, _ = load_model("pretrained:obstacle", "particles")
@@ -272,11 +275,35 @@ def particle_cost(frames: int, batch: int = 1, repeats: int = 1) -> dict:
     obs = (torch.tensor([[-1.0, 1.2], [0.0, 1.0], [1.0, 1.3]]) + 0.05 * torch.randn(batch, 3, 2, generator=gen))
     obs.requires_grad_(True)
 
-    def f():
-        model.rollout(pos, obs, frames, checkpoint=True).pow(2).mean().backward()
+    def run(which, dtype=torch.float32):
+        def f():
+            v = obs.detach().to(dtype).requires_grad_(True)
+            with path(which):
+                out = model.to(dtype).rollout(pos.to(dtype), v, frames, checkpoint=True)
+                out.pow(2).mean().backward()
+            return out.detach(), v.grad
+        return f
 
-    best = _best({"current": f}, repeats)
-    return {"frames": frames, "particles": grid.shape[0], "batch": batch, "s_fwd_bwd": best["current"]}
+    for w in PATHS:
+        run(w)()  # warm-up
+    times = {w: [] for w in PATHS}
+    for _ in range(repeats):
+        for w in PATHS:
+            start = time.perf_counter()
+            run(w)()
+            times[w].append(time.perf_counter() - start)
+    med = {w: statistics.median(t) for w, t in times.items()}
+    # The paths agree in float64; in float32 a 150-frame rollout's gradient is mostly rounding noise
+    # (neighbours appear at a radius: the float32 and float64 reference gradients differ by as much).
+    (x64, g64), (xl, gl), (_, g32) = run("reference", torch.float64)(), run("lean", torch.float64)(), run("reference")()
+    model.float()
+    return {"frames": frames, "particles": grid.shape[0], "batch": batch, "repeats": repeats,
+            "s_fwd_bwd": med["reference"], "reference_s_fwd_bwd": med["reference"], "lean_s_fwd_bwd": med["lean"],
+            "speedup": med["reference"] / med["lean"],
+            "float64_max_abs_position_difference": float((xl - x64).abs().max()),
+            "float64_max_abs_grad_difference": float((gl - g64).abs().max()),
+            "float64_max_abs_grad": float(g64.abs().max()),
+            "float32_vs_float64_reference_max_abs_grad_difference": float((g32.double() - g64).abs().max())}
 
 
 def compile_child(batch: int, horizon: int) -> dict:
@@ -362,7 +389,7 @@ def run_all(quick: bool = False, train_data: str | None = None, train_seconds: f
     report["mpc"] = {"k1": mpc(1 if quick else 5, 0, 0, horizon=8 if quick else None),
                      "k8": mpc(1 if quick else 5, 1 if quick else mpc_episodes, 16 if quick else 1000,
                                horizon=16 if quick else None, compiled=not quick, model_name=MPC_MODEL)}
-    report["particles"] = particle_cost(3 if quick else 150, 1, 1)
+    report["particles"] = particle_cost(3 if quick else 150, 1, 1 if quick else 5)
     if not quick:
         report["compile"] = compile_measure(8, 20, compile_timeout)
     report["machine"]["load_average_end"] = list(os.getloadavg())
@@ -408,7 +435,11 @@ def markdown(r: dict) -> str:
                          f"{x['real_time_factor_replan_k']:.3f} | {ret} |")
     q = r["particles"]
     lines += ["", f"Particles (pretrained:obstacle, {q['particles']} particles, {q['frames']} frames, batch "
-              f"{q['batch']}, checkpointed): forward+backward {q['s_fwd_bwd']:.2f} s (unchanged path)."]
+              f"{q['batch']}, `checkpoint=True`, median of {q['repeats']}): forward+backward reference "
+              f"{q['reference_s_fwd_bwd']:.2f} s, lean {q['lean_s_fwd_bwd']:.2f} s: {q['speedup']:.2f}x. In float64 "
+              f"the paths' obstacle gradients differ by {q['float64_max_abs_grad_difference']:.1e} (largest entry "
+              f"{q['float64_max_abs_grad']:.1e}; float32 against float64 on the reference path: "
+              f"{q['float32_vs_float64_reference_max_abs_grad_difference']:.1e})."]
     if "compile" in r:
         c = r["compile"]
         lines += ["", "torch.compile of the lean cartpole step (batch 8, 20-step rollouts fwd+bwd, fresh processes "
@@ -456,11 +487,23 @@ def main() -> None:
     p.add_argument("--train-batch", type=int, default=TRAIN_LEAN["batch"], help="the lean run's batch size")
     p.add_argument("--train-lr", type=float, default=TRAIN_LEAN["lr"], help="the lean run's learning rate")
     p.add_argument("--compile-timeout", type=float, default=240.0)
-    p.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
+    p.add_argument("--out", help="the report (default: results/speed.json; with --particles: printed only)")
     p.add_argument("--mpc-model", help="only the gradient-MPC decision latency (reference, lean and compiled "
                    "paths, 10 decisions) with this cartpole checkpoint, e.g. a k-step model")
+    p.add_argument("--particles", type=int, metavar="REPEATS",
+                   help="only the particle rollout (reference against lean, 150 frames), median of REPEATS runs")
+    p.add_argument("--particle-batch", type=int, default=1, help="scenes per particle rollout (with --particles)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.particles:
+        report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())),
+                  "particles": particle_cost(150, args.particle_batch, args.particles)}
+        report["machine"]["load_average_end"] = list(os.getloadavg())
+        if args.out:
+            atomic_write_json(args.out, report)
+        print(json.dumps(report, indent=1))
+        return
+    args.out = args.out or str(ROOT / "results" / "speed.json")
     if args.mpc_model:
         report = {"machine": machine_info(threads=1, load_average=list(os.getloadavg())), "model": args.mpc_model,
                   "mpc": mpc(10, 0, 0, compiled=True, model_name=args.mpc_model)}
