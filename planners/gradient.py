@@ -41,16 +41,20 @@ class GradientPlanner(Planner):
         self.noise, self.random_fraction, self.grad_clip = noise, random_fraction, grad_clip
         self.squash = Squash(self.low, self.high, margin=0.005)
 
-    def starts(self, init: torch.Tensor) -> torch.Tensor:
-        """``[E, K, H, nu]``: per episode the warm start, noisy copies of it and uniform sequences."""
+    def starts(self, init: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """``[E, K, H, nu]``: per episode the warm start, noisy copies of it and uniform sequences;
+        with a ``guide [E, H, nu]`` (a policy's plan) that comes first and replaces one noisy copy."""
         E, K = init.shape[0], self.restarts
         n_rand = int(round(self.random_fraction * K)) if K > 1 else 0
-        n_noisy = K - 1 - n_rand
+        first = [init[:, None]] if guide is None else [guide[:, None], init[:, None]][:K]
+        n_noisy = max(K - len(first) - n_rand, 0)
+        n_rand = K - len(first) - n_noisy
         eps = torch.randn(E, n_noisy, *init.shape[1:], generator=self.generator) * self.noise * (self.high - self.low)
-        return torch.cat([init[:, None], self.clip(init[:, None] + eps), self.uniform(E, n_rand)], dim=1)
+        return torch.cat([*first, self.clip(init[:, None] + eps), self.uniform(E, n_rand)], dim=1)
 
     def optimize(self, qpos, qvel, init) -> PlanResult:
-        z = self.squash.inverse(self.starts(init)).requires_grad_(True)
+        guide = self.guide(qpos, qvel, init) if self.guide is not None else None
+        z = self.squash.inverse(self.starts(init, guide)).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         best_a, best_c = init.clone(), torch.full((init.shape[0],), float("inf"))
         history = []
