@@ -256,3 +256,12 @@ def test_train_resume_eval_and_bad_input(tmp_path, cartpole_data):
                  "--set", "planner.iterations=3"]) == 2
     assert main(["plan", "cartpole", "--model", "pretrained:cartpole", "--control-steps", "4", "--async",
                  "--quiet"]) == 2  # --async needs --policy
+
+
+def test_gradient_planner_smoothness_cost():
+    dyn = DoubleIntegrator(bound=1.0)
+    planner = GradientPlanner(dyn, lambda q, v, a: torch.zeros(a.shape[0]), 4, smoothness=2.0)
+    a = torch.tensor([0.0, 1.0, 1.0, -1.0])[None, None, :, None]
+    assert planner.chatter_cost(a, torch.tensor([[0.5]])).item() == pytest.approx(2.0 * (0.25 + 1 + 0 + 4))
+    smooth = planner.plan(torch.zeros(1), torch.zeros(1)).actions  # no task cost: it keeps the midpoint
+    assert float(smooth.abs().max()) < 0.05
