@@ -39,6 +39,7 @@ class EpisodeRecord:
     rewards: list[float] = field(default_factory=list)
     actions: list[list[float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # per decision: CPU seconds of the deciding thread
     evaluations: list[float] = field(default_factory=list)
     planned_costs: list[float] = field(default_factory=list)
     batch: int = 1
@@ -52,7 +53,8 @@ class EpisodeRecord:
     def summary(self) -> dict:
         n = max(len(self.latencies), 1)
         return {"return": self.total_return, "steps": len(self.rewards), "decisions": len(self.latencies),
-                "mean_latency_s": sum(self.latencies) / n, "mean_evaluations": sum(self.evaluations) / n,
+                "mean_latency_s": sum(self.latencies) / n, "mean_cpu_s": sum(self.cpu_times) / n,
+                "mean_evaluations": sum(self.evaluations) / n,
                 "lockstep_batch": self.batch,
                 **({"plan_age_mean_steps": sum(self.plan_ages) / len(self.plan_ages),
                     "plan_age_max_steps": max(self.plan_ages)} if self.plan_ages else {})}
@@ -102,11 +104,12 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
         if plan is None or k >= replan_every:
             if plan is not None:  # plan() shifted once already
                 planner.advance(k)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             result = planner.plan(qpos, qvel)
-            latency = time.perf_counter() - start
+            latency, cpu = time.perf_counter() - start, time.thread_time() - cpu
             for e, rec in enumerate(records):
                 rec.latencies.append(latency)
+                rec.cpu_times.append(cpu)
                 rec.evaluations.append(result.evaluations / E)
                 rec.planned_costs.append(float(result.cost[e]))
             plan, k = result.actions, 0
@@ -153,12 +156,13 @@ def run_mpc_async(env, planner: Planner, steps: int, control_timestep: float, re
                     t0, q, v = state["t"], state["qpos"], state["qvel"]
                 if last_t is not None:
                     planner.advance(t0 - last_t)
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 result = planner.plan(q, v)
-                latency = time.perf_counter() - start
+                latency, cpu = time.perf_counter() - start, time.thread_time() - cpu
                 with lock:
                     latest.update(start=t0, actions=result.actions[0].detach(), latency=latency)
                     rec.latencies.append(latency)
+                    rec.cpu_times.append(cpu)
                     rec.evaluations.append(result.evaluations)
                     rec.planned_costs.append(float(result.cost[0]))
                 last_t = t0

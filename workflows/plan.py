@@ -122,6 +122,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
            "replan_every": replan_every, "action_repeat": k, "steps": steps, "lockstep": lockstep, "episodes": results,
            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
            "mean_latency_s": float(np.mean([r["mean_latency_s"] for r in results])),
+           "mean_cpu_s": float(np.mean([r["mean_cpu_s"] for r in results])),
            "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),
            "control_timestep": task.system.control_timestep, "policy": policy,
            "value_weight": value_weight if policy else None, "asynchronous": asynchronous,
@@ -130,6 +131,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
         out["plan_age_mean_steps"] = float(np.mean([r["plan_age_mean_steps"] for r in results]))
         out["plan_age_max_steps"] = int(max(r["plan_age_max_steps"] for r in results))
     out["real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_latency_s"], 1e-12)
+    # the same from the deciding thread's CPU time: what the decisions cost on a machine shared with others
+    out["cpu_real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_cpu_s"], 1e-12)
     if video and (gif := write_gif(frames, video, fps=int(round(0.5 / task.system.control_timestep)))) is not None:
         out["video"] = str(gif)
     return out
