@@ -45,6 +45,7 @@ class EpisodeRecord:
     batch: int = 1
     # asynchronous runs: per step, the control steps since the state the acted-on plan was made from
     plan_ages: list[int] = field(default_factory=list)
+    reflex_steps: int = 0  # asynchronous runs: steps acted on by the fallback (reflex) instead of a stale plan
 
     @property
     def total_return(self) -> float:
@@ -57,7 +58,8 @@ class EpisodeRecord:
                 "mean_evaluations": sum(self.evaluations) / n,
                 "lockstep_batch": self.batch,
                 **({"plan_age_mean_steps": sum(self.plan_ages) / len(self.plan_ages),
-                    "plan_age_max_steps": max(self.plan_ages)} if self.plan_ages else {})}
+                    "plan_age_max_steps": max(self.plan_ages),
+                    "reflex_fraction": self.reflex_steps / len(self.plan_ages)} if self.plan_ages else {})}
 
 
 class _Batch1:
@@ -125,7 +127,7 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
 
 
 def run_mpc_async(env, planner: Planner, steps: int, control_timestep: float, realtime: bool = True,
-                  on_step=None) -> EpisodeRecord:
+                  on_step=None, reflex=None, max_age: int | None = None) -> EpisodeRecord:
     """One episode with decisions in a thread apart from the control loop (a batched environment of
     one episode, as :func:`run_mpc_lockstep` takes).
 
@@ -135,6 +137,11 @@ def run_mpc_async(env, planner: Planner, steps: int, control_timestep: float, re
     state of step ``s`` gives the action of step ``t`` as its entry ``t - s`` (the last one past
     its end). Per step it records that age (``plan_ages``); per decision its latency. Only the
     first decision is waited for.
+
+    ``reflex(qpos [1, nq], qvel [1, nv]) -> [1, nu]`` (e.g. a policy: fast) acts instead of a plan
+    older than ``max_age`` control steps, its action held for the planner's action repeat; the
+    share of such steps is ``reflex_fraction``. An open-loop plan made half a second ago is worse
+    than a closed-loop policy now, which is what a loaded machine makes of the plans.
     """
     qpos, qvel = env.reset()
     if qpos.shape[0] != 1:
@@ -175,6 +182,7 @@ def run_mpc_async(env, planner: Planner, steps: int, control_timestep: float, re
     worker.start()
     ready.wait()
     begin = time.perf_counter()
+    held, held_until = None, -1
     try:
         for t in range(steps):
             if errors:
@@ -185,6 +193,13 @@ def run_mpc_async(env, planner: Planner, steps: int, control_timestep: float, re
                 plan, s0 = latest["actions"], latest["start"]
             age = t - s0
             action = plan[min(age, plan.shape[0] - 1)]
+            if reflex is not None and max_age is not None and age > max_age:
+                if t >= held_until:
+                    held, held_until = reflex(qpos, qvel)[0].detach(), t + planner.repeat
+                action = held
+                rec.reflex_steps += 1
+            else:
+                held_until = -1
             rewards, qpos, qvel = env.step(action[None])
             rec.plan_ages.append(age)
             rec.rewards.append(float(rewards[0]))

@@ -183,6 +183,19 @@ class PolicyGuide:
     def __init__(self, policy, dynamics: Dynamics):
         self.policy, self.dynamics = policy, dynamics
         self.fallbacks = 0
+        self.last = torch.zeros(1, dynamics.nu)
+
+    @torch.no_grad()
+    def reflex(self, qpos: torch.Tensor, qvel: torch.Tensor) -> torch.Tensor:
+        """The policy's action ``[E, nu]`` now (a controller's fast fallback); where it is not
+        finite, the last finite one (logged)."""
+        a = self.policy(qpos.float(), qvel.float())
+        bad = ~torch.isfinite(a).all(-1)
+        if bad.any():
+            log.warning("the policy's action is not finite: holding the last finite one")
+            a = torch.where(bad[:, None], self.last.expand_as(a), a)
+        self.last = a
+        return a
 
     @torch.no_grad()
     def __call__(self, qpos: torch.Tensor, qvel: torch.Tensor, init: torch.Tensor) -> torch.Tensor:

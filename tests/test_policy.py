@@ -265,3 +265,17 @@ def test_gradient_planner_smoothness_cost():
     assert planner.chatter_cost(a, torch.tensor([[0.5]])).item() == pytest.approx(2.0 * (0.25 + 1 + 0 + 4))
     smooth = planner.plan(torch.zeros(1), torch.zeros(1)).actions  # no task cost: it keeps the midpoint
     assert float(smooth.abs().max()) < 0.05
+
+
+def test_asynchronous_controller_falls_back_on_the_reflex_for_stale_plans():
+    dyn = DoubleIntegrator(bound=1e6)
+    planner = _SlowPlanner(dyn, lambda q, v, a: torch.zeros(a.shape[0]), horizon=400)
+    rec = run_mpc_async(_Clock(), planner, 150, control_timestep=0.001, reflex=lambda q, v: torch.full((1, 1), -1.0),
+                        max_age=2)
+    for a, age in zip(rec.actions, rec.plan_ages, strict=True):
+        assert a[0] == -1.0 if age > 2 else a[0] >= 0
+    assert 0 < rec.reflex_steps == sum(age > 2 for age in rec.plan_ages)
+    policy = PolicyNet(8, 1, description(bound=1.0))
+    guide = PolicyGuide(policy, DoubleIntegrator(bound=1.0))
+    q, v = torch.ones(2, 1), torch.zeros(2, 1)
+    torch.testing.assert_close(guide.reflex(q, v), policy(q, v))

@@ -53,8 +53,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     ``policy``: a policy checkpoint (:mod:`workflows.policy`) guiding the planner: one restart (or
     sample) is the policy's plan and its value, times ``value_weight``, ends the horizon
     (:mod:`planners.policy`). ``asynchronous``: decisions run in a thread apart from the control
-    loop, which acts in real time on the latest plan (:func:`planners.mpc.run_mpc_async`; one
-    episode at a time)."""
+    loop, which acts in real time on the latest plan, or on the policy where that plan is older than
+    two replanning intervals (:func:`planners.mpc.run_mpc_async`; one episode at a time)."""
     task = get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
@@ -89,9 +89,10 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     check_divides(k, H, "--horizon")
     check_divides(k, replan_every, "--replan-every")
     check_replanning(H, replan_every)
-    guide = guided_cost = None
+    guide = guided_cost = reflex = None
     if policy is not None:
         guide, guided_cost = policy_guidance(policy, task, dynamics, value_weight)
+        reflex = guide.reflex
     results, frames = [], []
     for first in range(0, episodes, lockstep):
         group = list(range(first, min(first + lockstep, episodes)))
@@ -105,7 +106,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                     frames.append(env.render())
         with torch.no_grad() if not dynamics.differentiable else contextlib.nullcontext():
             if asynchronous:
-                recs = [run_mpc_async(env, planner, steps, task.system.control_timestep, on_step=on_step)]
+                recs = [run_mpc_async(env, planner, steps, task.system.control_timestep, on_step=on_step,
+                                      reflex=reflex, max_age=2 * replan_every)]
             else:
                 recs = run_mpc_lockstep(env, planner, steps, replan_every=replan_every, progress=progress,
                                         on_step=on_step)
@@ -130,6 +132,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     if asynchronous:
         out["plan_age_mean_steps"] = float(np.mean([r["plan_age_mean_steps"] for r in results]))
         out["plan_age_max_steps"] = int(max(r["plan_age_max_steps"] for r in results))
+        out["reflex_fraction"] = float(np.mean([r["reflex_fraction"] for r in results]))
     out["real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_latency_s"], 1e-12)
     # the same from the deciding thread's CPU time: what the decisions cost on a machine shared with others
     out["cpu_real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_cpu_s"], 1e-12)
