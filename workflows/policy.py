@@ -12,11 +12,11 @@ import torch
 from envs.control import DmControlBatch
 from envs.tasks import Task, get_task
 from gndesign.checkpoints import load_model, resolve_checkpoint
-from gndesign.config import PolicyConfig, RunConfig, TrainConfig
+from gndesign.config import PolicyConfig, RunConfig, TrainConfig, dataclass_from
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.dynamics import LearnedDynamics
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.io import atomic_write_json, check_output
+from gndesign.io import check_output
 from gndesign.policy_net import PolicyNet, check_policy
 from gndesign.training import run_training
 from gndesign.tree import HINGE
@@ -81,12 +81,10 @@ def train_policy(model: str, task_name: str, out: str | Path, data: list[str] | 
     data = list(data or blob["config"].get("data") or [])
     if not data:
         raise GndesignError("no start-state data: pass --data DIR (a trajectory dataset of the system)")
-    try:
-        pc = PolicyConfig(**dict({"task": task_name, "dynamics": str(ckpt)}, **(policy or {})))
-        tc = TrainConfig(**dict({"steps": 2000, "batch_size": 64, "lr": 1e-3, "lr_final": 1e-4, "log_every": 10,
-                                 "eval_every": 10, "checkpoint_every": 50}, **(train or {})))
-    except TypeError as e:
-        raise ConfigError(f"unknown policy or train option: {e}") from None
+    pc = dataclass_from(PolicyConfig, dict(policy or {}, task=task_name, dynamics=str(ckpt)), "policy")
+    tc = dataclass_from(TrainConfig, dict({"steps": 2000, "batch_size": 64, "lr": 1e-3, "lr_final": 1e-4,
+                                           "log_every": 10, "eval_every": 10, "checkpoint_every": 50},
+                                          **(train or {})), "train")
     config = RunConfig(data=[str(d) for d in data], train=tc, policy=pc)
     config.validate()
     if pc.horizon % dynamics.action_repeat:
@@ -171,7 +169,3 @@ def eval_policy(policy_path: str, task_name: str, episodes: int, seed: int, step
         if (gif := write_gif(frames, video, fps=int(round(0.5 / task.system.control_timestep)))) is not None:
             out["video"] = str(gif)
     return out
-
-
-def write_json(result: dict, path: str | Path) -> None:
-    atomic_write_json(path, result)
