@@ -6,7 +6,7 @@ import argparse
 import json
 
 from gndesign.errors import GndesignError
-from workflows.arguments import check_outputs, model_path, output_options, overwrite_option, positive_int
+from workflows.arguments import check_outputs, model_path, output_options, positive_int, prefixed_options
 
 
 def _print_result(result: dict, args: argparse.Namespace) -> None:
@@ -76,15 +76,9 @@ def cmd_plan_guided(args: argparse.Namespace, plain) -> int:
         if args.asynchronous or args.value_weight != 1.0:
             raise GndesignError("--async and --value-weight go with --policy (a policy-guided planner)")
         return plain(args)
-    from gndesign.config import parse_value
     from workflows.plan import plan_episodes
 
-    options = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if not key.startswith("planner.") or not value:
-            raise GndesignError(f"--set {item!r} must look like planner.KEY=VALUE (e.g. planner.iterations=3)")
-        options[key.split(".", 1)[1]] = parse_value(value)
+    options = prefixed_options(args.set, "planner", "iterations=2")
     check_outputs(args, [model_path(args.model), model_path(args.policy)])
     result = plan_episodes(args.task, args.model, args.planner, args.episodes, args.seed, args.control_steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
@@ -134,5 +128,3 @@ def register(sub) -> None:
         plain = plan.get_default("func")
         plan.set_defaults(func=lambda args: cmd_plan_guided(args, plain))
 
-
-__all__ = ["register", "overwrite_option"]
