@@ -33,13 +33,14 @@ from gndesign.families import Family
 from gndesign.forward_training import FORWARD
 from gndesign.io import atomic_write_bytes
 from gndesign.particle_training import PARTICLES
+from gndesign.policy_net import POLICY
 
 CHECKPOINT_FORMAT = "gndesign-checkpoint-v1"  # the checkpoint dict's layout
 HASH_HEADER = b"gndesign-checkpoint sha256="  # then 64 hex digits and a newline, then the payload
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 #: Every model family by name (``config.family``, ``blob["family"]``).
-FAMILIES: dict[str, Family] = {f.name: f for f in (FORWARD, PARTICLES, CGNS_PARTICLES, CGNS_ARTICULATED)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (FORWARD, PARTICLES, CGNS_PARTICLES, CGNS_ARTICULATED, POLICY)}
 
 
 def get_family(name: str) -> Family:

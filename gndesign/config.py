@@ -174,7 +174,45 @@ class SolverConfig:
             raise ConfigError(f"solver.energy_channels must be >= 1, got {self.energy_channels}")
 
 
-SECTIONS = ("data", "model", "solver", "train")
+@dataclass
+class PolicyConfig:
+    """A policy learned through a learned model (:mod:`gndesign.policy_net`; saved with checkpoints).
+
+    Horizons and discounts count control steps, as users do; a model stepping ``k`` control steps
+    at once imagines ``horizon / k`` model steps."""
+
+    task: str = "cartpole-swingup"
+    dynamics: str = ""  # the learned model (checkpoint) the policy is trained through
+    hidden_size: int = 64
+    layers: int = 2
+    horizon: int = 256  # control steps per imagined rollout (a multiple of the model's action repeat)
+    discount: float = 0.995  # per control step
+    init_fraction: float = 0.25  # start states from the task's initial-state distribution
+    imagined_fraction: float = 0.25  # start states the policy reached in earlier imagined rollouts
+    # start states of the data with every hinge angle drawn uniformly (the rest: data states as they are):
+    # a policy also learns what to do where random actions rarely go (a pole upright)
+    spread_fraction: float = 0.25
+    value_weight: float = 1.0  # weight of the value regression next to the actor's loss
+    smoothness: float = 0.0  # cost per unit of squared action change per model step (as a fraction of the range)
+    start_noise: float = 0.01  # std of the noise on start states' qpos and qvel
+
+    def validate(self) -> None:
+        for name in ("hidden_size", "horizon"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
+        if self.layers < 0:
+            raise ConfigError(f"policy.layers must be >= 0, got {self.layers}")
+        if not 0 < self.discount <= 1:
+            raise ConfigError(f"policy.discount must be in (0, 1], got {self.discount}")
+        fractions = (self.init_fraction, self.imagined_fraction, self.spread_fraction)
+        if min(fractions) < 0 or sum(fractions) > 1:
+            raise ConfigError(f"policy.init_fraction, policy.imagined_fraction and policy.spread_fraction must be >= 0 "
+                              f"and sum to at most 1, got {', '.join(map(str, fractions))}")
+        if min(self.value_weight, self.smoothness, self.start_noise) < 0:
+            raise ConfigError("policy.value_weight, policy.smoothness and policy.start_noise must be >= 0")
+
+
+SECTIONS = ("data", "model", "solver", "train", "policy")
 
 
 def _holds_particles(path: str) -> bool:
@@ -195,6 +233,7 @@ class RunConfig:
     model: ModelConfig | ParticleModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     solver: SolverConfig | None = None
+    policy: PolicyConfig | None = None  # a policy learned through a model (family "policy")
 
     @property
     def particles(self) -> bool:
@@ -204,14 +243,17 @@ class RunConfig:
     def family(self) -> str:
         """The model family the run trains: ``forward``, ``particles``, ``cgns-particles`` or
         ``cgns-articulated`` (see :mod:`gndesign.families`)."""
+        if self.policy is not None:
+            return "policy"
         if self.solver is None:
             return PARTICLES if self.particles else "forward"
         return "cgns-particles" if self.particles else "cgns-articulated"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if self.solver is None:
-            del d["solver"]
+        for section in ("solver", "policy"):
+            if getattr(self, section) is None:
+                del d[section]
         return d
 
     @classmethod
@@ -236,7 +278,8 @@ class RunConfig:
         model_cls, train_cls = (ParticleModelConfig, ParticleTrainConfig) if particles else (ModelConfig, TrainConfig)
         return cls(data=data, model=dataclass_from(model_cls, model, "model"),
                    train=dataclass_from(train_cls, d.get("train") or {}, "train"),
-                   solver=dataclass_from(SolverConfig, d.get("solver") or {}, "solver") if cgns else None)
+                   solver=dataclass_from(SolverConfig, d.get("solver") or {}, "solver") if cgns else None,
+                   policy=dataclass_from(PolicyConfig, d["policy"] or {}, "policy") if "policy" in d else None)
 
     def validate(self) -> None:
         check_finite(self)
@@ -247,6 +290,8 @@ class RunConfig:
             if not self.particles and self.model.kind != "gn":
                 raise ConfigError(f"model.kind={self.model.kind!r}: the C-GNS is a graph network (model.kind=gn)")
             self.solver.validate()
+        if self.policy is not None:
+            self.policy.validate()
         self.train.validate()
 
 
@@ -261,16 +306,16 @@ def config_mismatch(saved: RunConfig, now: RunConfig) -> str | None:
     if (saved.solver is None) != (now.solver is None):
         return f"solver section {'present' if saved.solver else 'absent'} in the checkpoint vs not now"
     old, new = saved.to_dict(), now.to_dict()
-    for section in ("model", "solver", "train"):
+    for section in ("model", "solver", "train", "policy"):
         for key, value in (old.get(section) or {}).items():
-            if key not in RESUMABLE.get(section, ()) and new[section].get(key) != value:
-                return f"{section}.{key} {value} in the checkpoint vs {new[section].get(key)} now"
+            if key not in RESUMABLE.get(section, ()) and (new.get(section) or {}).get(key) != value:
+                return f"{section}.{key} {value} in the checkpoint vs {(new.get(section) or {}).get(key)} now"
     return None
 
 
 def check_finite(config: RunConfig) -> None:
     """Refuse a non-finite number (``nan``, ``inf``) anywhere in ``config``: no option means one."""
-    for section in ("model", "train", "solver"):
+    for section in ("model", "train", "solver", "policy"):
         values = getattr(config, section)
         for f in dataclasses.fields(values) if values is not None else ():
             value = getattr(values, f.name)
@@ -343,7 +388,7 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] | None) -> 
     raw: dict = {}
     if path is not None:
         raw = read_yaml_mapping(path, "config file", ConfigError)
-        for section in ("model", "train", "solver"):
+        for section in ("model", "train", "solver", "policy"):
             if raw.get(section) is not None and not isinstance(raw[section], dict):
                 raise ConfigError(f"config file {path}: section {section}: must be a mapping of options "
                                   f"(key: value lines indented under {section}:), got {type(raw[section]).__name__}")
@@ -356,8 +401,9 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] | None) -> 
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=3e-4)")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        if section not in ("model", "train", "solver"):
-            raise ConfigError(f"override {item!r}: unknown section {section!r}; expected model, train or solver")
+        if section not in ("model", "train", "solver", "policy"):
+            raise ConfigError(f"override {item!r}: unknown section {section!r}; expected model, train, solver or "
+                              "policy")
         raw.setdefault(section, {})[name] = parse_value(value)
     return raw
 

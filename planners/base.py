@@ -79,6 +79,9 @@ class Planner:
     """
 
     name = "planner"
+    #: ``guide(qpos [E, nq], qvel [E, nv], init [E, H, nu]) -> [E, H, nu]``: a plan to start from
+    #: besides the warm start (a policy's, :class:`planners.policy.PolicyGuide`); None: none.
+    guide: Callable | None = None
 
     def __init__(self, dynamics: Dynamics, cost: CostFn, horizon: int, seed: int = 0):
         if horizon <= 0:

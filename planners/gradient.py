@@ -27,36 +27,54 @@ class GradientPlanner(Planner):
         noise: std of the perturbations of the warm start, as a fraction of the action range.
         random_fraction: share of the restarts drawn uniformly at random.
         grad_clip: per-restart gradient norm limit.
+        smoothness: cost per unit of squared change between successive actions (as fractions of
+            the half range), the first against the warm start's first action (the previous plan's
+            continuation): plans that do not chatter, decisions that agree.
     """
 
     name = "gradient"
 
     def __init__(self, dynamics, cost: CostFn, horizon: int, iterations: int = 20, restarts: int = 8,
                  lr: float = 0.3, noise: float = 0.3, random_fraction: float = 0.25, grad_clip: float = 10.0,
-                 seed: int = 0):
+                 smoothness: float = 0.0, seed: int = 0):
         if not dynamics.differentiable:
             raise ValueError("the gradient planner needs differentiable dynamics (a learned model)")
         super().__init__(dynamics, cost, horizon, seed)
         self.iterations, self.restarts, self.lr = iterations, restarts, lr
         self.noise, self.random_fraction, self.grad_clip = noise, random_fraction, grad_clip
+        self.smoothness = smoothness
         self.squash = Squash(self.low, self.high, margin=0.005)
 
-    def starts(self, init: torch.Tensor) -> torch.Tensor:
-        """``[E, K, H, nu]``: per episode the warm start, noisy copies of it and uniform sequences."""
+    def chatter_cost(self, actions: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """``[E, K]``: ``smoothness`` times the summed squared changes of ``actions [E, K, H, nu]``,
+        starting from ``previous [E, nu]``, in half ranges."""
+        half = (self.high - self.low) / 2
+        steps = torch.cat([previous[:, None, None].expand(-1, actions.shape[1], 1, -1), actions], 2)
+        return self.smoothness * (((steps[:, :, 1:] - steps[:, :, :-1]) / half) ** 2).sum((2, 3))
+
+    def starts(self, init: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """``[E, K, H, nu]``: per episode the warm start, noisy copies of it and uniform sequences;
+        with a ``guide [E, H, nu]`` (a policy's plan) that comes first and replaces one noisy copy."""
         E, K = init.shape[0], self.restarts
         n_rand = int(round(self.random_fraction * K)) if K > 1 else 0
-        n_noisy = K - 1 - n_rand
+        first = [init[:, None]] if guide is None else [guide[:, None], init[:, None]][:K]
+        n_noisy = max(K - len(first) - n_rand, 0)
+        n_rand = K - len(first) - n_noisy
         eps = torch.randn(E, n_noisy, *init.shape[1:], generator=self.generator) * self.noise * (self.high - self.low)
-        return torch.cat([init[:, None], self.clip(init[:, None] + eps), self.uniform(E, n_rand)], dim=1)
+        return torch.cat([*first, self.clip(init[:, None] + eps), self.uniform(E, n_rand)], dim=1)
 
     def optimize(self, qpos, qvel, init) -> PlanResult:
-        z = self.squash.inverse(self.starts(init)).requires_grad_(True)
+        guide = self.guide(qpos, qvel, init) if self.guide is not None else None
+        z = self.squash.inverse(self.starts(init, guide)).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         best_a, best_c = init.clone(), torch.full((init.shape[0],), float("inf"))
         history = []
+        previous = init[:, 0]  # the last plan's action for now: successive decisions agree too
         for _ in range(self.iterations):
             a = self.squash(z)
             cost = self.evaluate(qpos, qvel, a)
+            if self.smoothness:
+                cost = cost + self.chatter_cost(a, previous)
             finite = torch.isfinite(cost)
             best_a, best_c = best_so_far(a, cost, best_a, best_c)
             history.append(float(best_c.mean()))
@@ -74,6 +92,9 @@ class GradientPlanner(Planner):
             opt.step()
         with torch.no_grad():  # the last iterate has not been scored yet
             a = self.squash(z)
-            best_a, best_c = best_so_far(a, self.evaluate(qpos, qvel, a), best_a, best_c)
+            cost = self.evaluate(qpos, qvel, a)
+            if self.smoothness:
+                cost = cost + self.chatter_cost(a, previous)
+            best_a, best_c = best_so_far(a, cost, best_a, best_c)
         history.append(float(best_c.mean()))
         return PlanResult(best_a, best_c, history)

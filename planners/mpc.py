@@ -12,6 +12,7 @@ per-operation overhead, not arithmetic).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,9 +39,13 @@ class EpisodeRecord:
     rewards: list[float] = field(default_factory=list)
     actions: list[list[float]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # per decision: CPU seconds of the deciding thread
     evaluations: list[float] = field(default_factory=list)
     planned_costs: list[float] = field(default_factory=list)
     batch: int = 1
+    # asynchronous runs: per step, the control steps since the state the acted-on plan was made from
+    plan_ages: list[int] = field(default_factory=list)
+    reflex_steps: int = 0  # asynchronous runs: steps acted on by the fallback (reflex) instead of a stale plan
 
     @property
     def total_return(self) -> float:
@@ -49,8 +54,12 @@ class EpisodeRecord:
     def summary(self) -> dict:
         n = max(len(self.latencies), 1)
         return {"return": self.total_return, "steps": len(self.rewards), "decisions": len(self.latencies),
-                "mean_latency_s": sum(self.latencies) / n, "mean_evaluations": sum(self.evaluations) / n,
-                "lockstep_batch": self.batch}
+                "mean_latency_s": sum(self.latencies) / n, "mean_cpu_s": sum(self.cpu_times) / n,
+                "mean_evaluations": sum(self.evaluations) / n,
+                "lockstep_batch": self.batch,
+                **({"plan_age_mean_steps": sum(self.plan_ages) / len(self.plan_ages),
+                    "plan_age_max_steps": max(self.plan_ages),
+                    "reflex_fraction": self.reflex_steps / len(self.plan_ages)} if self.plan_ages else {})}
 
 
 class _Batch1:
@@ -97,11 +106,12 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
         if plan is None or k >= replan_every:
             if plan is not None:  # plan() shifted once already
                 planner.advance(k)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             result = planner.plan(qpos, qvel)
-            latency = time.perf_counter() - start
+            latency, cpu = time.perf_counter() - start, time.thread_time() - cpu
             for e, rec in enumerate(records):
                 rec.latencies.append(latency)
+                rec.cpu_times.append(cpu)
                 rec.evaluations.append(result.evaluations / E)
                 rec.planned_costs.append(float(result.cost[e]))
             plan, k = result.actions, 0
@@ -114,3 +124,93 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
         if on_step is not None:
             on_step(t)
     return records
+
+
+def run_mpc_async(env, planner: Planner, steps: int, control_timestep: float, realtime: bool = True,
+                  on_step=None, reflex=None, max_age: int | None = None) -> EpisodeRecord:
+    """One episode with decisions in a thread apart from the control loop (a batched environment of
+    one episode, as :func:`run_mpc_lockstep` takes).
+
+    The planner replans continuously from the latest state the controller published; the
+    controller steps the environment every ``control_timestep`` seconds of wall time (``realtime``;
+    else as fast as it can) and acts on the latest finished plan at its age: a plan made from the
+    state of step ``s`` gives the action of step ``t`` as its entry ``t - s`` (the last one past
+    its end). Per step it records that age (``plan_ages``); per decision its latency. Only the
+    first decision is waited for.
+
+    ``reflex(qpos [1, nq], qvel [1, nv]) -> [1, nu]`` (e.g. a policy: fast) acts instead of a plan
+    older than ``max_age`` control steps, its action held for the planner's action repeat; the
+    share of such steps is ``reflex_fraction``. An open-loop plan made half a second ago is worse
+    than a closed-loop policy now, which is what a loaded machine makes of the plans.
+    """
+    qpos, qvel = env.reset()
+    if qpos.shape[0] != 1:
+        raise ValueError("the asynchronous controller runs one episode at a time")
+    rec = EpisodeRecord(batch=1)
+    planner.reset()
+    lock, ready, stop = threading.Lock(), threading.Event(), threading.Event()
+    state = {"t": 0, "qpos": qpos, "qvel": qvel}
+    latest: dict = {}
+    errors: list[BaseException] = []
+    grad = torch.is_grad_enabled()
+
+    def decide() -> None:
+        torch.set_grad_enabled(grad)  # grad mode is per thread
+        last_t = None
+        try:
+            while not stop.is_set():
+                with lock:
+                    t0, q, v = state["t"], state["qpos"], state["qvel"]
+                if last_t is not None:
+                    planner.advance(t0 - last_t)
+                start, cpu = time.perf_counter(), time.thread_time()
+                result = planner.plan(q, v)
+                latency, cpu = time.perf_counter() - start, time.thread_time() - cpu
+                with lock:
+                    latest.update(start=t0, actions=result.actions[0].detach(), latency=latency)
+                    rec.latencies.append(latency)
+                    rec.cpu_times.append(cpu)
+                    rec.evaluations.append(result.evaluations)
+                    rec.planned_costs.append(float(result.cost[0]))
+                last_t = t0
+                ready.set()
+        except BaseException as e:  # noqa: BLE001 - surfaced in the control loop
+            errors.append(e)
+            ready.set()
+
+    worker = threading.Thread(target=decide, name="mpc-decisions", daemon=True)
+    worker.start()
+    ready.wait()
+    begin = time.perf_counter()
+    held, held_until = None, -1
+    try:
+        for t in range(steps):
+            if errors:
+                raise errors[0]
+            if realtime:
+                time.sleep(max(0.0, begin + t * control_timestep - time.perf_counter()))
+            with lock:
+                plan, s0 = latest["actions"], latest["start"]
+            age = t - s0
+            action = plan[min(age, plan.shape[0] - 1)]
+            if reflex is not None and max_age is not None and age > max_age:
+                if t >= held_until:
+                    held, held_until = reflex(qpos, qvel)[0].detach(), t + planner.repeat
+                action = held
+                rec.reflex_steps += 1
+            else:
+                held_until = -1
+            rewards, qpos, qvel = env.step(action[None])
+            rec.plan_ages.append(age)
+            rec.rewards.append(float(rewards[0]))
+            rec.actions.append(action.tolist())
+            with lock:
+                state.update(t=t + 1, qpos=qpos, qvel=qvel)
+            if on_step is not None:
+                on_step(t)
+    finally:
+        stop.set()
+        worker.join()
+    if errors:
+        raise errors[0]
+    return rec

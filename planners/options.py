@@ -87,6 +87,7 @@ class GradientOptions:
     noise: float = at_least(0.3, 0)
     random_fraction: float = fraction(0.25)
     grad_clip: float = positive(10.0)
+    smoothness: float = at_least(0.0, 0)
 
 
 @dataclass

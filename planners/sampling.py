@@ -21,10 +21,19 @@ def cem_refit(samples: torch.Tensor, cost: torch.Tensor, mean: torch.Tensor, std
     return alpha * mean + (1 - alpha) * elite.mean(d), alpha * std + (1 - alpha) * elite.std(d)
 
 
-def _around(mean: torch.Tensor, std: torch.Tensor, n: int, planner: Planner) -> torch.Tensor:
-    """``[E, n, H, nu]``: each episode's ``mean`` followed by ``n - 1`` clipped Gaussian samples around it."""
+def _around(mean: torch.Tensor, std: torch.Tensor, n: int, planner: Planner,
+            guide: torch.Tensor | None = None) -> torch.Tensor:
+    """``[E, n, H, nu]``: each episode's ``mean`` followed by ``n - 1`` clipped Gaussian samples around it;
+    a ``guide [E, H, nu]`` (a policy's plan) replaces the first of those samples."""
     eps = torch.randn(mean.shape[0], n - 1, *mean.shape[1:], generator=planner.generator)
-    return torch.cat([mean[:, None], planner.clip(mean[:, None] + std[:, None] * eps)], dim=1)
+    samples = torch.cat([mean[:, None], planner.clip(mean[:, None] + std[:, None] * eps)], dim=1)
+    if guide is not None and n > 1:
+        samples[:, 1] = guide
+    return samples
+
+
+def _guide(planner: Planner, qpos, qvel, init) -> torch.Tensor | None:
+    return planner.guide(qpos, qvel, init) if planner.guide is not None else None
 
 
 class CEMPlanner(Planner):
@@ -53,8 +62,9 @@ class CEMPlanner(Planner):
         mean = init.clone()
         std = self.init_std * (self.high - self.low) * torch.ones_like(mean)
         best_a, best_c, history = mean.clone(), torch.full((mean.shape[0],), float("inf")), []
-        for _ in range(self.iterations):
-            samples = _around(mean, std, self.population, self)
+        guide = _guide(self, qpos, qvel, init)
+        for i in range(self.iterations):
+            samples = _around(mean, std, self.population, self, guide if i == 0 else None)
             cost = self.evaluate(qpos, qvel, samples)
             best_a, best_c = best_so_far(samples, cost, best_a, best_c)
             mean, std = cem_refit(samples, cost, mean, std, self.elites, self.alpha)
@@ -84,8 +94,9 @@ class MPPIPlanner(Planner):
         std = (self.noise * (self.high - self.low)).expand_as(mean)
         best_a, best_c, history = mean.clone(), torch.full((mean.shape[0],), float("inf")), []
         inf = torch.tensor(float("inf"))
-        for _ in range(self.iterations):
-            samples = _around(mean, std, self.samples, self)
+        guide = _guide(self, qpos, qvel, init)
+        for i in range(self.iterations):
+            samples = _around(mean, std, self.samples, self, guide if i == 0 else None)
             cost = self.evaluate(qpos, qvel, samples)
             best_a, best_c = best_so_far(samples, cost, best_a, best_c)
             finite = torch.isfinite(cost)

@@ -16,12 +16,20 @@ from gndesign.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from gndesign.config import ModelConfig, ParticleModelConfig, ParticleTrainConfig, RunConfig, SolverConfig
+from gndesign.config import (
+    ModelConfig,
+    ParticleModelConfig,
+    ParticleTrainConfig,
+    PolicyConfig,
+    RunConfig,
+    SolverConfig,
+)
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec
 from gndesign.lean import reference_path
 from gndesign.particles import ParticleSimulator
+from gndesign.policy_net import PolicyNet
 from gndesign.simulator import Transitions, build_model
 
 SCENE = PARTICLE_SCENE
@@ -63,6 +71,11 @@ def models(cartpole_data):
         else:
             model.accumulate_statistics(batch)
         model.eval()
+    policy = PolicyNet(8, 1, {"task": "cartpole/swingup", "system": "cartpole", "mjcf_sha256": None, "nq": 2, "nv": 2,
+                              "nu": 1, "angles": [1], "ctrl_low": [-1.0], "ctrl_high": [1.0], "action_repeat": 1,
+                              "dynamics": "test"})
+    policy.set_statistics(seq["qpos"][:, 0], seq["qvel"][:, 0])
+    out["policy"] = (RunConfig([str(cartpole_data)], policy=PolicyConfig(hidden_size=8, layers=1)), policy.eval())
     assert set(out) == set(FAMILIES)
     return out
 
@@ -74,6 +87,8 @@ def predict(model) -> torch.Tensor:
         return model.rollout(hist, obstacle, 2)
     g = torch.Generator().manual_seed(1)
     q, v, u = torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g), torch.rand(3, 2, 1, generator=g)
+    if isinstance(model, PolicyNet):
+        return torch.cat([model(q, v), model.value(q, v)[:, None]], 1)
     return model.rollout(q, v, u)[0]
 
 
@@ -155,6 +170,8 @@ def test_checkpoints_written_before_the_hash_and_the_family_field_still_load(mod
               "cgns-particles": {"kind": "cgns", "front": "particles"},
               "cgns-articulated": {"kind": "cgns", "front": "articulated"}}
     for family, (cfg, model) in models.items():
+        if family not in legacy:  # a family born after the family field (the policy) has no old layout
+            continue
         save_checkpoint(tmp_path / "new.pt", model, cfg, step=2)
         blob = read_checkpoint(tmp_path / "new.pt")
         del blob["family"]

@@ -19,8 +19,9 @@ from gndesign.errors import GndesignError
 from gndesign.io import atomic_write_json, check_output
 from gndesign.plotting import save_figure
 from planners import PLANNERS, make_planner, planner_options
-from planners.mpc import run_mpc_lockstep
+from planners.mpc import run_mpc_async, run_mpc_lockstep
 from workflows.figures import episode_figure
+from workflows.policy import action_chatter
 from workflows.video import write_gif
 
 log = logging.getLogger("gndesign")
@@ -35,7 +36,8 @@ def check_replanning(horizon: int, replan_every: int) -> None:
 def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
                   replan_every: int | None = None, horizon: int | None = None, options: dict | None = None,
                   video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False,
-                  action_repeat: int | None = None) -> dict:
+                  action_repeat: int | None = None, policy: str | None = None, value_weight: float = 1.0,
+                  asynchronous: bool = False) -> dict:
     """Run MPC episodes (seeds ``seed``, ``seed + 1``, ...) in the real dm_control environment;
     returns per-episode summaries. ``steps``: control steps per episode (default: the task's);
     ``replan_every``, ``horizon`` (control steps) and the planner's ``options`` default to the
@@ -46,7 +48,13 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     A model stepping ``k`` control steps at once (:mod:`gndesign.coarse`) plans over ``H / k``
     model steps and each planned action is held ``k`` control steps; the task's default horizon
     and replanning interval are rounded up to multiples of ``k``, given ones must be multiples.
-    ``action_repeat``: the ``k`` the caller expects (a model with another is refused)."""
+    ``action_repeat``: the ``k`` the caller expects (a model with another is refused).
+
+    ``policy``: a policy checkpoint (:mod:`workflows.policy`) guiding the planner: one restart (or
+    sample) is the policy's plan and its value, times ``value_weight``, ends the horizon
+    (:mod:`planners.policy`). ``asynchronous``: decisions run in a thread apart from the control
+    loop, which acts in real time on the latest plan, or on the policy where that plan is older than
+    two replanning intervals (:func:`planners.mpc.run_mpc_async`; one episode at a time)."""
     task = get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
@@ -60,7 +68,12 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
             raise GndesignError(f"--{name} must be a positive number of control steps, got {value}")
     check_replanning(horizon or task.planning_horizon, replan_every or task.replan_every)
     ckpt = None if model == "mujoco" else resolve_checkpoint(model)
-    check_output(video, inputs=[ckpt], overwrite=overwrite, what="--video")
+    check_output(video, inputs=[ckpt] + ([resolve_checkpoint(policy)] if policy else []), overwrite=overwrite,
+                 what="--video")
+    if (asynchronous or value_weight != 1.0) and policy is None:
+        raise GndesignError("--async and --value-weight go with --policy (a policy-guided planner)")
+    if asynchronous and lockstep > 1:
+        raise GndesignError("--async runs one episode at a time: drop --lockstep")
     if ckpt is None:
         dynamics = MujocoDynamics(task.system)
     else:
@@ -76,10 +89,15 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     check_divides(k, H, "--horizon")
     check_divides(k, replan_every, "--replan-every")
     check_replanning(H, replan_every)
+    guide = guided_cost = reflex = None
+    if policy is not None:
+        guide, guided_cost = policy_guidance(policy, task, dynamics, value_weight)
+        reflex = guide.reflex
     results, frames = [], []
     for first in range(0, episodes, lockstep):
         group = list(range(first, min(first + lockstep, episodes)))
-        planner = make_planner(planner_name, dynamics, task.cost, H, seed=seed + first, **opts)
+        planner = make_planner(planner_name, dynamics, guided_cost or task.cost, H, seed=seed + first, **opts)
+        planner.guide = guide
         env = DmControlBatch(task, [seed + ep for ep in group])
         on_step = None
         if video and first == 0:
@@ -87,11 +105,16 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                 if t % 2 == 0:
                     frames.append(env.render())
         with torch.no_grad() if not dynamics.differentiable else contextlib.nullcontext():
-            recs = run_mpc_lockstep(env, planner, steps, replan_every=replan_every, progress=progress,
-                                    on_step=on_step)
+            if asynchronous:
+                recs = [run_mpc_async(env, planner, steps, task.system.control_timestep, on_step=on_step,
+                                      reflex=reflex, max_age=2 * replan_every)]
+            else:
+                recs = run_mpc_lockstep(env, planner, steps, replan_every=replan_every, progress=progress,
+                                        on_step=on_step)
         for ep, rec in zip(group, recs, strict=True):
             summary = rec.summary()
-            summary.update(episode=ep, seed=seed + ep, rewards=rec.rewards, actions=rec.actions)
+            summary.update(episode=ep, seed=seed + ep, rewards=rec.rewards, actions=rec.actions,
+                           chatter=action_chatter(rec.actions))
             results.append(summary)
             log.info("episode %d: return %.1f, %.3f s per decision (%d in lockstep), %.0f model evaluations per "
                      "decision", ep, summary["return"], summary["mean_latency_s"], len(group),
@@ -101,12 +124,36 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
            "replan_every": replan_every, "action_repeat": k, "steps": steps, "lockstep": lockstep, "episodes": results,
            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
            "mean_latency_s": float(np.mean([r["mean_latency_s"] for r in results])),
+           "mean_cpu_s": float(np.mean([r["mean_cpu_s"] for r in results])),
            "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),
-           "control_timestep": task.system.control_timestep}
+           "control_timestep": task.system.control_timestep, "policy": policy,
+           "value_weight": value_weight if policy else None, "asynchronous": asynchronous,
+           "chatter_mean": float(np.mean([r["chatter"] for r in results]))}
+    if asynchronous:
+        out["plan_age_mean_steps"] = float(np.mean([r["plan_age_mean_steps"] for r in results]))
+        out["plan_age_max_steps"] = int(max(r["plan_age_max_steps"] for r in results))
+        out["reflex_fraction"] = float(np.mean([r["reflex_fraction"] for r in results]))
     out["real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_latency_s"], 1e-12)
+    # the same from the deciding thread's CPU time: what the decisions cost on a machine shared with others
+    out["cpu_real_time_factor"] = out["control_timestep"] * replan_every / max(out["mean_cpu_s"], 1e-12)
     if video and (gif := write_gif(frames, video, fps=int(round(0.5 / task.system.control_timestep)))) is not None:
         out["video"] = str(gif)
     return out
+
+
+def policy_guidance(policy: str, task, dynamics, value_weight: float):
+    """The guide and the cost with the policy's terminal value (:mod:`planners.policy`) of a policy
+    checkpoint for ``task`` whose action repeat is the planner model's."""
+    from planners.policy import PolicyGuide, with_terminal_value
+    from workflows.policy import load_policy
+
+    net, _ = load_policy(policy, task)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    if net.action_repeat != dynamics.action_repeat:
+        raise GndesignError(f"the policy acts every {net.action_repeat} control step(s) but the planner's model steps "
+                            f"{dynamics.action_repeat}: guide a planner whose model has the policy's action repeat")
+    return PolicyGuide(net, dynamics), with_terminal_value(task.cost, net, value_weight)
 
 
 #: The demo's learned model: the shipped coarse cartpole model (one step = 8 control steps, the

@@ -1,0 +1,281 @@
+"""Policies learned through a model (planners.policy, gndesign.policy_net, workflows.policy) and the
+policy-guided, asynchronous MPC (planners.gradient/sampling/mpc)."""
+
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gndesign.config import PolicyConfig, RunConfig, TrainConfig
+from gndesign.dynamics import Dynamics
+from gndesign.errors import ConfigError, GndesignError
+from gndesign.policy_net import PolicyNet
+from planners import CEMPlanner, GradientPlanner
+from planners.base import Planner, PlanResult
+from planners.mpc import run_mpc_async
+from planners.policy import PolicyGuide, discounted_returns, imagine, policy_losses, with_terminal_value
+
+DT = 0.2
+
+
+class DoubleIntegrator(Dynamics):
+    """A known linear model: ``v' = v + dt u``, ``x' = x + dt v'`` (differentiable)."""
+
+    differentiable = True
+
+    def __init__(self, bound: float = 50.0):
+        super().__init__(1, 1, 1, torch.tensor([[-bound, bound]]), DT)
+
+    def rollout(self, qpos, qvel, actions):
+        qs, vs = [qpos], [qvel]
+        for t in range(actions.shape[1]):
+            v = vs[-1] + DT * actions[:, t]
+            qs.append(qs[-1] + DT * v)
+            vs.append(v)
+        self.evaluations += actions.shape[0] * actions.shape[1]
+        return torch.stack(qs, 1), torch.stack(vs, 1)
+
+
+Q, R = np.diag([1.0, 0.1]), np.array([[0.01]])
+A = np.array([[1.0, DT * DT], [0.0, 1.0]])  # state (x, v) after the semi-implicit step: x' = x + dt v + dt^2 u
+A[0, 1] = DT
+B = np.array([[DT * DT], [DT]])
+
+
+def quadratic_reward(qpos, qvel, action):
+    """Minus the LQR stage cost of the state reached and the action applied."""
+    return -(Q[0, 0] * qpos[:, 0] ** 2 + Q[1, 1] * qvel[:, 0] ** 2 + R[0, 0] * action[:, 0] ** 2)
+
+
+def lqr_gain() -> np.ndarray:
+    """Infinite-horizon LQR for the cost of the next state: ``sum Q(x_{t+1}) + R(u_t)``."""
+    P = Q.copy()
+    for _ in range(2000):
+        K = np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
+        P = Q + (A - B @ K).T @ P @ (A - B @ K) + K.T @ R @ K
+    return np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)  # u = -K x
+
+
+def description(nq=1, nv=1, nu=1, bound=50.0, angles=(), task="test/integrator", system="integrator"):
+    return {"task": task, "system": system, "mjcf_sha256": None, "nq": nq, "nv": nv, "nu": nu, "angles": list(angles),
+            "ctrl_low": [-bound] * nu, "ctrl_high": [bound] * nu, "action_repeat": 1, "dynamics": "test"}
+
+
+def test_policy_through_a_linear_model_reaches_the_lqr_cost():
+    torch.manual_seed(0)
+    dyn = DoubleIntegrator()
+    policy = PolicyNet(32, 1, description())
+    g = torch.Generator().manual_seed(0)
+    starts = lambda n: (torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g))  # noqa: E731
+    policy.set_statistics(*starts(512))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    T = 20  # 4 s: the LQR's closed loop has settled
+    for _ in range(200):
+        out = policy_losses(policy, dyn, quadratic_reward, *starts(32), T, gamma=1.0)
+        opt.zero_grad()
+        (out["actor"] + out["value"]).backward()
+        opt.step()
+    q0, v0 = torch.randn(256, 1, generator=g), torch.randn(256, 1, generator=g)
+    with torch.no_grad():
+        qs, vs, acts = imagine(dyn, policy, q0, v0, T)
+        cost = -quadratic_reward(qs[:, 1:].reshape(-1, 1), vs[:, 1:].reshape(-1, 1), acts.reshape(-1, 1)).sum()
+    K = lqr_gain()
+    x = np.stack([q0[:, 0].numpy(), v0[:, 0].numpy()], 1).astype(float)
+    lqr = 0.0
+    for _ in range(T):
+        u = -x @ K.T
+        x = x @ A.T + u @ B.T
+        lqr += (x ** 2 @ np.diag(Q)).sum() + (R[0, 0] * u ** 2).sum()
+    assert float(cost) <= 1.05 * lqr, (float(cost), lqr)
+
+
+def test_gradients_reach_the_policy_through_the_rollout():
+    torch.manual_seed(1)
+
+    class Pendulum(DoubleIntegrator):  # nonlinear, so the check is not trivially linear
+        def rollout(self, qpos, qvel, actions):
+            qs, vs = [qpos], [qvel]
+            for t in range(actions.shape[1]):
+                v = vs[-1] + DT * (actions[:, t] - 9.81 * torch.sin(qs[-1]))
+                qs.append(qs[-1] + DT * v)
+                vs.append(v)
+            return torch.stack(qs, 1), torch.stack(vs, 1)
+
+    dyn = Pendulum(bound=2.0)
+    policy = PolicyNet(8, 1, description(bound=2.0, angles=[0])).double()
+    q0, v0 = torch.randn(4, 1, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    reward = lambda q, v, a: torch.cos(q[:, 0]) - 0.1 * v[:, 0] ** 2 - 0.01 * a[:, 0] ** 2  # noqa: E731
+
+    def loss():
+        return policy_losses(policy, dyn, reward, q0, v0, 6, gamma=0.9, smoothness=0.1)["actor"]
+
+    weight = policy.actor[0].weight
+    loss().backward()
+    analytic = weight.grad.clone()
+    assert analytic.abs().max() > 1e-6
+    eps = 1e-6
+    for idx in [(0, 0), (3, 1), (7, 2)]:
+        with torch.no_grad():
+            weight[idx] += eps
+            up = float(loss())
+            weight[idx] -= 2 * eps
+            down = float(loss())
+            weight[idx] += eps
+        assert (up - down) / (2 * eps) == pytest.approx(float(analytic[idx]), rel=1e-4, abs=1e-8)
+    # the actor's loss bootstraps from the value without training it
+    assert policy.critic[0].weight.grad is None or float(policy.critic[0].weight.grad.abs().max()) == 0.0
+
+
+def test_discounted_returns():
+    r = torch.tensor([[1.0, 2.0, 3.0]])
+    out = discounted_returns(r, torch.tensor([10.0]), 0.5)
+    assert out.tolist() == [[1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 10, 2 + 0.5 * 3 + 0.25 * 10, 3 + 0.5 * 10]]
+
+
+def test_guided_planner_starts_from_the_policys_rollout():
+    dyn = DoubleIntegrator(bound=1.0)
+    policy = PolicyNet(8, 1, description(bound=1.0))
+    cost = lambda q, v, a: -quadratic_reward(q[:, 1:].reshape(-1, 1), v[:, 1:].reshape(-1, 1),  # noqa: E731
+                                             a.reshape(-1, 1)).reshape(a.shape[0], -1).sum(1)
+    q0, v0 = torch.tensor([[1.0], [-0.5]]), torch.tensor([[0.0], [0.3]])
+    H = 12
+    planner = GradientPlanner(dyn, cost, H, iterations=2, restarts=4)
+    planner.guide = PolicyGuide(policy, dyn)
+    init = torch.zeros(2, H, 1)
+    with torch.no_grad():
+        expected = imagine(dyn, policy, q0, v0, H)[2]
+    starts = planner.starts(init, planner.guide(q0, v0, init))
+    assert starts.shape == (2, 4, H, 1)
+    torch.testing.assert_close(starts[:, 0], expected)
+    torch.testing.assert_close(starts[:, 1], init)  # then the warm start
+    result = planner.plan(q0, v0)  # the plan is never worse than the policy's own
+    with torch.no_grad():
+        assert (result.cost <= cost(*dyn.rollout(q0, v0, expected), expected) + 1e-5).all()
+    cem = CEMPlanner(dyn, cost, H, population=8, elites=2, iterations=1)
+    cem.guide = planner.guide
+    seen = []
+    cem.evaluate = lambda q, v, a: seen.append(a.clone()) or torch.zeros(a.shape[:2])
+    cem.plan(q0, v0)
+    torch.testing.assert_close(seen[0][:, 1], expected)
+
+
+def test_terminal_value_and_nonfinite_policy_fallback(caplog):
+    dyn = DoubleIntegrator(bound=1.0)
+    policy = PolicyNet(8, 1, description(bound=1.0))
+    base = lambda q, v, a: torch.zeros(a.shape[0])  # noqa: E731
+    q, v = torch.zeros(3, 5, 1), torch.ones(3, 5, 1)
+    total = with_terminal_value(base, policy, 2.0)(q, v, torch.zeros(3, 4, 1))
+    torch.testing.assert_close(total, -2.0 * policy.value(q[:, -1], v[:, -1]))
+    assert with_terminal_value(base, policy, 0.0) is base
+    with torch.no_grad():
+        policy.actor[-1].bias.fill_(float("nan"))
+    guide = PolicyGuide(policy, dyn)
+    init = torch.full((2, 6, 1), 0.25)
+    with caplog.at_level(logging.WARNING):
+        plan = guide(torch.zeros(2, 1), torch.zeros(2, 1), init)
+    torch.testing.assert_close(plan, init)
+    assert "not finite" in caplog.text and guide.fallbacks == 2
+
+
+class _Clock:
+    """A fake environment whose state is the step count (``qpos = [t]``)."""
+
+    def reset(self):
+        self.t = 0
+        return torch.zeros(1, 1), torch.zeros(1, 1)
+
+    def step(self, actions):
+        self.t += 1
+        return [0.0], torch.full((1, 1), float(self.t)), torch.zeros(1, 1)
+
+
+class _SlowPlanner(Planner):
+    """Plans ``a_j = s + j`` from the state of step ``s``, slowly: the plan's entry for step ``t``
+    is ``t`` exactly when the controller indexes it by its true age."""
+
+    name = "slow"
+
+    def optimize(self, qpos, qvel, init):
+        time.sleep(0.004)
+        plan = qpos[:, None, :1] + torch.arange(self.horizon, dtype=torch.float32)[None, :, None]
+        return PlanResult(plan, torch.zeros(qpos.shape[0]))
+
+
+def test_asynchronous_controller_never_acts_on_a_plan_older_than_it_reports():
+    dyn = DoubleIntegrator(bound=1e6)
+    planner = _SlowPlanner(dyn, lambda q, v, a: torch.zeros(a.shape[0]), horizon=400)
+    rec = run_mpc_async(_Clock(), planner, 150, control_timestep=0.001)
+    acted = [a[0] for a in rec.actions]
+    assert acted == [float(t) for t in range(150)]  # entry t - s of the plan from step s
+    assert min(rec.plan_ages) >= 0 and max(rec.plan_ages) > 0  # it acted on older plans, at their age
+    assert len(rec.latencies) > 1 and rec.summary()["plan_age_max_steps"] == max(rec.plan_ages)
+
+
+def test_policy_config_is_validated_and_round_trips():
+    cfg = RunConfig(train=TrainConfig(), policy=PolicyConfig(horizon=64))
+    assert cfg.family == "policy"
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again.policy == cfg.policy and RunConfig.from_dict(RunConfig().to_dict()).policy is None
+    for bad in ({"discount": 1.5}, {"horizon": 0}, {"init_fraction": 0.8, "imagined_fraction": 0.5}):
+        with pytest.raises(ConfigError):
+            RunConfig(policy=PolicyConfig(**bad)).validate()
+
+
+def test_policy_refuses_states_of_another_size():
+    policy = PolicyNet(8, 1, description())
+    with pytest.raises(GndesignError, match="another system"):
+        policy(torch.zeros(2, 3), torch.zeros(2, 1))
+
+
+def test_train_resume_eval_and_bad_input(tmp_path, cartpole_data):
+    from envs.tasks import get_task
+    from workflows.cli import main
+    from workflows.policy import eval_policy, load_policy, train_policy
+
+    out = tmp_path / "run"
+    small = {"horizon": 2, "hidden_size": 8}
+    train = {"steps": 3, "batch_size": 4}
+    train_policy("pretrained:cartpole", "cartpole", out, [str(cartpole_data)], small, train, progress=False,
+                 init_samples=8, max_new_steps=2)
+    summary = train_policy("pretrained:cartpole", "cartpole", out, [str(cartpole_data)], small, train, resume=True,
+                           progress=False, init_samples=8)
+    assert summary["step"] == 3
+    with pytest.raises(GndesignError, match="already holds a run"):
+        train_policy("pretrained:cartpole", "cartpole", out, [str(cartpole_data)], small, train, progress=False,
+                     init_samples=8)
+    ckpt = out / "checkpoints" / "latest.pt"
+    result = eval_policy(str(ckpt), "cartpole-swingup", 2, 100, steps=16)
+    assert len(result["episodes"]) == 2 and np.isfinite(result["return_mean"]) and result["chatter_mean"] >= 0
+    with pytest.raises(GndesignError, match="trained for system 'cartpole'"):
+        load_policy(str(ckpt), get_task("swimmer6"))
+    with pytest.raises(GndesignError, match="per-episode context"):
+        train_policy("pretrained:swimmer6", "swimmer6", tmp_path / "s", [str(cartpole_data)], progress=False)
+    assert main(["policy", "train", "--model", "pretrained:cartpole", "--out", str(tmp_path / "x"),
+                 "--set", "planner.iterations=3"]) == 2
+    assert main(["plan", "cartpole", "--model", "pretrained:cartpole", "--control-steps", "4", "--async",
+                 "--quiet"]) == 2  # --async needs --policy
+
+
+def test_gradient_planner_smoothness_cost():
+    dyn = DoubleIntegrator(bound=1.0)
+    planner = GradientPlanner(dyn, lambda q, v, a: torch.zeros(a.shape[0]), 4, smoothness=2.0)
+    a = torch.tensor([0.0, 1.0, 1.0, -1.0])[None, None, :, None]
+    assert planner.chatter_cost(a, torch.tensor([[0.5]])).item() == pytest.approx(2.0 * (0.25 + 1 + 0 + 4))
+    smooth = planner.plan(torch.zeros(1), torch.zeros(1)).actions  # no task cost: it keeps the midpoint
+    assert float(smooth.abs().max()) < 0.05
+
+
+def test_asynchronous_controller_falls_back_on_the_reflex_for_stale_plans():
+    dyn = DoubleIntegrator(bound=1e6)
+    planner = _SlowPlanner(dyn, lambda q, v, a: torch.zeros(a.shape[0]), horizon=400)
+    rec = run_mpc_async(_Clock(), planner, 150, control_timestep=0.001, reflex=lambda q, v: torch.full((1, 1), -1.0),
+                        max_age=2)
+    for a, age in zip(rec.actions, rec.plan_ages, strict=True):
+        assert a[0] == -1.0 if age > 2 else a[0] >= 0
+    assert 0 < rec.reflex_steps == sum(age > 2 for age in rec.plan_ages)
+    policy = PolicyNet(8, 1, description(bound=1.0))
+    guide = PolicyGuide(policy, DoubleIntegrator(bound=1.0))
+    q, v = torch.ones(2, 1), torch.zeros(2, 1)
+    torch.testing.assert_close(guide.reflex(q, v), policy(q, v))
