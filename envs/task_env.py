@@ -55,7 +55,7 @@ class MujocoTaskEnv:
         self.t = 0
 
     def action_spec(self):
-XX
+        from dm_env.specs import BoundedArray  # dm_control's spec type
 
         return BoundedArray((self.task.system.nu,), np.float64, self.ctrlrange[:, 0], self.ctrlrange[:, 1])
 
@@ -78,6 +78,7 @@ XX
         m, d = self.physics.model, self.physics.data
         d.ctrl[:] = a
         mujoco.mj_step(m, d, nstep=self.task.system.n_substeps)
+        mujoco.mj_forward(m, d)  # positions derived from the new state (as dm_control's physics.step)
         self.t += 1
         params = {k: torch.as_tensor(v) for k, v in self.task_params.items()}
         with torch.no_grad():

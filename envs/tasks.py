@@ -199,7 +199,9 @@ class Task:
         axes = [AXES[a] for a in q.get("axes", ["x", "y", "z"])]
         if kind in ("qpos", "qvel"):
             idx = self._joint_index([arg] if isinstance(arg, str) else arg, f"{where}.{kind}", kind == "qvel")
-            return (lambda qp, qv, a, kin, prm: qp[:, idx]) if kind == "qpos" else (lambda qp, qv, a, kin, prm: qv[:, idx])
+            if kind == "qpos":
+                return lambda qp, qv, a, kin, prm: qp[:, idx]
+            return lambda qp, qv, a, kin, prm: qv[:, idx]
         if kind == "ctrl":
             idx = list(range(self.model.nu)) if arg == "all" else \
                 [self._id("actuator", n, f"{where}.ctrl") for n in ([arg] if isinstance(arg, str) else arg)]
@@ -257,7 +259,8 @@ class Task:
         terms = []
         for i, c in enumerate(self.spec.constraints):
             if c.get("mode", "penalty") == mode:
-                obj = parse_constraint(c["constraint"]) if isinstance(c["constraint"], str) else from_spec(c["constraint"])
+                c = c["constraint"]
+                obj = parse_constraint(c) if isinstance(c, str) else from_spec(c)
                 try:
                     terms.append(bind_constraints(obj, self.constraint_context()))
                 except GndesignError as e:

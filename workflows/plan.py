@@ -32,7 +32,7 @@ def check_replanning(horizon: int, replan_every: int) -> None:
                             f"only {horizon} control steps (lower --replan-every or raise --horizon)")
 
 
-def plan_episodes(task_name: str | Task, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
+def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, seed: int, steps: int | None = None,
                   replan_every: int | None = None, horizon: int | None = None, options: dict | None = None,
                   video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False,
                   action_repeat: int | None = None) -> dict:
