@@ -323,7 +323,8 @@ def cmd_constrain(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ parser
 # Each further command lives in its own ``workflows/cli_<topic>.py`` with a ``register(sub)`` that adds
 # its parser (argparse + printing only, like this module); list it here.
-COMMAND_GROUPS: tuple = (__import__("workflows.cli_tasks").cli_tasks.register,)
+COMMAND_GROUPS: tuple = (__import__("workflows.cli_tasks").cli_tasks.register,
+                          __import__("workflows.cli_identify").cli_identify.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
