@@ -173,6 +173,7 @@ def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tu
     cost = r.pow(2).sum(1)
     mu = torch.full((x.shape[0],), 1e-3, dtype=x.dtype)
     eye = torch.eye(n, dtype=x.dtype)
+    done = torch.zeros(x.shape[0], dtype=torch.bool)
     for _ in range(iterations):
         J = obj.jacobian(x)
         A = J.transpose(1, 2) @ J
@@ -187,7 +188,9 @@ def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tu
         gain = (cost - torch.where(better, cost_new, cost)) / cost.clamp_min(1e-300)
         cost = torch.where(better, cost_new, cost)
         mu = torch.where(better, mu / 3, mu * 4).clamp(1e-12, 1e12)
-        if bool(((gain < 1e-12) & (delta.abs().amax(1) < 1e-10) | (cost < 1e-28)).all()):
+        # Converged: an accepted step that gains almost nothing or barely moves, or no step helps.
+        done |= (better & ((gain < 1e-10) | (delta.abs().amax(1) < 1e-9))) | (mu >= 1e10) | (cost < 1e-28)
+        if bool(done.all()):
             break
     J = obj.jacobian(x)
     return x, J.transpose(1, 2) @ J
