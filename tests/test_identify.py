@@ -112,3 +112,31 @@ def test_identify_command_line_and_bad_input(self_data, tmp_path, capsys):
         assert err.startswith("gndesign: error: ") and err.count("\n") == 1 and words in err, (extra, err)
     with pytest.raises(GndesignError, match="unknown parameter group"):
         parse_groups("inertia")
+
+
+def test_bench_identify_summary_and_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_identify.py"
+    spec = importlib.util.spec_from_file_location("bench_identify", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    system = get_system("acrobot")
+    rng = np.random.default_rng(0)
+    inside, edge = bench.true_params(system, "inside", rng), bench.true_params(system, "edge", rng)
+    f_in, f_edge = (p["body_mass"][1:] / system.nominal_params()["body_mass"][1:] for p in (inside, edge))
+    assert np.all((f_in >= 0.85) & (f_in <= 1.18)) and set(np.round(f_edge, 6)) <= {0.8, 1.25}
+    assert np.allclose(inside["body_inertia"][1:] / system.nominal_params()["body_inertia"][1:], f_in[:, None])
+
+    def trial(regime, errors, wall):
+        params = [{"name": n, "error": e} for n, e in errors.items()]
+        return {"regime": regime, "by_seconds": {"1.0": {"wall_s": wall, "parameters": params}}}
+
+    trials = [trial("inside", {"m": 0.02, "d": -0.1}, 2.0), trial("inside", {"m": -0.04, "d": 0.0}, 4.0)]
+    s = bench.summarize(trials)["inside"]["1.0"]
+    assert s["mean_abs_error"] == pytest.approx({"m": 0.03, "d": 0.05}) and s["max_abs_error"]["d"] == 0.1
+    assert s["wall_s"] == 3.0
+    table = bench.markdown({"machine": {"cores": 2, "torch": "x"}, "trials": 2, "restarts": 4,
+                            "systems": {"acrobot": {"model": "m.pt", "summary": bench.summarize(trials)}}})
+    assert "| inside | 1.0 | 3.00% (4.0%) | 5.00% (10.0%) | 3.0 |" in table
