@@ -88,8 +88,8 @@ def _old_swimmer_reward(task, target, qpos):
 
 
 def test_shipped_task_files_round_trip(tmp_path):
-    assert {"cartpole-swingup", "swimmerN"} <= set(shipped_tasks())
-    for name in ("cartpole-swingup", "swimmer6", "swimmer9"):
+    assert {"cartpole-swingup", "swimmerN", "arm-reach"} <= set(shipped_tasks())
+    for name in ("cartpole-swingup", "swimmer6", "swimmer9", "arm-reach"):
         task = get_task(name)
         out = save_task_file(task.spec, tmp_path / f"{name}.yaml")
         again = load_task_file(out)
@@ -256,3 +256,23 @@ def test_task_file_form_errors(tmp_path):
         load_task_file(tmp_path / "list.yaml")
     with pytest.raises(TaskFileError, match="does not exist"):
         get_task(tmp_path / "nope.yaml")
+
+
+def test_shipped_mjcf_example_is_judged_with_its_own_reward():
+    """arm-reach: an MJCF the registry does not hold, its task file next to it; the environment's
+    reward is the task's reward of the state each step reaches, with that episode's target."""
+    task = get_task("arm-reach")
+    assert task.system.name == "arm" and task.domain is None and task.episode_steps == 150
+    env = task.make_env(seed=1)
+    env.reset()
+    task.sync_from_env(env)
+    hand = env.physics.data.site_xpos[0]
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        a = rng.uniform(-1, 1, size=2)
+        ts = env.step(a)
+        hand = env.physics.data.site_xpos[0]
+        d = np.linalg.norm((task.target.numpy() - hand)[:2])
+        near = 1.0 if d <= 0.05 else 1 / (((d - 0.05) / 1.0) ** 2 * (1 / 0.1 - 1) + 1)
+        effort = np.mean(0.8 + 0.2 * np.where(np.abs(a) < 1, 1 - a ** 2, 0))
+        assert ts.reward == pytest.approx(near * effort, abs=1e-9)
