@@ -7,9 +7,10 @@
 
 The ids are registered when :mod:`envs` is imported (``envs.GYM_IDS``).
 
-Observations are ``[qpos, qvel]`` (plus the target's x, y for the swimmer) as float64; actions
-are the actuators' controls within their ranges. Episodes last dm_control's 1000 control steps
-and end by truncation.
+Any task file works as ``task`` (:mod:`envs.task_files`; its own system, or the checkpoint's).
+Observations are ``[qpos, qvel]`` plus the task parameters drawn per episode (the swimmer's target
+x, y) as float64; actions are the actuators' controls within their ranges. Episodes last the
+task's control steps (dm_control's 1000) and end by truncation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.tasks import SwimmerTask, Task, get_task
+from envs.tasks import Task, get_task
 
 RENDER_SIZE = (240, 320)
 
@@ -39,13 +40,13 @@ class _TaskEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.task = task
         self.render_mode = render_mode
-        self.extra = 2 if isinstance(task, SwimmerTask) else 0
+        self.extra = len(task.observed_parameters())
         s = task.system
         self.observation_space = _obs_space(s.nq + s.nv + self.extra)
         self.action_space = _action_space(s.ctrlrange())
 
     def _obs(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        parts = [qpos, qvel] + ([self.task.target[:2].numpy()] if self.extra else [])
+        parts = [qpos, qvel] + ([self.task.observed_parameters()] if self.extra else [])
         return np.concatenate(parts).astype(np.float64)
 
     def _check_action(self, action) -> np.ndarray:
@@ -120,9 +121,8 @@ class LearnedGymEnv(_TaskEnv):
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
         rng = np.random.default_rng(int(self.np_random.integers(2**31 - 1)))
-        q, v = self.task.system.initial_state(self.task.system.model, rng)
-        if isinstance(self.task, SwimmerTask):
-            self.task.set_target([*rng.uniform(-2, 2, size=2), self.task.target[2].item()])
+        self.task.set_params(self.task.draw_params(rng))
+        q, v = self.task.initial_state(self.task.system.model, rng)
         self.q = torch.as_tensor(q, dtype=torch.float32)[None]
         self.v = torch.as_tensor(v, dtype=torch.float32)[None]
         self.t = 0

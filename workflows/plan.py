@@ -11,7 +11,7 @@ import torch
 
 from envs.control import DmControlBatch
 from envs.mujoco_dynamics import MujocoDynamics
-from envs.tasks import get_task
+from envs.tasks import Task, get_task
 from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.coarse import check_divides, check_same_repeat
 from gndesign.dynamics import LearnedDynamics
@@ -39,7 +39,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                   action_repeat: int | None = None, policy: str | None = None, value_weight: float = 1.0,
                   asynchronous: bool = False) -> dict:
     """Run MPC episodes (seeds ``seed``, ``seed + 1``, ...) in the real dm_control environment;
-    returns per-episode summaries. ``steps``: control steps per episode (default: the task's);
+    returns per-episode summaries. ``task_name``: a shipped task, a task file or a :class:`Task`
+    (:func:`envs.tasks.get_task`). ``steps``: control steps per episode (default: the task's);
     ``replan_every``, ``horizon`` (control steps) and the planner's ``options`` default to the
     task's settings (:class:`envs.tasks.Task`). ``lockstep``: episodes run together, one planner
     call per decision for all of them (its latency is then the batch's). The options and ``video``
@@ -55,7 +56,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     (:mod:`planners.policy`). ``asynchronous``: decisions run in a thread apart from the control
     loop, which acts in real time on the latest plan, or on the policy where that plan is older than
     two replanning intervals (:func:`planners.mpc.run_mpc_async`; one episode at a time)."""
-    task = get_task(task_name)
+    task = task_name if isinstance(task_name, Task) else get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
     if lockstep < 1:
@@ -120,7 +121,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                      "decision", ep, summary["return"], summary["mean_latency_s"], len(group),
                      summary["mean_evaluations"])
     returns = np.array([r["return"] for r in results])
-    out = {"task": task_name, "model": model, "planner": planner_name, "horizon": H, "options": opts,
+    out = {"task": task.name, "model": model, "planner": planner_name, "horizon": H, "options": opts,
            "replan_every": replan_every, "action_repeat": k, "steps": steps, "lockstep": lockstep, "episodes": results,
            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
            "mean_latency_s": float(np.mean([r["mean_latency_s"] for r in results])),

@@ -1,0 +1,132 @@
+"""System identification benchmark: physical parameters of MuJoCo systems from 0.5, 1 and 2 s of
+observed motion, through a learned model, against the truth.
+
+For each system and learned model, trials draw the true parameters (each body's mass, its inertia
+with it, and each dof's damping scaled by its own factor) inside the training ranges (factors in
+[0.85, 1.18]) and at their edges (each factor 0.8 or 1.25), roll out 2 s of MuJoCo from the data
+generator's initial states and smooth random controls, and identify masses and damping (gears
+known) from the first 0.5, 1 and 2 s. Writes ``results/identify.json`` and ``results/identify.md``.
+
+    python scripts/bench_identify.py --model cartpole=pretrained:cartpole --model acrobot=PATH [--trials 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.generate import rollout, smooth_random_actions
+from envs.systems import get_system
+from gndesign.datasets.trajectories import write_dataset
+from gndesign.io import atomic_write_json, atomic_write_text, machine_info
+from workflows.identify import identify_system
+
+ROOT = Path(__file__).resolve().parents[1]
+REGIMES = {"inside": (0.85, 1.18), "edge": (0.8, 1.25)}
+SECONDS = (0.5, 1.0, 2.0)
+
+
+def true_params(system, regime: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    lo, hi = REGIMES[regime]
+    draw = (lambda n: rng.uniform(lo, hi, n)) if regime == "inside" else (lambda n: rng.choice([lo, hi], n))
+    p = system.nominal_params()
+    mass, damp = draw(system.nbody), draw(system.nv)
+    p["body_mass"] *= mass
+    p["body_inertia"] *= mass[:, None]
+    p["dof_damping"] *= damp
+    return p
+
+
+def trial(system, model: str, regime: str, seed: int, work: Path, restarts: int) -> dict:
+    rng = np.random.default_rng(seed)
+    params = true_params(system, regime, rng)
+    mj = system.make_model(params)
+    q0, v0 = system.initial_state(mj, rng)
+    steps = int(round(max(SECONDS) / system.control_timestep))
+    actions = smooth_random_actions(rng, steps, system.ctrlrange())
+    qpos, qvel = rollout(system, mj, q0, v0, actions)
+    data = work / f"{system.name}-{regime}-{seed}"
+    write_dataset(data, system=system.name, mjcf=system.mjcf, assets=system.assets, timestep=system.timestep,
+                  control_timestep=system.control_timestep, n_substeps=system.n_substeps, qpos=qpos[None],
+                  qvel=qvel[None], action=actions[None], params={k: v[None] for k, v in params.items()},
+                  nbody=system.nbody, overwrite=True)
+    out = {"regime": regime, "seed": seed, "by_seconds": {}}
+    for s in SECONDS:
+        r = identify_system(model, str(data), "mass,damping", restarts=restarts, seconds=s, seed=seed)
+        out["by_seconds"][str(s)] = {"wall_s": r["wall_s"], "loss": r["loss"], "parameters": [
+            {k: p[k] for k in ("name", "group", "nominal", "truth", "estimate", "error", "std", "spread")}
+            for p in r["parameters"]]}
+    return out
+
+
+def summarize(trials: list[dict]) -> dict:
+    """Per regime, seconds and parameter: mean and max |relative error|, and the mean wall time."""
+    out: dict = {}
+    for t in trials:
+        for s, r in t["by_seconds"].items():
+            cell = out.setdefault(t["regime"], {}).setdefault(s, {"wall_s": [], "errors": {}})
+            cell["wall_s"].append(r["wall_s"])
+            for p in r["parameters"]:
+                cell["errors"].setdefault(p["name"], []).append(abs(p["error"]))
+    for regime in out.values():
+        for s, cell in regime.items():
+            regime[s] = {"wall_s": float(np.mean(cell["wall_s"])),
+                         "mean_abs_error": {n: float(np.mean(e)) for n, e in cell["errors"].items()},
+                         "max_abs_error": {n: float(np.max(e)) for n, e in cell["errors"].items()}}
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Machine: {result['machine'].get('cores')} cores, torch {result['machine'].get('torch')}.", "",
+             "Identification of masses and damping (gears known) from MuJoCo trajectories through a learned "
+             f"model; {result['trials']} trials per regime, {result['restarts']} restarts, mean |relative error| "
+             "(max in brackets). Inside: factors in [0.85, 1.18]; edge: each factor 0.8 or 1.25 (the training "
+             "ranges' edges). Target: masses and damping within 5% from 1 s (inside).", ""]
+    for name, sysres in result["systems"].items():
+        lines += [f"### {name} ({sysres['model']})", ""]
+        params = list(next(iter(next(iter(sysres["summary"].values())).values()))["mean_abs_error"])
+        lines += ["| regime | seconds | " + " | ".join(params) + " | wall s |",
+                  "|---|---|" + "---|" * len(params) + "---|"]
+        for regime, by_s in sysres["summary"].items():
+            for s, cell in by_s.items():
+                errs = " | ".join(f"{100 * cell['mean_abs_error'][p]:.2f}% ({100 * cell['max_abs_error'][p]:.1f}%)"
+                                  for p in params)
+                lines.append(f"| {regime} | {s} | {errs} | {cell['wall_s']:.1f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", required=True, metavar="SYSTEM=CHECKPOINT",
+                   help="a system and a learned model of it that takes physical parameters as inputs (repeatable)")
+    p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--restarts", type=int, default=4)
+    p.add_argument("--out", default=str(ROOT / "results" / "identify.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    result = {"machine": machine_info(), "trials": args.trials, "restarts": args.restarts, "seconds": SECONDS,
+              "regimes": REGIMES, "systems": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in args.model:
+            name, _, ckpt = item.partition("=")
+            system = get_system(name)
+            t0 = time.perf_counter()
+            trials = [trial(system, ckpt, regime, 1000 * i + k, Path(tmp), args.restarts)
+                      for k, regime in enumerate(REGIMES) for i in range(args.trials)]
+            result["systems"][name] = {"model": ckpt, "trials": trials, "summary": summarize(trials),
+                                       "total_s": time.perf_counter() - t0}
+            print(f"{name}: {result['systems'][name]['total_s']:.0f} s", flush=True)
+            atomic_write_json(args.out, result)
+    atomic_write_json(args.out, result)
+    atomic_write_text(Path(args.out).with_suffix(".md"), markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
