@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from gndesign.errors import GndesignError
+from workflows import cli_symbolic
 from workflows.arguments import (
     check_outputs,
     model_path,
@@ -323,7 +324,7 @@ def cmd_constrain(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ parser
 # Each further command lives in its own ``workflows/cli_<topic>.py`` with a ``register(sub)`` that adds
 # its parser (argparse + printing only, like this module); list it here.
-COMMAND_GROUPS: tuple = ()
+COMMAND_GROUPS: tuple = (cli_symbolic.register,)
 
 
 def build_parser() -> argparse.ArgumentParser:
