@@ -107,7 +107,7 @@ def planted_backends(args) -> dict:
     mask = p["mask"]
     keep = p["r"][:, mask].reshape(-1) > 0.5
     feats = np.concatenate([p["d"][:, mask], p["r"][:, mask][..., None], p["w"][:, mask],
-                            *[p[k][:, mask][..., None] for k in ("m1", "m2", "q1", "q2")]], -1).reshape(-1, 10)[keep]
+                            *[p[k][:, mask][..., None] for k in ("m1", "m2", "q1", "q2")]], -1).reshape(-1, 9)[keep]
     force = law_forces("r2", p)[:, mask].reshape(-1, 2)[keep]
     X, y = feats[:2000], (0.8 * force[:, 0] - 0.6 * force[:, 1] + 0.1)[:2000]
     truth = 0.8 * true_law("r2", 2, 0) - 0.6 * true_law("r2", 2, 1) + 0.1
