@@ -130,7 +130,7 @@ def planted_backends(args) -> dict:
 def fmt(x, digits=3):
     if x is None:
         return "—"
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)):
         return "–".join(f"{v:.{digits}f}" for v in x)
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
