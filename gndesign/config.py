@@ -186,11 +186,8 @@ class NBodyTrainConfig(TrainConfig):
 
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 1e-3
-    lr_final: float = 1e-4
     vel_noise: float = 0.0
     pos_noise: float = 0.0
-    log_every: int = 100
     eval_every: int = 500
     checkpoint_every: int = 500
 
