@@ -26,6 +26,7 @@ import mujoco
 import numpy as np
 from tqdm.auto import tqdm
 
+from envs.nbody import generate_nbody_dataset, is_nbody_name
 from envs.rollout_guard import SimulationError, check_rollout, episode_rng
 from envs.systems import InitConfig, System, get_system
 from gndesign.coarse import check_divides
@@ -372,6 +373,13 @@ def generate_dataset(
     ``out_dir`` only when complete: it is built in a temporary directory next to it, which is
     removed on any error or interrupt. A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
+    if is_nbody_name(system_name_or_path):  # N-body particles (envs.nbody): no MuJoCo, no actions
+        if action_repeat != 1 or not randomize:
+            raise ConfigError("N-body systems have no actions and always draw masses and charges: drop "
+                              "--action-repeat and --no-randomize")
+        r = generate_nbody_dataset(system_name_or_path, episodes, steps, seed, out_dir, overwrite,
+                                   shard_size or DEFAULT_SHARD_SIZE)
+        return GenerationReport(r["path"], r["system"], episodes, steps, r["seconds"], 1)
     checks = (("episodes", episodes, 1), ("steps", steps, 1), ("workers", workers, 1), ("seed", seed, 0),
               ("action repeat", action_repeat, 1))
     for label, value, low in checks:

@@ -32,6 +32,7 @@ from gndesign.errors import GndesignError, writing
 from gndesign.families import Family
 from gndesign.forward_training import FORWARD
 from gndesign.io import atomic_write_bytes
+from gndesign.nbody_training import NBODY
 from gndesign.particle_training import PARTICLES
 from gndesign.policy_net import POLICY
 
@@ -40,7 +41,7 @@ HASH_HEADER = b"gndesign-checkpoint sha256="  # then 64 hex digits and a newline
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 #: Every model family by name (``config.family``, ``blob["family"]``).
-FAMILIES: dict[str, Family] = {f.name: f for f in (FORWARD, PARTICLES, CGNS_PARTICLES, CGNS_ARTICULATED, POLICY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (FORWARD, PARTICLES, CGNS_PARTICLES, CGNS_ARTICULATED, NBODY, POLICY)}
 
 
 def get_family(name: str) -> Family:

@@ -85,6 +85,39 @@ class ParticleModelConfig:
             raise ConfigError(f"model.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
 
 
+NBODY = "nbody"  # model.kind of an N-body message-passing model
+MESSAGE_KINDS = ("standard", "l1", "bottleneck", "kl")
+
+
+@dataclass
+class NBodyModelConfig:
+    """A message-passing model of N-body systems (Cranmer et al. 2020; :mod:`gndesign.nbody_model`)
+    and its message sparsity (saved with checkpoints). ``net`` selects the architecture (``gn``:
+    edge and node MLPs; room for an equivariant one)."""
+
+    kind: str = NBODY
+    net: str = "gn"
+    message: str = "standard"  # standard, l1 (L1 on messages), bottleneck (size = dim), kl (variational)
+    message_size: int = 100  # ignored by bottleneck (the spatial dimension)
+    l1_weight: float = 1e-2  # weight of the mean L1 norm of the messages (message=l1)
+    kl_weight: float = 1e-2  # weight of the messages' KL divergence to N(0, 1) (message=kl)
+    hidden_size: int = 128
+    mlp_layers: int = 3
+    std_epsilon: float = 1e-9
+
+    def validate(self) -> None:
+        if self.kind != NBODY or self.net != "gn":
+            raise ConfigError(f"model.kind must be {NBODY!r} and model.net 'gn' for N-body data, got "
+                              f"{self.kind!r}, {self.net!r}")
+        if self.message not in MESSAGE_KINDS:
+            raise ConfigError(f"model.message must be one of {', '.join(MESSAGE_KINDS)}, got {self.message!r}")
+        for name in ("message_size", "hidden_size", "mlp_layers"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.l1_weight < 0 or self.kl_weight < 0:
+            raise ConfigError("model.l1_weight and model.kl_weight must be >= 0")
+
+
 @dataclass
 class TrainConfig:
     """Optimization settings (saved with every run and checkpoint)."""
@@ -142,6 +175,19 @@ class ParticleTrainConfig(TrainConfig):
     vel_noise: float = 0.03
     stats_transitions: int = 2000
     log_every: int = 100
+    eval_every: int = 500
+    checkpoint_every: int = 500
+
+
+@dataclass
+class NBodyTrainConfig(TrainConfig):
+    """:class:`TrainConfig` with N-body defaults: ``batch_size`` counts frames (graphs of N
+    particles); the noise and statistics options are unused (the targets are the true accelerations)."""
+
+    steps: int = 3000
+    batch_size: int = 64
+    vel_noise: float = 0.0
+    pos_noise: float = 0.0
     eval_every: int = 500
     checkpoint_every: int = 500
 
@@ -224,13 +270,20 @@ def _holds_particles(path: str) -> bool:
         return False
 
 
+def _holds_nbody(path: str) -> bool:
+    try:
+        return dataset_format(path) == NBODY
+    except DatasetError:
+        return False
+
+
 @dataclass
 class RunConfig:
     """Everything a training run is: ``data``, ``model`` (a :class:`ParticleModelConfig` for
     particle data, else a :class:`ModelConfig`), ``train`` and, for a C-GNS only, ``solver``."""
 
     data: list[str] = field(default_factory=list)
-    model: ModelConfig | ParticleModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | ParticleModelConfig | NBodyModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     solver: SolverConfig | None = None
     policy: PolicyConfig | None = None  # a policy learned through a model (family "policy")
@@ -245,6 +298,8 @@ class RunConfig:
         ``cgns-articulated`` (see :mod:`gndesign.families`)."""
         if self.policy is not None:
             return "policy"
+        if isinstance(self.model, NBodyModelConfig):
+            return NBODY
         if self.solver is None:
             return PARTICLES if self.particles else "forward"
         return "cgns-particles" if self.particles else "cgns-articulated"
@@ -269,6 +324,9 @@ class RunConfig:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
         data = [str(p) for p in d.get("data") or []]
         model = dict(d.get("model") or {})
+        if model.get("kind") == NBODY or ("kind" not in model and data and _holds_nbody(data[0])):
+            return cls(data=data, model=dataclass_from(NBodyModelConfig, model, "model"),
+                       train=dataclass_from(NBodyTrainConfig, d.get("train") or {}, "train"))
         if particles is None:
             particles = model.get("kind") == PARTICLES or bool(data and _holds_particles(data[0]))
         if cgns is None:
@@ -340,6 +398,24 @@ def as_particle_config(config: RunConfig) -> RunConfig:
                 setattr(dst, f.name, value)
     if config.model.kind != "gn":
         raise ConfigError(f"model.kind={config.model.kind!r} cannot simulate particles: use the graph network")
+    out.validate()
+    return out
+
+
+def as_nbody_config(config: RunConfig) -> RunConfig:
+    """An N-body run's configuration from an articulated default one (``gndesign train --data``
+    an N-body dataset without model options): the N-body model defaults, and the train options set
+    away from the articulated defaults."""
+    if isinstance(config.model, NBodyModelConfig):
+        return config
+    if config.solver is not None or config.model.kind != "gn":
+        raise ConfigError("N-body data trains the N-body message-passing model: drop the solver section and "
+                          "model.kind (or set model.kind=nbody)")
+    out = RunConfig(data=list(config.data), model=NBodyModelConfig(), train=NBodyTrainConfig())
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config.train, f.name)
+        if value != getattr(TrainConfig(), f.name):
+            setattr(out.train, f.name, value)
     out.validate()
     return out
 

@@ -38,7 +38,7 @@ import yaml
 from tqdm import tqdm
 
 from gndesign.checkpoints import check_family, get_family, load_weights, read_checkpoint, save_checkpoint
-from gndesign.config import RunConfig, as_particle_config, config_mismatch
+from gndesign.config import RunConfig, as_nbody_config, as_particle_config, config_mismatch
 from gndesign.datasets.base import one_line
 from gndesign.datasets.formats import dataset_format
 from gndesign.errors import ConfigError, GndesignError, writing
@@ -62,7 +62,10 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     """
     if not config.data:
         raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
-    particle_data = dataset_format(config.data[0]) == "particles"
+    fmt = dataset_format(config.data[0])
+    if fmt == "nbody":  # the N-body message-passing model (gndesign.nbody_training)
+        config = as_nbody_config(config)
+    particle_data = fmt == "particles"
     if particle_data and not config.particles and config.solver is None:
         config = as_particle_config(config)
     config.validate()

@@ -18,6 +18,8 @@ from gndesign.checkpoints import (
 )
 from gndesign.config import (
     ModelConfig,
+    NBodyModelConfig,
+    NBodyTrainConfig,
     ParticleModelConfig,
     ParticleTrainConfig,
     PolicyConfig,
@@ -28,11 +30,13 @@ from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec
 from gndesign.lean import reference_path
+from gndesign.nbody_model import NBodyGN
 from gndesign.particles import ParticleSimulator
 from gndesign.policy_net import PolicyNet
 from gndesign.simulator import Transitions, build_model
 
 SCENE = PARTICLE_SCENE
+NBODY_SYSTEM = {"name": "nbody-spring-2d", "law": "spring", "dim": 2, "num_particles": 4, "dt": 0.01, "damping": 0.5}
 SMALL = {"latent_size": 8, "mlp_hidden_size": 8, "mlp_layers": 1, "message_passing_steps": 1}
 
 
@@ -55,6 +59,7 @@ def models(cartpole_data):
                         seq["qpos"][:, 1], seq["qvel"][:, 1])
     articulated, particle = ModelConfig(**SMALL), ParticleModelConfig(**SMALL, history=2, obstacle_points=2)
     solver = SolverConfig(iterations=2)
+    nbody = NBodyModelConfig(hidden_size=8, mlp_layers=1, message="kl", message_size=4)
     out = {
         "forward": (RunConfig([str(cartpole_data)], articulated), build_model(articulated, [system_spec(ds)])),
         "cgns-articulated": (RunConfig([str(cartpole_data)], articulated, solver=solver),
@@ -62,11 +67,14 @@ def models(cartpole_data):
         "particles": (RunConfig(model=particle, train=ParticleTrainConfig()), ParticleSimulator(particle, SCENE)),
         "cgns-particles": (RunConfig(model=particle, train=ParticleTrainConfig(), solver=solver),
                            ParticleCGNS(particle, SCENE, solver)),
+        "nbody": (RunConfig(model=nbody, train=NBodyTrainConfig()), NBodyGN(nbody, NBODY_SYSTEM)),
     }
     hist, nxt, _ = particle_window()
     for family, (cfg, model) in out.items():
         assert cfg.family == family
-        if cfg.particles:
+        if family == "nbody":
+            model.acc_scale.fill_(2.5)
+        elif cfg.particles:
             model.accumulate_statistics(hist, nxt)
         else:
             model.accumulate_statistics(batch)
@@ -82,6 +90,10 @@ def models(cartpole_data):
 
 def predict(model) -> torch.Tensor:
     """A short prediction of any family's model (states ``[B, H+1, ...]``)."""
+    if isinstance(model, NBodyGN):
+        g = torch.Generator().manual_seed(1)
+        x, v, m = torch.randn(2, 4, 2, generator=g), torch.randn(2, 4, 2, generator=g), torch.rand(2, 4, generator=g)
+        return model.step(x, v, m + 0.5, torch.ones(2, 4), 0.01, 2)[0]
     if isinstance(model, ParticleSimulator):
         hist, _, obstacle = particle_window(1)
         return model.rollout(hist, obstacle, 2)

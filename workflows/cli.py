@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from gndesign.errors import GndesignError
-from workflows import cli_identify, cli_policy, cli_tasks
+from workflows import cli_identify, cli_policy, cli_symbolic, cli_tasks
 from workflows.arguments import (
     check_outputs,
     model_path,
@@ -324,7 +324,8 @@ def cmd_constrain(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ parser
 # Each further command lives in its own ``workflows/cli_<topic>.py`` with a ``register(sub)`` that adds
 # its parser (argparse + printing only, like this module); list it here.
-COMMAND_GROUPS: tuple = (cli_policy.register, cli_tasks.register, cli_identify.register)
+COMMAND_GROUPS: tuple = (cli_policy.register, cli_tasks.register, cli_identify.register,
+                         cli_symbolic.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gndesign.datasets import particles, trajectories
+from gndesign.datasets import nbody, particles, trajectories
 from gndesign.datasets.base import META_FILE, read_format
 from gndesign.errors import DatasetError
 
 #: The short name of each format, keyed by the ``format`` its ``meta.json`` names.
-FORMATS = {trajectories.FORMAT.name: "trajectories", particles.FORMAT.name: "particles"}
+FORMATS = {trajectories.FORMAT.name: "trajectories", particles.FORMAT.name: "particles", nbody.FORMAT.name: "nbody"}
 
 
 def dataset_format(path: str | os.PathLike) -> str:
-    """``"trajectories"`` or ``"particles"``: the format of the dataset in directory ``path``.
+    """``"trajectories"``, ``"particles"`` or ``"nbody"``: the format of the dataset in directory ``path``.
 
     Raises:
         DatasetError: ``path`` does not exist, has no readable ``meta.json`` or names another format.

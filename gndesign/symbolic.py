@@ -1,0 +1,256 @@
+"""Symbolic regression of edge messages against pair inputs, with a choice of backend, and the
+selection of one formula along the accuracy/complexity front.
+
+Backends (each returns candidate formulas as sympy expressions of the pair features of
+:func:`gndesign.nbody_model.pair_feature_names`):
+
+* ``sindy`` (default; pip ``pysindy``): sparse regression (pysindy's stepwise sparse regression,
+  SSR) over a library of central pair-force terms, ``u_a r^p S`` with ``u`` the
+  displacement ``d`` or relative velocity ``w``, ``p`` in :data:`POWERS`, ``S`` a product of the
+  pair's masses or charges (:data:`SCALARS`), the dashpot term ``(w . d) d_a r^p`` and the constant
+  and scalar terms; one candidate per number of terms. Exact on any law of that
+  form (every law of :mod:`gndesign.nbody_laws` but the discontinuous one); milliseconds.
+* ``pyoperon`` (pip ``pyoperon``): genetic programming (Operon, C++), its Pareto front of
+  accuracy and length; general expressions, seconds.
+* ``gplearn`` (pip ``gplearn``): genetic programming (one program per parsimony coefficient); slow.
+* ``pysr``: only if already installed and working offline (it fetches Julia packages otherwise).
+
+Complexity is the number of nodes of the sympy expression tree. The selected formula is the one
+with the largest drop of log error per unit of complexity from the previous point of the front,
+among those with an error below 1.5 times the best (PySR's "best" rule, Cranmer et al. 2020).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy
+
+from gndesign.errors import GndesignError
+
+BACKENDS = {"sindy": "pysindy", "pyoperon": "pyoperon", "gplearn": "gplearn", "pysr": "pysr"}
+POWERS = (-3, -2, -1, 0, 1)
+SCALARS = ("1", "m1", "m2", "m1*m2", "q1", "q2", "q1*q2")
+
+
+@dataclass
+class Candidate:
+    """One formula of a front: its expression, complexity and mean squared error on the data."""
+
+    expr: sympy.Expr
+    complexity: int
+    mse: float
+    score: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"formula": str(self.expr), "latex": sympy.latex(self.expr), "complexity": self.complexity,
+                "mse": self.mse, "score": self.score}
+
+
+@dataclass
+class Fit:
+    """A symbolic regression's result: the Pareto front, the selected formula and timing."""
+
+    backend: str
+    front: list[Candidate]
+    best: Candidate
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def complexity(expr: sympy.Expr) -> int:
+    return sum(1 for _ in sympy.preorder_traversal(expr))
+
+
+def require_backend(name: str):
+    """Import backend ``name``'s module, or say which pip package provides it."""
+    if name not in BACKENDS:
+        raise GndesignError(f"unknown symbolic-regression backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module = {"sindy": "pysindy", "pyoperon": "pyoperon.sklearn", "gplearn": "gplearn.genetic",
+              "pysr": "pysr"}[name]
+    try:
+        return __import__(module, fromlist=["_"])
+    except Exception as e:  # noqa: BLE001 - a missing or broken install reads the same to the user
+        raise GndesignError(f"the symbolic-regression backend {name!r} is not usable ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}): pip install {BACKENDS[name]}") from None
+
+
+def parse_formula(text: str, names: list[str]) -> sympy.Expr:
+    """A formula's sympy expression from its text; only the symbols ``names`` may occur."""
+    symbols = {n: sympy.Symbol(n) for n in names}
+    try:
+        expr = sympy.sympify(text, locals={**symbols, "Heaviside": sympy.Heaviside})
+    except (sympy.SympifyError, SyntaxError, TypeError, ValueError) as e:
+        raise GndesignError(f"formula {text!r} does not parse ({type(e).__name__}): write it in sympy syntax "
+                            f"over {', '.join(names)}") from None
+    unknown = sorted(str(s) for s in getattr(expr, "free_symbols", ()) if str(s) not in symbols)
+    if not isinstance(expr, sympy.Expr) or unknown:
+        raise GndesignError(f"formula {text!r} uses unknown symbols {unknown or [str(expr)]}; allowed: "
+                            f"{', '.join(names)}")
+    return expr
+
+
+def evaluate(expr: sympy.Expr, names: list[str], X: np.ndarray, what: str = "formula") -> np.ndarray:
+    """``expr`` on the rows of ``X [P, F]`` (columns ``names``); non-finite values are an error."""
+    if expr.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+        raise GndesignError(f"{what} {expr} is non-finite (division by zero?): choose another formula")
+    fn = sympy.lambdify([sympy.Symbol(n) for n in names], expr, modules="numpy")
+    with np.errstate(all="ignore"):
+        y = np.broadcast_to(np.asarray(fn(*X.T), dtype=np.float64), (len(X),)).copy()
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise GndesignError(f"{what} {expr} gives non-finite values on {int(bad.sum())} of {len(y)} data points "
+                            f"(first at {dict(zip(names, np.round(X[np.argmax(bad)], 4).tolist(), strict=True))}): "
+                            "choose another formula or check the data")
+    return y
+
+
+def library(names: list[str]) -> list[sympy.Expr]:
+    """The ``sindy`` library of central pair-force terms over the pair features ``names``."""
+    s = {n: sympy.Symbol(n) for n in names}
+    axes = [n[1] for n in names if n.startswith("d")]
+    r = s["r"]
+    scalars = [sympy.sympify(t, locals=s) for t in SCALARS]
+    dot = sum(s[f"w{a}"] * s[f"d{a}"] for a in axes)
+    terms: list[sympy.Expr] = [sympy.Integer(1)] + scalars[1:]
+    for a in axes:
+        for p, sc in itertools.product(POWERS, scalars):
+            terms.append(s[f"d{a}"] * r**p * sc)
+        for p in (-3, -2, -1, 0):
+            terms.append(s[f"w{a}"] * r**p)
+            terms.append(dot * s[f"d{a}"] * r**p)
+    return terms
+
+
+def _refit_linear(theta: np.ndarray, y: np.ndarray, support: np.ndarray) -> np.ndarray:
+    coef = np.zeros(theta.shape[1])
+    if support.any():
+        coef[support] = np.linalg.lstsq(theta[:, support], y, rcond=None)[0]
+    return coef
+
+
+def fit_sindy(X: np.ndarray, y: np.ndarray, names: list[str], max_terms: int = 8, **_) -> list[sympy.Expr]:
+    """pysindy's stepwise sparse regression (SSR, dropping the smallest normalized coefficient at each step;
+    each support refitted by least squares) over :func:`library`: one candidate per number of terms."""
+    ps = require_backend("sindy")
+    terms = library(names)
+    theta = np.stack([evaluate(t, names, X, "library term") for t in terms], axis=1)
+    scale = theta.std(0)
+    scale[0] = 1.0  # the constant
+    keep = scale > 0
+    keep[0] = True
+    terms, theta, scale = [t for t, k in zip(terms, keep, strict=True) if k], theta[:, keep], scale[keep]
+    ystd = float(y.std()) or 1.0
+    opt = ps.SSR(alpha=1e-10, max_iter=len(terms) - 1, criteria="coefficient_value", normalize_columns=False)
+    opt.fit(theta / scale, y / ystd)
+    out, seen = [], set()
+    for coef in opt.history_:
+        support = np.abs(np.asarray(coef).reshape(-1)) > 0
+        key = tuple(np.flatnonzero(support))
+        if not key or key in seen or len(key) > max_terms:
+            continue
+        seen.add(key)
+        coef = _refit_linear(theta, y, support)
+        out.append(sum(sympy.Float(c, 6) * t for c, t in zip(coef, terms, strict=True) if c != 0))
+    return out
+
+
+def fit_pyoperon(X, y, names, seed: int = 0, seconds: float = 20.0, **_) -> list[sympy.Expr]:
+    sk = require_backend("pyoperon")
+    reg = sk.SymbolicRegressor(max_length=40, generations=200, population_size=1000, n_threads=1,
+                               random_state=seed, objectives=["r2", "length"], max_time=int(seconds),
+                               allowed_symbols="add,sub,mul,div,square,sqrt,constant,variable")
+    reg.fit(X, y)
+    out = []
+    for entry in reg.pareto_front_:
+        text = reg.get_model_string(entry["tree"], 6, names)
+        out.append(parse_formula(text.replace("^", "**"), names))
+    return out
+
+
+def fit_gplearn(X, y, names, seed: int = 0, **_) -> list[sympy.Expr]:
+    gp = require_backend("gplearn")
+    conv = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+            "div": lambda a, b: a / b, **{n: sympy.Symbol(n) for n in names}}
+    out = []
+    for parsimony in (1e-1, 1e-2, 1e-3, 1e-4):
+        reg = gp.SymbolicRegressor(population_size=1000, generations=20, function_set=("add", "sub", "mul", "div"),
+                                   parsimony_coefficient=parsimony, feature_names=names, random_state=seed, n_jobs=1)
+        reg.fit(X, y)
+        out.append(sympy.sympify(str(reg._program), locals=conv))
+    return out
+
+
+def fit_pysr(X, y, names, seed: int = 0, **_) -> list[sympy.Expr]:
+    pysr = require_backend("pysr")
+    reg = pysr.PySRRegressor(niterations=20, binary_operators=["+", "-", "*", "/"], random_state=seed,
+                             deterministic=True, parallelism="serial", progress=False)
+    reg.fit(X, y, variable_names=names)
+    return [parse_formula(str(e), names) for e in reg.equations_["sympy_format"]]
+
+
+FITTERS = {"sindy": fit_sindy, "pyoperon": fit_pyoperon, "gplearn": fit_gplearn, "pysr": fit_pysr}
+
+
+def pareto(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates no simpler one beats, by complexity, each more accurate than the previous."""
+    front: list[Candidate] = []
+    for c in sorted(candidates, key=lambda c: (c.complexity, c.mse)):
+        if not front or c.mse < front[-1].mse * (1 - 1e-9):
+            front.append(c)
+    return front
+
+
+def select(front: list[Candidate], tolerance: float = 1.5) -> Candidate:
+    """The largest drop of log error per unit of complexity among candidates within ``tolerance``
+    times the best error (scores stored on the candidates)."""
+    floor = 1e-300
+    prev = None
+    for c in front:
+        c.score = 0.0 if prev is None else -(math.log(max(c.mse, floor)) - math.log(max(prev.mse, floor))) / max(
+            c.complexity - prev.complexity, 1)
+        prev = c
+    best_mse = min(c.mse for c in front)
+    good = [c for c in front if c.mse <= tolerance * best_mse + 1e-300]
+    return max(good, key=lambda c: c.score)
+
+
+def regress(X: np.ndarray, y: np.ndarray, names: list[str], backend: str = "sindy", seed: int = 0) -> Fit:
+    """Symbolic regression of ``y [P]`` on ``X [P, F]`` (columns ``names``)."""
+    if backend not in FITTERS:
+        require_backend(backend)
+    t0 = time.perf_counter()
+    exprs = FITTERS[backend](X, y, names, seed=seed)
+    cands = []
+    for e in exprs:
+        pred = evaluate(e, names, X, "candidate formula") if e.free_symbols else np.full(len(y), float(e))
+        cands.append(Candidate(e, complexity(e), float(np.mean((pred - y) ** 2))))
+    if not cands:
+        raise GndesignError(f"backend {backend} found no formula for the messages")
+    front = pareto(cands)
+    return Fit(backend, front, select(front), time.perf_counter() - t0)
+
+
+def refit_constants(expr: sympy.Expr, names: list[str], X: np.ndarray, y: np.ndarray) -> sympy.Expr:
+    """``expr`` with its numeric constants refitted by least squares on ``(X, y)``."""
+    from scipy.optimize import least_squares
+
+    floats = sorted({a for a in expr.atoms(sympy.Float)}, key=str)
+    if not floats:
+        return expr
+    params = sympy.symbols(f"c0:{len(floats)}")
+    templ = expr.subs(dict(zip(floats, params, strict=True)))
+    fn = sympy.lambdify([*params, *[sympy.Symbol(n) for n in names]], templ, modules="numpy")
+
+    def resid(c):
+        with np.errstate(all="ignore"):
+            out = np.broadcast_to(fn(*c, *X.T), y.shape) - y
+        return np.where(np.isfinite(out), out, 1e6)
+
+    sol = least_squares(resid, np.array([float(f) for f in floats]), method="lm" if len(y) > len(floats) else "trf")
+    return templ.subs({p: sympy.Float(v, 6) for p, v in zip(params, sol.x, strict=True)})

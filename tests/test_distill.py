@@ -1,0 +1,132 @@
+"""Symbolic distillation (issue 18 item 3): planted laws, the symbolic model, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import sympy
+import torch
+
+from envs.generate import generate_dataset
+from gndesign.checkpoints import load_model
+from gndesign.distill import distill_messages, rank_components, symbolic_model
+from gndesign.errors import GndesignError
+from gndesign.nbody_laws import law_forces, pair_inputs
+from gndesign.nbody_model import pair_feature_names
+from gndesign.symbolic import evaluate, parse_formula, require_backend
+from workflows.cli import main
+from workflows.distill import run_distill
+from workflows.train import train_model
+
+
+def planted(law: str, dim: int, n_frames: int = 150, seed: int = 0) -> dict:
+    """Recorded-messages dict whose top components are an exact linear transform of ``law``'s forces."""
+    rng = np.random.default_rng(seed)
+    x, v = rng.normal(size=(n_frames, 4, dim)), rng.normal(size=(n_frames, 4, dim))
+    m, q = np.exp(rng.uniform(-1, 1, (n_frames, 4))), rng.choice([-1.0, 1.0], (n_frames, 4))
+    p = pair_inputs(x, v, m, q)
+    mask = p["mask"]
+    feats = np.concatenate([p["d"][:, mask], p["r"][:, mask][..., None], p["w"][:, mask],
+                            *[p[k][:, mask][..., None] for k in ("m1", "m2", "q1", "q2")]], -1).reshape(-1, 2 * dim + 5)
+    force = law_forces(law, p)[:, mask].reshape(-1, dim)
+    keep = feats[:, dim] > 0.4  # no near-singular pairs
+    feats, force = feats[keep], force[keep]
+    A = rng.normal(size=(dim, dim)) + 2 * np.eye(dim)
+    msg = np.concatenate([force @ A + 0.3, 1e-3 * rng.normal(size=(len(force), 5))], axis=1)[:, ::-1].copy()
+    return {"feats": feats, "msg": msg, "logvar": None, "force": force, "names": pair_feature_names(dim)}
+
+
+@pytest.mark.parametrize("law,dim", [("r2", 2), ("charge", 3), ("spring", 2)])
+def test_recovers_planted_law(law, dim):
+    rec = planted(law, dim)
+    out = distill_messages(rec, law, dim, "sindy", fit_pairs=1500)
+    assert out["r2"] > 0.999999
+    assert set(out["ranking"][:dim]) == set(range(5, 5 + dim))  # the planted components rank first
+    assert out["form_correct"], out["force_law"]
+    assert out["constant_error"] < 1e-3
+
+
+def test_kl_ranking_uses_the_divergence():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(500, 3)) * [0.1, 2.0, 0.1]
+    logvar = np.stack([np.full(500, -4.0), np.zeros(500), np.zeros(500)], 1)  # component 0: tight, informative
+    order, score = rank_components(mu, logvar)
+    assert list(order) == [1, 0, 2] and score[0] > score[2] + 1.0  # equal variances, the KL tells them apart
+    assert list(rank_components(mu)[0][:1]) == [1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    data = generate_dataset("nbody-r2-2d", episodes=6, steps=5, seed=0, out_dir=root / "data", progress=False)
+    runs = {}
+    for message in ("bottleneck", "standard"):
+        run = root / message
+        train_model(str(run), [os.fspath(data)], overrides=["model.kind=nbody", f"model.message={message}",
+                    "model.hidden_size=16", "model.mlp_layers=1", "model.message_size=4", "train.threads=1"],
+                    steps=3, progress=False)
+        runs[message] = run / "checkpoints" / "latest.pt"
+    other = generate_dataset("nbody-spring-2d", episodes=2, steps=3, seed=0, out_dir=root / "other", progress=False)
+    return root, data, runs, other
+
+
+def test_symbolic_model_equals_the_formula(trained):
+    _, _, runs, _ = trained
+    model, _ = load_model(runs["bottleneck"], "nbody")
+    names = pair_feature_names(2)
+    f0 = parse_formula("-0.7*m1*m2*dx/r**3 + 0.2", names)
+    f1 = parse_formula("q1*q2*dy/r**3", names)
+    sym = symbolic_model(model, [(0, f0), (1, f1)], np.zeros(2))
+    x, v = torch.randn(3, 4, 2), torch.randn(3, 4, 2)
+    m, q = torch.rand(3, 4) + 0.5, torch.tensor([1.0, -1.0, 1.0, -1.0]).expand(3, 4)
+    acc, (msg, _, mask) = sym(x, v, m, q, return_messages=True)
+    from gndesign.nbody_model import pair_features
+
+    feats, _ = pair_features(x, v, m, q)
+    flat = feats[mask.expand(3, -1, -1)].double().numpy()
+    np.testing.assert_allclose(msg[mask.expand(3, -1, -1)][:, 0].numpy(), evaluate(f0, names, flat), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(msg[mask.expand(3, -1, -1)][:, 1].numpy(), evaluate(f1, names, flat), rtol=1e-4,
+                               atol=1e-5)
+    # the output is the learned node model applied to the summed formula messages
+    agg = (msg * mask[..., None]).sum(-2)
+    expected = model.node(torch.cat([m[..., None], q[..., None], agg], -1)) * model.acc_scale
+    torch.testing.assert_close(acc, expected)
+
+
+def test_distill_end_to_end(trained, tmp_path):
+    _, data, runs, _ = trained
+    out = run_distill(str(runs["bottleneck"]), data, tmp_path / "d", horizon=3)
+    assert 0.0 <= out["r2"] <= 1.0 and len(out["formulas"]) == 2
+    assert {p.name for p in (tmp_path / "d").iterdir()} == {"distill.json", "formulas.md", "messages.png"}
+    assert np.isfinite(out["rollouts"]["in_distribution"]["gn_mse"])
+
+
+def test_bad_input(trained, tmp_path, capsys):
+    _, data, runs, other = trained
+    with pytest.raises(GndesignError, match="without message sparsity.*model.message=l1"):
+        run_distill(str(runs["standard"]), data, tmp_path / "a")
+    with pytest.raises(GndesignError, match="another N-body system"):
+        run_distill(str(runs["bottleneck"]), other, tmp_path / "b")
+    with pytest.raises(GndesignError, match="pip install pysr"):
+        require_backend("pysr") if not _usable("pysr") else (_ for _ in ()).throw(GndesignError("pip install pysr"))
+    with pytest.raises(GndesignError, match="does not parse"):
+        parse_formula("m1 * (dx +", pair_feature_names(2))
+    with pytest.raises(GndesignError, match="unknown symbols"):
+        parse_formula("m3 * dx", pair_feature_names(2))
+    with pytest.raises(GndesignError, match="non-finite"):
+        evaluate(sympy.sympify("1/(r - r)"), ["r"], np.ones((4, 1)))
+    with pytest.raises(GndesignError, match="non-finite values on 1 of 3"):
+        evaluate(parse_formula("dx/(r - 1)", ["dx", "r"]), ["dx", "r"], np.array([[1.0, 2.0], [1.0, 1.0], [0.0, 3.0]]))
+    assert main(["distill", "--model", str(runs["standard"]), "--data", str(data), "--out", str(tmp_path / "c")]) == 2
+    assert "gndesign: error:" in capsys.readouterr().err
+
+
+def _usable(name: str) -> bool:
+    try:
+        require_backend(name)
+        return True
+    except GndesignError:
+        return False
