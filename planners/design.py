@@ -98,7 +98,7 @@ class DesignOptimizer:
         y = x if self.prior_map is None else self.prior_map(x)
         if self.smoothness == 0 or y.shape[-1] < 2:
             return torch.zeros(x.shape[0], dtype=x.dtype)
-        return self.smoothness * y.diff(dim=-1).square().sum(-1)
+        return self.smoothness * y.diff(dim=-1).square().reshape(x.shape[0], -1).sum(-1)
 
     def score(self, loss_fn: DesignLossFn, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named terms ``[B]`` of designs ``x [B, K]`` plus ``prior`` and ``objective`` (total + prior)."""
@@ -180,6 +180,11 @@ class GradientDesign(DesignOptimizer):
         update: ``adam``, or ``normalized`` (momentum on the unit gradient: steps of length ``lr``
             along the gradient's direction, not Adam's per-coordinate signs, which give noisy,
             unimportant coordinates as large a step as the important ones).
+        schedule: called with the run's progress (``i / iterations``) before each iteration, e.g.
+            to anneal the loss's temperature or draw a new minibatch (the loss may then be noisy).
+        select_fn: a (cheaper to trust) loss that picks the result: after the last step, each
+            restart's best and final design are scored with it in one batch and the best of these
+            is returned (its evaluations counted); without it, the best design the loss saw.
     """
 
     name = "gradient"
@@ -187,8 +192,10 @@ class GradientDesign(DesignOptimizer):
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
                  grad_clip: float = 1.0, lr_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
                  backtrack: float = 0.0, shrink: float = 0.5, grow: float = 1.0, update: str = "adam",
-                 smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
+                 smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0,
+                 schedule: Callable[[float], None] | None = None, select_fn: DesignLossFn | None = None):
         super().__init__(low, high, smoothness, prior_map, seed)
+        self.schedule, self.select_fn = schedule, select_fn
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
         if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
@@ -217,6 +224,8 @@ class GradientDesign(DesignOptimizer):
         b1, b2 = self.betas
         self.backtracks = 0
         for i in range(self.iterations):
+            if self.schedule is not None:
+                self.schedule(i / max(self.iterations - 1, 1))
             z = z.detach().requires_grad_(True)
             x = self.squash(z)
             terms = self.score(loss_fn, x)
@@ -259,8 +268,14 @@ class GradientDesign(DesignOptimizer):
                     direction = m / (1 - b1 ** steps)
                 z = z - self.lr * self._schedule(i) * scale * direction
         with torch.no_grad():
-            x = self.squash(z)
-            self._track(x, self.score(loss_fn, x))
+            if self.select_fn is None:
+                x = self.squash(z)
+                self._track(x, self.score(loss_fn, x))
+                return
+            # The noisy loss chose the candidates; the trusted one picks among them.
+            x = self.squash(torch.cat([best_z[torch.isfinite(best_obj)], z]))
+            self._best = (self._best[0], math.inf, {})
+            self._track(x, self.score(self.select_fn, x))
 
 
 class CEMDesign(DesignOptimizer):
@@ -356,8 +371,9 @@ def design_options(name: str, options: Mapping | None = None) -> dict:
 
 
 def make_design_optimizer(name: str, low, high, seed: int = 0, prior_map: Callable | None = None,
-                          **options) -> DesignOptimizer:
+                          hooks: Mapping | None = None, **options) -> DesignOptimizer:
     """A design optimizer by name (``gradient``, ``cem``, ``random``) with its options (checked by
-    :func:`design_options`)."""
+    :func:`design_options`); ``hooks``: callables for the gradient optimizer (``schedule``, ``select_fn``)."""
     checked = design_options(name, options)
-    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **checked)
+    extra = dict(hooks or {}) if name == "gradient" else {}
+    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **extra, **checked)
