@@ -36,6 +36,7 @@ DESIGN_DEFAULTS = {
 #: a quarter of the balls per iteration (a new subset each time), the loss averaged over the last 10
 #: frames with soft bin edges 4x as wide at first, annealed to the bin's; the result picked among
 #: each restart's best and final design with all the balls. CEM and random search score all balls.
+#: (``particles``: None, or a scene with at most that many balls, uses all of them.)
 LOSS_DEFAULTS = {"nodes": "spacing", "last_frames": 10, "temperature": 4.0, "particles": 25}
 
 
@@ -102,6 +103,8 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         the_task = get_design_goal("bin", cfg, target_x=target_x)
     else:
         the_task = get_design_goal(task, cfg, side=side)
+    if not (loss or {}).get("particles") and loss_opts.get("particles", 0) >= cfg.n_particles:
+        loss_opts["particles"] = None  # a default minibatch as large as the scene: all balls
     try:
         problem = DesignProblem(cfg, the_task, seed, sim, constraints=constraint_obj, **loss_opts)
     except TypeError as e:

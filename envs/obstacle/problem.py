@@ -97,7 +97,7 @@ class DesignProblem:
         if model is not None and nodes == "spacing":
             # The model interpolates m nodes per segment it is given; handing it the points
             # themselves (one node per "segment") keeps its training node density at any K.
-            self.spacing = float(model.config.obstacle_spacing * model.scene["particle_radius"])
+            self.spacing = node_spacing(model)
             self.node_model = copy.copy(model)
             self.node_model.config = dataclasses.replace(model.config, obstacle_points=1)
         self.constraints = None
@@ -218,6 +218,16 @@ class DesignProblem:
         return terms
 
 
+def node_spacing(model) -> float:
+    """The gap between the obstacle nodes a particle model was trained with [m]: its training
+    segment length over its nodes per segment (``model.training_segment_length``, set by
+    :func:`load_design_model`, else the scene's ``segment_length``), else its ``obstacle_spacing``."""
+    length = getattr(model, "training_segment_length", None) or model.scene.get("segment_length")
+    if length:
+        return float(length) / model.config.obstacle_points
+    return float(model.config.obstacle_spacing * model.scene["particle_radius"])
+
+
 def absolute_angles(design):
     """Absolute segment angles ``[B, K]`` of designs (first angle, then relative joint angles)."""
     return design.cumsum(-1)
@@ -246,4 +256,6 @@ def load_design_model(model: str, cfg_path: str | None, segments: int | None, ob
         # The model's scene lacks SceneConfig keys (data from elsewhere): defaults, checked below.
         cfg = load_scene_file(None, segments=segments, obstacle=obstacle)
     sim, _ = load_model(model, "particles", scene=cfg.to_dict())
+    if "segment_length" in base:
+        sim.training_segment_length = float(base["segment_length"])
     return sim, cfg

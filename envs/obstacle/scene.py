@@ -258,8 +258,9 @@ class SceneConfig:
         bad = (flat < r[:, 0] - 1e-9) | (flat > r[:, 1] + 1e-9)
         if bad.any():
             b, k = (int(i) for i in np.argwhere(bad)[0])
-            raise ConfigError(f"design coordinate {k} = {flat[b, k]:.4f} is outside its range "
-                              f"[{r[k, 0]:.4f}, {r[k, 1]:.4f}]; clip or squash designs into the ranges")
+            what = f"coordinate {k} = {flat[b, k]:.4f} is outside its range" if self.obstacle == "bars" else (
+                f"angle {k} = {flat[b, k]:.4f} rad is outside its joint range")
+            raise ConfigError(f"design {what} [{r[k, 0]:.4f}, {r[k, 1]:.4f}]; clip or squash designs into the ranges")
         clear = self.design_clearance(flat)
         if not np.all(clear > 0):
             b = int(np.argmin(clear))
