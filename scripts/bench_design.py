@@ -291,7 +291,8 @@ def markdown(report: dict) -> str:
                      f"error on those rollouts is {s['model_error_on_gradient_designs']:.3f} m.")
     if "rollout_equivalents_per_iteration" in s:
         lines += ["", f"Gradient cost: {s['rollout_equivalents_per_iteration']:.2f} rollout-equivalents per iteration "
-                  "(optimizer wall time / (iterations x one full forward learned rollout of the restart batch)); "
+                  "(optimizer CPU time / (iterations x the CPU time of one full forward learned rollout of the restart "
+                  "batch)); "
                   f"{report['protocol']['restarts']} restarts, {report['protocol']['particles']} balls per iteration."]
     e = report.get("model_error")
     if e and "position_error" in e:
