@@ -180,11 +180,12 @@ class GradientDesign(DesignOptimizer):
         update: ``adam``, or ``normalized`` (momentum on the unit gradient: steps of length ``lr``
             along the gradient's direction, not Adam's per-coordinate signs, which give noisy,
             unimportant coordinates as large a step as the important ones).
-        schedule: called with the run's progress (``i / iterations``) before each iteration, e.g.
-            to anneal the loss's temperature or draw a new minibatch (the loss may then be noisy).
-        select_fn: a (cheaper to trust) loss that picks the result: after the last step, each
-            restart's best and final design are scored with it in one batch and the best of these
-            is returned (its evaluations counted); without it, the best design the loss saw.
+
+    :meth:`optimize` also takes ``schedule``, called with the run's progress (``i / (iterations - 1)``)
+    before each iteration (e.g. to anneal the loss's temperature or draw a new minibatch: the loss
+    may then be noisy), and ``select_fn``, a loss to trust that picks the result: after the last
+    step each restart's best and final design are scored with it in one batch and the best of
+    these is returned (its evaluations counted); without it, the best design the loss saw.
     """
 
     name = "gradient"
@@ -192,10 +193,10 @@ class GradientDesign(DesignOptimizer):
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
                  grad_clip: float = 1.0, lr_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
                  backtrack: float = 0.0, shrink: float = 0.5, grow: float = 1.0, update: str = "adam",
-                 smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0,
-                 schedule: Callable[[float], None] | None = None, select_fn: DesignLossFn | None = None):
+                 smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
         super().__init__(low, high, smoothness, prior_map, seed)
-        self.schedule, self.select_fn = schedule, select_fn
+        self.schedule: Callable[[float], None] | None = None
+        self.select_fn: DesignLossFn | None = None
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
         if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
@@ -208,6 +209,13 @@ class GradientDesign(DesignOptimizer):
         self.backtrack, self.shrink = backtrack, shrink
         self.squash = Squash(self.low, self.high)
         self.backtracks = 0
+
+    def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None,
+                 schedule: Callable[[float], None] | None = None,
+                 select_fn: DesignLossFn | None = None) -> DesignResult:
+        """:meth:`DesignOptimizer.optimize`, with the ``schedule`` and ``select_fn`` hooks (see the class)."""
+        self.schedule, self.select_fn = schedule, select_fn
+        return super().optimize(loss_fn, init)
 
     def _schedule(self, i: int) -> float:
         return self.lr_decay + (1 - self.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(i, self.iterations)
@@ -371,9 +379,8 @@ def design_options(name: str, options: Mapping | None = None) -> dict:
 
 
 def make_design_optimizer(name: str, low, high, seed: int = 0, prior_map: Callable | None = None,
-                          hooks: Mapping | None = None, **options) -> DesignOptimizer:
+                          **options) -> DesignOptimizer:
     """A design optimizer by name (``gradient``, ``cem``, ``random``) with its options (checked by
-    :func:`design_options`); ``hooks``: callables for the gradient optimizer (``schedule``, ``select_fn``)."""
+    :func:`design_options`)."""
     checked = design_options(name, options)
-    extra = dict(hooks or {}) if name == "gradient" else {}
-    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **extra, **checked)
+    return DESIGN_OPTIMIZERS[name](low, high, seed=seed, prior_map=prior_map, **checked)

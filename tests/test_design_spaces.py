@@ -183,9 +183,9 @@ def test_gradient_design_anneals_and_selects_with_the_full_loss():
         problem.anneal(f)
 
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
-    opt = GradientDesign(low, high, iterations=3, lr=0.05, restarts=2, schedule=schedule,
-                         select_fn=problem.full_loss)
-    result = opt.optimize(problem.learned_loss, torch.as_tensor(cfg.default_design()))
+    opt = GradientDesign(low, high, iterations=3, lr=0.05, restarts=2)
+    result = opt.optimize(problem.learned_loss, torch.as_tensor(cfg.default_design()), schedule=schedule,
+                          select_fn=problem.full_loss)
     assert seen == [0.0, 0.5, 1.0] and problem.temperature == 1.0
     # 3 steps of 2 restarts, then each restart's best and final design (4) scored with every ball.
     assert result.evaluations == 3 * 2 + 4

@@ -111,15 +111,15 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         raise GndesignError(f"bad loss options {loss_opts}: {e}") from None
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
     # The prior penalizes bends: differences of consecutive absolute segment angles (bars: of neighbours).
-    hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss} if simulator == "learned" else {}
-    opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=prior_map(cfg), hooks=hooks, **opts)
+    hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss} if optimizer == "gradient" else {}
+    opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=prior_map(cfg), **opts)
     init = torch.as_tensor(cfg.default_design())
     loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss
     log.info("designing a %d-segment obstacle for %s with %s on %s", cfg.segments, the_task.to_dict(), optimizer,
              simulator)
     cpu0 = time.process_time()  # CPU time: the cost measure that a shared machine does not distort
     with torch.no_grad() if optimizer != "gradient" else contextlib.nullcontext():
-        result = opt.optimize(loss, init)
+        result = opt.optimize(loss, init, **hooks)
     cpu_seconds = time.process_time() - cpu0
     calls_opt = problem.mujoco_calls
     check_finite([result.design, result.objective], f"the {optimizer} design's objective",
