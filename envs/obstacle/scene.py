@@ -249,8 +249,9 @@ class SceneConfig:
         d = design.detach().cpu().numpy() if isinstance(design, torch.Tensor) else np.asarray(design, dtype=np.float64)
         D = self.design_dim
         if d.shape[-1:] != (D,) or d.ndim not in (1, 2):
-            what = f"{self.segments} bars x (x, z, angle)" if self.obstacle == "bars" else f"{D} joint angles"
-            raise ConfigError(f"a design of this scene is {what} ([{D}] or [B, {D}]), got shape {d.shape}")
+            what = f"of this scene is {self.segments} bars x (x, z, angle)" if self.obstacle == "bars" else (
+                f"is {D} joint angles")
+            raise ConfigError(f"a design {what} ([{D}] or [B, {D}]), got shape {d.shape}")
         if not np.all(np.isfinite(d)):
             raise ConfigError("design angles must be finite")
         r = self.joint_ranges()
