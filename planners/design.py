@@ -98,7 +98,7 @@ class DesignOptimizer:
         y = x if self.prior_map is None else self.prior_map(x)
         if self.smoothness == 0 or y.shape[-1] < 2:
             return torch.zeros(x.shape[0], dtype=x.dtype)
-        return self.smoothness * y.diff(dim=-1).square().sum(-1)
+        return self.smoothness * y.diff(dim=-1).square().reshape(x.shape[0], -1).sum(-1)
 
     def score(self, loss_fn: DesignLossFn, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named terms ``[B]`` of designs ``x [B, K]`` plus ``prior`` and ``objective`` (total + prior)."""
@@ -180,6 +180,12 @@ class GradientDesign(DesignOptimizer):
         update: ``adam``, or ``normalized`` (momentum on the unit gradient: steps of length ``lr``
             along the gradient's direction, not Adam's per-coordinate signs, which give noisy,
             unimportant coordinates as large a step as the important ones).
+
+    :meth:`optimize` also takes ``schedule``, called with the run's progress (``i / (iterations - 1)``)
+    before each iteration (e.g. to anneal the loss's temperature or draw a new minibatch: the loss
+    may then be noisy), and ``select_fn``, a loss to trust that picks the result: after the last
+    step each restart's best and final design are scored with it in one batch and the best of
+    these is returned (its evaluations counted); without it, the best design the loss saw.
     """
 
     name = "gradient"
@@ -189,6 +195,8 @@ class GradientDesign(DesignOptimizer):
                  backtrack: float = 0.0, shrink: float = 0.5, grow: float = 1.0, update: str = "adam",
                  smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
         super().__init__(low, high, smoothness, prior_map, seed)
+        self.schedule: Callable[[float], None] | None = None
+        self.select_fn: DesignLossFn | None = None
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
         if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
@@ -201,6 +209,13 @@ class GradientDesign(DesignOptimizer):
         self.backtrack, self.shrink = backtrack, shrink
         self.squash = Squash(self.low, self.high)
         self.backtracks = 0
+
+    def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None,
+                 schedule: Callable[[float], None] | None = None,
+                 select_fn: DesignLossFn | None = None) -> DesignResult:
+        """:meth:`DesignOptimizer.optimize`, with the ``schedule`` and ``select_fn`` hooks (see the class)."""
+        self.schedule, self.select_fn = schedule, select_fn
+        return super().optimize(loss_fn, init)
 
     def _schedule(self, i: int) -> float:
         return self.lr_decay + (1 - self.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(i, self.iterations)
@@ -217,6 +232,8 @@ class GradientDesign(DesignOptimizer):
         b1, b2 = self.betas
         self.backtracks = 0
         for i in range(self.iterations):
+            if self.schedule is not None:
+                self.schedule(i / max(self.iterations - 1, 1))
             z = z.detach().requires_grad_(True)
             x = self.squash(z)
             terms = self.score(loss_fn, x)
@@ -259,8 +276,14 @@ class GradientDesign(DesignOptimizer):
                     direction = m / (1 - b1 ** steps)
                 z = z - self.lr * self._schedule(i) * scale * direction
         with torch.no_grad():
-            x = self.squash(z)
-            self._track(x, self.score(loss_fn, x))
+            if self.select_fn is None:
+                x = self.squash(z)
+                self._track(x, self.score(loss_fn, x))
+                return
+            # The noisy loss chose the candidates; the trusted one picks among them.
+            x = self.squash(torch.cat([best_z[torch.isfinite(best_obj)], z]))
+            self._best = (self._best[0], math.inf, {})
+            self._track(x, self.score(self.select_fn, x))
 
 
 class CEMDesign(DesignOptimizer):

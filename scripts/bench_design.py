@@ -17,8 +17,14 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
 * ``cem-learned``: CEM on the learned model with the **same wall-clock time** as the gradient run
   on that target (forward rollouts are batched and need no backward pass, so CEM gets several
   times more learned rollouts than the gradient run; on a shared machine the time is noisy);
-* ``cem-mujoco``: CEM on MuJoCo with ``10 (G + 1)`` simulator calls;
-* ``random-mujoco``: random search on MuJoCo with as many calls as ``cem-mujoco``.
+* ``cem-mujoco``: CEM on MuJoCo with ``10 (G + 1)`` simulator calls, or (``--time-factor F``)
+  with ``F`` times the gradient run's wall-clock time;
+* ``random-mujoco``: random search on MuJoCo with ``10 (G + 1)`` calls.
+
+Design spaces (issue 17): ``--segments K`` (a chain of K segments, total length fixed) and
+``--obstacle bars`` (K free bars, 3 K parameters). ``--transfer K ...`` measures instead how the
+learned model's rollouts of random designs compare with MuJoCo's for each K (and for bars), with
+the obstacle given as nodes at the training spacing and as the model's own nodes per segment.
 
 Designs that reach into the balls' source region are refused by MuJoCo; they count as candidates
 (the budget) but cost no MuJoCo call and never become the result. The learned model's rollout error
@@ -41,7 +47,7 @@ import torch
 
 from envs.obstacle.problem import load_design_model
 from gndesign.io import atomic_write_json, atomic_write_text
-from workflows.design import DESIGN_DEFAULTS, design_obstacle
+from workflows.design import DESIGN_DEFAULTS, LOSS_DEFAULTS, design_obstacle
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("gradient", "cem-learned-calls", "cem-learned", "cem-mujoco", "random-mujoco")
@@ -54,9 +60,9 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
     """One design run (``grad``: the gradient run on this target, which sets the others' budgets)."""
     model = args.model
     if method == "gradient":
-        opts = {"iterations": args.grad_iterations, "lr": args.lr}
+        opts = {"iterations": args.grad_iterations, "lr": args.lr, "restarts": args.restarts}
         return design_obstacle("bin", target, optimizer="gradient", simulator="learned", model=model, seed=args.seed,
-                               options=opts, cfg=cfg)
+                               options=opts, cfg=cfg, loss={"particles": args.particles})
     calls = args.mujoco_factor * grad["learned_calls"]
     pop = args.population
     if method == "cem-learned-calls":  # as many learned rollouts as the gradient run (forward only)
@@ -71,6 +77,9 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
                                options=opts, cfg=cfg)
     if method == "cem-mujoco":
         opts = {"population": pop, "elites": args.elites, "budget": calls}
+        if args.time_factor:
+            opts = {"population": pop, "elites": args.elites, "iterations": 10**6,
+                    "max_seconds": args.time_factor * grad["optimizer_seconds"]}
         return design_obstacle("bin", target, optimizer="cem", simulator="mujoco", seed=args.seed, options=opts,
                                cfg=cfg)
     if method == "random-mujoco":
@@ -94,6 +103,33 @@ def model_rollout_error(args, cfg, sim) -> dict:
     return err
 
 
+def transfer(args) -> dict:
+    """Learned-vs-MuJoCo rollout error of random designs per design space (chain K, bars)."""
+    from envs.obstacle.goals import get_design_goal
+    from envs.obstacle.problem import DesignProblem
+    from envs.obstacle.simulation import sample_design, simulate
+
+    out = {}
+    for space in args.transfer:
+        obstacle, K = ("bars", int(space[4:])) if space.startswith("bars") else ("chain", int(space))
+        sim, cfg = load_design_model(args.model, None, K, obstacle)
+        rng = np.random.default_rng(args.error_seed)
+        designs = np.stack([sample_design(cfg, rng) for _ in range(args.transfer_designs)])
+        truth = simulate(cfg, designs, args.seed)
+        goal = get_design_goal("bin", cfg, target_x=1.5)
+        row = {}
+        for nodes in ("spacing", "native") if obstacle == "chain" else ("spacing",):
+            problem = DesignProblem(cfg, goal, args.seed, sim, nodes=nodes)
+            with torch.no_grad():
+                pred = problem.learned_rollout(torch.as_tensor(designs)).double().numpy()
+            err = np.linalg.norm(pred - truth, axis=-1).mean(-1)  # [B, T+1]
+            row[nodes] = {"mean_position_error": float(err.mean()), "final_position_error": float(err[:, -1].mean()),
+                          "final_x_error": float(np.abs(pred[:, -1, :, 0] - truth[:, -1, :, 0]).mean())}
+        out[space] = row
+        print(space, json.dumps(row), flush=True)
+    return out
+
+
 def main() -> None:
     from envs.obstacle.goals import BENCHMARK_TARGETS
 
@@ -107,6 +143,14 @@ def main() -> None:
     p.add_argument("--population", type=int, default=DESIGN_DEFAULTS["cem"]["population"])
     p.add_argument("--elites", type=int, default=DESIGN_DEFAULTS["cem"]["elites"])
     p.add_argument("--mujoco-factor", type=int, default=10, help="MuJoCo calls per learned rollout of the gradient run")
+    p.add_argument("--time-factor", type=float, default=0.0,
+                   help="cem-mujoco gets this many times the gradient run's wall time instead of --mujoco-factor calls")
+    p.add_argument("--segments", type=int, help="obstacle segments (chain) or bars K (default: the model's scene)")
+    p.add_argument("--obstacle", choices=["chain", "bars"], help="design space (default: chain)")
+    p.add_argument("--restarts", type=int, default=DESIGN_DEFAULTS["gradient"]["restarts"])
+    p.add_argument("--particles", type=int, default=LOSS_DEFAULTS["particles"], help="balls per gradient iteration")
+    p.add_argument("--transfer", nargs="+", metavar="K|barsK", help="only measure the model's error per design space")
+    p.add_argument("--transfer-designs", type=int, default=8)
     p.add_argument("--error-episodes", type=int, default=8, help="held-out episodes for the model's rollout error")
     p.add_argument("--error-seed", type=int, default=1000)
     p.add_argument("--figure-target", type=float, help="target whose gradient design goes into design.png")
@@ -119,7 +163,13 @@ def main() -> None:
 
     out = Path(args.out)
     cache = Path(args.cache)
-    sim, cfg = load_design_model(args.model, None, None)
+    if args.transfer:
+        report = {"transfer": transfer(args), "model": args.model, "designs": args.transfer_designs,
+                  "seconds": time.perf_counter() - start}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "design_transfer.json", report)
+        return
+    sim, cfg = load_design_model(args.model, None, args.segments, args.obstacle)
     report = {
         "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "python": platform.python_version(), "mujoco": __import__("mujoco").__version__,
@@ -127,7 +177,8 @@ def main() -> None:
         "protocol": {"model": args.model, "targets": args.targets, "seed": args.seed,
                      "gradient": dict(DESIGN_DEFAULTS["gradient"], iterations=args.grad_iterations, lr=args.lr),
                      "cem": dict(DESIGN_DEFAULTS["cem"], population=args.population, elites=args.elites),
-                     "mujoco_factor": args.mujoco_factor, "scene": cfg.to_dict(),
+                     "mujoco_factor": args.mujoco_factor, "time_factor": args.time_factor, "scene": cfg.to_dict(),
+                     "restarts": args.restarts, "particles": args.particles,
                      "budgets": "cem-learned-calls: the gradient run's learned rollouts; cem-learned: the gradient "
                                 "run's wall-clock time; cem-mujoco and random-mujoco: "
                                 f"{args.mujoco_factor} x the gradient run's learned rollouts in MuJoCo calls"},
@@ -154,7 +205,10 @@ def main() -> None:
                   f"{r['optimizer_seconds']:.0f} s, {r['learned_calls']} learned rollouts, "
                   f"{r['mujoco_calls']} MuJoCo calls", flush=True)
     t0 = time.perf_counter()
-    report["model_error"] = model_rollout_error(args, cfg, sim)
+    if args.error_episodes > 0 and cfg.obstacle == "chain":
+        report["model_error"] = model_rollout_error(args, cfg, sim)
+    else:
+        report["model_error"] = {}
     report["model_error"]["seconds"] = time.perf_counter() - t0
     report["summary"] = summarize(report)
     # The benchmark's cost: every run (cached ones included, as measured when they ran) plus the error check.
@@ -165,7 +219,8 @@ def main() -> None:
     atomic_write_json(out / "design.json", report)
     atomic_write_text(out / "design.md", markdown(report))
     fig_target = args.figure_target if args.figure_target is not None else args.targets[len(args.targets) // 2]
-    figure(report["runs"][f"{fig_target:g}"]["gradient"], cfg, out / "design.png")
+    if cfg.obstacle == "chain":
+        figure(report["runs"][f"{fig_target:g}"]["gradient"], cfg, out / "design.png")
     print(markdown(report))
 
 
@@ -194,6 +249,8 @@ def summarize(report: dict) -> dict:
         }
         s["model_error_on_gradient_designs"] = float(np.mean([r["gradient"]["model_error"] for r in runs.values()]))
         s["predicted_score_gradient"] = float(np.mean([r["gradient"]["predicted_score"] for r in runs.values()]))
+        s["rollout_equivalents_per_iteration"] = float(np.mean([r["gradient"]["rollout_equivalents_per_iteration"]
+                                                                for r in runs.values()]))
     return s
 
 
@@ -232,8 +289,13 @@ def markdown(report: dict) -> str:
         lines.append(f"The learned model predicted a mean score of {s['predicted_score_gradient']:.2f} for the "
                      f"gradient designs (MuJoCo: {s['mean_score']['gradient']:.2f}); its mean particle position "
                      f"error on those rollouts is {s['model_error_on_gradient_designs']:.3f} m.")
+    if "rollout_equivalents_per_iteration" in s:
+        lines += ["", f"Gradient cost: {s['rollout_equivalents_per_iteration']:.2f} rollout-equivalents per iteration "
+                  "(optimizer CPU time / (iterations x the CPU time of one full forward learned rollout of the restart "
+                  "batch)); "
+                  f"{report['protocol']['restarts']} restarts, {report['protocol']['particles']} balls per iteration."]
     e = report.get("model_error")
-    if e:
+    if e and "position_error" in e:
         hs = ", ".join(f"frame {h}: {v:.3f} m" for h, v in e["position_error"].items())
         lines += ["", f"Learned-model rollout error on {e['episodes']} held-out episodes of random designs "
                   f"({e['steps']} frames, from rest): {hs}; mean over frames {e['mean_position_error']:.3f} m "

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import torch
 
+from envs.obstacle.geometry import mujoco_segments
 from envs.obstacle.goals import get_design_goal
-from envs.obstacle.problem import DesignProblem, absolute_angles, load_design_model
-from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file
+from envs.obstacle.problem import DesignProblem, load_design_model, prior_map
+from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file, make_model, obstacle_segments
 from gndesign.checkpoints import load_model
 from gndesign.errors import GndesignError
 from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, read_yaml_mapping
 from gndesign.plotting import save_figure
+from gndesign.specs import parse_constraints
 from planners.design import DESIGN_OPTIMIZERS, design_options, make_design_optimizer
 from workflows.figures import design_figure, history_figure
 
@@ -25,17 +27,31 @@ log = logging.getLogger("gndesign")
 #: Budgets count simulator calls (one rollout of one design each).
 #: Every optimizer minimizes the same objective: the task loss plus the smoothness prior.
 DESIGN_DEFAULTS = {
-    "gradient": {"iterations": 20, "lr": 0.2, "restarts": 1, "grad_clip": 1.0, "update": "normalized",
-                 "backtrack": 0.1, "grow": 1.25, "smoothness": 0.2},
+    "gradient": {"iterations": 20, "lr": 0.2, "restarts": 4, "grad_clip": 1.0, "update": "normalized",
+                 "backtrack": 0.3, "grow": 1.25, "smoothness": 0.2},
     "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.2},
     "random": {"budget": 160, "batch": 16, "smoothness": 0.2},
 }
+#: How the gradient optimizer's learned loss is computed (:class:`envs.obstacle.problem.DesignProblem`):
+#: a quarter of the balls per iteration (a new subset each time), the loss averaged over the last 10
+#: frames with soft bin edges 4x as wide at first, annealed to the bin's; the result picked among
+#: each restart's best and final design with all the balls. CEM and random search score all balls.
+#: (``particles``: None, or a scene with at most that many balls, uses all of them.)
+LOSS_DEFAULTS = {"nodes": "spacing", "last_frames": 10, "temperature": 4.0, "particles": 25}
+
+
+def polylines(seg: torch.Tensor) -> torch.Tensor:
+    """``[B, 3 S - 1, 2]``: capsules ``seg [B, S, 2, 2]`` as one polyline per design, segments
+    joined by NaN rows (gaps when plotted; a chain's shared vertices make no difference)."""
+    gap = torch.full((*seg.shape[:-3], seg.shape[-3], 1, 2), torch.nan, dtype=seg.dtype)
+    return torch.cat([seg, gap], -2).flatten(-3, -2)[..., :-1, :]
 
 
 def design_obstacle(task: str = "bin", target_x: float | None = None, side: str = "right", segments: int | None = None,
                     optimizer: str = "gradient", simulator: str = "learned", model: str = "pretrained:obstacle",
                     iterations: int | None = None, seed: int = 0, options: dict | None = None,
-                    scene: str | None = None, cfg=None, out: str | None = None, overwrite: bool = False) -> dict:
+                    scene: str | None = None, cfg=None, out: str | None = None, overwrite: bool = False,
+                    constraints=None, loss: dict | None = None, obstacle: str | None = None) -> dict:
     """Optimize an obstacle, re-simulate the initial and final designs in MuJoCo and score them there.
 
     ``iterations``: optimizer steps (gradient: Adam steps; cem: refits; random: batches of designs).
@@ -45,6 +61,12 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     first, :func:`gndesign.io.check_output`; ``overwrite`` allows a dataset or run directory there).
     The options are checked before anything is loaded; a design or score that is not finite is an
     error, never a result.
+
+    ``constraints``: design constraints (strings ``"box lower=.. upper=.. keep=out"`` or specs, see
+    :meth:`envs.obstacle.problem.DesignProblem.design_quantities`): penalties for every optimizer,
+    then checked on the obstacle MuJoCo builds (``constraint_violation``, ``constraints_met``).
+    ``loss``: the gradient run's learned loss (:data:`LOSS_DEFAULTS`). ``obstacle``: ``chain`` or
+    ``bars`` (default: the scene's); ``segments``: K (chain segments or bars; the total length stays).
     """
     if optimizer not in DESIGN_OPTIMIZERS:
         raise GndesignError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(DESIGN_OPTIMIZERS)}")
@@ -58,6 +80,12 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         opts["budget" if optimizer == "random" else "iterations"] = (
             iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
     opts.update(design_options(optimizer, opts))
+    loss_opts = dict(LOSS_DEFAULTS, **(loss or {})) if optimizer == "gradient" else {"nodes": "spacing"}
+    unknown = sorted(set(loss_opts) - set(LOSS_DEFAULTS))
+    if unknown:
+        raise GndesignError(f"unknown loss options {unknown}; known: {', '.join(LOSS_DEFAULTS)}")
+    constraint_obj = parse_constraints(constraints if constraints is None or not isinstance(constraints, str)
+                                       else [constraints])
     check_output(out, "dir", inputs=[scene, model if simulator == "learned" else None], overwrite=overwrite)
     if scene:  # a broken scene file fails before the model loads
         read_yaml_mapping(scene, "scene file")
@@ -66,25 +94,33 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         if cfg is not None:
             sim, _ = load_model(model, "particles", scene=cfg.to_dict())
         else:
-            sim, cfg = load_design_model(model, scene, segments)
+            sim, cfg = load_design_model(model, scene, segments, obstacle)
     elif cfg is None:
-        cfg = load_scene_file(scene, segments=segments)
+        cfg = load_scene_file(scene, segments=segments, obstacle=obstacle)
     if task == "bin":
         if target_x is None:
             raise GndesignError("the bin task needs --target-x")
         the_task = get_design_goal("bin", cfg, target_x=target_x)
     else:
         the_task = get_design_goal(task, cfg, side=side)
-    problem = DesignProblem(cfg, the_task, seed, sim)
+    if not (loss or {}).get("particles") and loss_opts.get("particles", 0) >= cfg.n_particles:
+        loss_opts["particles"] = None  # a default minibatch as large as the scene: all balls
+    try:
+        problem = DesignProblem(cfg, the_task, seed, sim, constraints=constraint_obj, **loss_opts)
+    except TypeError as e:
+        raise GndesignError(f"bad loss options {loss_opts}: {e}") from None
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
-    # The prior penalizes bends: differences of consecutive absolute segment angles.
-    opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=absolute_angles, **opts)
+    # The prior penalizes bends: differences of consecutive absolute segment angles (bars: of neighbours).
+    hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss} if optimizer == "gradient" else {}
+    opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=prior_map(cfg), **opts)
     init = torch.as_tensor(cfg.default_design())
     loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss
     log.info("designing a %d-segment obstacle for %s with %s on %s", cfg.segments, the_task.to_dict(), optimizer,
              simulator)
+    cpu0 = time.process_time()  # CPU time: the cost measure that a shared machine does not distort
     with torch.no_grad() if optimizer != "gradient" else contextlib.nullcontext():
-        result = opt.optimize(loss, init)
+        result = opt.optimize(loss, init, **hooks)
+    cpu_seconds = time.process_time() - cpu0
     calls_opt = problem.mujoco_calls
     check_finite([result.design, result.objective], f"the {optimizer} design's objective",
                  f"every design it scored diverged in the {simulator} simulator; check the model and the options "
@@ -98,7 +134,9 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         "task": the_task.to_dict(), "region": list(the_task.region), "optimizer": optimizer, "simulator": simulator,
         "model": model if simulator == "learned" else None, "seed": seed, "options": opts,
         "scene": cfg.to_dict(), "initial_design": init.tolist(), "design": result.design.tolist(),
-        "vertices": design_fk(result.design[None], cfg)[0].tolist(),
+        "obstacle": cfg.obstacle, "segments": cfg.segments, "design_dim": cfg.design_dim,
+        "segments_xz": obstacle_segments(result.design[None], cfg)[0].tolist(),
+        "vertices": design_fk(result.design[None], cfg)[0].tolist() if cfg.obstacle == "chain" else None,
         "score_initial": float(scores[0]), "score": float(scores[1]),
         "loss_initial": float(the_task.loss(truth[:1, -1])[0]), "loss": float(the_task.loss(truth[1:, -1])[0]),
         "objective": result.objective, "terms": result.terms, "history": result.history,
@@ -106,6 +144,19 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         "evaluations": result.evaluations, "learned_calls": problem.learned_calls,
         "mujoco_calls": calls_opt + 1,  # the optimizer's, plus re-simulating the final design
     }
+    # The constraints, checked on the capsules MuJoCo builds from the final design.
+    mj = torch.as_tensor(mujoco_segments(make_model(cfg, result.design.numpy())))
+    out_dict["constraint_violation"] = float(problem.segments_penalty(mj[None])[0])
+    out_dict["constraints_met"] = out_dict["constraint_violation"] <= 1e-9
+    if sim is not None and optimizer == "gradient":
+        t0 = time.process_time()
+        with torch.no_grad():
+            problem.learned_rollout(init[None].expand(opts.get("restarts", 1), -1))
+        # One full forward rollout of the optimizer's batch (CPU seconds): the unit of rollout-equivalents.
+        out_dict["rollout_cpu_seconds"] = time.process_time() - t0
+        out_dict["optimizer_cpu_seconds"] = cpu_seconds
+        unit = opts["iterations"] * out_dict["rollout_cpu_seconds"]
+        out_dict["rollout_equivalents_per_iteration"] = cpu_seconds / unit
     if sim is not None:
         with torch.no_grad():
             pred = problem.learned_rollout(result.design[None])
@@ -116,7 +167,7 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     if out:
         out_dir = Path(out)
         atomic_write_text(out_dir / "design.xml", design_to_mjcf(cfg, result.design.numpy()))
-        vert = design_fk(torch.stack([init, result.design]), cfg)
+        vert = polylines(obstacle_segments(torch.stack([init, result.design]), cfg))
         title = f"{the_task.name} task, {optimizer} on {simulator}: MuJoCo score {scores[0]:.2f} -> {scores[1]:.2f}"
         fig = design_figure([{"title": f"initial design: {scores[0]:.0%} in the bin", "obstacle": vert[0],
                               "traces": truth[0]},

@@ -44,7 +44,7 @@ def design_figure(panels: list[dict], walls: tuple[float, float], floor: float, 
     """
     plt = pyplot()
     top = max(max(float(np.nanmax(np.asarray(pn["traces"], dtype=float)[..., 1])),
-                  float(np.asarray(pn["obstacle"], dtype=float)[:, 1].max())) for pn in panels) + 0.1
+                  float(np.nanmax(np.asarray(pn["obstacle"], dtype=float)[:, 1]))) for pn in panels) + 0.1
     top = min(top, floor + 2 * (walls[1] - walls[0]))  # a diverged trace must not squash the picture
     width = 5.0
     height = width * (top - floor + 0.02) / (walls[1] - walls[0] + 0.04)

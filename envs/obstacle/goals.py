@@ -50,6 +50,19 @@ class DesignGoal:
         """``[B]`` smooth loss of final positions ``[B, N, 2]`` (torch, differentiable)."""
         return self.objective(particle_quantities(positions))
 
+    def objective_at(self, temperature: float = 1.0) -> Objective:
+        """The loss with its soft edges ``temperature`` times as wide (1: :attr:`objective`)."""
+        return self.objective
+
+    def frames_loss(self, frames: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """``[B]`` smooth loss averaged over frames ``[B, F, N, 2]`` (e.g. a rollout's last ``F``),
+        with :meth:`objective_at` ``temperature`` (annealed towards 1 by the design problem)."""
+        if frames.ndim != 4 or frames.shape[-1] != 2:
+            raise ConfigError(f"frames must be [B, F, N, 2], got {tuple(frames.shape)}")
+        B, F = frames.shape[:2]
+        q = particle_quantities(frames.reshape(B * F, *frames.shape[2:]))
+        return self.objective_at(temperature)(q).reshape(B, F).mean(1)
+
     def score(self, positions: np.ndarray | torch.Tensor) -> np.ndarray:
         """``[B]`` exact fraction of balls whose centre lies in :attr:`region` (``[B, N, 2]`` or ``[N, 2]``)."""
         p = positions.detach().cpu().numpy() if isinstance(positions, torch.Tensor) else np.asarray(positions)
@@ -90,8 +103,14 @@ class BinGoal(DesignGoal):
         self.sharpness = cfg.particle_radius if sharpness is None else float(sharpness)
         self.distance_weight = float(distance_weight)
         self.region = (lo, hi)
-        self.objective = (SoftInside("x", (lo, hi), sharpness=self.sharpness, offset=1.0, scale=-1.0)
-                          + IntervalDistance("x", (lo, hi), weight=self.distance_weight / cfg.width))
+        self.objective = self.objective_at(1.0)
+
+    def objective_at(self, temperature: float = 1.0) -> Objective:
+        if not temperature > 0:
+            raise ConfigError(f"the loss temperature must be positive, got {temperature}")
+        lo, hi = self.region
+        return (SoftInside("x", (lo, hi), sharpness=self.sharpness * temperature, offset=1.0, scale=-1.0)
+                + IntervalDistance("x", (lo, hi), weight=self.distance_weight / self.cfg.width))
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": "bin", "target_x": self.target_x, "width": self.width, "sharpness": self.sharpness,

@@ -28,6 +28,7 @@ import mujoco
 import numpy as np
 import torch
 
+from envs.obstacle.geometry import min_cos, min_sin, segment_box_distance
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.io import read_yaml_mapping
 
@@ -73,7 +74,8 @@ class SceneConfig:
     source_x: tuple[float, float] = (-0.55, 0.55)
     source_z: tuple[float, float] = (2.0, 3.0)
     grid_spacing: float = 2.2  # grid pitch in particle radii (>= 2 keeps balls apart)
-    # The obstacle: a chain of capsules from the anchor.
+    # The obstacle: a chain of capsules from the anchor ("chain"), or as many free bars ("bars").
+    obstacle: str = "chain"
     segments: int = 4
     anchor: tuple[float, float] = (-0.65, 1.9)
     segment_length: float = 0.45
@@ -107,8 +109,25 @@ class SceneConfig:
     def width(self) -> float:
         return self.x_max - self.x_min
 
+    @property
+    def design_dim(self) -> int:
+        """Design coordinates: ``K`` joint angles (chain) or ``3 K`` (bars: centre x, z, angle each)."""
+        return self.segments * (3 if self.obstacle == "bars" else 1)
+
+    @property
+    def total_length(self) -> float:
+        return self.segments * self.segment_length
+
     def joint_ranges(self) -> np.ndarray:
-        """``[K, 2]`` lower and upper bound of each design angle."""
+        """``[D, 2]`` lower and upper bound of each design coordinate (:attr:`design_dim` ``D``).
+
+        Chain: the first segment's angle, then the relative joint angles. Bars: per bar its centre
+        ``x`` (the bar clear of the walls at any angle), centre ``z`` (clear of the floor, at most
+        the anchor's height) and angle (``first_angle_range``)."""
+        if self.obstacle == "bars":
+            h = self.segment_length / 2 + self.obstacle_radius + 0.02
+            bar = [(self.x_min + h, self.x_max - h), (self.floor + h, self.anchor[1]), self.first_angle_range]
+            return np.array(bar * self.segments, dtype=np.float64)
         return np.array([self.first_angle_range] + [self.joint_range] * (self.segments - 1), dtype=np.float64)
 
     def default_design(self) -> np.ndarray:
@@ -118,8 +137,12 @@ class SceneConfig:
         the balls land below the source, as without an obstacle, away from
         :data:`envs.obstacle.goals.BENCHMARK_TARGETS`.
         """
+        angle = float(np.clip(-math.pi / 2, *self.first_angle_range))
+        if self.obstacle == "bars":  # the hanging chain cut into its segments
+            z = self.anchor[1] - self.segment_length * (np.arange(self.segments) + 0.5)
+            return np.stack([np.full(self.segments, self.anchor[0]), z, np.full(self.segments, angle)], 1).reshape(-1)
         design = np.zeros(self.segments)
-        design[0] = float(np.clip(-math.pi / 2, *self.first_angle_range))
+        design[0] = angle
         return design
 
     def segment_angle_bounds(self) -> np.ndarray:
@@ -132,10 +155,10 @@ class SceneConfig:
         x_lo = x_hi = self.anchor[0]
         z_lo = z_hi = self.anchor[1]
         for lo, hi in self.segment_angle_bounds():
-            x_lo += self.segment_length * _min_cos(lo, hi)
-            x_hi += self.segment_length * -_min_cos(lo + math.pi, hi + math.pi)
-            z_lo += self.segment_length * _min_sin(lo, hi)
-            z_hi += self.segment_length * -_min_sin(lo + math.pi, hi + math.pi)
+            x_lo += self.segment_length * min_cos(lo, hi)
+            x_hi += self.segment_length * -min_cos(lo + math.pi, hi + math.pi)
+            z_lo += self.segment_length * min_sin(lo, hi)
+            z_hi += self.segment_length * -min_sin(lo + math.pi, hi + math.pi)
         # The anchor is on the chain too (the bounds above start from it but can move off it).
         ax, az = self.anchor
         return min(x_lo, ax), max(x_hi, ax), min(z_lo, az), max(z_hi, az)
@@ -148,6 +171,11 @@ class SceneConfig:
                               "set n_particles >= 1")
         if int(self.segments) != self.segments or self.segments < 1:
             raise ConfigError(f"the obstacle needs at least one segment (segments={self.segments}); set segments >= 1")
+        if self.segments > MAX_SEGMENTS:
+            raise ConfigError(f"segments={self.segments} is more than {MAX_SEGMENTS}: each would be shorter than "
+                              "the balls resolve; use fewer segments")
+        if self.obstacle not in OBSTACLES:
+            raise ConfigError(f"unknown obstacle {self.obstacle!r}; choose one of {', '.join(OBSTACLES)}")
         positive = ("particle_radius", "segment_length", "obstacle_radius", "timestep", "wall_height", "density")
         for name in positive:
             v = getattr(self, name)
@@ -189,8 +217,24 @@ class SceneConfig:
         ax, az = self.anchor
         if not (self.x_min < ax < self.x_max and self.floor < az):
             raise ConfigError(f"obstacle anchor {self.anchor} must lie between the walls and above the floor")
-        x_lo, x_hi, z_lo, z_hi = self.reach_bounds()
         ro = self.obstacle_radius
+        if self.obstacle == "bars":
+            r_ = self.joint_ranges()[:3]
+            if not (r_[:, 0] < r_[:, 1]).all():
+                raise ConfigError(f"bars of length {self.segment_length:g} leave no room between the walls, floor "
+                                  f"and anchor height {self.anchor[1]:g}; use more (shorter) bars or raise the anchor")
+            if self.anchor[1] + self.segment_length / 2 + ro >= self.floor + self.wall_height:
+                raise ConfigError("bars near the anchor's height would reach over the walls; lower the anchor")
+        else:
+            self._check_reach()
+        if not self.design_clearance(self.default_design()) > 0:
+            raise ConfigError("the default design reaches into the source region; raise source_z or move the anchor")
+        return self
+
+    def _check_reach(self) -> None:
+        """Refuse chains some design in the joint ranges would push through the floor or a wall."""
+        ro = self.obstacle_radius
+        x_lo, x_hi, z_lo, z_hi = self.reach_bounds()
         if z_lo - ro <= self.floor:
             raise ConfigError(f"some designs in the joint ranges put obstacle segments through the floor (the chain "
                               f"reaches z={z_lo - ro:.3f} <= floor {self.floor}); raise the anchor, shorten "
@@ -199,24 +243,25 @@ class SceneConfig:
             raise ConfigError(f"some designs in the joint ranges put obstacle segments through a wall (the chain "
                               f"reaches x in [{x_lo - ro:.3f}, {x_hi + ro:.3f}], walls at {self.x_min}, {self.x_max}); "
                               "move the anchor, shorten segment_length or narrow the joint ranges")
-        if not self.design_clearance(self.default_design()) > 0:
-            raise ConfigError("the default design reaches into the source region; raise source_z or move the anchor")
-        return self
 
     def check_design(self, design: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Return ``design`` as a float64 array ``[B, K]`` (or ``[K]``) or raise if it is outside the ranges."""
+        """Return ``design`` as a float64 array ``[B, D]`` (or ``[D]``) or raise if it is outside the ranges."""
         d = design.detach().cpu().numpy() if isinstance(design, torch.Tensor) else np.asarray(design, dtype=np.float64)
-        if d.shape[-1:] != (self.segments,) or d.ndim not in (1, 2):
-            raise ConfigError(f"a design is {self.segments} joint angles ([K] or [B, K]), got shape {d.shape}")
+        D = self.design_dim
+        if d.shape[-1:] != (D,) or d.ndim not in (1, 2):
+            what = f"of this scene is {self.segments} bars x (x, z, angle)" if self.obstacle == "bars" else (
+                f"is {D} joint angles")
+            raise ConfigError(f"a design {what} ([{D}] or [B, {D}]), got shape {d.shape}")
         if not np.all(np.isfinite(d)):
             raise ConfigError("design angles must be finite")
         r = self.joint_ranges()
-        flat = d.reshape(-1, self.segments)
+        flat = d.reshape(-1, D)
         bad = (flat < r[:, 0] - 1e-9) | (flat > r[:, 1] + 1e-9)
         if bad.any():
             b, k = (int(i) for i in np.argwhere(bad)[0])
-            raise ConfigError(f"design angle {k} = {flat[b, k]:.4f} rad is outside its joint range "
-                              f"[{r[k, 0]:.4f}, {r[k, 1]:.4f}]; clip or squash designs into the ranges")
+            what = f"coordinate {k} = {flat[b, k]:.4f} is outside its range" if self.obstacle == "bars" else (
+                f"angle {k} = {flat[b, k]:.4f} rad is outside its joint range")
+            raise ConfigError(f"design {what} [{r[k, 0]:.4f}, {r[k, 1]:.4f}]; clip or squash designs into the ranges")
         clear = self.design_clearance(flat)
         if not np.all(clear > 0):
             b = int(np.argmin(clear))
@@ -228,11 +273,11 @@ class SceneConfig:
         """``[B]`` (or scalar) gap between the obstacle's capsules and the balls of the source region
         (positive: clear). Designs with a non-positive gap are refused by :meth:`check_design`."""
         d = np.asarray(design, dtype=np.float64)
-        v = design_fk(torch.as_tensor(d.reshape(-1, self.segments)), self).numpy()  # [B, K+1, 2]
-        a, b = v[:, :-1], v[:, 1:]
+        seg = obstacle_segments(torch.as_tensor(d.reshape(-1, self.design_dim)), self).numpy()  # [B, S, 2, 2]
+        a, b = seg[..., 0, :], seg[..., 1, :]
         lo = np.array([self.source_x[0], self.source_z[0]])
         hi = np.array([self.source_x[1], self.source_z[1]])
-        dist = _segment_box_distance(a, b, lo, hi).min(-1)
+        dist = segment_box_distance(a, b, lo, hi).min(-1)
         out = dist - self.obstacle_radius - self.particle_radius
         return out.reshape(d.shape[:-1])
 
@@ -264,41 +309,53 @@ class SceneConfig:
         return cfg.validate()
 
 
-def _segment_box_distance(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Distance ``[...]`` between segments ``a -> b`` (``[..., 2]``) and the box ``[lo, hi]`` (0 if they meet)."""
-    # The distance to a convex box is convex along the segment: minimize it by ternary search.
-    t_lo = np.zeros(a.shape[:-1])
-    t_hi = np.ones(a.shape[:-1])
-
-    def dist(t):
-        p = a + (b - a) * t[..., None]
-        return np.linalg.norm(np.maximum(0.0, np.maximum(lo - p, p - hi)), axis=-1)
-
-    for _ in range(60):
-        m1 = t_lo + (t_hi - t_lo) / 3
-        m2 = t_hi - (t_hi - t_lo) / 3
-        left = dist(m1) <= dist(m2)
-        t_hi = np.where(left, m2, t_hi)
-        t_lo = np.where(left, t_lo, m1)
-    return dist((t_lo + t_hi) / 2)
-
-
-def _min_cos(lo: float, hi: float) -> float:
-    """``min cos(a)`` over ``a in [lo, hi]``."""
-    # cos is minimal (-1) at odd multiples of pi.
-    k = math.ceil((lo - math.pi) / (2 * math.pi))
-    if math.pi + 2 * math.pi * k <= hi:
-        return -1.0
-    return min(math.cos(lo), math.cos(hi))
-
-
-def _min_sin(lo: float, hi: float) -> float:
-    """``min sin(a)`` over ``a in [lo, hi]``."""
-    return _min_cos(lo - math.pi / 2, hi - math.pi / 2)
-
 # ----------------------------------------------------------------------------------------------
 # Design -> geometry
 # ----------------------------------------------------------------------------------------------
+
+
+MAX_SEGMENTS = 256
+OBSTACLES = ("chain", "bars")
+
+
+def obstacle_segments(design: torch.Tensor, cfg: SceneConfig) -> torch.Tensor:
+    """Differentiable forward kinematics of either obstacle: ``design [B, D]`` -> the capsules'
+    end points ``[B, S, 2, 2]`` (segment ``s`` from ``[..., s, 0, :]`` to ``[..., s, 1, :]``, (x, z)).
+
+    Chain: consecutive vertices of :func:`design_fk`. Bars: bar ``j`` has centre
+    ``design[3j: 3j+2]`` and angle ``design[3j+2]``, length ``segment_length``."""
+    if design.shape[-1] != cfg.design_dim:
+        raise ConfigError(f"a design of this scene has {cfg.design_dim} coordinates, got shape {tuple(design.shape)}")
+    if cfg.obstacle != "bars":
+        v = design_fk(design, cfg)
+        return torch.stack([v[..., :-1, :], v[..., 1:, :]], -2)
+    bars = design.reshape(*design.shape[:-1], cfg.segments, 3)
+    half = cfg.segment_length / 2 * torch.stack([torch.cos(bars[..., 2]), torch.sin(bars[..., 2])], -1)
+    return torch.stack([bars[..., :2] - half, bars[..., :2] + half], -2)
+
+
+def obstacle_points(design: torch.Tensor, cfg: SceneConfig, spacing: float) -> torch.Tensor:
+    """``[B, P, 2]`` points along the obstacle, at most ``spacing`` apart (differentiable, a fixed linear
+    map of :func:`obstacle_segments`; ``P`` depends on the scene, not the design).
+
+    Chain: evenly spaced in arc length along the whole chain (vertices are not necessarily among
+    them), so the point density does not depend on ``K``; bars: evenly along each bar, ends
+    included. A learned particle model sees the obstacle as such points (its training spacing)."""
+    seg = obstacle_segments(design, cfg)
+    if not spacing > 0:
+        raise ConfigError(f"obstacle point spacing must be positive, got {spacing}")
+    if cfg.obstacle == "bars":
+        n = max(1, math.ceil(cfg.segment_length / spacing - 1e-9))
+        t = torch.linspace(0, 1, n + 1, dtype=seg.dtype, device=seg.device)[:, None]
+        pts = seg[..., None, 0, :] + (seg[..., None, 1, :] - seg[..., None, 0, :]) * t  # [B, S, n+1, 2]
+        return pts.flatten(-3, -2)
+    K = cfg.segments
+    n = max(1, math.ceil(cfg.total_length / spacing - 1e-9))
+    s = torch.arange(n + 1, dtype=torch.float64) * (K / n)  # arc position in segments
+    k = torch.clamp(torch.floor(s + 1e-9).long(), max=K - 1)
+    t = (s - k).to(seg.dtype).to(seg.device)[:, None]
+    a, b = seg[..., k, 0, :], seg[..., k, 1, :]
+    return a + (b - a) * t
 
 
 def design_fk(design: torch.Tensor, cfg: SceneConfig) -> torch.Tensor:
@@ -307,6 +364,8 @@ def design_fk(design: torch.Tensor, cfg: SceneConfig) -> torch.Tensor:
     Vertex 0 is the anchor, vertex ``k`` the end of segment ``k``. Angles are not checked against
     the joint ranges here (optimizers call this inside their loop); see :meth:`SceneConfig.check_design`.
     """
+    if cfg.obstacle == "bars":
+        raise ConfigError("a scene of free bars has no chain vertices; use obstacle_segments")
     if design.shape[-1] != cfg.segments:
         raise ConfigError(f"a design is {cfg.segments} joint angles, got shape {tuple(design.shape)}")
     angles = torch.cumsum(design, dim=-1)
@@ -323,11 +382,11 @@ def source_clearance(design: torch.Tensor, cfg: SceneConfig, points_per_segment:
     the source; sampled along each segment, so it may exceed :meth:`SceneConfig.design_clearance`
     (the exact value that :meth:`SceneConfig.check_design` uses) by up to ``L / (2 points)``.
     """
-    v = design_fk(design, cfg)  # [B, K+1, 2]
-    t = torch.linspace(0, 1, points_per_segment + 1, dtype=v.dtype, device=v.device)[:, None]
-    pts = v[..., :-1, None, :] + (v[..., 1:, None, :] - v[..., :-1, None, :]) * t  # [B, K, P+1, 2]
-    lo = torch.tensor([cfg.source_x[0], cfg.source_z[0]], dtype=v.dtype, device=v.device)
-    hi = torch.tensor([cfg.source_x[1], cfg.source_z[1]], dtype=v.dtype, device=v.device)
+    seg = obstacle_segments(design, cfg)  # [B, S, 2, 2]
+    t = torch.linspace(0, 1, points_per_segment + 1, dtype=seg.dtype, device=seg.device)[:, None]
+    pts = seg[..., None, 0, :] + (seg[..., None, 1, :] - seg[..., None, 0, :]) * t  # [B, S, P+1, 2]
+    lo = torch.tensor([cfg.source_x[0], cfg.source_z[0]], dtype=seg.dtype, device=seg.device)
+    hi = torch.tensor([cfg.source_x[1], cfg.source_z[1]], dtype=seg.dtype, device=seg.device)
     outside = torch.clamp(torch.maximum(lo - pts, pts - hi), min=0.0)
     # Outside the box: Euclidean distance; inside: minus the depth (keeps a gradient pointing out).
     depth = torch.minimum(pts - lo, hi - pts).min(-1).values
@@ -336,20 +395,20 @@ def source_clearance(design: torch.Tensor, cfg: SceneConfig, points_per_segment:
 
 
 def _fk_numpy(cfg: SceneConfig, design: np.ndarray) -> np.ndarray:
-    return design_fk(torch.as_tensor(design, dtype=torch.float64)[None], cfg)[0].numpy()
+    return obstacle_segments(torch.as_tensor(design, dtype=torch.float64)[None], cfg)[0].numpy()
 
 
 def design_to_mjcf(cfg: SceneConfig, design: np.ndarray | torch.Tensor | None = None) -> str:
-    """The scene's MJCF for one ``design [K]`` (the default design if ``None``).
+    """The scene's MJCF for one ``design [D]`` (the default design if ``None``).
 
-    The obstacle's capsules are static world geoms placed by ``fromto`` at the vertices of
-    :func:`design_fk` (written with full float precision); ball ``i`` is body ``ball{i}`` with slide
+    The obstacle's capsules are static world geoms placed by ``fromto`` at the end points of
+    :func:`obstacle_segments` (written with full float precision); ball ``i`` is body ``ball{i}`` with slide
     joints ``ball{i}_x`` and ``ball{i}_z``, so ``qpos`` is ``[x0, z0, x1, z1, ...]``.
     """
     cfg.validate()
     design = cfg.default_design() if design is None else cfg.check_design(design)
     if design.ndim != 1:
-        raise ConfigError(f"design_to_mjcf takes one design [K], got shape {design.shape}")
+        raise ConfigError(f"design_to_mjcf takes one design [D], got shape {design.shape}")
     v = _fk_numpy(cfg, design)
     r, ro = cfg.particle_radius, cfg.obstacle_radius
     wall_t = max(4 * r, 0.1)  # thick walls and floor: fast balls cannot tunnel through
@@ -375,7 +434,7 @@ def design_to_mjcf(cfg: SceneConfig, design: np.ndarray | torch.Tensor | None = 
         f'size="{f(wall_t)} 1 {f(cfg.wall_height / 2)}"/>',
     ]
     for k in range(cfg.segments):
-        (x0, z0), (x1, z1) = v[k], v[k + 1]
+        (x0, z0), (x1, z1) = v[k]
         lines.append(f'    <geom name="segment{k}" type="capsule" size="{f(ro)}" '
                      f'fromto="{f(float(x0))} 0 {f(float(z0))} {f(float(x1))} 0 {f(float(z1))}" priority="1" '
                      f'friction="{f(cfg.obstacle_friction)} 0.005 0.0001" rgba="0.8 0.3 0.2 1"/>')
@@ -427,11 +486,23 @@ def initial_positions(cfg: SceneConfig, seed: int | np.random.Generator) -> np.n
 
 def load_scene_file(path: str | None, base: dict | None = None, **overrides) -> SceneConfig:
     """A validated ``SceneConfig``: ``base`` (e.g. a model's training scene) or the defaults, updated
-    with the keys of a JSON/YAML file, then with the ``overrides`` that are not ``None``."""
+    with the keys of a JSON/YAML file, then with the ``overrides`` that are not ``None``.
+
+    A ``segments`` override keeps the obstacle's total length (``segment_length`` scaled by the old
+    over the new ``K``) unless a ``segment_length`` is given too (override or file)."""
     values = dict(base or {})
-    if path:
-        values.update(read_yaml_mapping(path, "scene file"))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    from_file = read_yaml_mapping(path, "scene file") if path else {}
+    values.update(from_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # K is resolution, not reach: a new number of segments keeps the obstacle's total length.
+    K = given.get("segments")
+    if K is not None and "segment_length" not in given and "segment_length" not in from_file:
+        if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= MAX_SEGMENTS:
+            raise ConfigError(f"segments must be an integer in [1, {MAX_SEGMENTS}], got {K!r}")
+        old = SceneConfig()
+        total = float(values.get("segments", old.segments)) * float(values.get("segment_length", old.segment_length))
+        given["segment_length"] = total / K
+    values.update(given)
     values.pop("dt", None)  # derived from timestep and substeps
     try:
         return SceneConfig.from_dict(values)

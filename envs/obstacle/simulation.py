@@ -96,7 +96,7 @@ def simulate(cfg: SceneConfig, designs: np.ndarray | torch.Tensor, init: Any = 0
     ``workers > 1`` designs are split over that many processes.
     """
     cfg.validate()
-    designs = cfg.check_design(designs).reshape(-1, cfg.segments)
+    designs = cfg.check_design(designs).reshape(-1, cfg.design_dim)
     n_init = _batch_of(init)
     if len(designs) == 1 and n_init > 1:
         designs = np.repeat(designs, n_init, axis=0)
@@ -188,6 +188,9 @@ def generate_obstacle_dataset(cfg: SceneConfig, out_dir: str | Path, episodes: i
     Episode ``i`` depends only on ``(seed, i)`` (see the module docstring), not on ``workers``.
     """
     cfg.validate()
+    if cfg.obstacle != "chain":
+        raise ConfigError(f"datasets hold chain obstacles (vertices); this scene's obstacle is {cfg.obstacle!r}: "
+                          "set obstacle: chain")
     if int(episodes) != episodes or episodes < 1:
         raise ConfigError(f"episodes must be a positive integer, got {episodes}")
     out_dir = Path(out_dir)
