@@ -383,7 +383,8 @@ class GraphNetworkSimulator(ForwardModel):
 
     def predict_normalized(self, batches: list[Transitions], options: SolveOptions | None = None
                            ) -> list[torch.Tensor]:
-        # Training (weights that take gradients) keeps the reference path: measured faster there.
+        # A direct call with weights that take gradients keeps the reference path; the trainer's
+        # unrolled loss takes the lean step itself (gndesign.forward_training.unrolled_loss).
         training = torch.is_grad_enabled() and any(p.requires_grad for p in self.predictor.parameters())
         if options is None and not training and all(LeanPlan.supports(self, x.system) for x in batches):
             return [self.lean_step(x.system, x.static or self.builder(x.system).static_graph(

@@ -52,7 +52,7 @@ def data_states(paths: list[str], system: str) -> tuple[torch.Tensor, torch.Tens
 def check_task_supported(task: Task) -> None:
     """A policy observes the state only: tasks with per-episode context (the swimmer's target) need
     that context as an input, which the policy does not have yet."""
-    if type(task).sync_from_env is not Task.sync_from_env:
+    if len(task.observed_parameters()):
         raise GndesignError(f"task {task.domain}-{task.task} has per-episode context (e.g. a random target) that a "
                             "policy does not observe yet: train policies for cartpole-swingup")
 

@@ -256,6 +256,8 @@ def load_design_model(model: str, cfg_path: str | None, segments: int | None, ob
         # The model's scene lacks SceneConfig keys (data from elsewhere): defaults, checked below.
         cfg = load_scene_file(None, segments=segments, obstacle=obstacle)
     sim, _ = load_model(model, "particles", scene=cfg.to_dict())
+    for p in sim.parameters():  # the design takes gradients, the weights never do
+        p.requires_grad_(False)
     if "segment_length" in base:
         sim.training_segment_length = float(base["segment_length"])
     return sim, cfg
