@@ -1,6 +1,6 @@
 """Regenerate the shipped pretrained models (``gndesign/pretrained/*.pt``) from fixed seeds.
 
-    python scripts/make_pretrained.py                 # all five (about 75 min on 2 cores)
+    python scripts/make_pretrained.py                 # all six (about 80 min on 2 cores)
     python scripts/make_pretrained.py --only cartpole
     python scripts/make_pretrained.py --only obstacle  # the particle simulator of the obstacle scene
 
@@ -24,6 +24,11 @@ SPECS = {
     # A coarse model: each step spans 8 control steps (the action held; data generated with
     # --action-repeat 8, 400 control steps = 50 model steps per episode): fast gradient MPC.
     "cartpole-k8": {"data": [("cartpole", 800, 0)], "steps": 15000, "action_repeat": 8, "control_steps": 400},
+    # A swing-up policy (and value) learned only through pretrained:cartpole-k8 (gndesign policy
+    # train), start states from that model's training data; needs cartpole-k8 built first.
+    "cartpole-policy": {"kind": "policy", "model": "cartpole-k8", "task": "cartpole-swingup", "steps": 2300,
+                        "policy": {"horizon": 128}, "train": {"lr_final": 3e-4, "log_every": 20, "eval_every": 20,
+                                                               "checkpoint_every": 100}},
     "swimmer6": {"data": [("swimmer6", 400, 0)], "steps": 8000},
     "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 10000},
     # The particle simulator of the obstacle-design scene (default SceneConfig): episodes and seeds
@@ -52,14 +57,10 @@ def build(name: str, work: str) -> dict:
     work_dir = Path(work)
     if spec.get("kind") == "particles":
         return build_particles(name, work_dir)
-    data = []
-    k, steps = spec.get("action_repeat", 1), spec.get("control_steps", 200)
-    for system, episodes, seed in spec["data"]:
-        out = work_dir / "data" / (f"{system}-{episodes}x{steps}-s{seed}" + (f"-k{k}" if k > 1 else ""))
-        if not (out / "meta.json").exists():
-            generate_dataset(system, episodes=episodes, steps=steps, seed=seed, out_dir=out, overwrite=True,
-                             progress=False, action_repeat=k)
-        data.append(str(out))
+    if spec.get("kind") == "policy":
+        return build_policy(name, work_dir)
+    data = model_data(spec, work_dir, generate_dataset)
+    k = spec.get("action_repeat", 1)
     run = work_dir / name
     cfg = load_config(None, GN + [f"train.steps={spec['steps']}", "train.seed=0"])
     cfg.data = data
@@ -74,9 +75,44 @@ def build(name: str, work: str) -> dict:
         model, blob = load_model(dst, "forward", system=ds.system)
         episodes, _ = held_out_episodes(blob, ds)
         # horizons in model steps: 10, 50, 100 control steps (and 400 for a k-step model), rounded down
-        e = evaluate(model, ds, episodes, tuple(sorted({max(1, h // k) for h in (10, 50, 100, 400 if k > 1 else 100)})))
+        horizons = sorted({max(1, h // k) for h in (10, 50, 100, 400 if k > 1 else 100)})
+        e = evaluate(model, ds, episodes, tuple(horizons))
         res["eval"][ds.system] = {k: e[k] for k in ("one_step_loss", "qpos_rmse", "body_pos_error")}
     return {name: res}
+
+
+def model_data(spec: dict, work_dir: Path, generate_dataset) -> list[str]:
+    """The training datasets of an articulated model's spec (generated under ``work_dir`` if missing)."""
+    data = []
+    k, steps = spec.get("action_repeat", 1), spec.get("control_steps", 200)
+    for system, episodes, seed in spec["data"]:
+        out = work_dir / "data" / (f"{system}-{episodes}x{steps}-s{seed}" + (f"-k{k}" if k > 1 else ""))
+        if not (out / "meta.json").exists():
+            generate_dataset(system, episodes=episodes, steps=steps, seed=seed, out_dir=out, overwrite=True,
+                             progress=False, action_repeat=k)
+        data.append(str(out))
+    return data
+
+
+def build_policy(name: str, work_dir: Path) -> dict:
+    """Train a policy through a shipped model (start states from that model's data), export it and
+    score it in true MuJoCo (10 episodes, seeds 100-109)."""
+    from envs.generate import generate_dataset
+    from gndesign.checkpoints import PRETRAINED_DIR, export_checkpoint
+    from workflows.policy import eval_policy, train_policy
+
+    spec = SPECS[name]
+    data = model_data(SPECS[spec["model"]], work_dir, generate_dataset)
+    run = work_dir / name
+    ckpt = run / "checkpoints" / "latest.pt"
+    summary = train_policy(f"pretrained:{spec['model']}", spec["task"], run, data, spec["policy"],
+                           dict(spec["train"], steps=spec["steps"], seed=0), resume=ckpt.exists(), progress=False)
+    dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
+    ev = eval_policy(str(dst), spec["task"], 10, 100)
+    return {name: {"checkpoint": str(dst.relative_to(ROOT)), "kind": "policy", "model": f"pretrained:{spec['model']}",
+                   "steps": spec["steps"], "train_seconds": summary.get("wall_s"),
+                   "eval": {"episodes": 10, "seeds": [100, 109], "return_mean": ev["return_mean"],
+                            "returns": [e["return"] for e in ev["episodes"]]}}}
 
 
 def build_particles(name: str, work_dir: Path) -> dict:
@@ -118,10 +154,14 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     names = args.only or list(SPECS)
+    models = [n for n in names if SPECS[n].get("kind") != "policy"]
+    results = {}
     with ProcessPoolExecutor(max_workers=2) as pool:
-        results = {}
-        for r in pool.map(build, names, [args.work] * len(names)):
+        for r in pool.map(build, models, [args.work] * len(models)):
             results.update(r)
+    for n in names:  # policies last: they learn through the models just built
+        if n not in models:
+            results.update(build(n, args.work))
     import json
 
     from gndesign.io import atomic_write_json

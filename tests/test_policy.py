@@ -279,3 +279,18 @@ def test_asynchronous_controller_falls_back_on_the_reflex_for_stale_plans():
     guide = PolicyGuide(policy, DoubleIntegrator(bound=1.0))
     q, v = torch.ones(2, 1), torch.zeros(2, 1)
     torch.testing.assert_close(guide.reflex(q, v), policy(q, v))
+
+
+def test_shipped_policy_swings_the_cartpole_up_in_mujoco_and_guides_the_demo_planner():
+    """pretrained:cartpole-policy (learned only through pretrained:cartpole-k8) scores >= 800 alone on
+    a full dm_control episode (10-episode mean 860 when shipped) and is the demo planner's guide."""
+    from envs.tasks import get_task
+    from workflows.plan import DEMO_MODEL, DEMO_PLANNER, DEMO_POLICY, plan_episodes
+    from workflows.policy import eval_policy, load_policy
+
+    net, blob = load_policy(DEMO_POLICY, get_task("cartpole-swingup"))
+    assert net.action_repeat == 8 and blob["policy"]["dynamics"] == DEMO_MODEL
+    assert eval_policy(DEMO_POLICY, "cartpole-swingup", 1, 100)["return_mean"] >= 800
+    out = plan_episodes("cartpole-swingup", DEMO_MODEL, "gradient", 1, 100, 16, policy=DEMO_POLICY,
+                        progress=False, **DEMO_PLANNER)
+    assert out["episodes"][0]["decisions"] == 2 and np.isfinite(out["return_mean"])

@@ -219,11 +219,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     r = demo(args.out, args.control_steps, args.replan_every, args.seed, progress=not args.quiet,
              overwrite=args.overwrite)
     learned, oracle = r["learned"], r["oracle"]
-    print(f"[1/2] learned model + gradient planner: return {learned['return_mean']:.1f} over "
+    print(f"[1/2] learned model + policy-guided gradient planner: return {learned['return_mean']:.1f} over "
           f"{learned['steps']} steps (replanning every {args.replan_every}), "
           f"{learned['mean_latency_s'] * 1e3:.0f} ms per decision "
           f"(real-time factor {learned['real_time_factor']:.2f})")
-    print(f"[2/2] MuJoCo oracle + CEM:              return {oracle['return_mean']:.1f} "
+    print(f"[2/2] MuJoCo oracle + CEM:                            return {oracle['return_mean']:.1f} "
           f"({oracle['mean_latency_s'] * 1e3:.0f} ms per decision)")
     print(f"learned / oracle return: {r['ratio']:.2f}; video {learned.get('video', 'not written')}, "
           f"plot {learned['plot']}, numbers {r['json']}")

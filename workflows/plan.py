@@ -160,12 +160,17 @@ def policy_guidance(policy: str, task, dynamics, value_weight: float):
 #: The demo's learned model: the shipped coarse cartpole model (one step = 8 control steps, the
 #: action held), whose gradient-MPC decision costs about a tenth of the k = 1 model's.
 DEMO_MODEL = "pretrained:cartpole-k8"
+#: The policy learned through it (gndesign policy train) that guides the demo's planner, and the
+#: guided planner's short budget: a 64-control-step horizon, 2 iterations x 4 restarts.
+DEMO_POLICY = "pretrained:cartpole-policy"
+DEMO_PLANNER = {"horizon": 64, "options": {"iterations": 2, "restarts": 4}}
 
 
 def demo(out: str | Path, steps: int = 1000, replan_every: int = 8, seed: int = 0, progress: bool = True,
          overwrite: bool = False) -> dict:
     """The main job: swing the cartpole up in true MuJoCo with the shipped coarse learned model
-    (:data:`DEMO_MODEL`) and the gradient planner, next to the MuJoCo-oracle planner (CEM); writes
+    (:data:`DEMO_MODEL`) and the gradient planner guided by the policy learned through it
+    (:data:`DEMO_POLICY`), next to the MuJoCo-oracle planner (CEM); writes
     ``swingup.gif`` (video), ``swingup.png`` (reward and actions) and ``demo.json`` into ``out``.
 
     Returns ``{"learned": ..., "oracle": ...}`` (the :func:`plan_episodes` results, episodes
@@ -175,7 +180,7 @@ def demo(out: str | Path, steps: int = 1000, replan_every: int = 8, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     learned = plan_episodes("cartpole-swingup", DEMO_MODEL, "gradient", 1, seed, steps,
                             replan_every=replan_every, video=str(out / "swingup.gif"), progress=progress,
-                            overwrite=overwrite)
+                            overwrite=overwrite, policy=DEMO_POLICY, **DEMO_PLANNER)
     learned["plot"] = str(save_figure(episode_figure(learned), out / "swingup.png"))
     oracle = plan_episodes("cartpole-swingup", "mujoco", "cem", 1, seed, steps, replan_every=replan_every,
                            progress=progress)

@@ -81,7 +81,8 @@ def train_policy(model: str, task_name: str, out: str | Path, data: list[str] | 
     data = list(data or blob["config"].get("data") or [])
     if not data:
         raise GndesignError("no start-state data: pass --data DIR (a trajectory dataset of the system)")
-    pc = dataclass_from(PolicyConfig, dict(policy or {}, task=task_name, dynamics=str(ckpt)), "policy")
+    name = str(model) if str(model).startswith("pretrained:") else str(ckpt)  # a shipped name travels as is
+    pc = dataclass_from(PolicyConfig, dict(policy or {}, task=task_name, dynamics=name), "policy")
     tc = dataclass_from(TrainConfig, dict({"steps": 2000, "batch_size": 64, "lr": 1e-3, "lr_final": 1e-4,
                                            "log_every": 10, "eval_every": 10, "checkpoint_every": 50},
                                           **(train or {})), "train")
@@ -90,7 +91,7 @@ def train_policy(model: str, task_name: str, out: str | Path, data: list[str] | 
     if pc.horizon % dynamics.action_repeat:
         raise ConfigError(f"policy.horizon ({pc.horizon} control steps) is not a multiple of the model's action "
                           f"repeat {dynamics.action_repeat}")
-    description = describe(task, dynamics, str(ckpt))
+    description = describe(task, dynamics, name)
     init = initial_states(task, init_samples, seed=10_000 + tc.seed)
     states = data_states(config.data, task.system.name)
     trainer = PolicyTrainer(config, lambda: PolicyNet(pc.hidden_size, pc.layers, description), dynamics,
