@@ -5,6 +5,7 @@ Writes ``results/mpc.json`` and ``results/mpc.md`` (with the machine).
     python scripts/bench_mpc.py                                   # the issue's protocol
     python scripts/bench_mpc.py --tasks cartpole-swingup --episodes 2 --steps 300   # a shorter run
     python scripts/bench_mpc.py --sweep --episodes 5              # planned return vs iterations (open loop)
+    python scripts/bench_mpc.py --policy-cells                    # issue 15: policy, guided MPC (results/mpc_policy)
 
 Protocol: cartpole swing-up 10 episodes, swimmer6 20 episodes (its random target makes returns
 bimodal), fixed seeds, dm_control's 1000-step episodes, replanning every step (``--replan-every``
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EPISODES = {"cartpole-swingup": 10, "swimmer6": 20}
 MODELS = {"cartpole-swingup": "pretrained:cartpole", "swimmer6": "pretrained:swimmer6"}
 SWEEP_ITERATIONS = (1, 2, 5, 10)
+# issue 15's cartpole cells: the k = 8 coarse model, the policy learned through it, and the gradient planner at the
+# guided planner's budget (horizon 64 control steps = 8 model steps, 2 iterations x 4 restarts, replanning every 8)
+POLICY_TASK, POLICY_MODEL, POLICY = "cartpole-swingup", "pretrained:cartpole-k8", "pretrained:cartpole-policy"
+GUIDED = {"horizon": 64, "replan_every": 8, "options": {"iterations": 2, "restarts": 4}}
+GUIDED_FLAGS = "--horizon 64 --replan-every 8 --set planner.iterations=2 --set planner.restarts=4"
+ORACLE_KEYS = ("cartpole-swingup/mujoco/cem", "cartpole-swingup/mujoco/mppi")
 
 
 def main() -> None:
@@ -50,10 +57,20 @@ def main() -> None:
                    "(--episodes: number of start states)")
     p.add_argument("--latency", type=int, metavar="N",
                    help="only time N decisions per task, planner and model (run it on a quiet machine)")
-    p.add_argument("--out", default=str(ROOT / "results" / "mpc.json"))
+    p.add_argument("--policy-cells", nargs="*", metavar="CELL", choices=list(POLICY_CELLS),
+                   help="issue 15's cartpole cells (all without names): policy alone, policy-guided gradient MPC, "
+                   "gradient MPC at the same budget, the guided planner one episode at a time (its latency); "
+                   "written to --out (default results/mpc_policy.json), compared with the oracle in "
+                   "results/mpc.json")
+    p.add_argument("--out", help="default: results/mpc.json (results/mpc_policy.json with --policy-cells)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="merge reports of separate runs into --out and stop")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.policy_cells is not None:
+        policy_cells(args.policy_cells or list(POLICY_CELLS), args.episodes or EPISODES[POLICY_TASK], args.seed,
+                     args.steps, Path(args.out or ROOT / "results" / "mpc_policy.json"))
+        return
+    args.out = args.out or str(ROOT / "results" / "mpc.json")
     if args.merge:
         merged = {"runs": {}, "sweep": {}}
         for path in args.merge:
@@ -189,6 +206,121 @@ def latency(task_name: str, decisions: int, args) -> dict:
                                            / (sum(times) / len(times))}
             print(task_name, model_name, name, out[f"{model_name}/{name}"], flush=True)
     return out
+
+
+def _plan_cell(policy: str | None, lockstep: int):
+    def run(episodes: int, seed: int, steps: int | None) -> dict:
+        return plan_episodes(POLICY_TASK, POLICY_MODEL, "gradient", episodes, seed, steps, GUIDED["replan_every"],
+                             GUIDED["horizon"], options=GUIDED["options"], progress=False,
+                             lockstep=min(lockstep, episodes), policy=policy)
+    return run
+
+
+def _policy_alone(episodes: int, seed: int, steps: int | None) -> dict:
+    from workflows.policy import eval_policy
+
+    return eval_policy(POLICY, POLICY_TASK, episodes, seed, steps)
+
+
+# cell -> (runner, command with E episodes and seed S)
+POLICY_CELLS = {
+    "policy_alone": (_policy_alone, f"gndesign policy eval --policy {POLICY} --task {POLICY_TASK} "
+                     "--episodes E --seed S"),
+    "guided_gradient_mpc": (_plan_cell(POLICY, 10), f"gndesign plan cartpole --model {POLICY_MODEL} --policy {POLICY} "
+                            f"{GUIDED_FLAGS} --episodes E --lockstep 10 --seed S"),
+    "gradient_mpc_same_budget": (_plan_cell(None, 10), f"gndesign plan cartpole --model {POLICY_MODEL} {GUIDED_FLAGS} "
+                                 "--episodes E --lockstep 10 --seed S"),
+    "guided_gradient_mpc_one_at_a_time": (_plan_cell(POLICY, 1), f"gndesign plan cartpole --model {POLICY_MODEL} "
+                                          f"--policy {POLICY} {GUIDED_FLAGS} --episodes E --seed S"),
+}
+
+
+def policy_cells(cells: list[str], episodes: int, seed: int, steps: int | None, out_path: Path) -> None:
+    """Run issue 15's cartpole cells (OMP_NUM_THREADS=1, one torch thread) and write ``out_path`` (+ ``.md``);
+    cells already in ``out_path`` and not asked for are kept."""
+    report = json.loads(out_path.read_text()) if out_path.exists() else {"cells": {}}
+    report["machine"] = machine_info(threads=1)
+    report.update(task=POLICY_TASK, model=POLICY_MODEL, policy=POLICY, episodes=episodes, seed=seed,
+                  steps=steps or 1000)
+    for name in cells:
+        runner, command = POLICY_CELLS[name]
+        load_before, wall, cpu = os.getloadavg()[0], time.perf_counter(), time.process_time()
+        r = runner(episodes, seed, steps)
+        keep = ("return_mean", "return_std", "mean_latency_s", "mean_cpu_s", "mean_evaluations", "real_time_factor",
+                "cpu_real_time_factor", "chatter_mean", "lockstep", "horizon", "replan_every", "action_repeat",
+                "training_s", "training_step", "control_timestep")
+        report["cells"][name] = {k: r[k] for k in keep if k in r} | {
+            "returns": [e["return"] for e in r["episodes"]], "seeds": [e["seed"] for e in r["episodes"]],
+            "command": f"OMP_NUM_THREADS=1 {command.replace('--episodes E', f'--episodes {episodes}')}".replace(
+                "--seed S", f"--seed {seed}") + (f" --steps {steps}" if steps else ""),
+            "cell_wall_s": time.perf_counter() - wall, "cell_cpu_s": time.process_time() - cpu,
+            "load_average": [load_before, os.getloadavg()[0]]}
+        c = report["cells"][name]
+        print(f"{name}: {c['return_mean']:.1f} +- {c['return_std']:.1f}, {c['mean_latency_s'] * 1e3:.1f} ms wall per "
+              f"decision, load {c['load_average']}", flush=True)
+        atomic_write_json(out_path, report)
+    mpc = ROOT / "results" / "mpc.json"
+    runs = json.loads(mpc.read_text()).get("runs", {}) if mpc.exists() else {}
+    report["oracles"] = {k: {"return_mean": runs[k]["return_mean"], "return_std": runs[k]["return_std"],
+                             "horizon": runs[k]["horizon"], "replan_every": runs[k]["replan_every"],
+                             "mean_evaluations": runs[k]["mean_evaluations"]} for k in ORACLE_KEYS if k in runs}
+    report["verdicts"] = policy_verdicts(report)
+    atomic_write_json(out_path, report)
+    atomic_write_text(out_path.with_suffix(".md"), policy_markdown(report))
+    print(policy_markdown(report))
+
+
+def policy_verdicts(r: dict) -> list[str]:
+    """Issue 15's cartpole targets against the cells present (a missing cell is said, never guessed)."""
+    cells, oracles, out = r["cells"], r.get("oracles", {}), []
+    g, one, alone = (cells.get(k) for k in ("guided_gradient_mpc", "guided_gradient_mpc_one_at_a_time",
+                                            "policy_alone"))
+    if g:
+        out.append(f"guided >= 850 (mean of {len(g['returns'])}, lockstep {g['lockstep']}): "
+                   f"{'met' if g['return_mean'] >= 850 else 'MISSED'} ({g['return_mean']:.1f})")
+        for key, o in oracles.items():
+            ratio = g["return_mean"] / o["return_mean"]
+            out.append(f"guided >= 0.97x the oracle {key} ({o['return_mean']:.1f} +- {o['return_std']:.1f}, H "
+                       f"{o['horizon']}, k {o['replan_every']}): {'met' if ratio >= 0.97 else 'MISSED'} ({ratio:.3f}x)")
+    if one:
+        out.append(f"guided real-time factor >= 1 on one thread (one episode at a time, wall latency): "
+                   f"{'met' if one['real_time_factor'] >= 1 else 'MISSED'} ({one['real_time_factor']:.2f}: "
+                   f"{one['mean_latency_s'] * 1e3:.1f} ms per decision for {one['replan_every']} control steps = "
+                   f"{one['control_timestep'] * one['replan_every'] * 1e3:.0f} ms; CPU {one['mean_cpu_s'] * 1e3:.1f} "
+                   f"ms, factor {one['cpu_real_time_factor']:.2f}; load {max(one['load_average']):.1f})")
+    if alone:
+        out.append(f"policy alone >= 800: {'met' if alone['return_mean'] >= 800 else 'MISSED'} "
+                   f"({alone['return_mean']:.1f}; trained {alone.get('training_s', float('nan')) / 60:.1f} min)")
+    return out
+
+
+def policy_markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = ["# Cartpole swing-up: policy, policy-guided MPC (issue 15)", "",
+             f"Machine: {m['cores']} cores, torch {m['torch']}, one thread (OMP_NUM_THREADS=1). Seeds {r['seed']}-"
+             f"{r['seed'] + r['episodes'] - 1}, dm_control {r['steps']}-step episodes in true MuJoCo. Model "
+             f"{r['model']} (k = 8), policy {r['policy']}. Wall and CPU (the deciding thread) per decision; in "
+             "lockstep a decision covers all the episodes at once, so only the one-at-a-time row is a single "
+             "controller's latency. Real-time factor: control time covered (k x 10 ms) / wall latency.", "",
+             "| cell | return (mean +- std) | E | evals/decision | wall ms/decision | CPU ms/decision | real-time "
+             "factor (wall) | (CPU) | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in r["cells"].items():
+        rtf = (f"{c['real_time_factor']:.2f} | {c['cpu_real_time_factor']:.2f}" if "real_time_factor" in c
+               else f"{c['control_timestep'] * c['action_repeat'] / max(c['mean_latency_s'], 1e-12):.0f} | -")
+        cpu = f"{c['mean_cpu_s'] * 1e3:.1f}" if "mean_cpu_s" in c else "-"
+        evals = f"{c['mean_evaluations']:.0f}" if "mean_evaluations" in c else "-"
+        lines.append(f"| {name} | {c['return_mean']:.1f} +- {c['return_std']:.1f} | "
+                     f"{c.get('lockstep', len(c['returns']))} | {evals} | "
+                     f"{c['mean_latency_s'] * 1e3:.2f} | {cpu} | {rtf} | {max(c['load_average']):.1f} |")
+    lines += ["", "Oracles (results/mpc.json, true MuJoCo, 10 episodes, same seeds): " + "; ".join(
+        f"{k} {o['return_mean']:.1f} +- {o['return_std']:.1f} (H {o['horizon']}, k {o['replan_every']}, "
+        f"{o['mean_evaluations']:.0f} evals/decision)" for k, o in r.get("oracles", {}).items()),
+        "The stronger oracle (MPPI 256 x 150 on MuJoCo) was not run (too slow for the session).", "", "Targets:", ""]
+    lines += [f"- {v}" for v in r.get("verdicts", [])]
+    lines += ["", "Commands and per-episode returns:", ""]
+    for name, c in r["cells"].items():
+        lines += [f"- {name}: `{c['command']}`  ", f"  {[round(x, 1) for x in c['returns']]}"]
+    return "\n".join(lines) + "\n"
 
 
 def markdown(r: dict) -> str:

@@ -1,0 +1,33 @@
+"""The MPC benchmark's issue-15 cells (policy, policy-guided MPC) run on a few steps and report what
+results/mpc_policy.md shows: the same seeds in every cell, the commands, the verdicts against the oracle."""
+
+import json
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_mpc.py"
+
+
+def test_policy_cells_share_seeds_and_report_verdicts(tmp_path):
+    bench = SimpleNamespace(**runpy.run_path(str(SCRIPT), run_name="bench_mpc"))
+    out = tmp_path / "mpc_policy.json"
+    bench.policy_cells(list(bench.POLICY_CELLS), episodes=2, seed=100, steps=16, out_path=out)
+    r = json.loads(out.read_text())
+    assert set(r["cells"]) == set(bench.POLICY_CELLS)
+    for name, c in r["cells"].items():
+        assert c["seeds"] == [100, 101] and len(c["returns"]) == 2 and c["mean_latency_s"] > 0
+        assert "--seed 100" in c["command"] and "--episodes 2" in c["command"] and "--steps 16" in c["command"]
+        if name != "policy_alone":
+            assert c["horizon"] == 64 and c["replan_every"] == 8 and c["mean_evaluations"] > 0
+            assert "planner.iterations=2" in c["command"] and c["mean_cpu_s"] > 0
+            assert ("--policy" in c["command"]) == name.startswith("guided")
+    assert r["cells"]["guided_gradient_mpc_one_at_a_time"]["lockstep"] == 1
+    assert r["cells"]["guided_gradient_mpc"]["lockstep"] == 2  # min(10, episodes)
+    # 16 control steps score far below 850: the verdicts say so, against every oracle in results/mpc.json
+    assert r["verdicts"][0].startswith("guided >= 850") and "MISSED" in r["verdicts"][0]
+    assert sum("0.97x the oracle" in v for v in r["verdicts"]) == len(r["oracles"]) >= 1
+    assert any(v.startswith("guided real-time factor") for v in r["verdicts"])
+    md = out.with_suffix(".md").read_text()
+    for text in ("policy_alone", "gradient_mpc_same_budget", "MPPI 256 x 150", "not run", "Targets"):
+        assert text in md
