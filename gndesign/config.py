@@ -87,13 +87,14 @@ class ParticleModelConfig:
 
 NBODY = "nbody"  # model.kind of an N-body message-passing model
 MESSAGE_KINDS = ("standard", "l1", "bottleneck", "kl")
+NBODY_NETS = ("gn", "egnn")  # model.net: the plain graph network, the E(n)-equivariant network
 
 
 @dataclass
 class NBodyModelConfig:
     """A message-passing model of N-body systems (Cranmer et al. 2020; :mod:`gndesign.nbody_model`)
     and its message sparsity (saved with checkpoints). ``net`` selects the architecture (``gn``:
-    edge and node MLPs; room for an equivariant one)."""
+    edge and node MLPs; ``egnn``: the E(n)-equivariant network of :mod:`gndesign.equivariant`)."""
 
     kind: str = NBODY
     net: str = "gn"
@@ -103,15 +104,19 @@ class NBodyModelConfig:
     kl_weight: float = 1e-2  # weight of the messages' KL divergence to N(0, 1) (message=kl)
     hidden_size: int = 128
     mlp_layers: int = 3
+    layers: int = 2  # message-passing rounds (net=egnn)
     std_epsilon: float = 1e-9
 
     def validate(self) -> None:
-        if self.kind != NBODY or self.net != "gn":
-            raise ConfigError(f"model.kind must be {NBODY!r} and model.net 'gn' for N-body data, got "
-                              f"{self.kind!r}, {self.net!r}")
+        if self.kind != NBODY or self.net not in NBODY_NETS:
+            raise ConfigError(f"model.kind must be {NBODY!r} and model.net one of {', '.join(NBODY_NETS)} for "
+                              f"N-body data, got {self.kind!r}, {self.net!r}")
+        if self.net == "egnn" and self.message != "standard":
+            raise ConfigError(f"model.message={self.message} needs model.net=gn: the equivariant network "
+                              "(model.net=egnn) has no message sparsity; use model.message=standard")
         if self.message not in MESSAGE_KINDS:
             raise ConfigError(f"model.message must be one of {', '.join(MESSAGE_KINDS)}, got {self.message!r}")
-        for name in ("message_size", "hidden_size", "mlp_layers"):
+        for name in ("message_size", "hidden_size", "mlp_layers", "layers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.l1_weight < 0 or self.kl_weight < 0:
@@ -270,7 +275,7 @@ def _holds_particles(path: str) -> bool:
         return False
 
 
-def _holds_nbody(path: str) -> bool:
+def holds_nbody(path: str) -> bool:
     try:
         return dataset_format(path) == NBODY
     except DatasetError:
@@ -324,7 +329,7 @@ class RunConfig:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
         data = [str(p) for p in d.get("data") or []]
         model = dict(d.get("model") or {})
-        if model.get("kind") == NBODY or ("kind" not in model and data and _holds_nbody(data[0])):
+        if model.get("kind") == NBODY or ("kind" not in model and data and holds_nbody(data[0])):
             return cls(data=data, model=dataclass_from(NBodyModelConfig, model, "model"),
                        train=dataclass_from(NBodyTrainConfig, d.get("train") or {}, "train"))
         if particles is None:

@@ -34,6 +34,9 @@ FORM_TOLERANCE = 0.05  # a term beyond the true law's may carry at most this sha
 
 def check_distillable(model: NBodyGN, ds: NBodyDataset, where: str = "the model") -> None:
     """Refuse a model without message sparsity or one trained on another system than ``ds``."""
+    if model.config.net != "gn":
+        raise GndesignError(f"{where} is an equivariant network (model.net={model.config.net}) without sparse "
+                            "messages to distill: retrain with --set model.net=gn --set model.message=l1")
     if model.config.message not in SPARSE:
         raise GndesignError(f"{where} was trained without message sparsity (model.message="
                             f"{model.config.message}): its messages are not expected to align with forces; retrain "

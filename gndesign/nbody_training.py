@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from gndesign.datasets.nbody import NBodyDataset, system_mismatch
+from gndesign.equivariant import NBodyEGNN
 from gndesign.errors import DatasetError, GndesignError
 from gndesign.families import Family, Trainer
 from gndesign.nbody_model import NBodyGN
@@ -62,6 +63,11 @@ def load_system_datasets(paths: Sequence[str]) -> list[NBodyDataset]:
     return datasets
 
 
+def build_network(config, system: Mapping[str, Any]) -> NBodyGN | NBodyEGNN:
+    """The network ``config.net`` selects (``gn`` or ``egnn``) for an N-body ``system``."""
+    return (NBodyEGNN if config.net == "egnn" else NBodyGN)(config, system)
+
+
 class NBodyTrainer(Trainer):
     def prepare(self) -> None:
         cfg, tc = self.config, self.config.train
@@ -71,8 +77,8 @@ class NBodyTrainer(Trainer):
         self.train_set = FrameSampler(self.datasets, [s[0] for s in splits])
         self.val_set = FrameSampler(self.datasets, [s[1] for s in splits]) if tc.val_fraction > 0 else None
 
-    def build_model(self) -> NBodyGN:
-        return NBodyGN(self.config.model, self.system)
+    def build_model(self) -> NBodyGN | NBodyEGNN:
+        return build_network(self.config.model, self.system)
 
     def init_statistics(self, rank: int) -> None:
         a = self.train_set.data["accelerations"]
@@ -106,5 +112,5 @@ def check_system(blob: dict, where, system: Mapping[str, Any] | str | None = Non
 
 
 NBODY = Family("nbody", "an N-body message-passing model", "N-body systems",
-               build=lambda cfg, blob: NBodyGN(cfg.model, blob["system"]),
+               build=lambda cfg, blob: build_network(cfg.model, blob["system"]),
                describe=lambda model: {"system": model.system}, check=check_system, trainer=NBodyTrainer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gndesign.config import load_config, read_config
+from gndesign.config import holds_nbody, load_config, read_config
 from gndesign.training import train
 
 
@@ -42,7 +42,9 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
     if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
         cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None, cgns=True)
         return train(cfg, out, resume=resume, progress=progress)
-    cfg = load_config(config, overrides)
+    # N-body data selects the N-body model section before the overrides apply (--set model.net=egnn)
+    nbody = bool(data) and holds_nbody(str(data[0]))
+    cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if nbody else None)
     if data:
         cfg.data = [str(Path(d)) for d in data]
     return train(cfg, out, resume=resume, progress=progress)

@@ -1,0 +1,113 @@
+"""Benchmark of the equivariant N-body network (issue 18 item 4): test acceleration error of
+``model.net=egnn`` against the plain graph network (``model.net=gn``, standard messages) per
+training-set size, on the test set as generated and randomly rotated (reflections included), and
+the cost of a training step (forward + backward, one thread, side by side).
+
+    PYTHONPATH=. python scripts/bench_equivariant.py --work /tmp/bench_eq --systems spring-2d charge-2d \
+        --sizes 100 1000 --steps 2000
+
+A training set of ``S`` transitions is ``S / 25`` episodes of 25 steps (seed 0); the test set is 40
+other episodes (seed 1). The error is the mean absolute acceleration error over the test frames
+divided by the mean absolute true acceleration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from envs.nbody import generate_nbody_dataset
+from gndesign.checkpoints import load_model
+from gndesign.datasets.nbody import NBodyDataset
+from gndesign.io import atomic_write_json
+from gndesign.nbody_training import FrameSampler
+from workflows.train import train_model
+
+STEPS_PER_EPISODE = 25
+NETS = ("gn", "egnn")
+
+
+def random_orthogonal(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` random orthogonal matrices ``[n, dim, dim]`` (rotations and reflections)."""
+    q, r = torch.linalg.qr(torch.randn(n, dim, dim, generator=gen))
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+
+
+@torch.no_grad()
+def test_error(model, frames: FrameSampler, rotate: bool) -> float:
+    x, v, m, q, a = (frames.data[k] for k in ("positions", "velocities", "masses", "charges", "accelerations"))
+    if rotate:
+        rot = random_orthogonal(len(x), x.shape[-1], torch.Generator().manual_seed(7))
+        x, v, a = (t @ rot.transpose(-1, -2) for t in (x, v, a))
+    model.eval()
+    pred = torch.cat([model(*(t[c] for t in (x, v, m, q))) for c in torch.arange(len(x)).split(1024)])
+    return float((pred - a).abs().mean() / a.abs().mean())
+
+
+def step_cost(model, frames: FrameSampler, batch: int, repeats: int = 30) -> float:
+    """Seconds per training step (loss, backward) on ``batch`` frames."""
+    model.train()
+    x = frames.batch(torch.arange(batch))
+    for k in range(repeats + 3):
+        if k == 3:
+            t0 = time.perf_counter()
+        model.zero_grad()
+        model.loss(*x)[0].backward()
+    return (time.perf_counter() - t0) / repeats
+
+
+def trained(run: Path, data: Path, net: str, steps: int):
+    """The model ``net`` trained ``steps`` steps on ``data`` into ``run`` (reused when there)."""
+    ckpt = run / "checkpoints" / "latest.pt"
+    sets = [f"model.net={net}", "train.threads=1", "train.val_fraction=0", f"train.eval_every={steps}",
+            f"train.checkpoint_every={steps}"]
+    if not ckpt.exists():
+        train_model(str(run), [str(data)], overrides=sets, steps=steps, progress=False)
+    return load_model(ckpt, "nbody")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--systems", nargs="+", default=["spring-2d"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[100, 1000])
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--out", default=None, help="JSON file of the results (default WORK/equivariant.json)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    out = Path(args.out or work / "equivariant.json")
+    results: dict = {"steps": args.steps, "systems": {}}
+    for system in args.systems:
+        test_dir = work / f"test-{system}"
+        if not (test_dir / "meta.json").exists():
+            generate_nbody_dataset(f"nbody-{system}", 40, STEPS_PER_EPISODE, seed=1, out_dir=test_dir)
+        ds = NBodyDataset.load(test_dir)
+        test = FrameSampler([ds], [range(len(ds.positions))])
+        rows = results["systems"][system] = {}
+        for size in args.sizes:
+            data = work / f"train-{system}-{size}"
+            if not (data / "meta.json").exists():
+                generate_nbody_dataset(f"nbody-{system}", max(1, size // STEPS_PER_EPISODE), STEPS_PER_EPISODE,
+                                       seed=0, out_dir=data)
+            for net in NETS:
+                t0 = time.time()
+                model, blob = trained(work / f"run-{system}-{size}-{net}", data, net, args.steps)
+                rows.setdefault(str(size), {})[net] = {
+                    "error": round(test_error(model, test, False), 4),
+                    "rotated_error": round(test_error(model, test, True), 4),
+                    "train_seconds": round(time.time() - t0, 1), "steps": int(blob["step"]),
+                    "step_seconds": round(step_cost(model, test, 64), 5)}
+                print(system, size, net, rows[str(size)][net], flush=True)
+                atomic_write_json(out, results)
+    for system, rows in results["systems"].items():
+        for size, r in rows.items():
+            gain = 1 - r["egnn"]["error"] / r["gn"]["error"]
+            print(f"{system} {size}: egnn error {gain:.0%} lower than gn")
+
+
+if __name__ == "__main__":
+    main()
