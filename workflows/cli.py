@@ -189,6 +189,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     options = prefixed_options(args.set, "planner", "iterations=20")
     check_outputs(args, [model_path(args.model)])
+    if args.task_file:  # the positional then names the system the task file runs on
+        from envs.tasks import get_task
+
+        args.task = get_task(args.task_file, system=args.task)
     result = plan_episodes(args.task, args.model, args.planner, args.episodes, args.seed, args.control_steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
                            lockstep=args.lockstep, overwrite=args.overwrite, action_repeat=args.action_repeat)
@@ -394,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("plan", help="model-predictive control in the real dm_control environment")
     s.add_argument("task", help="cartpole-swingup (or cartpole) or swimmerN, e.g. swimmer6")
+    s.add_argument("--task", dest="task_file", metavar="FILE", help="a task file (see `gndesign tasks`); the "
+                   "positional then names the system (registered or an MJCF path) it runs on")
     s.add_argument("--model", required=True, help="checkpoint path, pretrained:NAME, or mujoco (the oracle)")
     s.add_argument("--planner", default="gradient", help="gradient, cem, mppi or random")
     s.add_argument("--episodes", type=positive_int, default=1)

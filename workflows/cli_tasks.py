@@ -1,4 +1,4 @@
-"""``gndesign tasks`` (list, show, check task files) and ``gndesign plan SYSTEM --task FILE``."""
+"""``gndesign tasks``: list, show and check task files (``gndesign plan SYSTEM --task FILE`` runs one)."""
 
 from __future__ import annotations
 
@@ -24,20 +24,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_with_task_file(cmd_plan):
-    """``plan``'s command with ``--task FILE``: the positional names the system (a registered one
-    or an MJCF path) the task file runs on."""
-
-    def run(args: argparse.Namespace) -> int:
-        if args.task_file:
-            from envs.tasks import get_task
-
-            args.task = get_task(args.task_file, system=args.task)
-        return cmd_plan(args)
-
-    return run
-
-
 def register(sub) -> None:
     s = sub.add_parser("tasks", help="list the shipped task files (tasks as data), show or check one")
     s.add_argument("--show", metavar="NAME", help="print a shipped task (or a task file) as YAML")
@@ -45,9 +31,3 @@ def register(sub) -> None:
     s.add_argument("--system", help="with --check: the system (name or MJCF) to check it against")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tasks)
-    plan = sub.choices.get("plan")
-    if plan is not None:  # plan SYSTEM --task FILE: the task file on a registered system or an MJCF
-        plan.add_argument("--task", dest="task_file", metavar="FILE",
-                          help="a task file (see `gndesign tasks`); the positional then names the system "
-                               "(registered or an MJCF path) it runs on")
-        plan.set_defaults(func=_plan_with_task_file(plan.get_default("func")))
