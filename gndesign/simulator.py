@@ -320,6 +320,8 @@ class GraphNetworkSimulator(ForwardModel):
 
     def __init__(self, config: ModelConfig, systems: list[SystemSpec], solver: SolverConfig | None = None):
         super().__init__(config, systems)
+        if config.message_passing_steps is None:  # resolved once, then saved with the model's config
+            config.message_passing_steps = max(2, max(b.tree.depth() for b in self._builders.values()))
         sizes = GraphBuilder.feature_sizes()
         self.node_norm = Normalizer(sizes["node"], config.std_epsilon)
         self.edge_norm = Normalizer(sizes["edge"], config.std_epsilon)

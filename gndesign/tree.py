@@ -269,6 +269,14 @@ class KinematicTree:
         [nbody, 3]``, ``dof_damping [nv]``, ``actuator_gear [nu, 6]``."""
         return {k: v.copy() for k, v in self.nominal.items()}
 
+    def depth(self) -> int:
+        """Hops from the world body to the farthest body: what message passing must cover for a
+        joint's prediction to see every body of its chain."""
+        depth = [0] * self.nbody
+        for b in range(1, self.nbody):  # MuJoCo orders a body after its parent
+            depth[b] = depth[int(self.body_parent[b])] + 1
+        return max(depth)
+
     def signature(self) -> dict:
         """What a trained model depends on: used to refuse a checkpoint for another system."""
         return {

@@ -2,13 +2,16 @@
 
 Writes ``results/forward.json`` and ``results/forward.md`` (with the machine: cores, torch version).
 
-    python scripts/bench_forward.py                  # everything (about 1 hour on 2 cores)
-    python scripts/bench_forward.py --only single    # GN vs MLP per system
+    python scripts/bench_forward.py --only single --systems swimmer6   # GN vs MLP, 20 min each
+    python scripts/bench_forward.py --only steps --systems swimmer6    # + the MLP at the GN's step count
+    python scripts/bench_forward.py                  # everything (about 5 hours on 2 cores)
     python scripts/bench_forward.py --minutes 1 --quick   # a fast smoke version
 
 Every system gets the same data (generated with a fixed seed) and the GN and the MLP the same
-wall-clock training budget. Rollout errors are measured on held-out episodes; the 1000-step
-stability check uses separate 1000-step episodes. Jobs run two at a time, one thread each.
+wall-clock training budget (``--only steps`` adds the MLP at the GN's number of optimizer steps).
+Rollout errors are measured on held-out episodes; the 1000-step stability check uses separate
+1000-step episodes. Jobs run two at a time, one thread each; every invocation merges its jobs into
+the report, so systems can be run one at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah"]
 SWIM_TRAIN = [3, 4, 5, 6, 8, 9]
 SWIM_TEST = [7, 10, 11, 12, 13, 14]
 HORIZONS = (1, 10, 50, 100)
-MODEL = {"gn": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=2"],
+# The GN: message passing covers its deepest tree (model.message_passing_steps unset), one hidden
+# layer per MLP, batches of 64 (on swimmer6 in 5 minutes: validation loss 0.012 against 0.030 with two
+# layers and batches of 256). The MLP keeps batches of 256 (64 did not help it: 0.0195 vs 0.0186).
+MODEL = {"gn": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.mlp_layers=1", "train.batch_size=64"],
          "mlp": ["model.kind=mlp", "model.mlp_hidden_size=256", "model.mlp_layers=3"]}
 log = logging.getLogger("bench_forward")
 
@@ -57,8 +63,10 @@ def train_job(job: dict) -> dict:
     from gndesign.training import train
 
     run = Path(job["run"])
-    cfg = load_config(None, MODEL[job["kind"]] + [f"train.minutes={job['minutes']}", "train.steps=1000000",
-                                                   "train.eval_every=200", "train.log_every=100", "train.seed=0"])
+    budget = [f"train.minutes={job['minutes']}", "train.steps=1000000"] if job.get("steps") is None else \
+        [f"train.steps={job['steps']}"]
+    cfg = load_config(None, MODEL[job["kind"]] + budget + ["train.eval_every=200", "train.log_every=100",
+                                                           "train.seed=0"])
     cfg.data = job["train_data"]
     t0 = time.time()
     if not (run / "checkpoints" / "latest.pt").exists():
@@ -66,10 +74,14 @@ def train_job(job: dict) -> dict:
     else:
         summary = {"note": "reused an existing run"}
     out = {"job": job["name"], "kind": job["kind"], "train_seconds": time.time() - t0, "summary": summary,
+           "minutes": job.get("minutes"), "steps": job.get("steps"), "options": MODEL[job["kind"]],
+           "train_episodes": job.get("episodes"),
            "checkpoint": str(run / "checkpoints" / "latest.pt"), "eval": {}}
     for path in job["eval_data"]:
         ds = TrajectoryDataset.load(path)
         model, blob = load_model(out["checkpoint"], "forward", system=ds.system, allow_new_system=True)
+        if job["kind"] == "gn":
+            out["message_passing_steps"] = model.config.message_passing_steps
         if ds.system not in model.systems:
             model.add_system(system_spec(ds))
         episodes, which = held_out_episodes(blob, ds)
@@ -128,9 +140,9 @@ def time_to_accuracy(run: Path, rel: float = 1.05) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, default=4.0, help="training budget per single-system model")
-    p.add_argument("--episodes", type=int, default=300)
-    p.add_argument("--only", choices=["single", "multi", "zeroshot", "all"], default="all")
+    p.add_argument("--minutes", type=float, default=20.0, help="training budget per single-system model")
+    p.add_argument("--episodes", type=int, default=1000, help="training episodes (200 steps) per system")
+    p.add_argument("--only", choices=["single", "steps", "multi", "zeroshot", "all"], default="all")
     p.add_argument("--quick", action="store_true", help="small data, for a smoke run")
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="systems for --only single")
     p.add_argument("--rerun", action="store_true", help="retrain even if a run directory exists")
@@ -147,16 +159,28 @@ def main() -> None:
     if args.only in ("single", "all"):
         for s in args.systems:
             for kind in ("gn", "mlp"):
-                jobs.append({"name": f"{s}-{kind}", "kind": kind, "minutes": args.minutes,
+                jobs.append({"name": f"{s}-{kind}", "kind": kind, "minutes": args.minutes, "episodes": eps,
                              "run": str(work / f"{s}-{kind}"), "train_data": [train_data[s]],
                              "eval_data": [train_data[s], long_data[s]]})
-    if args.only in ("multi", "all"):
-        jobs.append({"name": "multi-gn", "kind": "gn", "minutes": 2 * args.minutes, "run": str(work / "multi-gn"),
+    out_path = Path(args.out)
+    report = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if args.only in ("steps", "all"):
+        for s in args.systems:
+            gn = (report.get("jobs") or {}).get(f"{s}-gn")
+            if gn is None and args.only == "steps":
+                raise SystemExit(f"no {s}-gn job in {out_path}: run --only single --systems {s} first")
+            if gn is not None:  # (with --only all: the MLP at the GN's steps of the previous report)
+                jobs.append({"name": f"{s}-mlp-steps", "kind": "mlp", "steps": int(gn["summary"]["step"]),
+                             "episodes": eps, "run": str(work / f"{s}-mlp-steps"), "train_data": [train_data[s]],
+                             "eval_data": [train_data[s], long_data[s]]})
+    if args.only in ("multi", "all"):  # equal total budget: the single-system models' sum
+        jobs.append({"name": "multi-gn", "kind": "gn", "minutes": len(SYSTEMS) * args.minutes, "episodes": eps,
+                     "run": str(work / "multi-gn"),
                      "train_data": list(train_data.values()), "eval_data": list(train_data.values())})
     if args.only in ("zeroshot", "all"):
         swim_train = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_TRAIN]
         swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
-        jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes,
+        jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
                      "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
     if args.rerun:
         import shutil
@@ -166,12 +190,11 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = {r["job"]: r for r in pool.map(train_job, jobs)}
 
-    out_path = Path(args.out)
-    report = json.loads(out_path.read_text()) if out_path.exists() else {}
     report.setdefault("jobs", {}).update(results)
     report["machine"] = machine_info(threads_per_job=1)
     report["settings"] = {"minutes_per_single_model": args.minutes, "episodes": eps, "steps": 200,
-                          "horizons": HORIZONS, "models": MODEL}
+                          "horizons": HORIZONS, "models": MODEL,
+                          "note": "each job records its own budget (minutes or steps), episodes and options"}
     if "cartpole-gn" in results:
         report["cartpole_training"] = time_to_accuracy(work / "cartpole-gn")
     report.setdefault("speed", {}).update({s: speed(s, results[f"{s}-gn"]["checkpoint"], train_data[s])
@@ -185,14 +208,15 @@ def main() -> None:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread per training job; "
-             f"{r['settings']['minutes_per_single_model']} min per single-system model.", ""]
+    lines = [f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, one thread per training job. "
+             "Budget: minutes of training (or optimizer steps for `mlp-steps`, the MLP at the GN's step count); "
+             "M: the GN's message-passing steps; errors on held-out episodes.", ""]
     jobs = r["jobs"]
     if any(f"{s}-gn" in jobs for s in SYSTEMS):
-        lines += ["| system | model | one-step loss | body err h=10 [m] | h=50 | h=100 | h=1000 finite |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| system | model | budget | steps | M | train episodes | one-step loss | body err h=1 [m] | h=10 "
+                  "| h=50 | h=100 | h=1000 finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in SYSTEMS:
-            for kind in ("gn", "mlp"):
+            for kind in ("gn", "mlp", "mlp-steps"):
                 j = jobs.get(f"{s}-{kind}")
                 if not j:
                     continue
@@ -200,11 +224,16 @@ def markdown(r: dict) -> str:
                 e, long = ev[0], ev[1] if len(ev) > 1 else None
                 b = e["body_pos_error"]
                 fin = long["finite"].get(1000, long["finite"].get("1000")) if long else "-"
-                lines.append(f"| {s} | {kind} | {e['one_step_loss']:.4f} | {_g(b, 10):.4f} | {_g(b, 50):.4f} | "
+                budget = f"{j['steps']} steps" if j.get("steps") else f"{j.get('minutes')} min"
+                lines.append(f"| {s} | {kind} | {budget} | {j['summary'].get('step', '-')} | "
+                             f"{j.get('message_passing_steps') or '-'} | {j.get('train_episodes', '-')} | "
+                             f"{e['one_step_loss']:.4f} | {_g(b, 1):.5f} | {_g(b, 10):.4f} | {_g(b, 50):.4f} | "
                              f"{_g(b, 100):.4f} | {fin} |")
         lines.append("")
     if "multi-gn" in jobs:
-        lines += ["Multi-system GN (one model, all five systems) vs single-system GN, body error at h=100 [m]:", "",
+        j = jobs["multi-gn"]
+        lines += [f"Multi-system GN (one model, all five systems, {j.get('minutes')} min, M = "
+                  f"{j.get('message_passing_steps')}) vs single-system GN, body error at h=100 [m]:", "",
                   "| system | multi | single |", "|---|---|---|"]
         for e in jobs["multi-gn"]["eval"].values():
             s = e["system"]
@@ -213,7 +242,9 @@ def markdown(r: dict) -> str:
             lines.append(f"| {s} | {_g(e['body_pos_error'], 100):.4f} | {sv} |")
         lines.append("")
     if "swimmers-gn" in jobs:
-        lines += ["Zero-shot swimmers (trained on 3-6, 8, 9 links), body error [m]:", "",
+        j = jobs["swimmers-gn"]
+        lines += [f"Zero-shot swimmers (trained on 3-6, 8, 9 links; {j.get('minutes')} min, M = "
+                  f"{j.get('message_passing_steps')}), body error [m]:", "",
                   "| swimmer | set | h=10 | h=50 | h=100 |", "|---|---|---|---|---|"]
         for e in jobs["swimmers-gn"]["eval"].values():
             b = e["body_pos_error"]

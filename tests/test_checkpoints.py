@@ -227,8 +227,10 @@ def test_shipped_forward_models_predict_what_they_predicted_before(name):
     u = torch.linspace(-0.5, 0.5, 3 * t.nu).reshape(1, 3, t.nu).repeat(2, 1, 1)
     with torch.no_grad(), reference_path(model):  # recorded bit for bit by the reference path (test_lean: lean)
         qs, vs = model.rollout(q, v, u, system)
-    torch.testing.assert_close(qs[:, -1], torch.tensor(qpos), rtol=0, atol=2e-6)
-    torch.testing.assert_close(vs[:, -1], torch.tensor(qvel), rtol=0, atol=2e-6)
+    # float32 on another CPU rounds differently: recorded on an AMD EPYC, an Intel Xeon differs by up
+    # to 2.7e-6 (swimmer6 velocities of ~1); a changed model or feature differs by far more.
+    torch.testing.assert_close(qs[:, -1], torch.tensor(qpos), rtol=0, atol=1e-5)
+    torch.testing.assert_close(vs[:, -1], torch.tensor(qvel), rtol=0, atol=1e-5)
 
 
 def test_shipped_particle_model_predicts_what_it_predicted_before():

@@ -123,3 +123,40 @@ def test_position_noise_can_leave_the_correction_target_clean(cartpole_data):
     assert torch.equal(acc_d, acc_c)
     assert torch.allclose(corr_c, corr_true)
     assert (corr_d - corr_true).abs().max() > 1e-2  # noise/dt would swamp the real correction
+
+
+def test_message_passing_covers_the_deepest_tree_unless_set(cartpole_data, swimmer_data):
+    """Unset, ``message_passing_steps`` becomes the deepest tree's depth (at least 2) and is kept
+    in the model's config (so checkpoints save it resolved); an explicit value is kept."""
+    cart, swim = (system_spec(TrajectoryDataset.load(p)) for p in (cartpole_data, swimmer_data))
+    assert cart.builder().tree.depth() == 2 and swim.builder().tree.depth() == 4  # world-cart-pole; 4 links
+    auto = ModelConfig(latent_size=8, mlp_hidden_size=8, mlp_layers=1)
+    assert auto.message_passing_steps is None
+    model = build_model(auto, [cart, swim])
+    assert model.config.message_passing_steps == 4 and len(model.predictor.processor) == 4
+    assert build_model(ModelConfig(latent_size=8, mlp_hidden_size=8), [cart]).config.message_passing_steps == 2
+    fixed = build_model(ModelConfig(latent_size=8, mlp_hidden_size=8, message_passing_steps=1), [swim])
+    assert fixed.config.message_passing_steps == 1 and len(fixed.predictor.processor) == 1
+    with pytest.raises(ConfigError, match="message_passing_steps must be >= 0"):
+        ModelConfig(message_passing_steps=-1).validate()
+
+
+def test_one_graph_network_serves_several_systems_with_the_same_weights(cartpole_data, swimmer_data):
+    """A multi-system model has one set of weights: a batch of one system gives the same predictions
+    alone as inside a mixed batch, and every weight receives gradient from either system's loss."""
+    datasets = [TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data)]
+    torch.manual_seed(0)
+    model = build_model(SMALL, [system_spec(ds) for ds in datasets]).double()
+    batches = [transitions(ds) for ds in datasets]
+    for b in batches:
+        model.accumulate_statistics(b)
+    mixed = model.predict_normalized(batches)
+    for b, pred in zip(batches, mixed, strict=True):
+        torch.testing.assert_close(model.predict_normalized([b])[0], pred)
+    for b in batches:
+        model.zero_grad()
+        model.loss([b]).backward()
+        # the last step's node and global updates feed no decoder (the edges are decoded)
+        missing = [n for n, p in model.named_parameters() if (p.grad is None or not p.grad.any())
+                   and not n.startswith(("predictor.processor.1.node_block", "predictor.processor.1.global_block"))]
+        assert not missing, (b.system, missing)

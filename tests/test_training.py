@@ -71,6 +71,33 @@ def test_multi_step_loss_trains(cartpole_data, tmp_path):
 
 
 @torch.no_grad()
+def test_unrolled_loss_is_the_mean_of_the_steps_losses_along_the_models_own_rollout(cartpole_data):
+    """On one fixed batch, a 3-step loss is not the 1-step loss of its first transitions: it is the
+    mean of each step's loss, step k starting where the model's step k-1 ended (lean path = reference)."""
+    ds = TrajectoryDataset.load(cartpole_data)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1), [system_spec(ds)]).double()
+    sampler = TransitionSampler([ds], [np.arange(ds.num_episodes)], dtype=torch.float64)
+    seqs = sampler.sample(32, 3, torch.Generator().manual_seed(1))
+    for s in seqs:
+        model.accumulate_statistics(Transitions(s["system"], s["qpos"][:, 0], s["qvel"][:, 0], s["action"][:, 0],
+                                                s["params"], s["qpos"][:, 1], s["qvel"][:, 1]))
+    start = [(s["qpos"][:, 0], s["qvel"][:, 0]) for s in seqs]
+    three = unrolled_loss(model, seqs, start)
+    first = [{**s, "qpos": s["qpos"][:, :2], "qvel": s["qvel"][:, :2], "action": s["action"][:, :1]} for s in seqs]
+    one = unrolled_loss(model, first, start)
+    (s,), (q, v) = seqs, start[0]
+    by_hand = []
+    for k in range(3):
+        by_hand.append(model.loss([Transitions(s["system"], q, v, s["action"][:, k], s["params"], s["qpos"][:, k + 1],
+                                               s["qvel"][:, k + 1], None if k else s["qpos"][:, 0])]))
+        q, v = model.step(q, v, s["action"][:, k], s["system"], s["params"])
+    torch.testing.assert_close(one, by_hand[0])
+    torch.testing.assert_close(three, torch.stack(by_hand).mean())
+    assert abs(float(three) - float(one)) > 1e-3 * float(one)
+
+
+@torch.no_grad()
 def test_multi_step_loss_unrolls_the_models_own_predictions(cartpole_data):
     ds = TrajectoryDataset.load(cartpole_data)
     model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1), [system_spec(ds)])

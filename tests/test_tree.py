@@ -107,3 +107,16 @@ def test_signature_tells_systems_apart():
     assert a.signature_hash() == KinematicTree.from_model(get_system("swimmer6").model).signature_hash()
     m = mujoco.MjModel.from_xml_string(ALL_JOINTS_XML)
     assert KinematicTree.from_model(m).nq == m.nq
+
+
+def test_depth_counts_hops_from_the_world_to_the_farthest_body():
+    xml = """<mujoco><worldbody>
+      <body name="a"><joint type="hinge"/><geom size=".1"/>
+        <body name="b"><joint type="hinge"/><geom size=".1"/>
+          <body name="c"><geom size=".1"/></body></body>
+        <body name="d"><joint type="slide"/><geom size=".1"/></body></body>
+      <body name="e"><freejoint/><geom size=".1"/></body>
+    </worldbody></mujoco>"""
+    assert KinematicTree.from_model(xml, "branches").depth() == 3  # world-a-b-c (the weld counts as a hop)
+    depths = {"pendulum": 1, "cartpole": 2, "cheetah": 4, "swimmer6": 6}
+    assert {n: KinematicTree.from_model(get_system(n).model, n).depth() for n in depths} == depths
