@@ -1,6 +1,6 @@
 """Regenerate the shipped pretrained models (``gndesign/pretrained/*.pt``) from fixed seeds.
 
-    python scripts/make_pretrained.py                 # all six (about 80 min on 2 cores)
+    python scripts/make_pretrained.py                 # all six (about 100 min on 2 cores)
     python scripts/make_pretrained.py --only cartpole
     python scripts/make_pretrained.py --only obstacle  # the particle simulator of the obstacle scene
 
