@@ -31,7 +31,7 @@ SPECS = {
                         "policy": {"horizon": 128}, "train": {"lr_final": 3e-4, "log_every": 20, "eval_every": 20,
                                                                "checkpoint_every": 100}},
     # The issue-14 recipe: six message-passing steps (the tree's depth), one hidden layer per MLP,
-    # batches of 64, 1000 episodes: 60,000 steps, about 20 minutes on one thread.
+    # batches of 64, 1000 episodes: 60,000 steps (31 minutes on one thread of a busy machine).
     "swimmer6": {"data": [("swimmer6", 1000, 0)], "steps": 60000,
                  "options": ["model.mlp_layers=1", "train.batch_size=64"]},
     "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 10000,
