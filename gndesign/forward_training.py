@@ -66,7 +66,7 @@ class ForwardTrainer(Trainer):
 
     def loss(self, model, net, gens) -> torch.Tensor:
         tc = self.config.train
-        seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
+        seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"], tc.datasets_per_batch)
         start = [add_noise(model, s, self.scales[s["system"]], gens["noise"]) for s in seqs]
         return unrolled_loss(model, seqs, start, net, tc.correct_pos_noise)
 
@@ -154,13 +154,20 @@ class TransitionSampler:
                 "action": T["action"][ep[:, None], steps[:, :-1]],
                 "params": {k: v[ep] for k, v in T["params"].items()}}
 
-    def sample(self, batch_size: int, length: int, generator: torch.Generator) -> list[dict]:
-        """``batch_size`` sequences of ``length`` transitions, grouped by dataset."""
+    def sample(self, batch_size: int, length: int, generator: torch.Generator,
+               datasets: int | None = None) -> list[dict]:
+        """``batch_size`` sequences of ``length`` transitions, grouped by dataset. ``datasets``: draw
+        the batch from only that many datasets (chosen in proportion to their start points), so a
+        step costs that many per-system passes instead of one per dataset."""
         T_lens = [t["action"].shape[1] for t in self.tensors]
         starts = torch.tensor([n // T * (T - length + 1) for n, T in zip(self.sizes, T_lens, strict=True)])
         if (starts <= 0).any():
             raise ConfigError(f"episodes are shorter than the unroll length {length}")
-        pick = torch.multinomial(starts.double(), batch_size, replacement=True, generator=generator)
+        weights = starts.double()
+        if datasets is not None and datasets < len(starts):
+            chosen = torch.multinomial(weights, datasets, replacement=False, generator=generator)
+            weights = torch.zeros_like(weights).index_fill_(0, chosen, 1.0) * weights
+        pick = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
         out = []
         for d in range(len(self.tensors)):
             n = int((pick == d).sum())

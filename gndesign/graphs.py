@@ -16,7 +16,9 @@ Features (``[static | dynamic]``; see :meth:`GraphBuilder.feature_names` for eve
   range | displacement receiver - sender and its length (zero on edges from the fixed world body),
   joint coordinates relative to ``qpos0``
   (hinge: angle, sin, cos; slide: offset, left out for slides without limit or spring, which cannot
-  change the dynamics; ball/free: quaternion), joint velocities and the
+  change the dynamics; ball/free: quaternion; a limited hinge or slide, with ``limit_features``:
+  how far it is past the lower and the upper end of its range, now and after a step at its current
+  velocity), joint velocities and the
   generalized actuator force per dof slot (``MAX_DOF`` slots, zero padded), and a direction flag.
 * globals: control timestep and gravity.
 """
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch_geometric.data import Batch
 
@@ -66,9 +69,10 @@ class GraphBuilder:
         control_timestep: the time between consecutive states (a global feature).
     """
 
-    def __init__(self, tree: KinematicTree, control_timestep: float):
+    def __init__(self, tree: KinematicTree, control_timestep: float, limit_features: bool = False):
         self.tree = tree
         self.control_timestep = float(control_timestep)
+        self.limit_features = limit_features
         E = tree.num_edges
         self.edge_index = torch.as_tensor(tree.edge_index())  # [2, 2E]
         self.edge_dofs = torch.as_tensor(tree.edge_dofs())  # [E, MAX_DOF]
@@ -219,7 +223,7 @@ class GraphBuilder:
         return out
 
     # --------------------------------------------------------------------------- dynamic features
-    def joint_coordinates(self, qpos: torch.Tensor) -> torch.Tensor:
+    def joint_coordinates(self, qpos: torch.Tensor, qvel: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, E, 7]`` joint coordinates per forward edge, relative to ``qpos0`` (zeros for welds)."""
         t = self.tree
         B = qpos.shape[0]
@@ -238,10 +242,17 @@ class GraphBuilder:
                 # A slide without limit or spring cannot change the dynamics: leaving its
                 # coordinate out makes e.g. a swimmer's or a cheetah's model translation invariant.
                 free_slide = not t.jnt_limited[j] and t.jnt_stiffness[j] == 0
-                c = (qpos[:, a] - q0[a])[:, None] * (0.0 if free_slide else 1.0)
+                c = F.pad((qpos[:, a] - q0[a])[:, None] * (0.0 if free_slide else 1.0), (0, 2))
             else:  # ball or free: the orientation quaternion (a free joint's position is left out
                 # for translation invariance; node features carry it relative to the root)
                 c = torch.cat([qpos.new_zeros(B, 3), qpos[:, a + (3 if et == FREE else 0):][:, :4]], -1)
+            if self.limit_features and et in (HINGE, SLIDE) and t.jnt_limited[j]:
+                # slots 3-6: how far past the lower and the upper end, now and after a step at the
+                # current velocity (a limit hit within the step: the largest one-step errors)
+                lo, hi = (float(x) for x in t.jnt_range[j])
+                q = qpos[:, a:a + 1]
+                ahead = q if qvel is None else q + self.control_timestep * qvel[:, int(t.jnt_dofadr[j])][:, None]
+                c = torch.cat([c, F.relu(lo - q), F.relu(q - hi), F.relu(lo - ahead), F.relu(ahead - hi)], -1)
             cols.append(torch.cat([c, qpos.new_zeros(B, _COORD_WIDTH - c.shape[1])], -1))
         return torch.stack(cols, dim=1)
 
@@ -299,7 +310,7 @@ class GraphBuilder:
         disp = disp * (ei[0, :E] != 0).to(disp.dtype)[:, None]
         dist = disp.norm(dim=-1, keepdim=True)
         force = t.generalized_actuation(action, p["actuator_gear"])
-        joint = torch.cat([self.joint_coordinates(qpos), self._dof_slots(qvel), self._dof_slots(force)], -1)
+        joint = torch.cat([self.joint_coordinates(qpos, qvel), self._dof_slots(qvel), self._dof_slots(force)], -1)
         ones = qpos.new_ones(B, E, 1)
         fwd = torch.cat([static.edge, disp, dist, joint, 0 * ones], -1)
         rev = torch.cat([static.edge, -disp, dist, joint, ones], -1)

@@ -120,10 +120,27 @@ class LeanPlan:
         hinges = self.kin.by_type[HINGE]
         nh = len(hinges)
         ed = t.edge_dofs()
-        # joint features (q, qvel, force columns of the edges) from r = [qpos, sin, cos, qvel, force]
-        R = nq + 2 * nh + 2 * nv
+        # joint features (q, qvel, force, limit columns of the edges) from
+        # r = [qpos, sin, cos, qvel, force, relu(past)] where past = qpos @ lim_A + qvel @ lim_V + lim_b
+        limited = [(e, j) for e, (j, et) in enumerate(zip(t.edge_joint, t.edge_type, strict=True))
+                   if b.limit_features and j >= 0 and et in (HINGE, SLIDE) and t.jnt_limited[j]]
+        R0 = nq + 2 * nh + 2 * nv
+        R = R0 + 4 * len(limited)
+        nl = len(limited)
         sel = np.zeros((R, E, _COORD + 2 * MAX_DOF))
         off = np.zeros((E, _COORD + 2 * MAX_DOF))
+        # past = [lo - q, q - hi] now (columns 0..2nl) and after dt at the current velocity (2nl..4nl)
+        lim_A, lim_V, lim_b = np.zeros((nq, 4 * nl)), np.zeros((nv, 4 * nl)), np.zeros(4 * nl)
+        for k, (e, j) in enumerate(limited):
+            a, d = int(t.jnt_qposadr[j]), int(t.jnt_dofadr[j])
+            for c, sign, bound in ((2 * k, -1.0, t.jnt_range[j, 0]), (2 * k + 1, 1.0, -t.jnt_range[j, 1])):
+                lim_A[a, c] = lim_A[a, 2 * nl + c] = sign
+                lim_V[d, 2 * nl + c] = sign * b.control_timestep
+                lim_b[c] = lim_b[2 * nl + c] = bound
+            sel[R0 + 2 * k, e, 3] = sel[R0 + 2 * k + 1, e, 4] = 1.0
+            sel[R0 + 2 * nl + 2 * k, e, 5] = sel[R0 + 2 * nl + 2 * k + 1, e, 6] = 1.0
+        self.lim_A, self.lim_V, self.lim_b = (torch.as_tensor(x, **kw) for x in (lim_A, lim_V, lim_b))
+        self.limited = bool(limited)
         for e, (j, et) in enumerate(zip(t.edge_joint, t.edge_type, strict=True)):
             if j < 0:
                 continue
@@ -300,7 +317,10 @@ class LeanRollout:
         disp = (xpos @ p.disp_T).permute(2, 0, 1)  # [E, B, 3]
         dist = disp.norm(dim=-1, keepdim=True)
         force = torch.bmm(action[:, None], self.moment)[:, 0]
-        r = torch.cat([qpos, torch.sin(ang), torch.cos(ang), qvel, force], -1)
+        r = [qpos, torch.sin(ang), torch.cos(ang), qvel, force]
+        if p.limited:
+            r.append(F.relu(torch.addmm(p.lim_b, qpos, p.lim_A) + qvel @ p.lim_V))
+        r = torch.cat(r, -1)
         common = self.edge_A + torch.matmul(r, self.edge_M) + dist * self.edge_dist
         pd = disp @ self.edge_disp
         e = _run(self.edge_rest, torch.cat([common + pd, common - pd + self.edge_flag], 0))

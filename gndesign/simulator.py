@@ -73,9 +73,9 @@ class SystemSpec:
                    assets={k: base64.b64decode(v) for k, v in d.get("assets", {}).items()},
                    action_repeat=int(d.get("action_repeat", 1)))
 
-    def builder(self) -> GraphBuilder:
+    def builder(self, limit_features: bool = False) -> GraphBuilder:
         tree = KinematicTree.from_model(self.mjcf, self.name, self.assets)
-        return GraphBuilder(tree, self.control_timestep)
+        return GraphBuilder(tree, self.control_timestep, limit_features)
 
 
 def dynamics_targets(tree: KinematicTree, qpos: torch.Tensor, qvel: torch.Tensor, qpos_next: torch.Tensor,
@@ -131,7 +131,7 @@ class ForwardModel(nn.Module):
     def add_system(self, spec: SystemSpec) -> None:
         """Make a system available (e.g. a swimmer with more links, for zero-shot evaluation)."""
         self.systems[spec.name] = spec
-        self._builders[spec.name] = spec.builder()
+        self._builders[spec.name] = spec.builder(self.config.limit_features)
 
     def builder(self, system: str | None = None) -> GraphBuilder:
         if system is None:
@@ -326,9 +326,18 @@ class GraphNetworkSimulator(ForwardModel):
         self.node_norm = Normalizer(sizes["node"], config.std_epsilon)
         self.edge_norm = Normalizer(sizes["edge"], config.std_epsilon)
         self.global_norm = Normalizer(sizes["global"], config.std_epsilon)
-        # Targets are normalized per joint type: a slide's m/s^2 and a hinge's rad/s^2 differ.
-        self.target_norm = nn.ModuleDict({t: Normalizer(_CHANNELS * MAX_DOF, config.std_epsilon)
-                                          for t in EDGE_TYPES if t != WELD})
+        # Targets are normalized per joint type (a slide's m/s^2 and a hinge's rad/s^2 differ) and per
+        # trained system: cheetah's hinge accelerations spread 10x wider than cartpole's, and pooled
+        # statistics would weigh one system's errors 100x another's in a multi-system loss. The pooled
+        # statistics serve systems added later (zero-shot).
+        def type_norms() -> nn.ModuleDict:
+            return nn.ModuleDict({t: Normalizer(_CHANNELS * MAX_DOF, config.std_epsilon)
+                                  for t in EDGE_TYPES if t != WELD})
+
+        self.target_norm = type_norms()
+        self._stat_keys = {spec.name: f"s{i}" for i, spec in enumerate(systems)}  # names may hold dots
+        self.system_target_norm = nn.ModuleDict({k: type_norms() for k in self._stat_keys.values()})
+        self.register_load_state_dict_pre_hook(self._pooled_stats_for_old_checkpoints)
 
         def network(edge_in: int, edge_out: int) -> EncodeProcessDecode:
             return EncodeProcessDecode(
@@ -352,10 +361,23 @@ class GraphNetworkSimulator(ForwardModel):
         m = self.builder(system).edge_dofs >= 0  # [E, 6]
         return torch.cat([m, m], dim=-1)  # [E, 12]
 
+    def _pooled_stats_for_old_checkpoints(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        """A ``load_state_dict`` pre-hook (torch passes the module too). A checkpoint written before
+        per-system target statistics normalizes every system with the pooled ones: copy them in, so
+        it predicts exactly as before."""
+        for key in self._stat_keys.values():
+            for t in self.target_norm:
+                for buf in ("count", "sum", "sumsq"):
+                    new, old = f"{prefix}system_target_norm.{key}.{t}.{buf}", f"{prefix}target_norm.{t}.{buf}"
+                    if new not in state_dict and old in state_dict:
+                        state_dict[new] = state_dict[old].clone()
+
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1)."""
+        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1): the
+        system's own statistics if it was trained on, else the pooled ones."""
         zeros = like.new_zeros(_CHANNELS * MAX_DOF)
-        stats = {t: self.target_norm[t].stats(like) for t in EDGE_TYPES if t != WELD}
+        norms = self.system_target_norm[self._stat_keys[system]] if system in self._stat_keys else self.target_norm
+        stats = {t: norms[t].stats(like) for t in EDGE_TYPES if t != WELD}
         means = torch.stack([stats[t][0] if t != WELD else zeros for t in EDGE_TYPES])
         stds = torch.stack([stats[t][1] if t != WELD else zeros + 1 for t in EDGE_TYPES])
         idx = self.builder(system).const("edge_type_index", like)
@@ -370,9 +392,12 @@ class GraphNetworkSimulator(ForwardModel):
         self.global_norm.accumulate(g.u)
         acc, corr = self.raw_targets(batch)
         tgt = self._edge_targets(batch, acc, corr)
+        own = self.system_target_norm[self._stat_keys[batch.system]] if batch.system in self._stat_keys else None
         for e, t in enumerate(b.tree.edge_type):
             if t != WELD:
                 self.target_norm[t].accumulate(tgt[:, e])
+                if own is not None:
+                    own[t].accumulate(tgt[:, e])
 
     def _normalized(self, g: Graph) -> Graph:
         return g._replace(x=self.node_norm(g.x), edge_attr=self.edge_norm(g.edge_attr), u=self.global_norm(g.u))
@@ -486,7 +511,7 @@ class MLPDynamics(ForwardModel):
         B = x.qpos.shape[0]
         params = b.resolve_params(x.params, B, x.qpos)
         force = b.tree.generalized_actuation(x.action, params["actuator_gear"])
-        return torch.cat([b.joint_coordinates(x.qpos).reshape(B, -1), x.qvel, force, _flat_params(params)], -1)
+        return torch.cat([b.joint_coordinates(x.qpos, x.qvel).reshape(B, -1), x.qvel, force, _flat_params(params)], -1)
 
     @torch.no_grad()
     def accumulate_statistics(self, batch: Transitions) -> None:

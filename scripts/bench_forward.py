@@ -4,11 +4,15 @@ Writes ``results/forward.json`` and ``results/forward.md`` (with the machine: co
 
     python scripts/bench_forward.py --only single --systems swimmer6   # GN vs MLP, 20 min each
     python scripts/bench_forward.py --only steps --systems swimmer6    # + the MLP at the GN's step count
-    python scripts/bench_forward.py                  # everything (about 5 hours on 2 cores)
+    python scripts/bench_forward.py --only multi     # pretrained:multi against the single-system GNs
+    python scripts/bench_forward.py                  # everything (about 3 hours on 2 cores)
     python scripts/bench_forward.py --minutes 1 --quick   # a fast smoke version
 
 Every system gets the same data (generated with a fixed seed) and the GN and the MLP the same
 wall-clock training budget (``--only steps`` adds the MLP at the GN's number of optimizer steps).
+The multi-system GN is the shipped ``pretrained:multi`` (``scripts/make_pretrained.py --only
+multi``: the five systems' data with the same seeds, plus more swimmers), trained within the five
+single-system GNs' total budget and evaluated on the same held-out episodes.
 Rollout errors are measured on held-out episodes; the 1000-step stability check uses separate
 1000-step episodes. Jobs run two at a time, one thread each; every invocation merges its jobs into
 the report, so systems can be run one at a time.
@@ -35,7 +39,8 @@ HORIZONS = (1, 10, 50, 100)
 # The GN: message passing covers its deepest tree (model.message_passing_steps unset), one hidden
 # layer per MLP, batches of 64 (on swimmer6 in 5 minutes: validation loss 0.012 against 0.030 with two
 # layers and batches of 256). The MLP keeps batches of 256 (64 did not help it: 0.0178 vs 0.0171).
-MODEL = {"gn": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.mlp_layers=1", "train.batch_size=64"],
+MODEL = {"gn": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.mlp_layers=1", "train.batch_size=64",
+                "train.datasets_per_batch=1"],
          "mlp": ["model.kind=mlp", "model.mlp_hidden_size=256", "model.mlp_layers=3"]}
 log = logging.getLogger("bench_forward")
 
@@ -55,11 +60,7 @@ def train_job(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from gndesign.checkpoints import load_model
     from gndesign.config import load_config
-    from gndesign.datasets.trajectories import TrajectoryDataset
-    from gndesign.evaluation import evaluate
-    from gndesign.forward_training import held_out_episodes, system_spec
     from gndesign.training import train
 
     run = Path(job["run"])
@@ -75,21 +76,56 @@ def train_job(job: dict) -> dict:
         summary = {"note": "reused an existing run"}
     out = {"job": job["name"], "kind": job["kind"], "train_seconds": time.time() - t0, "summary": summary,
            "minutes": job.get("minutes"), "steps": job.get("steps"), "options": MODEL[job["kind"]],
-           "train_episodes": job.get("episodes"),
-           "checkpoint": str(run / "checkpoints" / "latest.pt"), "eval": {}}
-    for path in job["eval_data"]:
+           "train_episodes": job.get("episodes"), "checkpoint": str(run / "checkpoints" / "latest.pt")}
+    return evaluate_job(out, job["eval_data"])
+
+
+def evaluate_job(out: dict, eval_data: list[str], which: str = "auto") -> dict:
+    """Add ``out["eval"]``: errors of ``out["checkpoint"]`` on each dataset's held-out episodes
+    (``which``: see :func:`gndesign.forward_training.held_out_episodes`)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from gndesign.checkpoints import load_model
+    from gndesign.datasets.trajectories import TrajectoryDataset
+    from gndesign.evaluation import evaluate
+    from gndesign.forward_training import held_out_episodes, system_spec
+
+    out["eval"] = {}
+    for path in eval_data:
         ds = TrajectoryDataset.load(path)
         model, blob = load_model(out["checkpoint"], "forward", system=ds.system, allow_new_system=True)
-        if job["kind"] == "gn":
+        if out["kind"] == "gn":
             out["message_passing_steps"] = model.config.message_passing_steps
         if ds.system not in model.systems:
             model.add_system(system_spec(ds))
-        episodes, which = held_out_episodes(blob, ds)
+        episodes, which_set = held_out_episodes(blob, ds, which if ds.steps < 1000 else "auto")
         horizons = tuple(h for h in HORIZONS if h <= ds.steps) if ds.steps < 1000 else (100, 1000)
         res = evaluate(model, ds, episodes, horizons)
-        res["episode_set"] = which
+        res["episode_set"] = which_set
         out["eval"][path] = res
     return out
+
+
+def shipped_multi(train_data: dict[str, str], episodes: int) -> dict:
+    """``pretrained:multi`` (``scripts/make_pretrained.py --only multi``) on the single-system GNs'
+    held-out episodes: it trained on the same five datasets (same seeds) with the same split."""
+    import json
+
+    from gndesign.checkpoints import resolve_checkpoint
+
+    info = json.loads((ROOT / "results" / "pretrained.json").read_text()).get("multi")
+    if info is None:
+        raise SystemExit("results/pretrained.json has no 'multi' entry: run scripts/make_pretrained.py --only multi")
+    same = {s: [s, episodes, 0] in [list(d) for d in info["data"]] for s in SYSTEMS}
+    if not all(same.values()):
+        raise SystemExit(f"pretrained:multi was not trained on this benchmark's data ({episodes} episodes, seed 0) "
+                         f"of {[s for s, ok in same.items() if not ok]}: rebuild it or use --episodes 1000")
+    out = {"job": "multi-gn", "kind": "gn", "checkpoint": str(resolve_checkpoint("pretrained:multi")),
+           "minutes": info["train_seconds"] / 60 if info.get("train_seconds") else None,
+           "steps": info["steps"], "summary": {"step": info["steps"]}, "train_episodes": episodes,
+           "train_data": info["data"], "train_seconds": info.get("train_seconds")}
+    return evaluate_job(out, [train_data[s] for s in SYSTEMS], which="validation")
 
 
 def speed(system: str, checkpoint: str, data: str) -> dict:
@@ -145,6 +181,8 @@ def main() -> None:
     p.add_argument("--only", choices=["single", "steps", "multi", "zeroshot", "all"], default="all")
     p.add_argument("--quick", action="store_true", help="small data, for a smoke run")
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="systems for --only single")
+    p.add_argument("--models", nargs="+", choices=["gn", "mlp"], default=["gn", "mlp"],
+                   help="models for --only single (rerun one side, e.g. after a change of the GN's features)")
     p.add_argument("--rerun", action="store_true", help="retrain even if a run directory exists")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_forward"))
     p.add_argument("--out", default=str(ROOT / "results" / "forward.json"))
@@ -158,7 +196,7 @@ def main() -> None:
     long_data = {s: str(dataset(s, 8, 1000, 99, data_root)) for s in SYSTEMS}
     if args.only in ("single", "all"):
         for s in args.systems:
-            for kind in ("gn", "mlp"):
+            for kind in args.models:
                 jobs.append({"name": f"{s}-{kind}", "kind": kind, "minutes": args.minutes, "episodes": eps,
                              "run": str(work / f"{s}-{kind}"), "train_data": [train_data[s]],
                              "eval_data": [train_data[s], long_data[s]]})
@@ -172,10 +210,6 @@ def main() -> None:
             jobs.append({"name": f"{s}-mlp-steps", "kind": "mlp", "steps": int(gn["summary"]["step"]),
                          "episodes": eps, "run": str(work / f"{s}-mlp-steps"), "train_data": [train_data[s]],
                          "eval_data": [train_data[s], long_data[s]]})
-    if args.only in ("multi", "all"):  # equal total budget: the single-system models' sum
-        jobs.append({"name": "multi-gn", "kind": "gn", "minutes": len(SYSTEMS) * args.minutes, "episodes": eps,
-                     "run": str(work / "multi-gn"),
-                     "train_data": list(train_data.values()), "eval_data": list(train_data.values())})
     if args.only in ("zeroshot", "all"):
         swim_train = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_TRAIN]
         swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
@@ -189,6 +223,8 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = {r["job"]: r for r in pool.map(train_job, jobs)}
 
+    if args.only in ("multi", "all"):  # the shipped multi-system GN, trained within the five GNs' total budget
+        results["multi-gn"] = shipped_multi(train_data, eps)
     report.setdefault("jobs", {}).update(results)
     report["machine"] = machine_info(threads_per_job=1)
     report["settings"] = {"minutes_per_single_model": args.minutes, "episodes": eps, "steps": 200,
@@ -231,15 +267,23 @@ def markdown(r: dict) -> str:
         lines.append("")
     if "multi-gn" in jobs:
         j = jobs["multi-gn"]
-        lines += [f"Multi-system GN (one model, all five systems, {j.get('minutes')} min, M = "
-                  f"{j.get('message_passing_steps')}) vs single-system GNs (with their own budgets and M), "
-                  "body error at h=100 [m]:", "", "| system | multi | single | single budget, M |", "|---|---|---|---|"]
+        trained_on = ", ".join(d[0] for d in j.get("train_data", [])) or "the five systems"
+        minutes = f"{j['minutes']:.0f} min" if j.get("minutes") else "time not recorded"
+        lines += [f"Multi-system GN `pretrained:multi` (one model trained on {trained_on}; {j['steps']} steps, "
+                  f"{minutes} on one thread; M = {j.get('message_passing_steps')}) vs the single-system GNs "
+                  "(their own budgets and M), on the same held-out episodes:", "",
+                  "| system | multi one-step loss | single one-step loss | multi h=100 [m] | single h=100 [m] | "
+                  "single budget, M |", "|---|---|---|---|---|---|"]
         for e in j["eval"].values():
             s = e["system"]
             single = jobs.get(f"{s}-gn")
-            sv = f"{_g(list(single['eval'].values())[0]['body_pos_error'], 100):.4f}" if single else "-"
-            budget = f"{single.get('minutes')} min, {single.get('message_passing_steps')}" if single else "-"
-            lines.append(f"| {s} | {_g(e['body_pos_error'], 100):.4f} | {sv} | {budget} |")
+            se = list(single["eval"].values())[0] if single else None
+            if se is None:
+                lines.append(f"| {s} | {e['one_step_loss']:.5f} | - | {_g(e['body_pos_error'], 100):.4f} | - | - |")
+                continue
+            lines.append(f"| {s} | {e['one_step_loss']:.5f} | {se['one_step_loss']:.5f} | "
+                         f"{_g(e['body_pos_error'], 100):.4f} | {_g(se['body_pos_error'], 100):.4f} | "
+                         f"{single.get('minutes')} min, {single.get('message_passing_steps')} |")
         lines.append("")
     if "swimmers-gn" in jobs:
         j = jobs["swimmers-gn"]

@@ -136,3 +136,25 @@ def test_precomputed_static_graph_gives_the_same_graphs():
         assert torch.equal(getattr(fresh, name), getattr(cached, name)), name
     with pytest.raises(ValueError, match="static features are for 4 graphs"):
         gb.build_tensors(q[:2], v[:2], a[:2], static=static)
+
+
+def test_limited_joints_say_how_far_they_are_past_their_range():
+    """With ``limit_features`` a limited hinge or slide fills slots 3 and 4 of its coordinates with
+    its distance past the lower and the upper end of its range (zero inside, zero for an unlimited
+    joint); the other slots do not change, and without the flag the slots stay zero."""
+    system = get_system("cartpole")  # the cart's slide is limited to [-1.8, 1.8], the pole's hinge is free
+    tree = KinematicTree.from_model(system.model, "cartpole")
+    on, off = (GraphBuilder(tree, system.control_timestep, flag) for flag in (True, False))
+    q = torch.tensor([[0.5, 0.3], [2.0, 0.3], [-2.1, -0.2]], dtype=torch.float64)
+    slide, hinge = tree.edge_type.index("slide"), tree.edge_type.index("hinge")
+    with_limits, without = on.joint_coordinates(q), off.joint_coordinates(q)
+    expected = torch.tensor([[0.0, 0.0], [0.0, 0.2], [0.3, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(with_limits[:, slide, 3:5], expected)
+    v = torch.tensor([[-140.0, 0.0], [-10.0, 1.0], [40.0, 0.0]], dtype=torch.float64)  # dt 0.01 s: -1.4, -0.1, 0.4 m
+    ahead = on.joint_coordinates(q, v)[:, slide]
+    torch.testing.assert_close(ahead[:, 3:5], expected)  # now
+    torch.testing.assert_close(ahead[:, 5:7], torch.tensor([[0.0, 0.0], [0.0, 0.1], [0.0, 0.0]], dtype=torch.float64))
+    assert on.control_timestep == 0.01
+    torch.testing.assert_close(with_limits[:, slide, 5:7], expected)  # without velocities: as now
+    assert not with_limits[:, hinge, 3:].any() and not without[..., 3:].any()
+    torch.testing.assert_close(with_limits[..., :3], without[..., :3])

@@ -2,6 +2,8 @@
 on every registered system and on an MJCF with free and ball joints, in rollouts, single steps and
 training predictions; the switches select the reference path."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import ALL_JOINTS_XML
@@ -67,6 +69,17 @@ def test_lean_rollout_equals_reference_values_and_gradients(source, config):
         assert x.shape == y.shape
         assert torch.allclose(x, y, atol=1e-5, rtol=1e-5), (x - y).abs().max()
     assert any(g.abs().sum() > 0 for g in ref[2:])
+
+
+def test_lean_rollout_equals_reference_past_the_joint_limits():
+    """The limit features (cartpole's cart past either end of its rail) on both paths."""
+    model, name, (q, v, a) = random_model("cartpole", dataclasses.replace(CONFIGS[0], limit_features=True))
+    assert model.builder().limit_features
+    q[:, 0] = torch.tensor([2.0, -2.2, 0.5, 1.79], dtype=torch.float64)
+    params = model.builder().nominal_params(q.shape[0], torch.float64)
+    lean, ref = _grads(model, name, q, v, a, params, True), _grads(model, name, q, v, a, params, False)
+    for x, y in zip(lean, ref, strict=True):
+        assert torch.allclose(x, y, atol=1e-5, rtol=1e-5), (x - y).abs().max()
 
 
 def test_lean_step_and_training_predictions_equal_reference():

@@ -160,3 +160,36 @@ def test_one_graph_network_serves_several_systems_with_the_same_weights(cartpole
         missing = [n for n, p in model.named_parameters() if (p.grad is None or not p.grad.any())
                    and not n.startswith(("predictor.processor.1.node_block", "predictor.processor.1.global_block"))]
         assert not missing, (b.system, missing)
+
+
+def test_targets_are_normalized_per_trained_system_and_pooled_for_new_ones(cartpole_data, swimmer_data):
+    """Each trained system's targets are standardized with its own statistics (so one system's scale
+    does not weigh its errors over another's); a system added later uses the pooled statistics; a
+    state dict without per-system statistics (written before them) loads and predicts as pooled."""
+    cart_ds, swim_ds = (TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data))
+    cart, swim = (transitions(ds) for ds in (cart_ds, swim_ds))
+    model = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
+    for b in (cart, swim):
+        model.accumulate_statistics(b)
+    for b in (cart, swim):
+        target, mask = model.targets(b)
+        hinges = target[:, hinge_edges(model, b.system), 0]  # the acceleration slot of each hinge
+        assert abs(float(hinges.mean())) < 1e-6 and abs(float(hinges.std()) - 1) < 0.05, b.system
+
+    pooled = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("system_target_norm")}
+    pooled.load_state_dict(state)
+    target, _ = pooled.targets(cart)
+    hinge = target[:, hinge_edges(model, "cartpole"), 0]
+    assert abs(float(hinge.std()) - 1) > 0.05  # the swimmer's hinges widen the pooled statistics
+    torch.testing.assert_close(pooled.system_target_norm["s0"]["hinge"].sum, model.target_norm["hinge"].sum)
+
+    only_cart = build_model(SMALL, [system_spec(cart_ds)]).double()
+    only_cart.accumulate_statistics(cart)
+    only_cart.add_system(system_spec(swim_ds))  # zero-shot: the pooled (here: cartpole's) statistics
+    torch.testing.assert_close(only_cart._type_stats("swimmer4", swim.qpos)[1][hinge_edges(only_cart, "swimmer4")[-1]],
+                               only_cart.target_norm["hinge"].std.to(swim.qpos))
+
+
+def hinge_edges(model, system: str) -> list[int]:
+    return [e for e, t in enumerate(model.tree(system).edge_type) if t == "hinge"]

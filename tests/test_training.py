@@ -13,7 +13,7 @@ from conftest import PARTICLE_SCENE, falling_particles
 from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint, resolve_checkpoint
 from gndesign.config import ModelConfig, load_config
 from gndesign.datasets.trajectories import TrajectoryDataset
-from gndesign.errors import GndesignError
+from gndesign.errors import ConfigError, GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
 from gndesign.simulator import Transitions, build_model
 from gndesign.training import train
@@ -98,6 +98,23 @@ def test_unrolled_loss_is_the_mean_of_the_steps_losses_along_the_models_own_roll
 
 
 @torch.no_grad()
+def test_a_batch_can_come_from_one_dataset_drawn_in_proportion_to_its_size(cartpole_data, swimmer_data):
+    data = [TrajectoryDataset.load(cartpole_data), TrajectoryDataset.load(swimmer_data)]
+    sampler = TransitionSampler(data, [np.arange(d.num_episodes) for d in data])
+    gen = torch.Generator().manual_seed(0)
+    mixed = sampler.sample(64, 1, gen)
+    assert [s["system"] for s in mixed] == ["cartpole", "swimmer4"]  # every dataset contributes by default
+    picks = []
+    for _ in range(400):
+        groups = sampler.sample(16, 1, gen, datasets=1)
+        assert len(groups) == 1 and groups[0]["action"].shape[0] == 16
+        picks.append(groups[0]["system"])
+    # 8 x 40 cartpole transitions against 4 x 20 swimmer ones: 4/5 of the batches are cartpole's
+    assert abs(picks.count("cartpole") / len(picks) - 0.8) < 0.06
+    with pytest.raises(ConfigError, match="datasets_per_batch must be positive"):
+        load_config(None, ["train.datasets_per_batch=0"])
+
+
 def test_multi_step_loss_unrolls_the_models_own_predictions(cartpole_data):
     ds = TrajectoryDataset.load(cartpole_data)
     model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1), [system_spec(ds)])
