@@ -247,7 +247,8 @@ class LeanRollout:
         like = static.node
         Fs_n, Fs_e = len(NODE_STATIC), len(EDGE_STATIC)
         # nodes: static share of the first layer, the dynamic weights folded into [18, H]
-        mean, std = m.node_norm.stats(like)
+        stats = m.input_stats(plan.system, like)
+        mean, std = stats["node"]
         enc = _mlp_layers(net.node_encoder)
         W, c = _fold(enc[0][1], mean, std)
         self.node_A = (F.linear(static.node, W[:, :Fs_n]) + (c + enc[0][2])).transpose(0, 1).contiguous()
@@ -259,7 +260,7 @@ class LeanRollout:
         self.node_rel = -Wd[:, 0:3].T
         self.node_rest = enc[1:]
         # edges
-        mean, std = m.edge_norm.stats(like)
+        mean, std = stats["edge"]
         enc = _mlp_layers(net.edge_encoder)
         W, c = _fold(enc[0][1], mean, std)
         Wd = W[:, Fs_e:]
@@ -276,7 +277,7 @@ class LeanRollout:
         gain = m.builder(p.system).const("actuator_gain", like)
         self.moment = p.builder.tree.actuator_moment(static.params["actuator_gear"]) * gain[:, None]
         # globals: static, encoded once
-        self.u = net.global_encoder(m.global_norm(static.u))
+        self.u = net.global_encoder((static.u - stats["global"][0]) / stats["global"][1])
         L = net.latent_size
         self.blocks = []
         for i in range(net.message_passing_steps):  # shared weights: one block applied M times

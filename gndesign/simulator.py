@@ -33,7 +33,7 @@ from gndesign.constraint_sets import active_stiffness
 from gndesign.constraints import ConstraintContext
 from gndesign.datasets.params import PARAM_KEYS
 from gndesign.errors import ConfigError
-from gndesign.graphs import GraphBuilder, StaticGraph, concat_batches
+from gndesign.graphs import EDGE_STATIC, NODE_STATIC, GraphBuilder, StaticGraph, concat_batches
 from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
 from gndesign.lean import LeanPlan, LeanRollout, compiled, lean_plan
 from gndesign.nn import EncodeProcessDecode, Graph
@@ -335,8 +335,18 @@ class GraphNetworkSimulator(ForwardModel):
                                   for t in EDGE_TYPES if t != WELD})
 
         self.target_norm = type_norms()
+        # The dynamic inputs too: pooled over systems, the swimmers' actuator forces (std 2.5e-4 N m)
+        # against cheetah's (42 N m) normalized to ~1e-5, and a multi-system model could not see their
+        # actions. Static features and globals (masses, geometry, timestep, gravity: what tells the
+        # systems apart) keep the pooled statistics.
+        def input_norms() -> nn.ModuleDict:
+            return nn.ModuleDict({k: Normalizer(sizes[k], config.std_epsilon) for k in ("node", "edge")})
+
+        self._static_width = {"node": len(NODE_STATIC), "edge": len(EDGE_STATIC)}
+
         self._stat_keys = {spec.name: f"s{i}" for i, spec in enumerate(systems)}  # names may hold dots
         self.system_target_norm = nn.ModuleDict({k: type_norms() for k in self._stat_keys.values()})
+        self.system_input_norm = nn.ModuleDict({k: input_norms() for k in self._stat_keys.values()})
         self.register_load_state_dict_pre_hook(self._pooled_stats_for_old_checkpoints)
 
         def network(edge_in: int, edge_out: int) -> EncodeProcessDecode:
@@ -363,14 +373,28 @@ class GraphNetworkSimulator(ForwardModel):
 
     def _pooled_stats_for_old_checkpoints(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
         """A ``load_state_dict`` pre-hook (torch passes the module too). A checkpoint written before
-        per-system target statistics normalizes every system with the pooled ones: copy them in, so
-        it predicts exactly as before."""
+        per-system statistics normalizes every system with the pooled ones: copy them in, so it
+        predicts exactly as before."""
+        pairs = [(f"system_target_norm.{{}}.{t}", f"target_norm.{t}") for t in self.target_norm]
+        pairs += [(f"system_input_norm.{{}}.{k}", f"{k}_norm") for k in ("node", "edge")]
         for key in self._stat_keys.values():
-            for t in self.target_norm:
+            for own, pooled in pairs:
                 for buf in ("count", "sum", "sumsq"):
-                    new, old = f"{prefix}system_target_norm.{key}.{t}.{buf}", f"{prefix}target_norm.{t}.{buf}"
+                    new, old = f"{prefix}{own.format(key)}.{buf}", f"{prefix}{pooled}.{buf}"
                     if new not in state_dict and old in state_dict:
                         state_dict[new] = state_dict[old].clone()
+
+    def input_stats(self, system: str, like: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{"node" | "edge" | "global": (mean, std)}`` of ``system``'s inputs: its own statistics
+        for the dynamic features if it was trained on, the pooled ones for the rest."""
+        out = {"node": self.node_norm.stats(like), "edge": self.edge_norm.stats(like),
+               "global": self.global_norm.stats(like)}
+        if system in self._stat_keys:
+            own = self.system_input_norm[self._stat_keys[system]]
+            for k, w in self._static_width.items():
+                (pm, ps), (om, os) = out[k], own[k].stats(like)
+                out[k] = (torch.cat([pm[:w], om[w:]]), torch.cat([ps[:w], os[w:]]))
+        return out
 
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1): the
@@ -390,6 +414,10 @@ class GraphNetworkSimulator(ForwardModel):
         self.node_norm.accumulate(g.x)
         self.edge_norm.accumulate(g.edge_attr)
         self.global_norm.accumulate(g.u)
+        if batch.system in self._stat_keys:
+            own = self.system_input_norm[self._stat_keys[batch.system]]
+            own["node"].accumulate(g.x)
+            own["edge"].accumulate(g.edge_attr)
         acc, corr = self.raw_targets(batch)
         tgt = self._edge_targets(batch, acc, corr)
         own = self.system_target_norm[self._stat_keys[batch.system]] if batch.system in self._stat_keys else None
@@ -399,8 +427,12 @@ class GraphNetworkSimulator(ForwardModel):
                 if own is not None:
                     own[t].accumulate(tgt[:, e])
 
-    def _normalized(self, g: Graph) -> Graph:
-        return g._replace(x=self.node_norm(g.x), edge_attr=self.edge_norm(g.edge_attr), u=self.global_norm(g.u))
+    def _normalized(self, g: Graph, system: str) -> Graph:
+        if self.node_norm.count == 0:
+            raise RuntimeError("the model has no input statistics: accumulate_statistics() on training data first")
+        st = self.input_stats(system, g.x)
+        return g._replace(x=(g.x - st["node"][0]) / st["node"][1], u=(g.u - st["global"][0]) / st["global"][1],
+                          edge_attr=(g.edge_attr - st["edge"][0]) / st["edge"][1])
 
     def lean_step(self, system: str | None, static: StaticGraph, like: torch.Tensor) -> LeanRollout | None:
         name = self.builder(system).tree.name if system is None else system
@@ -418,13 +450,13 @@ class GraphNetworkSimulator(ForwardModel):
                 x.params, x.qpos.shape[0], x.qpos), x.qpos).predict(
                 x.qpos, x.qvel, x.qpos.new_zeros(x.qpos.shape[0], self.tree(x.system).nu) if x.action is None
                 else x.action) for x in batches]
-        graphs = [self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params, x.static)
-                  for x in batches]
+        graphs = [self._normalized(self.builder(x.system).build_tensors(x.qpos, x.qvel, x.action, x.params,
+                                                                        x.static), x.system) for x in batches]
         if self.solves:
-            return [self._solve(x, self._normalized(g), options) for x, g in zip(batches, graphs, strict=True)]
+            return [self._solve(x, g, options) for x, g in zip(batches, graphs, strict=True)]
         SolveOptions.refuse(options)
         g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
-        out = self.predictor(self._normalized(g)).edge_attr
+        out = self.predictor(g).edge_attr
         preds, start = [], 0
         for x, graph in zip(batches, graphs, strict=True):
             B, E2 = x.qpos.shape[0], graph.edge_attr.shape[0] // x.qpos.shape[0]

@@ -7,6 +7,7 @@ from gndesign.config import ModelConfig
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError
 from gndesign.forward_training import system_spec
+from gndesign.graphs import EDGE_STATIC, GraphBuilder
 from gndesign.simulator import (
     Transitions,
     build_model,
@@ -162,10 +163,11 @@ def test_one_graph_network_serves_several_systems_with_the_same_weights(cartpole
         assert not missing, (b.system, missing)
 
 
-def test_targets_are_normalized_per_trained_system_and_pooled_for_new_ones(cartpole_data, swimmer_data):
-    """Each trained system's targets are standardized with its own statistics (so one system's scale
-    does not weigh its errors over another's); a system added later uses the pooled statistics; a
-    state dict without per-system statistics (written before them) loads and predicts as pooled."""
+def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new_ones(cartpole_data, swimmer_data):
+    """Each trained system's targets (and dynamic inputs) are standardized with its own statistics
+    (so one system's scale neither weighs its errors over another's nor hides its inputs); a system
+    added later uses the pooled statistics; a state dict without per-system statistics (written
+    before them) loads and predicts as pooled."""
     cart_ds, swim_ds = (TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data))
     cart, swim = (transitions(ds) for ds in (cart_ds, swim_ds))
     model = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
@@ -176,13 +178,26 @@ def test_targets_are_normalized_per_trained_system_and_pooled_for_new_ones(cartp
         hinges = target[:, hinge_edges(model, b.system), 0]  # the acceleration slot of each hinge
         assert abs(float(hinges.mean())) < 1e-6 and abs(float(hinges.std()) - 1) < 0.05, b.system
 
+    # Inputs: each system's own statistics for the dynamic features, the pooled ones for the static
+    # features and globals (what tells the systems apart).
+    Fs = len(EDGE_STATIC)
+    cart_in, swim_in = (model.input_stats(s, cart.qpos) for s in ("cartpole", "swimmer4"))
+    for st in (cart_in, swim_in):
+        torch.testing.assert_close(st["edge"][1][:Fs], model.edge_norm.std[:Fs])
+        torch.testing.assert_close(st["global"][1], model.global_norm.std)
+    force = GraphBuilder.feature_names()["edge"].index("force_0")
+    g = model.builder("swimmer4").build_tensors(swim.qpos, swim.qvel, swim.action, swim.params)
+    torch.testing.assert_close(swim_in["edge"][1][force], g.edge_attr[:, force].std(correction=0).clamp_min(1e-3))
+    assert float(cart_in["edge"][1][force]) > 10 * float(swim_in["edge"][1][force])
+
     pooled = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("system_target_norm")}
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("system_target_norm", "system_input_norm"))}
     pooled.load_state_dict(state)
     target, _ = pooled.targets(cart)
     hinge = target[:, hinge_edges(model, "cartpole"), 0]
     assert abs(float(hinge.std()) - 1) > 0.05  # the swimmer's hinges widen the pooled statistics
     torch.testing.assert_close(pooled.system_target_norm["s0"]["hinge"].sum, model.target_norm["hinge"].sum)
+    torch.testing.assert_close(pooled.input_stats("swimmer4", cart.qpos)["edge"][1], model.edge_norm.std)
 
     only_cart = build_model(SMALL, [system_spec(cart_ds)]).double()
     only_cart.accumulate_statistics(cart)
