@@ -191,7 +191,8 @@ def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new
     assert float(cart_in["edge"][1][force]) > 10 * float(swim_in["edge"][1][force])
 
     pooled = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("system_target_norm", "system_input_norm"))}
+    own = ("system_target_norm", "system_input_norm")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(own)}
     pooled.load_state_dict(state)
     target, _ = pooled.targets(cart)
     hinge = target[:, hinge_edges(model, "cartpole"), 0]
