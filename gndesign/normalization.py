@@ -67,3 +67,75 @@ class Normalizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, count={int(self.count)}"
+
+
+class PerSystemStatistics:
+    """Normalization statistics of a model (an ``nn.Module`` mixin) that serves several systems:
+    pooled over all of them, and per trained system its own.
+
+    Dynamic inputs and targets take each trained system's own statistics: pooled, one system's
+    scale would hide another's inputs (the swimmers' actuator forces, std 2.5e-4 N m, against
+    cheetah's 42 N m, normalized to ~1e-5) and weigh its errors (cheetah's hinge accelerations spread
+    10x wider than cartpole's). Static input features and globals (masses, geometry, timestep,
+    gravity: what tells the systems apart) stay pooled, and so does everything for a system added
+    later (zero-shot). Modules: ``node_norm``, ``edge_norm``, ``global_norm``, ``target_norm[group]``
+    (pooled), ``system_input_norm[key][node|edge]``, ``system_target_norm[key][group]`` (per system).
+    """
+
+    def init_statistics(self, systems: list[str], sizes: dict[str, int], static_width: dict[str, int],
+                        target_groups: list[str], target_size: int, std_epsilon: float) -> None:
+        def norms(widths: dict[str, int]) -> nn.ModuleDict:
+            return nn.ModuleDict({k: Normalizer(w, std_epsilon) for k, w in widths.items()})
+
+        self.node_norm, self.edge_norm, self.global_norm = (Normalizer(sizes[k], std_epsilon)
+                                                            for k in ("node", "edge", "global"))
+        self.target_norm = norms({g: target_size for g in target_groups})
+        self._stat_keys = {name: f"s{i}" for i, name in enumerate(systems)}  # names may hold dots
+        self._static_width = static_width
+        self.system_input_norm = nn.ModuleDict({k: norms({n: sizes[n] for n in static_width})
+                                                for k in self._stat_keys.values()})
+        self.system_target_norm = nn.ModuleDict({k: norms({g: target_size for g in target_groups})
+                                                 for k in self._stat_keys.values()})
+        self.register_load_state_dict_pre_hook(self._pooled_stats_for_old_checkpoints)
+
+    def _pooled_stats_for_old_checkpoints(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        """A ``load_state_dict`` pre-hook (torch passes the module too). A checkpoint written before
+        per-system statistics normalizes every system with the pooled ones: copy them in, so it
+        predicts exactly as before."""
+        pairs = [(f"system_target_norm.{{}}.{g}", f"target_norm.{g}") for g in self.target_norm]
+        pairs += [(f"system_input_norm.{{}}.{k}", f"{k}_norm") for k in self._static_width]
+        for key in self._stat_keys.values():
+            for own, pooled in pairs:
+                for buf in ("count", "sum", "sumsq"):
+                    new, old = f"{prefix}{own.format(key)}.{buf}", f"{prefix}{pooled}.{buf}"
+                    if new not in state_dict and old in state_dict:
+                        state_dict[new] = state_dict[old].clone()
+
+    def input_stats(self, system: str, like: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{"node" | "edge" | "global": (mean, std)}`` of ``system``'s inputs."""
+        out = {"node": self.node_norm.stats(like), "edge": self.edge_norm.stats(like),
+               "global": self.global_norm.stats(like)}
+        if system in self._stat_keys:
+            own = self.system_input_norm[self._stat_keys[system]]
+            for k, w in self._static_width.items():
+                (pm, ps), (om, os) = out[k], own[k].stats(like)
+                out[k] = (torch.cat([pm[:w], om[w:]]), torch.cat([ps[:w], os[w:]]))
+        return out
+
+    def target_norms(self, system: str) -> nn.ModuleDict:
+        """``{group: Normalizer}`` of ``system``'s targets."""
+        return self.system_target_norm[self._stat_keys[system]] if system in self._stat_keys else self.target_norm
+
+    @torch.no_grad()
+    def accumulate_inputs(self, system: str, inputs: dict[str, torch.Tensor]) -> None:
+        """Add ``{"node" | "edge" | "global": features}`` of ``system`` to the statistics."""
+        for k, x in inputs.items():
+            getattr(self, f"{k}_norm").accumulate(x)
+            if system in self._stat_keys and k in self._static_width:
+                self.system_input_norm[self._stat_keys[system]][k].accumulate(x)
+
+    @torch.no_grad()
+    def accumulate_targets(self, system: str, group: str, y: torch.Tensor) -> None:
+        self.target_norm[group].accumulate(y)
+        if system in self._stat_keys:
+            self.system_target_norm[self._stat_keys[system]][group].accumulate(y)

@@ -37,7 +37,7 @@ from gndesign.graphs import EDGE_STATIC, NODE_STATIC, GraphBuilder, StaticGraph,
 from gndesign.kinematics import differentiate_qpos, forward_kinematics, integrate_qpos
 from gndesign.lean import LeanPlan, LeanRollout, compiled, lean_plan
 from gndesign.nn import EncodeProcessDecode, Graph
-from gndesign.normalization import Normalizer
+from gndesign.normalization import Normalizer, PerSystemStatistics
 from gndesign.objectives import Objective
 from gndesign.solver import ConstraintSolver, SolveOptions, solve_options, upgrade_state_dict
 from gndesign.tree import EDGE_TYPES, HINGE, MAX_DOF, SLIDE, WELD, KinematicTree
@@ -304,7 +304,7 @@ def _flat_params(params: Params) -> torch.Tensor:
     return torch.cat([params[k].reshape(B, -1) for k in PARAM_KEYS], dim=-1)
 
 
-class GraphNetworkSimulator(ForwardModel):
+class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
     """The learned simulator: a physics front end (graph builders, normalizers, decoding,
     joint-space integration) and a predictor of per-edge normalized ``(a, c)`` in each dof slot.
 
@@ -323,31 +323,10 @@ class GraphNetworkSimulator(ForwardModel):
         if config.message_passing_steps is None:  # resolved once, then saved with the model's config
             config.message_passing_steps = max(2, max(b.tree.depth() for b in self._builders.values()))
         sizes = GraphBuilder.feature_sizes()
-        self.node_norm = Normalizer(sizes["node"], config.std_epsilon)
-        self.edge_norm = Normalizer(sizes["edge"], config.std_epsilon)
-        self.global_norm = Normalizer(sizes["global"], config.std_epsilon)
-        # Targets are normalized per joint type (a slide's m/s^2 and a hinge's rad/s^2 differ) and per
-        # trained system: cheetah's hinge accelerations spread 10x wider than cartpole's, and pooled
-        # statistics would weigh one system's errors 100x another's in a multi-system loss. The pooled
-        # statistics serve systems added later (zero-shot).
-        def type_norms() -> nn.ModuleDict:
-            return nn.ModuleDict({t: Normalizer(_CHANNELS * MAX_DOF, config.std_epsilon)
-                                  for t in EDGE_TYPES if t != WELD})
-
-        self.target_norm = type_norms()
-        # The dynamic inputs too: pooled over systems, the swimmers' actuator forces (std 2.5e-4 N m)
-        # against cheetah's (42 N m) normalized to ~1e-5, and a multi-system model could not see their
-        # actions. Static features and globals (masses, geometry, timestep, gravity: what tells the
-        # systems apart) keep the pooled statistics.
-        def input_norms() -> nn.ModuleDict:
-            return nn.ModuleDict({k: Normalizer(sizes[k], config.std_epsilon) for k in ("node", "edge")})
-
-        self._static_width = {"node": len(NODE_STATIC), "edge": len(EDGE_STATIC)}
-
-        self._stat_keys = {spec.name: f"s{i}" for i, spec in enumerate(systems)}  # names may hold dots
-        self.system_target_norm = nn.ModuleDict({k: type_norms() for k in self._stat_keys.values()})
-        self.system_input_norm = nn.ModuleDict({k: input_norms() for k in self._stat_keys.values()})
-        self.register_load_state_dict_pre_hook(self._pooled_stats_for_old_checkpoints)
+        # Targets are normalized per joint type (a slide's m/s^2 and a hinge's rad/s^2 differ); inputs
+        # and targets per trained system too (PerSystemStatistics).
+        self.init_statistics([s.name for s in systems], sizes, {"node": len(NODE_STATIC), "edge": len(EDGE_STATIC)},
+                             [t for t in EDGE_TYPES if t != WELD], _CHANNELS * MAX_DOF, config.std_epsilon)
 
         def network(edge_in: int, edge_out: int) -> EncodeProcessDecode:
             return EncodeProcessDecode(
@@ -371,36 +350,11 @@ class GraphNetworkSimulator(ForwardModel):
         m = self.builder(system).edge_dofs >= 0  # [E, 6]
         return torch.cat([m, m], dim=-1)  # [E, 12]
 
-    def _pooled_stats_for_old_checkpoints(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-        """A ``load_state_dict`` pre-hook (torch passes the module too). A checkpoint written before
-        per-system statistics normalizes every system with the pooled ones: copy them in, so it
-        predicts exactly as before."""
-        pairs = [(f"system_target_norm.{{}}.{t}", f"target_norm.{t}") for t in self.target_norm]
-        pairs += [(f"system_input_norm.{{}}.{k}", f"{k}_norm") for k in ("node", "edge")]
-        for key in self._stat_keys.values():
-            for own, pooled in pairs:
-                for buf in ("count", "sum", "sumsq"):
-                    new, old = f"{prefix}{own.format(key)}.{buf}", f"{prefix}{pooled}.{buf}"
-                    if new not in state_dict and old in state_dict:
-                        state_dict[new] = state_dict[old].clone()
-
-    def input_stats(self, system: str, like: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``{"node" | "edge" | "global": (mean, std)}`` of ``system``'s inputs: its own statistics
-        for the dynamic features if it was trained on, the pooled ones for the rest."""
-        out = {"node": self.node_norm.stats(like), "edge": self.edge_norm.stats(like),
-               "global": self.global_norm.stats(like)}
-        if system in self._stat_keys:
-            own = self.system_input_norm[self._stat_keys[system]]
-            for k, w in self._static_width.items():
-                (pm, ps), (om, os) = out[k], own[k].stats(like)
-                out[k] = (torch.cat([pm[:w], om[w:]]), torch.cat([ps[:w], os[w:]]))
-        return out
-
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1): the
         system's own statistics if it was trained on, else the pooled ones."""
         zeros = like.new_zeros(_CHANNELS * MAX_DOF)
-        norms = self.system_target_norm[self._stat_keys[system]] if system in self._stat_keys else self.target_norm
+        norms = self.target_norms(system)
         stats = {t: norms[t].stats(like) for t in EDGE_TYPES if t != WELD}
         means = torch.stack([stats[t][0] if t != WELD else zeros for t in EDGE_TYPES])
         stds = torch.stack([stats[t][1] if t != WELD else zeros + 1 for t in EDGE_TYPES])
@@ -411,21 +365,12 @@ class GraphNetworkSimulator(ForwardModel):
     def accumulate_statistics(self, batch: Transitions) -> None:
         b = self.builder(batch.system)
         g = b.build_tensors(batch.qpos, batch.qvel, batch.action, batch.params, batch.static)
-        self.node_norm.accumulate(g.x)
-        self.edge_norm.accumulate(g.edge_attr)
-        self.global_norm.accumulate(g.u)
-        if batch.system in self._stat_keys:
-            own = self.system_input_norm[self._stat_keys[batch.system]]
-            own["node"].accumulate(g.x)
-            own["edge"].accumulate(g.edge_attr)
+        self.accumulate_inputs(batch.system, {"node": g.x, "edge": g.edge_attr, "global": g.u})
         acc, corr = self.raw_targets(batch)
         tgt = self._edge_targets(batch, acc, corr)
-        own = self.system_target_norm[self._stat_keys[batch.system]] if batch.system in self._stat_keys else None
         for e, t in enumerate(b.tree.edge_type):
             if t != WELD:
-                self.target_norm[t].accumulate(tgt[:, e])
-                if own is not None:
-                    own[t].accumulate(tgt[:, e])
+                self.accumulate_targets(batch.system, t, tgt[:, e])
 
     def _normalized(self, g: Graph, system: str) -> Graph:
         if self.node_norm.count == 0:

@@ -269,7 +269,7 @@ def markdown(r: dict) -> str:
         j = jobs["multi-gn"]
         trained_on = ", ".join(d[0] for d in j.get("train_data", [])) or "the five systems"
         minutes = f"{j['minutes']:.0f} min" if j.get("minutes") else "time not recorded"
-        lines += [f"Multi-system GN `pretrained:multi` (one model trained on {trained_on}; {j['steps']} steps, "
+        lines += [f"Multi-system GN `pretrained:multi` (one model trained on {trained_on}; {j.get('steps')} steps, "
                   f"{minutes} on one thread; M = {j.get('message_passing_steps')}) vs the single-system GNs "
                   "(their own budgets and M), on the same held-out episodes:", "",
                   "| system | multi one-step loss | single one-step loss | multi h=100 [m] | single h=100 [m] | "
