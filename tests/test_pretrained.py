@@ -1,7 +1,7 @@
 """The shipped checkpoints (``gndesign/pretrained``) load and predict exactly what they predicted
 when they were trained: ``tests/reference/pretrained_predictions.pt`` holds rollouts recorded with the
-code that wrote them (before the simulators became a front end plus a predictor), on the inputs
-below."""
+code that wrote them (the first ones before the simulators became a front end plus a predictor;
+``multi`` with per-system statistics), on the inputs below."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from gndesign.lean import reference_path
 
 REFERENCE = Path(__file__).parent / "reference" / "pretrained_predictions.pt"
 ARTICULATED = [("cartpole", "cartpole"), ("swimmer6", "swimmer6"), ("swimmers", "swimmer3"),
-               ("swimmers", "swimmer9")]
+               ("swimmers", "swimmer9"), ("multi", "pendulum"), ("multi", "swimmer6")]
 
 
 def articulated_inputs(model, system: str):
