@@ -124,9 +124,9 @@ class LeanPlan:
         # r = [qpos, sin, cos, qvel, force, relu(past)] where past = qpos @ lim_A + qvel @ lim_V + lim_b
         limited = [(e, j) for e, (j, et) in enumerate(zip(t.edge_joint, t.edge_type, strict=True))
                    if b.limit_features and j >= 0 and et in (HINGE, SLIDE) and t.jnt_limited[j]]
-        R0 = nq + 2 * nh + 2 * nv
-        R = R0 + 4 * len(limited)
         nl = len(limited)
+        R0 = nq + 2 * nh + 2 * nv
+        R = R0 + 4 * nl
         sel = np.zeros((R, E, _COORD + 2 * MAX_DOF))
         off = np.zeros((E, _COORD + 2 * MAX_DOF))
         # past = [lo - q, q - hi] now (columns 0..2nl) and after dt at the current velocity (2nl..4nl)

@@ -5,7 +5,8 @@ Writes ``results/forward.json`` and ``results/forward.md`` (with the machine: co
     python scripts/bench_forward.py --only single --systems swimmer6   # GN vs MLP, 20 min each
     python scripts/bench_forward.py --only steps --systems swimmer6    # + the MLP at the GN's step count
     python scripts/bench_forward.py --only multi     # pretrained:multi against the single-system GNs
-    python scripts/bench_forward.py                  # everything (about 3 hours on 2 cores)
+    python scripts/bench_forward.py                  # everything (five 20-minute pairs, the equal-steps
+                                                     # MLPs, a 40-minute zero-shot GN, multi)
     python scripts/bench_forward.py --minutes 1 --quick   # a fast smoke version
 
 Every system gets the same data (generated with a fixed seed) and the GN and the MLP the same

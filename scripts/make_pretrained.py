@@ -1,6 +1,6 @@
 """Regenerate the shipped pretrained models (``gndesign/pretrained/*.pt``) from fixed seeds.
 
-    python scripts/make_pretrained.py                 # all of them (about 4 hours on 2 cores)
+    python scripts/make_pretrained.py                 # all of them (multi alone: 49 min on one thread)
     python scripts/make_pretrained.py --only cartpole
     python scripts/make_pretrained.py --only obstacle  # the particle simulator of the obstacle scene
 
