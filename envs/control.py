@@ -9,6 +9,7 @@ import torch
 
 from envs.tasks import Task
 from gndesign import gl
+from gndesign.datasets.params import apply_params
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,18 @@ class DmControlEnvironment:
     """``reset() -> (qpos, qvel)``, ``step(action) -> (reward, qpos, qvel)`` on dm_control.
 
     The task's context (e.g. the swimmer's random target) is synchronized at every reset, so the
-    planner's differentiable reward always equals the environment's.
+    planner's differentiable reward always equals the environment's. ``physical``: physical
+    parameters (keys of :data:`gndesign.datasets.params.PARAM_KEYS`) written into the simulated
+    system instead of its nominal ones.
     """
 
-    def __init__(self, task: Task, seed: int, dtype=torch.float32):
+    def __init__(self, task: Task, seed: int, dtype=torch.float32, physical: dict | None = None):
         self.task = task
         self.env = task.make_env(seed)
         self.dtype = dtype
+        if physical is not None:  # e.g. heavier bodies than nominal: a system the model must adapt to
+            model = self.env.physics.model
+            apply_params(getattr(model, "ptr", model), physical, inplace=True)  # dm_control wraps its MjModel
 
     def _state(self):
         q, v = self.task.state_from_env(self.env)
@@ -69,11 +75,11 @@ class DmControlBatch:
     ``step(actions [E, nu]) -> (rewards [E], qpos, qvel)``. The task's context (the swimmers'
     targets) becomes one entry per episode."""
 
-    def __init__(self, task: Task, seeds: list[int], dtype=torch.float32):
+    def __init__(self, task: Task, seeds: list[int], dtype=torch.float32, physical: dict | None = None):
         if not seeds:
             raise ValueError("DmControlBatch needs at least one seed")
         self.task = task
-        self.envs = [DmControlEnvironment(task, seed, dtype) for seed in seeds]
+        self.envs = [DmControlEnvironment(task, seed, dtype, physical) for seed in seeds]
 
     def reset(self):
         states = [env.reset() for env in self.envs]

@@ -59,6 +59,37 @@ def parse_groups(text: str | list[str] | None) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def parse_scales(text: str | dict) -> dict[str, float]:
+    """``"mass=1.25,damping=0.8"`` -> ``{"mass": 1.25, "damping": 0.8}``: a factor per group."""
+    items = dict(text) if isinstance(text, dict) else dict(
+        (part.split("=", 1) + [""])[:2] for part in text.split(",") if part.strip())
+    out = {}
+    for group, value in items.items():
+        group = group.strip()
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            f = math.nan
+        if group not in GROUPS or not (math.isfinite(f) and f > 0):
+            raise GndesignError(f"--scale-params: {group}={value} is not GROUP=FACTOR with GROUP one of "
+                                f"{', '.join(GROUPS)} and a positive factor (e.g. mass=1.25,damping=0.8)")
+        out[group] = f
+    if not out:
+        raise GndesignError("--scale-params: no GROUP=FACTOR given (e.g. mass=1.25)")
+    return out
+
+
+def scale_groups(nominal: dict[str, np.ndarray], scales: dict[str, float]) -> dict[str, np.ndarray]:
+    """The physical parameters ``nominal`` with every element of each group scaled by its factor
+    (a body's inertia with its mass)."""
+    out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in nominal.items()}
+    for group, f in scales.items():
+        out[GROUPS[group]] = out[GROUPS[group]] * f
+        if group == "mass":
+            out["body_inertia"] = out["body_inertia"] * f
+    return out
+
+
 def elements(tree, groups: list[str]) -> list[Element]:
     """The identifiable parameters of ``tree`` (a :class:`gndesign.tree.KinematicTree`) in ``groups``:
     bodies other than the world with mass, dofs with damping, actuators with a gear."""
@@ -198,10 +229,11 @@ def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tu
 
 def identify(model, system: str, obs: Observed, groups: list[str], restarts: int = 4, iterations: int = 30,
              prior: float = 1e-4, prior_width: float = math.log(1.25), init_width: float = math.log(1.25),
-             seed: int = 0) -> dict:
+             seed: int = 0, start: torch.Tensor | None = None) -> dict:
     """Estimate ``groups`` of ``system``'s physical parameters from ``obs`` through ``model``.
 
-    Restart 0 starts at the nominal values, the others at log-factors uniform in
+    Restart 0 starts at the nominal values (or at the log-factors ``start [n]``, e.g. the last
+    estimate when refitting online), the others at log-factors uniform in
     ``[-init_width, init_width]``. Returns ``{"parameters": [...], "loss", "restarts": [...],
     "transitions", "wall_s"}``; each parameter: ``name``, ``group``, ``nominal``, ``estimate``,
     ``factor``, ``std`` (curvature, relative to the estimate) and ``spread`` (relative standard
@@ -215,7 +247,7 @@ def identify(model, system: str, obs: Observed, groups: list[str], restarts: int
     obj = Objective(model, system, obs, elems, prior, prior_width)
     gen = torch.Generator().manual_seed(seed)
     init = (torch.rand(restarts, len(elems), generator=gen) * 2 - 1) * init_width
-    init[0] = 0.0
+    init[0] = 0.0 if start is None else torch.as_tensor(start, dtype=init.dtype)
     x, A = _levenberg_marquardt(obj, init.to(obs.qpos.dtype), iterations)
     losses = obj.residuals(x).pow(2).sum(1)
     if not torch.isfinite(losses).any():
@@ -237,4 +269,5 @@ def identify(model, system: str, obs: Observed, groups: list[str], restarts: int
                        "factor": f, "std": float(std[j]), "spread": float(spread[j])})
     return {"parameters": params, "loss": float(losses[best]), "transitions": len(obs),
             "restarts": [{"loss": float(losses[r]), "factors": torch.exp(x[r]).tolist()} for r in range(restarts)],
+            "log_factors": x[best].tolist(),
             "restarts_at_best": len(good), "wall_s": time.perf_counter() - t0}

@@ -37,7 +37,14 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from gndesign.checkpoints import check_family, get_family, load_weights, read_checkpoint, save_checkpoint
+from gndesign.checkpoints import (
+    check_family,
+    get_family,
+    load_weights,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from gndesign.config import RunConfig, as_nbody_config, as_particle_config, config_mismatch
 from gndesign.datasets.base import one_line
 from gndesign.datasets.formats import dataset_format
@@ -49,13 +56,15 @@ log = logging.getLogger(__name__)
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
-          max_new_steps: int | None = None) -> dict:
+          max_new_steps: int | None = None, init_from: str | os.PathLike | None = None) -> dict:
     """Train a model of ``config.family`` on ``config.data``; returns a summary (final losses,
     steps, throughput).
 
     With ``resume``, continues from ``run_dir/checkpoints/latest.pt`` and reproduces the
     uninterrupted run (same data order, noise and optimizer state). ``max_new_steps`` stops this
-    invocation early, as a preemption would (the run can be resumed).
+    invocation early, as a preemption would (the run can be resumed). ``init_from``: fine-tune, i.e.
+    start a new run from that checkpoint's weights and normalization statistics (a fresh optimizer
+    and schedule; an exported checkpoint will do) instead of a new model.
 
     A forward configuration on particle data trains a particle simulator with the options both
     share (:func:`gndesign.config.as_particle_config`).
@@ -72,7 +81,24 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     if config.particles != particle_data:
         raise ConfigError(f"{config.data[0]} is {'not ' if config.particles else ''}a particle dataset but the "
                           f"configuration is for {'particles' if config.particles else 'articulated systems'}")
-    return run_training(get_family(config.family).trainer(config), run_dir, resume, progress, max_new_steps)
+    return run_training(get_family(config.family).trainer(config), run_dir, resume, progress, max_new_steps, init_from)
+
+
+def fine_tune_start(trainer: Trainer, model: torch.nn.Module, spec: str | os.PathLike) -> None:
+    """Load the weights and statistics of checkpoint ``spec`` (a path or ``pretrained:NAME``) into
+    ``model``, refusing one of another family, system or scene, or of other model options."""
+    path = resolve_checkpoint(spec)
+    blob = read_checkpoint(path)
+    check_family(blob, trainer.config.family, "to fine-tune")
+    get_family(blob["family"]).check(blob, "to fine-tune", **trainer.requested())
+    saved = RunConfig.from_dict(blob["config"], particles="scene" in blob, cgns="solver" in blob["config"])
+    old, new = saved.to_dict()["model"], trainer.config.to_dict()["model"]
+    key = next((k for k, v in old.items() if new.get(k) != v), None)
+    if key is not None:
+        raise ConfigError(f"cannot fine-tune {spec}: model.{key} {old[key]} in the checkpoint vs {new.get(key)} now; "
+                          "train with the checkpoint's model options")
+    load_weights(model, blob["model"], path)
+    log.info("fine-tuning from %s", spec)
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict:
@@ -98,7 +124,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
-                 max_new_steps: int | None = None) -> dict:
+                 max_new_steps: int | None = None, init_from: str | os.PathLike | None = None) -> dict:
     """The training loop shared by every model family (see :class:`gndesign.families.Trainer`): Adam with
     gradient clipping, exponential learning-rate decay over ``train.steps`` (or ``train.minutes``),
     CSV metrics, atomic checkpoints with the full training state, exact resume, DDP."""
@@ -113,6 +139,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
         raise GndesignError(f"{run_dir} already holds a run: pass --resume to continue it or choose another --out")
     if resume and not ckpt_path.exists():
         raise GndesignError(f"nothing to resume: {ckpt_path} does not exist")
+    if resume and init_from is not None:
+        raise GndesignError("a resumed run continues its own weights: drop the checkpoint to fine-tune from")
     trainer.prepare()
 
     torch.manual_seed(tc.seed)
@@ -155,7 +183,10 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
         elapsed = float((blob.get("extra") or {}).get("elapsed_s", metrics.last_time if metrics else 0.0))
         log.info("resumed %s at step %d", run_dir, step)
     else:
-        trainer.init_statistics(rank)
+        if init_from is not None:
+            fine_tune_start(trainer, model, init_from)
+        else:
+            trainer.init_statistics(rank)
         metrics = Metrics(metrics_path) if rank == 0 else None
         if rank == 0:
             with writing(run_dir / "config.yaml"):

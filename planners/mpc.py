@@ -46,6 +46,7 @@ class EpisodeRecord:
     # asynchronous runs: per step, the control steps since the state the acted-on plan was made from
     plan_ages: list[int] = field(default_factory=list)
     reflex_steps: int = 0  # asynchronous runs: steps acted on by the fallback (reflex) instead of a stale plan
+    refits: list[dict] = field(default_factory=list)  # adaptive runs: each refit of the physical parameters
 
     @property
     def total_return(self) -> float:
@@ -59,7 +60,8 @@ class EpisodeRecord:
                 "lockstep_batch": self.batch,
                 **({"plan_age_mean_steps": sum(self.plan_ages) / len(self.plan_ages),
                     "plan_age_max_steps": max(self.plan_ages),
-                    "reflex_fraction": self.reflex_steps / len(self.plan_ages)} if self.plan_ages else {})}
+                    "reflex_fraction": self.reflex_steps / len(self.plan_ages)} if self.plan_ages else {}),
+                **({"refits": self.refits} if self.refits else {})}
 
 
 class _Batch1:
@@ -78,7 +80,7 @@ class _Batch1:
 
 
 def run_mpc(env: Environment, planner: Planner, steps: int, replan_every: int = 1,
-            progress: bool = False, on_step=None) -> EpisodeRecord:
+            progress: bool = False, on_step=None, adapt=None) -> EpisodeRecord:
     """Run one episode of ``steps`` control steps, replanning every ``replan_every`` steps.
 
     The plan is in control steps; a planner over a ``k``-step model holds each of its actions
@@ -86,23 +88,32 @@ def run_mpc(env: Environment, planner: Planner, steps: int, replan_every: int = 
 
     Between decisions the plan is executed open loop; the next decision warm-starts from the
     plan shifted by the steps executed. ``on_step(t)`` is called after each step (e.g. to render).
+    ``adapt``: online identification (:class:`planners.adaptive.OnlineIdentification`), which sees
+    every step and refits the planning model's physical parameters at its interval.
     """
-    return run_mpc_lockstep(_Batch1(env), planner, steps, replan_every, progress, on_step)[0]
+    return run_mpc_lockstep(_Batch1(env), planner, steps, replan_every, progress, on_step, adapt)[0]
 
 
 def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, progress: bool = False,
-                     on_step=None) -> list[EpisodeRecord]:
+                     on_step=None, adapt=None) -> list[EpisodeRecord]:
     """:func:`run_mpc` for a batched environment: its ``E`` episodes step in lockstep and one
-    planner call per decision plans for all of them; one record per episode."""
+    planner call per decision plans for all of them; one record per episode (``adapt``: one
+    episode only)."""
     if replan_every < 1:
         raise ValueError("replan_every must be >= 1")
     planner.check_replan(replan_every)
     qpos, qvel = env.reset()
     E = qpos.shape[0]
+    if adapt is not None and E != 1:
+        raise ValueError("online identification follows one episode at a time: run the episodes one by one")
     records = [EpisodeRecord(batch=E) for _ in range(E)]
     planner.reset()
+    if adapt is not None:
+        adapt.reset()
     plan, k = None, 0
     for t in tqdm(range(steps), disable=not progress, desc=f"mpc ({planner.name})", unit="step"):
+        if adapt is not None:
+            adapt.before_step(t)
         if plan is None or k >= replan_every:
             if plan is not None:  # plan() shifted once already
                 planner.advance(k)
@@ -117,12 +128,17 @@ def run_mpc_lockstep(env, planner: Planner, steps: int, replan_every: int = 1, p
             plan, k = result.actions, 0
         actions = plan[:, k]
         k += 1
+        before = qpos, qvel
         rewards, qpos, qvel = env.step(actions)
+        if adapt is not None:
+            adapt.observe(t, *before, actions, qpos, qvel)
         for e, rec in enumerate(records):
             rec.rewards.append(float(rewards[e]))
             rec.actions.append(actions[e].tolist())
         if on_step is not None:
             on_step(t)
+    if adapt is not None:
+        records[0].refits = list(adapt.refits)
     return records
 
 

@@ -19,7 +19,12 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
   times more learned rollouts than the gradient run; on a shared machine the time is noisy);
 * ``cem-mujoco``: CEM on MuJoCo with ``10 (G + 1)`` simulator calls, or (``--time-factor F``)
   with ``F`` times the gradient run's wall-clock time;
-* ``random-mujoco``: random search on MuJoCo with ``10 (G + 1)`` calls.
+* ``random-mujoco``: random search on MuJoCo with ``10 (G + 1)`` calls;
+* ``gradient-refined``: the gradient run refined ``--refine-rounds`` rounds (``workflows.refine``:
+  each round's design simulated in MuJoCo from 4 layouts, the model fine-tuned 500 steps on those
+  trajectories plus a replay of its training data ``--refine-data``, the design continued); its
+  time, calls and rollouts are all rounds' together, fine-tuning included. Per round the predicted
+  and MuJoCo scores are recorded (only in the model's own training scene: chain, K = 4).
 
 Design spaces (issue 17): ``--segments K`` (a chain of K segments, total length fixed) and
 ``--obstacle bars`` (K free bars, 3 K parameters). ``--transfer K ...`` measures instead how the
@@ -50,8 +55,9 @@ from gndesign.io import atomic_write_json, atomic_write_text
 from workflows.design import DESIGN_DEFAULTS, LOSS_DEFAULTS, design_obstacle
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("gradient", "cem-learned-calls", "cem-learned", "cem-mujoco", "random-mujoco")
+METHODS = ("gradient", "gradient-refined", "cem-learned-calls", "cem-learned", "cem-mujoco", "random-mujoco")
 LABELS = {"initial": "initial design", "gradient": "gradient (learned)",
+          "gradient-refined": "gradient, model refined in the loop",
           "cem-learned-calls": "CEM (learned, same rollouts)", "cem-learned": "CEM (learned, same time)",
           "cem-mujoco": "CEM (MuJoCo, 10x calls)", "random-mujoco": "random (MuJoCo, 10x calls)"}
 
@@ -63,6 +69,19 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
         opts = {"iterations": args.grad_iterations, "lr": args.lr, "restarts": args.restarts}
         return design_obstacle("bin", target, optimizer="gradient", simulator="learned", model=model, seed=args.seed,
                                options=opts, cfg=cfg, loss={"particles": args.particles})
+    if method == "gradient-refined":
+        from workflows.refine import refine_design
+
+        opts = {"lr": args.lr, "restarts": args.restarts}
+        work = str(Path(args.cache) / f"{target:g}-refine")
+        r = refine_design(target, args.refine_data, args.refine_rounds, model, work, iterations=args.grad_iterations,
+                          seed=args.seed, options=opts, loss={"particles": args.particles}, overwrite=True)
+        rows = r["rounds"]
+        return {"score": rows[-1]["score"], "score_initial": grad["score_initial"],
+                "predicted_score": rows[-1]["predicted_score"], "rounds": rows,
+                "optimizer_seconds": sum(x["optimizer_seconds"] + x.get("fine_tune_seconds", 0.0) for x in rows),
+                "learned_calls": sum(x["learned_calls"] for x in rows),
+                "mujoco_calls": sum(x["mujoco_calls"] + x.get("new_episodes", 0) for x in rows)}
     calls = args.mujoco_factor * grad["learned_calls"]
     pop = args.population
     if method == "cem-learned-calls":  # as many learned rollouts as the gradient run (forward only)
@@ -149,6 +168,9 @@ def main() -> None:
     p.add_argument("--obstacle", choices=["chain", "bars"], help="design space (default: chain)")
     p.add_argument("--restarts", type=int, default=DESIGN_DEFAULTS["gradient"]["restarts"])
     p.add_argument("--particles", type=int, default=LOSS_DEFAULTS["particles"], help="balls per gradient iteration")
+    p.add_argument("--refine-rounds", type=int, default=3, help="gradient-refined: refinement rounds")
+    p.add_argument("--refine-data", default=str(ROOT / "runs" / "pretrained" / "data" / "obstacle-train-1200-s0"),
+                   help="gradient-refined: the model's training data (make_pretrained.py --only obstacle writes it)")
     p.add_argument("--transfer", nargs="+", metavar="K|barsK", help="only measure the model's error per design space")
     p.add_argument("--transfer-designs", type=int, default=8)
     p.add_argument("--error-episodes", type=int, default=8, help="held-out episodes for the model's rollout error")
@@ -251,6 +273,13 @@ def summarize(report: dict) -> dict:
         s["predicted_score_gradient"] = float(np.mean([r["gradient"]["predicted_score"] for r in runs.values()]))
         s["rollout_equivalents_per_iteration"] = float(np.mean([r["gradient"]["rollout_equivalents_per_iteration"]
                                                                 for r in runs.values()]))
+    if "gradient-refined" in methods:
+        rounds = [r["gradient-refined"]["rounds"] for r in runs.values()]
+        s["refinement"] = [{"round": i, "mean_score": float(np.mean([x[i]["score"] for x in rounds])),
+                            "mean_predicted": float(np.mean([x[i]["predicted_score"] for x in rounds])),
+                            "mean_abs_gap": float(np.mean([abs(x[i]["gap"]) for x in rounds])),
+                            "mean_model_error": float(np.mean([x[i]["model_error"] for x in rounds]))}
+                           for i in range(len(rounds[0]))]
     return s
 
 
@@ -294,6 +323,12 @@ def markdown(report: dict) -> str:
                   "(optimizer CPU time / (iterations x the CPU time of one full forward learned rollout of the restart "
                   "batch)); "
                   f"{report['protocol']['restarts']} restarts, {report['protocol']['particles']} balls per iteration."]
+    if "refinement" in s:
+        lines += ["", "Model refined in the loop, per round (mean over the targets): predicted vs MuJoCo score of the "
+                  "round's design, |predicted - MuJoCo|, the model's mean particle position error on it:", "",
+                  "| round | MuJoCo score | predicted | mean abs gap | model error [m] |", "|---|---|---|---|---|"]
+        lines += [f"| {x['round']} | {x['mean_score']:.2f} | {x['mean_predicted']:.2f} | {x['mean_abs_gap']:.3f} | "
+                  f"{x['mean_model_error']:.3f} |" for x in s["refinement"]]
     e = report.get("model_error")
     if e and "position_error" in e:
         hs = ", ".join(f"frame {h}: {v:.3f} m" for h, v in e["position_error"].items())

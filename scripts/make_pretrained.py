@@ -43,11 +43,14 @@ SPECS = {
               + [(f"swimmer{n}", 300, n) for n in (3, 4, 5, 7, 8, 9)], "steps": 120000,
               "options": ["model.mlp_layers=1", "train.batch_size=64", "train.datasets_per_batch=1",
                           "train.checkpoint_every=5000", "train.eval_every=5000"]},
-    "swimmers": {"data": [(f"swimmer{n}", 120, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 10000,
-                 "options": ["model.message_passing_steps=2"]},
+    # Swimmers 3-9 in one model, the zero-shot benchmark's recipe (message passing to swimmer9's depth,
+    # one dataset per batch).
+    "swimmers": {"data": [(f"swimmer{n}", 500, n) for n in (3, 4, 5, 6, 7, 8, 9)], "steps": 75000,
+                 "options": ["model.mlp_layers=1", "train.batch_size=64", "train.datasets_per_batch=1",
+                             "train.checkpoint_every=5000", "train.eval_every=5000"]},
     # The particle simulator of the obstacle-design scene (default SceneConfig): episodes and seeds
     # of the training and validation data (gndesign generate obstacle-scene), options, steps.
-    "obstacle": {"kind": "particles", "train": (600, 0), "valid": (50, 1), "steps": 24000,
+    "obstacle": {"kind": "particles", "train": (1200, 0), "valid": (50, 1), "steps": 96000,
                  "options": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=3",
                              "model.radius=3.0", "model.history=5", "train.batch_size=4", "train.vel_noise=0.03",
                              "train.log_every=500", "train.eval_every=2000", "train.checkpoint_every=1000",

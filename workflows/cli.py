@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from gndesign.errors import GndesignError
-from workflows import cli_identify, cli_policy, cli_symbolic, cli_tasks
+from workflows import cli_design, cli_identify, cli_policy, cli_symbolic, cli_tasks
 from workflows.arguments import (
     check_outputs,
     model_path,
@@ -195,7 +195,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         args.task = get_task(args.task_file, system=args.task)
     result = plan_episodes(args.task, args.model, args.planner, args.episodes, args.seed, args.control_steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
-                           lockstep=args.lockstep, overwrite=args.overwrite, action_repeat=args.action_repeat)
+                           lockstep=args.lockstep, overwrite=args.overwrite, action_repeat=args.action_repeat,
+                           **cli_identify.adaptive_options(args))
     if args.plot:
         result["plot"] = str(save_figure(episode_figure(result), args.plot))
     if args.out:
@@ -329,7 +330,7 @@ def cmd_constrain(args: argparse.Namespace) -> int:
 # Each further command lives in its own ``workflows/cli_<topic>.py`` with a ``register(sub)`` that adds
 # its parser (argparse + printing only, like this module); list it here.
 COMMAND_GROUPS: tuple = (cli_policy.register, cli_tasks.register, cli_identify.register,
-                         cli_symbolic.register)
+                         cli_symbolic.register, cli_design.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,13 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return 0
 
 
+def adaptive_options(args: argparse.Namespace) -> dict:
+    """The plan command's online-identification options (added by :func:`register`) as
+    :func:`workflows.plan.plan_episodes` keywords."""
+    return {"adapt": args.adapt, "refit_every": args.refit_every, "scale_params": args.scale_params,
+            "known_params": args.known_params}
+
+
 def register(sub) -> None:
     s = sub.add_parser("identify", help="estimate physical parameters (masses, damping, gears) from observed "
                        "trajectories through a learned model")
@@ -46,3 +53,15 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true")
     overwrite_option(s)
     s.set_defaults(func=cmd_identify)
+
+    plan = sub.choices.get("plan")
+    if plan is not None:  # adaptive MPC and mismatched systems
+        plan.add_argument("--adapt", metavar="GROUPS", help="identify these parameter groups online (mass, "
+                          "damping, gear; comma-separated) and plan with the estimate (a learned model, one episode "
+                          "at a time)")
+        plan.add_argument("--refit-every", type=positive_int, metavar="N", help="with --adapt: refit every N control "
+                          "steps from all the steps seen (default 100, rounded up to the model's action repeat)")
+        plan.add_argument("--scale-params", metavar="GROUP=F,...", help="run the true system with its physical "
+                          "parameters scaled, e.g. mass=1.25 (a system the model does not know)")
+        plan.add_argument("--known-params", action="store_true",
+                          help="tell the learned model the --scale-params values (the 'true parameters' reference)")

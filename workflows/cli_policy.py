@@ -7,6 +7,7 @@ import json
 
 from gndesign.errors import GndesignError
 from workflows.arguments import check_outputs, model_path, output_options, positive_int, prefixed_options
+from workflows.cli_identify import adaptive_options
 
 
 def _print_result(result: dict, args: argparse.Namespace) -> None:
@@ -83,7 +84,8 @@ def cmd_plan_guided(args: argparse.Namespace, plain) -> int:
     result = plan_episodes(args.task, args.model, args.planner, args.episodes, args.seed, args.control_steps,
                            args.replan_every, args.horizon, options, args.video, progress=not args.quiet,
                            lockstep=args.lockstep, overwrite=args.overwrite, action_repeat=args.action_repeat,
-                           policy=args.policy, value_weight=args.value_weight, asynchronous=args.asynchronous)
+                           policy=args.policy, value_weight=args.value_weight, asynchronous=args.asynchronous,
+                           **adaptive_options(args))
     _finish(result, args)
     print(f"real-time factor {result['real_time_factor']:.2f}")
     return 0

@@ -51,7 +51,7 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
                     optimizer: str = "gradient", simulator: str = "learned", model: str = "pretrained:obstacle",
                     iterations: int | None = None, seed: int = 0, options: dict | None = None,
                     scene: str | None = None, cfg=None, out: str | None = None, overwrite: bool = False,
-                    constraints=None, loss: dict | None = None, obstacle: str | None = None) -> dict:
+                    constraints=None, loss: dict | None = None, obstacle: str | None = None, init=None) -> dict:
     """Optimize an obstacle, re-simulate the initial and final designs in MuJoCo and score them there.
 
     ``iterations``: optimizer steps (gradient: Adam steps; cem: refits; random: batches of designs).
@@ -67,6 +67,7 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     then checked on the obstacle MuJoCo builds (``constraint_violation``, ``constraints_met``).
     ``loss``: the gradient run's learned loss (:data:`LOSS_DEFAULTS`). ``obstacle``: ``chain`` or
     ``bars`` (default: the scene's); ``segments``: K (chain segments or bars; the total length stays).
+    ``init``: the design to start from (default: the scene's, the chain hanging straight down).
     """
     if optimizer not in DESIGN_OPTIMIZERS:
         raise GndesignError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(DESIGN_OPTIMIZERS)}")
@@ -113,7 +114,7 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     # The prior penalizes bends: differences of consecutive absolute segment angles (bars: of neighbours).
     hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss} if optimizer == "gradient" else {}
     opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=prior_map(cfg), **opts)
-    init = torch.as_tensor(cfg.default_design())
+    init = torch.as_tensor(cfg.check_design(cfg.default_design() if init is None else init))
     loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss
     log.info("designing a %d-segment obstacle for %s with %s on %s", cfg.segments, the_task.to_dict(), optimizer,
              simulator)

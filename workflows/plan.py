@@ -16,9 +16,11 @@ from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.coarse import check_divides, check_same_repeat
 from gndesign.dynamics import LearnedDynamics
 from gndesign.errors import GndesignError
+from gndesign.identify import parse_groups, parse_scales, scale_groups
 from gndesign.io import atomic_write_json, check_output
 from gndesign.plotting import save_figure
 from planners import PLANNERS, make_planner, planner_options
+from planners.adaptive import OnlineIdentification
 from planners.mpc import run_mpc_async, run_mpc_lockstep
 from workflows.figures import episode_figure
 from workflows.policy import action_chatter
@@ -37,7 +39,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                   replan_every: int | None = None, horizon: int | None = None, options: dict | None = None,
                   video: str | None = None, progress: bool = True, lockstep: int = 1, overwrite: bool = False,
                   action_repeat: int | None = None, policy: str | None = None, value_weight: float = 1.0,
-                  asynchronous: bool = False) -> dict:
+                  asynchronous: bool = False, adapt: str | None = None, refit_every: int | None = None,
+                  scale_params: str | dict | None = None, known_params: bool = False) -> dict:
     """Run MPC episodes (seeds ``seed``, ``seed + 1``, ...) in the real dm_control environment;
     returns per-episode summaries. ``task_name``: a shipped task, a task file or a :class:`Task`
     (:func:`envs.tasks.get_task`). ``steps``: control steps per episode (default: the task's);
@@ -55,7 +58,13 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     sample) is the policy's plan and its value, times ``value_weight``, ends the horizon
     (:mod:`planners.policy`). ``asynchronous``: decisions run in a thread apart from the control
     loop, which acts in real time on the latest plan, or on the policy where that plan is older than
-    two replanning intervals (:func:`planners.mpc.run_mpc_async`; one episode at a time)."""
+    two replanning intervals (:func:`planners.mpc.run_mpc_async`; one episode at a time).
+
+    ``scale_params`` (e.g. ``"mass=1.25"``): the true environment's physical parameters are the
+    nominal ones with each group scaled (:func:`gndesign.identify.parse_scales`); ``known_params``
+    tells the learned model those values. ``adapt`` (groups, e.g. ``"mass"``): identify them online
+    every ``refit_every`` control steps (default 100, rounded up to a multiple of ``k``) and plan with the estimate
+    (:class:`planners.adaptive.OnlineIdentification`; a learned model, one episode at a time)."""
     task = task_name if isinstance(task_name, Task) else get_task(task_name)
     if planner_name not in PLANNERS:
         raise GndesignError(f"unknown planner {planner_name!r}: choose one of {', '.join(PLANNERS)}")
@@ -75,11 +84,19 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
         raise GndesignError("--async and --value-weight go with --policy (a policy-guided planner)")
     if asynchronous and lockstep > 1:
         raise GndesignError("--async runs one episode at a time: drop --lockstep")
+    groups = parse_groups(adapt) if adapt is not None else None
+    if groups is not None and (ckpt is None or asynchronous or lockstep > 1):
+        raise GndesignError("--adapt refits a learned model's parameters in the synchronous loop, one episode at a "
+                            "time: give a learned --model and drop --async and --lockstep")
+    if known_params and scale_params is None:
+        raise GndesignError("--known-params tells the model the values of --scale-params: give --scale-params")
+    physical = None if scale_params is None else scale_groups(task.system.nominal_params(), parse_scales(scale_params))
     if ckpt is None:
         dynamics = MujocoDynamics(task.system)
     else:
         learned, _ = load_model(ckpt, "forward", system=task.system.name, mjcf_sha256=task.system.mjcf_sha256())
-        dynamics = LearnedDynamics(learned, task.system.name)
+        known = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in physical.items()} if known_params else None
+        dynamics = LearnedDynamics(learned, task.system.name, params=known)
     k = dynamics.action_repeat
     if action_repeat is not None:
         check_same_repeat(k, action_repeat, "--action-repeat asks for", f"plan with a model trained on --action-repeat "
@@ -94,12 +111,14 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
     if policy is not None:
         guide, guided_cost = policy_guidance(policy, task, dynamics, value_weight)
         reflex = guide.reflex
+    refit_every = refit_every or -(-100 // k) * k
+    adapter = None if groups is None else OnlineIdentification(dynamics, groups, refit_every, seed=seed)
     results, frames = [], []
     for first in range(0, episodes, lockstep):
         group = list(range(first, min(first + lockstep, episodes)))
         planner = make_planner(planner_name, dynamics, guided_cost or task.cost, H, seed=seed + first, **opts)
         planner.guide = guide
-        env = DmControlBatch(task, [seed + ep for ep in group])
+        env = DmControlBatch(task, [seed + ep for ep in group], physical=physical)
         on_step = None
         if video and first == 0:
             def on_step(t, env=env):
@@ -111,7 +130,7 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                                       reflex=reflex, max_age=2 * replan_every)]
             else:
                 recs = run_mpc_lockstep(env, planner, steps, replan_every=replan_every, progress=progress,
-                                        on_step=on_step)
+                                        on_step=on_step, adapt=adapter)
         for ep, rec in zip(group, recs, strict=True):
             summary = rec.summary()
             summary.update(episode=ep, seed=seed + ep, rewards=rec.rewards, actions=rec.actions,
@@ -129,7 +148,9 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
            "mean_evaluations": float(np.mean([r["mean_evaluations"] for r in results])),
            "control_timestep": task.system.control_timestep, "policy": policy,
            "value_weight": value_weight if policy else None, "asynchronous": asynchronous,
-           "chatter_mean": float(np.mean([r["chatter"] for r in results]))}
+           "chatter_mean": float(np.mean([r["chatter"] for r in results])),
+           "scale_params": None if scale_params is None else parse_scales(scale_params), "known_params": known_params,
+           "adapt": None if groups is None else {"groups": groups, "refit_every": refit_every}}
     if asynchronous:
         out["plan_age_mean_steps"] = float(np.mean([r["plan_age_mean_steps"] for r in results]))
         out["plan_age_max_steps"] = int(max(r["plan_age_max_steps"] for r in results))

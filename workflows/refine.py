@@ -1,0 +1,130 @@
+"""The model refined in the design loop (``gndesign design --refine-rounds R``).
+
+A learned simulator is least accurate where the design leads it: to obstacles unlike its random
+training designs. After each round of gradient design, the round's design is simulated in MuJoCo
+from ``layouts`` ball layouts (the design problem's own first), those trajectories are written as a
+particle dataset (``OUT/data/round-R``), the model is fine-tuned briefly on every round's
+trajectories plus a replay of ``replay`` episodes of its training data (so that it keeps the rest of
+what it knew), and the design continues from where it was with the fine-tuned model. Every round
+records the model's predicted score and the MuJoCo score of its design.
+
+The designs must be of the scene the model was trained on (its obstacle type and segments): the
+trajectories join data of that scene.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.obstacle.scene import design_fk, load_scene_file
+from envs.obstacle.simulation import simulate
+from gndesign.checkpoints import export_checkpoint, load_model
+from gndesign.config import RunConfig
+from gndesign.datasets.particles import ParticleDataset, scene_mismatch, write_particle_dataset
+from gndesign.errors import GndesignError
+from gndesign.io import atomic_write_json, check_output
+from gndesign.training import train
+from workflows.design import design_obstacle
+
+log = logging.getLogger("gndesign")
+
+#: Fine-tuning after each round: optimizer steps, learning rate (decaying to a tenth), batch.
+FINE_TUNE = {"steps": 500, "lr": 3e-4, "batch_size": 4}
+
+
+def design_episodes(cfg, design: np.ndarray, seeds: list[int], out: Path) -> Path:
+    """MuJoCo trajectories of ``design [K]`` from the ball layouts of ``seeds``, written as a
+    particle dataset at ``out`` (exactly what :func:`envs.obstacle.simulation.simulate` returns)."""
+    positions = simulate(cfg, design, init=seeds)
+    designs = np.repeat(np.asarray(design, dtype=np.float64)[None], len(seeds), 0)
+    obstacle = design_fk(torch.as_tensor(designs), cfg).numpy()
+    return write_particle_dataset(out, positions, obstacle, designs, cfg.to_dict(), None,
+                                  generator={"scene": "obstacle", "designs": "a refinement round's design",
+                                             "layouts": f"initial_positions of seeds {seeds}"})
+
+
+def replay_episodes(data: ParticleDataset, episodes: int, seed: int, out: Path) -> Path:
+    """``episodes`` episodes of ``data`` drawn without replacement, written as a dataset at ``out``."""
+    pick = np.sort(np.random.default_rng(seed).choice(len(data.positions), min(episodes, len(data.positions)),
+                                                      replace=False))
+    return write_particle_dataset(out, data.positions[pick], data.obstacle[pick], data.design[pick], data.scene,
+                                  None, generator={"replay": str(data.path), "episodes": pick.tolist()})
+
+
+def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pretrained:obstacle", out: str = "",
+                  layouts: int = 4, replay: int = 64, iterations: int | None = None, seed: int = 0,
+                  options: dict | None = None, loss: dict | None = None, constraints=None,
+                  fine_tune: dict | None = None, overwrite: bool = False) -> dict:
+    """Gradient design of a bin task's obstacle through ``model``, refined for ``rounds`` rounds
+    (see the module docstring); ``data``: the model's training data (the replay's source).
+    Writes ``OUT/refine.json`` (per round: the design, predicted and MuJoCo scores, their gap, the
+    fine-tuned checkpoint) and returns it."""
+    if rounds < 0 or layouts < 1 or replay < 0:
+        raise GndesignError(f"--refine-rounds must be >= 0 and --layouts >= 1, --replay >= 0 (got {rounds}, "
+                            f"{layouts}, {replay})")
+    if not out:
+        raise GndesignError("refinement writes datasets and models: give --out DIR")
+    ft = dict(FINE_TUNE, **(fine_tune or {}))
+    check_output(out, "dir", inputs=[data], overwrite=overwrite)
+    out_dir = Path(out)
+    ours = [out_dir / "data", out_dir / "models", out_dir / "refine.json"]
+    if any(p.exists() for p in ours) and not overwrite:
+        raise GndesignError(f"--out {out} already holds a refinement run: choose another --out (or pass --overwrite "
+                            "to replace it)")
+    base = ParticleDataset.load(data)
+    _, blob = load_model(model, "particles")
+    diff = scene_mismatch(blob["scene"], base.scene)
+    if diff:
+        raise GndesignError(f"--data {data} is not {model}'s training scene ({'; '.join(diff)}): give the data the "
+                            "model was trained on")
+    saved = RunConfig.from_dict(blob["config"], particles=True)
+    for p in ours:  # the inputs are sound: replace what an earlier refinement run wrote there, nothing else
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    scene = load_scene_file(None, dict(base.scene))
+    replay_dir = replay_episodes(base, replay, seed, out_dir / "data" / "replay") if replay else None
+    current, design, rows, round_data = model, None, [], []
+    t_start = time.perf_counter()
+    for r in range(rounds + 1):
+        res = design_obstacle("bin", target_x, model=str(current), iterations=iterations, seed=seed, options=options,
+                              loss=loss, constraints=constraints, init=design)
+        design = np.asarray(res["design"])
+        rows.append({"round": r, "model": str(current), "design": res["design"], "score": res["score"],
+                     "predicted_score": res["predicted_score"], "gap": res["predicted_score"] - res["score"],
+                     "model_error": res["model_error"], "mujoco_calls": res["mujoco_calls"],
+                     "learned_calls": res["learned_calls"], "optimizer_seconds": res["optimizer_seconds"]})
+        log.info("round %d: MuJoCo score %.2f, predicted %.2f (gap %+.2f)", r, res["score"], res["predicted_score"],
+                 rows[-1]["gap"])
+        if r == rounds:
+            break
+        seeds = [seed] + [10_000 * (r + 1) + i for i in range(1, layouts)]
+        round_data.append(design_episodes(scene, design, seeds, out_dir / "data" / f"round-{r}"))
+        run = out_dir / "models" / f"round-{r}"
+        # The model's own training recipe (noise, history, threads) on a short schedule.
+        run_cfg = copy.deepcopy(saved)
+        run_cfg.data = [str(p) for p in ([replay_dir] if replay_dir else []) + round_data]
+        run_cfg.train = dataclasses.replace(saved.train, steps=ft["steps"], minutes=None, lr=ft["lr"],
+                                            lr_final=ft["lr"] / 10, batch_size=ft["batch_size"], val_fraction=0.0,
+                                            seed=seed + r, log_every=max(ft["steps"] // 5, 1),
+                                            checkpoint_every=ft["steps"], eval_every=ft["steps"])
+        t0 = time.perf_counter()
+        train(run_cfg, run, progress=False, init_from=current)
+        rows[-1]["fine_tune_seconds"] = time.perf_counter() - t0
+        rows[-1]["new_episodes"] = len(seeds)
+        current = export_checkpoint(run / "checkpoints" / "latest.pt", run / "model.pt")
+    result = {"task": {"name": "bin", "target_x": target_x}, "model": model, "data": str(data), "rounds": rows,
+              "layouts": layouts, "replay": replay, "fine_tune": ft, "seed": seed,
+              "wall_s": time.perf_counter() - t_start,
+              "gap_ratio": abs(rows[-1]["gap"]) / max(abs(rows[0]["gap"]), 1e-12)}
+    atomic_write_json(out_dir / "refine.json", result)
+    return result
