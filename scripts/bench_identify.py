@@ -8,12 +8,13 @@ generator's initial states and smooth random controls, and identify masses and d
 known) from the first 0.5, 1 and 2 s. Writes ``results/identify.json`` and ``results/identify.md``.
 
     python scripts/bench_identify.py --model cartpole=pretrained:cartpole --model acrobot=PATH [--trials 4]
-    python scripts/bench_identify.py --mpc    # adaptive MPC (added to the same report)
+    python scripts/bench_identify.py --mpc [CASE ...]   # adaptive MPC (added to the same report)
 
-Adaptive MPC (``--mpc``): cartpole swing-up in true MuJoCo with every body's mass scaled by 1.25 and
-by 0.8, 10 episodes (seeds 100-109) per cell with the policy-guided gradient planner on the shipped
-k = 8 model (issue 15's settings): the model told the nominal masses, the true ones, or identifying
-them online (``gndesign plan ... --adapt mass --refit-every 96``).
+Adaptive MPC (``--mpc``): each case (:data:`MPC_CASES`: cartpole swing-up with the policy-guided
+gradient planner on the shipped k = 8 model at issue 15's settings; the arm-hold example with CEM
+on its GN from ``scripts/bench_examples.py``) in true MuJoCo with every body's mass scaled by 1.25
+and by 0.8, 10 episodes (seeds 100-109) per cell: the model told the nominal masses, the true ones,
+or identifying them online (``gndesign plan ... --adapt mass --refit-every N``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ from workflows.plan import plan_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = {"inside": (0.85, 1.18), "edge": (0.8, 1.25)}
-MPC = {"task": "cartpole-swingup", "model": "pretrained:cartpole-k8", "policy": "pretrained:cartpole-policy",
-       "planner": "gradient", "horizon": 64, "replan_every": 8, "options": {"iterations": 2, "restarts": 4},
-       "refit_every": 96, "scales": (1.25, 0.8), "episodes": 10, "seed": 100}
+TASK_DATA = ROOT / "envs" / "task_data"
+# Adaptive-MPC cases: the cartpole at issue 15's settings, and the arm-hold example (its GN from
+# scripts/bench_examples.py, the task file's CEM settings), where holding the hand up against gravity
+# depends on the masses.
+MPC_CASES = {
+    "cartpole-swingup": {"task": "cartpole-swingup", "model": "pretrained:cartpole-k8",
+                         "policy": "pretrained:cartpole-policy", "planner": "gradient", "horizon": 64,
+                         "replan_every": 8, "options": {"iterations": 2, "restarts": 4}, "refit_every": 96},
+    "arm-hold": {"task": str(TASK_DATA / "arm-hold.yaml"), "system": str(TASK_DATA / "arm-vertical.xml"),
+                 "model": str(ROOT / "runs" / "examples" / "arm-hold" / "gn" / "checkpoints" / "latest.pt"),
+                 "policy": None, "planner": "cem", "horizon": None, "replan_every": None, "options": None,
+                 "refit_every": 25},
+}
+MPC = {"scales": (1.25, 0.8), "episodes": 10, "seed": 100}
 SECONDS = (0.5, 1.0, 2.0)
 
 
@@ -92,14 +104,17 @@ def summarize(trials: list[dict]) -> dict:
     return out
 
 
-def adaptive_mpc(episodes: int) -> dict:
-    """The adaptive-MPC cells: per mass scale, nominal / adaptive / true parameters."""
-    out = {"settings": dict(MPC, episodes=episodes), "cells": {}}
-    m = MPC
+def adaptive_mpc(case: str, episodes: int) -> dict:
+    """The adaptive-MPC cells of one case: per mass scale, nominal / adaptive / true parameters."""
+    from envs.tasks import get_task
+
+    m = dict(MPC_CASES[case], **MPC)
+    out = {"settings": dict(m, episodes=episodes), "cells": {}}
+    task = get_task(m["task"], system=m.get("system"))
     for scale in m["scales"]:
         for cell in ("nominal", "adaptive", "true"):
             t0 = time.perf_counter()
-            r = plan_episodes(m["task"], m["model"], m["planner"], episodes, m["seed"], None, m["replan_every"],
+            r = plan_episodes(task, m["model"], m["planner"], episodes, m["seed"], None, m["replan_every"],
                               m["horizon"], m["options"], progress=False, policy=m["policy"],
                               lockstep=1 if cell == "adaptive" else episodes, scale_params={"mass": scale},
                               known_params=cell == "true", adapt="mass" if cell == "adaptive" else None,
@@ -114,17 +129,18 @@ def adaptive_mpc(episodes: int) -> dict:
                 row["refit_wall_s"] = float(np.mean([f["wall_s"] for e in r["episodes"] for f in e["refits"]]))
                 row["refits_per_episode"] = len(r["episodes"][0]["refits"])
             out["cells"][f"mass x{scale}/{cell}"] = row
-            print(f"mass x{scale} {cell}: {row['return_mean']:.1f} +- {row['return_std']:.1f}", flush=True)
+            print(f"{case} mass x{scale} {cell}: {row['return_mean']:.1f} +- {row['return_std']:.1f}", flush=True)
     return out
 
 
-def mpc_markdown(res: dict) -> list[str]:
+def mpc_markdown(case: str, res: dict) -> list[str]:
     s = res["settings"]
-    lines = ["### Adaptive MPC", "", f"{s['task']}, {s['episodes']} episodes (seeds {s['seed']}-"
-             f"{s['seed'] + s['episodes'] - 1}), true MuJoCo with every body's mass scaled; {s['model']} guided by "
-             f"{s['policy']} (horizon {s['horizon']}, replanning every {s['replan_every']}, "
-             f"{s['options']['iterations']} iterations x {s['options']['restarts']} restarts); adaptive: masses "
-             f"identified every {s['refit_every']} control steps from all the steps seen.", "",
+    how = (f"guided by {s['policy']}" if s["policy"] else "no policy") + (
+        f", {s['planner']} {s['options']}" if s["options"] else f", {s['planner']} with the task file's settings")
+    lines = [f"### Adaptive MPC: {case}", "", f"{s['episodes']} episodes (seeds {s['seed']}-"
+             f"{s['seed'] + s['episodes'] - 1}), true MuJoCo with every body's mass scaled; model {s['model']} "
+             f"({how}); adaptive: masses identified every {s['refit_every']} control steps from all the steps "
+             "seen.", "",
              "| masses | nominal | adaptive | true given | adaptive / true | final mass error (adaptive) |",
              "|---|---|---|---|---|---|"]
     for scale in s["scales"]:
@@ -153,14 +169,15 @@ def markdown(result: dict) -> str:
                                   for p in params)
                 lines.append(f"| {regime} | {s} | {errs} | {cell['wall_s']:.1f} |")
         lines.append("")
-    if "adaptive_mpc" in result:
-        lines += mpc_markdown(result["adaptive_mpc"])
+    for case, res in result.get("adaptive_mpc", {}).items():
+        lines += mpc_markdown(case, res)
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mpc", action="store_true", help="run the adaptive-MPC cells instead (kept apart in --out)")
+    p.add_argument("--mpc", nargs="*", choices=list(MPC_CASES), metavar="CASE",
+                   help="run the adaptive-MPC cells instead (all cases without names; kept apart in --out)")
     p.add_argument("--episodes", type=int, default=MPC["episodes"], help="with --mpc: episodes per cell")
     p.add_argument("--model", action="append", metavar="SYSTEM=CHECKPOINT",
                    help="a system and a learned model of it that takes physical parameters as inputs (repeatable)")
@@ -170,12 +187,16 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    if args.mpc:
-        old["adaptive_mpc"] = adaptive_mpc(args.episodes) | {"machine": machine_info(threads=1)}
-        atomic_write_json(args.out, old)
+    if args.mpc is not None:
+        if "settings" in old.get("adaptive_mpc", {}):  # the first layout: one case, cartpole
+            old["adaptive_mpc"] = {"cartpole-swingup": old["adaptive_mpc"]}
+        for case in args.mpc or list(MPC_CASES):
+            old.setdefault("adaptive_mpc", {})[case] = adaptive_mpc(case, args.episodes) | {
+                "machine": machine_info(threads=1)}
+            atomic_write_json(args.out, old)
+            print("\n".join(mpc_markdown(case, old["adaptive_mpc"][case])))
         if "systems" in old:
             atomic_write_text(Path(args.out).with_suffix(".md"), markdown(old))
-        print("\n".join(mpc_markdown(old["adaptive_mpc"])))
         return
     if not args.model:
         p.error("--model SYSTEM=CHECKPOINT is required (or --mpc)")

@@ -88,8 +88,8 @@ def _old_swimmer_reward(task, target, qpos):
 
 
 def test_shipped_task_files_round_trip(tmp_path):
-    assert {"cartpole-swingup", "swimmerN", "arm-reach"} <= set(shipped_tasks())
-    for name in ("cartpole-swingup", "swimmer6", "swimmer9", "arm-reach"):
+    assert {"cartpole-swingup", "swimmerN", "arm-reach", "arm-hold"} <= set(shipped_tasks())
+    for name in ("cartpole-swingup", "swimmer6", "swimmer9", "arm-reach", "arm-hold"):
         task = get_task(name)
         out = save_task_file(task.spec, tmp_path / f"{name}.yaml")
         again = load_task_file(out)
@@ -256,6 +256,24 @@ def test_task_file_form_errors(tmp_path):
         load_task_file(tmp_path / "list.yaml")
     with pytest.raises(TaskFileError, match="does not exist"):
         get_task(tmp_path / "nope.yaml")
+
+
+def test_arm_hold_targets_are_within_reach_and_judged_in_the_vertical_plane():
+    """arm-hold: targets drawn per episode lie within the arm's reach (0.9 m from the shoulder at
+    z = 1.2), and the reward measures the hand's distance in the x-z plane, gravity acting."""
+    task = get_task("arm-hold")
+    assert task.system.name == "arm-vertical" and task.system.model.opt.gravity[2] < 0
+    for seed in range(20):
+        env = task.make_env(seed=seed)
+        env.reset()
+        task.sync_from_env(env)
+        tx, ty, tz = task.target.numpy()
+        assert ty == 0 and np.hypot(tx, tz - 1.2) < 0.9
+    hand = env.physics.data.site_xpos[0]
+    d = np.linalg.norm((task.target.numpy() - hand)[[0, 2]])
+    q, v = (torch.as_tensor(x)[None] for x in task.state_from_env(env))
+    near = 1 / (((d - 0.05) / 1.0) ** 2 * (1 / 0.1 - 1) + 1)
+    assert float(task.reward(q, v, torch.zeros(1, 2, dtype=q.dtype))) == pytest.approx(near, abs=1e-9)
 
 
 def test_shipped_mjcf_example_is_judged_with_its_own_reward():
