@@ -14,6 +14,7 @@ divided by the mean absolute true acceleration.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(args.work)
     out = Path(args.out or work / "equivariant.json")
-    results: dict = {"steps": args.steps, "systems": {}}
+    # Runs of other systems already in --out are kept (each row records its own steps).
+    results: dict = json.loads(out.read_text()) if out.exists() else {"steps": args.steps, "systems": {}}
     for system in args.systems:
         test_dir = work / f"test-{system}"
         if not (test_dir / "meta.json").exists():
@@ -103,8 +105,8 @@ def main() -> None:
                     "step_seconds": round(step_cost(model, test, 64), 5)}
                 print(system, size, net, rows[str(size)][net], flush=True)
                 atomic_write_json(out, results)
-    for system, rows in results["systems"].items():
-        for size, r in rows.items():
+    for system in args.systems:
+        for size, r in results["systems"][system].items():
             gain = 1 - r["egnn"]["error"] / r["gn"]["error"]
             print(f"{system} {size}: egnn error {gain:.0%} lower than gn")
 
