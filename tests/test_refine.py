@@ -54,6 +54,8 @@ def test_the_design_continues_with_the_fine_tuned_model(refined):
     assert r["rounds"][1]["model"] == str(out / "models" / "round-0" / "model.pt")
     for row in r["rounds"]:
         assert row["gap"] == pytest.approx(row["predicted_score"] - row["score"])
+    best = r["rounds"][r["best_round"]]  # every round was verified in MuJoCo: the result is the best
+    assert r["score"] == best["score"] == max(row["score"] for row in r["rounds"]) and r["design"] == best["design"]
     tuned, _ = load_model(out / "models" / "round-0" / "model.pt", "particles")
     shipped, _ = load_model("pretrained:obstacle", "particles")
     diffs = [float((a - b).detach().abs().max()) for a, b in zip(tuned.parameters(), shipped.parameters(), strict=True)]

@@ -40,7 +40,8 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
         for row in r["rounds"]:
             print(f"round {row['round']}: MuJoCo score {row['score']:.0%}, predicted {row['predicted_score']:.0%} "
                   f"(gap {row['gap']:+.2f}), model error {row['model_error']:.3f} m")
-        print(f"refine.json: {args.out}/refine.json")
+        print(f"result: round {r['best_round']}'s design, MuJoCo score {r['score']:.0%}; refine.json: "
+              f"{args.out}/refine.json")
     return 0
 
 

@@ -66,7 +66,7 @@ def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pre
     """Gradient design of a bin task's obstacle through ``model``, refined for ``rounds`` rounds
     (see the module docstring); ``data``: the model's training data (the replay's source).
     Writes ``OUT/refine.json`` (per round: the design, predicted and MuJoCo scores, their gap, the
-    fine-tuned checkpoint) and returns it."""
+    fine-tuned checkpoint; the result: the round whose design scored best in MuJoCo) and returns it."""
     if rounds < 0 or layouts < 1 or replay < 0:
         raise GndesignError(f"--refine-rounds must be >= 0 and --layouts >= 1, --replay >= 0 (got {rounds}, "
                             f"{layouts}, {replay})")
@@ -122,7 +122,11 @@ def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pre
         rows[-1]["fine_tune_seconds"] = time.perf_counter() - t0
         rows[-1]["new_episodes"] = len(seeds)
         current = export_checkpoint(run / "checkpoints" / "latest.pt", run / "model.pt")
+    # Every round's design was scored in MuJoCo: the result is the best of them.
+    best = max(rows, key=lambda x: x["score"])
     result = {"task": {"name": "bin", "target_x": target_x}, "model": model, "data": str(data), "rounds": rows,
+              "best_round": best["round"], "design": best["design"], "score": best["score"],
+              "predicted_score": best["predicted_score"],
               "layouts": layouts, "replay": replay, "fine_tune": ft, "seed": seed,
               "wall_s": time.perf_counter() - t_start,
               "gap_ratio": abs(rows[-1]["gap"]) / max(abs(rows[0]["gap"]), 1e-12)}
