@@ -89,6 +89,8 @@ class OnlineIdentification:
         return True
 
     def refit(self, t: int) -> dict:
+        """Identify from every transition so far (at control step ``t``), plan with the estimate and
+        record the refit (a non-finite estimate keeps the last one, logged)."""
         t0 = time.perf_counter()
         cols = [torch.stack([tr[i] for tr in self.transitions]).to(torch.float64) for i in range(5)]
         obs = Observed(*cols)

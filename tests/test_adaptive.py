@@ -115,6 +115,7 @@ def test_adaptive_plan_records_its_refits():
     ({"adapt": "mass", "lockstep": 2, "episodes": 2}, "one episode at a time"),
     ({"adapt": "inertia"}, "unknown parameter group"),
     ({"known_params": True}, "give --scale-params"),
+    ({"known_params": True, "scale_params": "mass=1.25", "adapt": "mass"}, "exclude each other"),
     ({"scale_params": "mass=-1"}, "positive factor"),
     ({"scale_params": "mass"}, "GROUP=FACTOR"),
 ])

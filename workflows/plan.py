@@ -90,6 +90,8 @@ def plan_episodes(task_name: str, model: str, planner_name: str, episodes: int, 
                             "time: give a learned --model and drop --async and --lockstep")
     if known_params and scale_params is None:
         raise GndesignError("--known-params tells the model the values of --scale-params: give --scale-params")
+    if known_params and groups is not None:
+        raise GndesignError("--known-params and --adapt exclude each other: the adaptive run estimates the parameters")
     physical = None if scale_params is None else scale_groups(task.system.nominal_params(), parse_scales(scale_params))
     if ckpt is None:
         dynamics = MujocoDynamics(task.system)
