@@ -208,8 +208,10 @@ def main() -> None:
                      "mujoco_factor": args.mujoco_factor, "time_factor": args.time_factor, "scene": cfg.to_dict(),
                      "restarts": args.restarts, "particles": args.particles,
                      "budgets": "cem-learned-calls: the gradient run's learned rollouts; cem-learned: the gradient "
-                                "run's wall-clock time; cem-mujoco and random-mujoco: "
-                                f"{args.mujoco_factor} x the gradient run's learned rollouts in MuJoCo calls"},
+                                "run's wall-clock time; " + (
+                                    f"cem-mujoco: {args.time_factor:g} x the gradient run's wall-clock time; "
+                                    "random-mujoco: " if args.time_factor else "cem-mujoco and random-mujoco: ")
+                                + f"{args.mujoco_factor} x the gradient run's learned rollouts in MuJoCo calls"},
         "runs": {},
     }
     for target in args.targets:
@@ -269,7 +271,7 @@ def summarize(report: dict) -> dict:
     g = s["mean_score"].get("gradient")
     if g is not None:
         s["targets"] = {
-            "gradient >= cem-mujoco (10x calls)": (g >= s["mean_score"]["cem-mujoco"]
+            "gradient >= cem-mujoco (its budget above)": (g >= s["mean_score"]["cem-mujoco"]
                                                    if "cem-mujoco" in s["mean_score"] else None),
             "gradient > cem-learned (same time)": (g > s["mean_score"]["cem-learned"]
                                                    if "cem-learned" in s["mean_score"] else None),
@@ -312,7 +314,9 @@ def markdown(report: dict) -> str:
         t = s.get("mean_seconds", {}).get(meth)
         calls = s.get("mean_mujoco_calls", {}).get(meth)
         lc = s.get("mean_learned_calls", {}).get(meth)
-        lines.append(f"| {LABELS[meth]} | " + " | ".join(f"{v:.2f}" for v in sc) + f" | **{np.mean(sc):.2f}** | "
+        label = (f"CEM (MuJoCo, {report['protocol']['time_factor']:g}x the gradient's time)"
+                 if meth == "cem-mujoco" and report["protocol"].get("time_factor") else LABELS[meth])
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in sc) + f" | **{np.mean(sc):.2f}** | "
                      + (f"{t:.0f} | {calls:.0f} | {lc:.0f} |" if t is not None else "- | 1 | 0 |"))
     lines += ["", "Time: the optimizer's wall-clock time per target (mean; runs are cached, so methods may have been "
               "timed in different invocations under different loads of the shared machine). MuJoCo calls include "
