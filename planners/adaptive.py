@@ -16,7 +16,6 @@ action held between them (the planner holds each of its actions ``k`` steps, so 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import time
 
@@ -26,8 +25,6 @@ from gndesign.coarse import check_divides
 from gndesign.dynamics import LearnedDynamics
 from gndesign.errors import GndesignError
 from gndesign.identify import Observed, elements, identify, params_from_factors
-
-log = logging.getLogger(__name__)
 
 
 class OnlineIdentification:
@@ -90,19 +87,16 @@ class OnlineIdentification:
 
     def refit(self, t: int) -> dict:
         """Identify from every transition so far (at control step ``t``), plan with the estimate and
-        record the refit (a non-finite estimate keeps the last one, logged)."""
+        record the refit."""
         t0 = time.perf_counter()
         cols = [torch.stack([tr[i] for tr in self.transitions]).to(torch.float64) for i in range(5)]
         obs = Observed(*cols)
         result = identify(self.model64, self.system, obs, self.groups, restarts=self.restarts,
                           iterations=self.iterations, prior=self.prior, seed=self.seed + t, start=self.log_factors)
-        log_f = torch.tensor(result["log_factors"], dtype=torch.float64)
-        if not torch.isfinite(log_f).all():
-            log.warning("online identification at step %d gave non-finite parameters: keeping the last estimate", t)
-        else:
-            self.log_factors = log_f
-            params = params_from_factors(self.nominal, self.elems, log_f[None])
-            self.dynamics.params = {k: v[0].to(torch.float32) for k, v in params.items()}
+        # identify() returns the best finite restart (it raises when none is finite)
+        self.log_factors = torch.tensor(result["log_factors"], dtype=torch.float64)
+        params = params_from_factors(self.nominal, self.elems, self.log_factors[None])
+        self.dynamics.params = {k: v[0].to(torch.float32) for k, v in params.items()}
         record = {"t": t, "transitions": len(obs), "loss": result["loss"],
                   "factors": {e.name: math.exp(float(x)) for e, x in zip(self.elems, self.log_factors, strict=True)},
                   "wall_s": time.perf_counter() - t0}

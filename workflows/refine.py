@@ -128,7 +128,6 @@ def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pre
               "best_round": best["round"], "design": best["design"], "score": best["score"],
               "predicted_score": best["predicted_score"],
               "layouts": layouts, "replay": replay, "fine_tune": ft, "seed": seed,
-              "wall_s": time.perf_counter() - t_start,
-              "gap_ratio": abs(rows[-1]["gap"]) / max(abs(rows[0]["gap"]), 1e-12)}
+              "wall_s": time.perf_counter() - t_start}
     atomic_write_json(out_dir / "refine.json", result)
     return result
