@@ -113,17 +113,23 @@ class NBodyModelConfig:
     hidden_size: int = 128
     mlp_layers: int = 3
     layers: int = 2  # message-passing rounds (net=egnn)
+    # acceleration: phi_v(m_i, q_i, sum) predicts a_i (Cranmer et al.); force: phi_v(sum) predicts the
+    # net force and a_i = F_i / m_i (Newton's second law built in; messages must carry pair forces).
+    readout: str = "acceleration"
     std_epsilon: float = 1e-9
 
     def validate(self) -> None:
         if self.kind != NBODY or self.net not in NBODY_NETS:
             raise ConfigError(f"model.kind must be {NBODY!r} and model.net one of {', '.join(NBODY_NETS)} for "
                               f"N-body data, got {self.kind!r}, {self.net!r}")
-        if self.net == "egnn" and self.message != "standard":
-            raise ConfigError(f"model.message={self.message} needs model.net=gn: the equivariant network "
-                              "(model.net=egnn) has no message sparsity; use model.message=standard")
-        if self.message not in MESSAGE_KINDS:
-            raise ConfigError(f"model.message must be one of {', '.join(MESSAGE_KINDS)}, got {self.message!r}")
+        bad = [f"model.{k}={v}" for k, v, ok in (("message", self.message, "standard"),
+                                                  ("readout", self.readout, "acceleration")) if v != ok]
+        if self.net == "egnn" and bad:
+            raise ConfigError(f"{' and '.join(bad)} needs model.net=gn: the equivariant network (model.net=egnn) "
+                              "has no sparse messages or force readout")
+        if self.message not in MESSAGE_KINDS or self.readout not in ("acceleration", "force"):
+            raise ConfigError(f"model.message must be one of {', '.join(MESSAGE_KINDS)} and model.readout "
+                              f"acceleration or force, got {self.message!r}, {self.readout!r}")
         for name in ("message_size", "hidden_size", "mlp_layers", "layers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -280,18 +286,11 @@ class PolicyConfig:
 SECTIONS = ("data", "model", "solver", "train", "policy")
 
 
-def _holds_particles(path: str) -> bool:
-    """Whether ``path`` is a particle dataset; a directory that is gone (the data of a checkpoint's
-    run, moved since) reads as not, so a saved config still parses: training checks the data."""
+def holds(path: str, fmt: str) -> bool:
+    """Whether ``path`` is a dataset of format ``fmt``; a directory that is gone (the data of a
+    checkpoint's run, moved since) reads as not, so a saved config still parses: training checks the data."""
     try:
-        return dataset_format(path) == "particles"
-    except DatasetError:
-        return False
-
-
-def holds_nbody(path: str) -> bool:
-    try:
-        return dataset_format(path) == NBODY
+        return dataset_format(path) == fmt
     except DatasetError:
         return False
 
@@ -343,11 +342,11 @@ class RunConfig:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
         data = [str(p) for p in d.get("data") or []]
         model = dict(d.get("model") or {})
-        if model.get("kind") == NBODY or ("kind" not in model and data and holds_nbody(data[0])):
+        if model.get("kind") == NBODY or ("kind" not in model and data and holds(data[0], NBODY)):
             return cls(data=data, model=dataclass_from(NBodyModelConfig, model, "model"),
                        train=dataclass_from(NBodyTrainConfig, d.get("train") or {}, "train"))
         if particles is None:
-            particles = model.get("kind") == PARTICLES or bool(data and _holds_particles(data[0]))
+            particles = model.get("kind") == PARTICLES or bool(data and holds(data[0], PARTICLES))
         if cgns is None:
             cgns = "solver" in d
         if particles:
@@ -462,9 +461,7 @@ def coerce(f: dataclasses.Field, value: Any, where: str):
                     return False
                 raise ValueError(value)
             return bool(value)
-        if isinstance(default, int):
-            return int(value)
-        if f.type == "int | None":
+        if isinstance(default, int) or f.type == "int | None":
             return int(value)
         if isinstance(default, float) or f.type == "float | None":
             return float(value)

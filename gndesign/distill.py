@@ -104,12 +104,21 @@ def message_r2(rec: dict[str, Any], dim: int) -> dict[str, Any]:
     return {"order": order.tolist(), "scores": score[order].tolist(), "top": top.tolist(), **fit}
 
 
-def _terms(expr: sympy.Expr) -> dict[sympy.Expr, float]:
-    out: dict[sympy.Expr, float] = {}
+STEP = sympy.Symbol("STEP")  # stands for a Heaviside(r - c) factor, whatever c, when terms are matched
+
+
+def _terms(expr: sympy.Expr) -> tuple[dict[sympy.Expr, float], dict[sympy.Expr, float]]:
+    """Coefficient per monomial and, for monomials with a step ``Heaviside(r - c)`` (written with
+    :data:`STEP` in its place, so steps at nearby distances match), the step's distance ``c``."""
+    coefs: dict[sympy.Expr, float] = {}
+    steps: dict[sympy.Expr, float] = {}
     for term in sympy.Add.make_args(sympy.expand(expr)):
         c, mono = term.as_coeff_Mul()
-        out[mono] = out.get(mono, 0.0) + float(c)
-    return out
+        for h in mono.atoms(sympy.Heaviside):
+            steps[mono.subs(h, STEP)] = -float(h.args[0].subs(sympy.Symbol("r"), 0))
+            mono = mono.subs(h, STEP)
+        coefs[mono] = coefs.get(mono, 0.0) + float(c)
+    return coefs, steps
 
 
 def true_law(law: str, dim: int, component: int, damping: float = 0.5) -> sympy.Expr:
@@ -123,17 +132,20 @@ def true_law(law: str, dim: int, component: int, damping: float = 0.5) -> sympy.
 def compare_law(recovered: sympy.Expr, truth: sympy.Expr, names: list[str], X: np.ndarray) -> dict[str, Any]:
     """Term-by-term comparison: the form is correct when every term of ``truth`` is present and the
     other terms carry at most :data:`FORM_TOLERANCE` of the recovered force's spread on ``X``;
-    ``constant_error``: the largest relative error of the true terms' coefficients."""
-    rec, tru = _terms(recovered), _terms(truth)
+    ``constant_error``: the largest relative error of the true terms' coefficients and of the
+    distances of their steps (a term with ``Heaviside(r - c)`` matches a true one with another c)."""
+    (rec, rec_steps), (tru, tru_steps) = _terms(recovered), _terms(truth)
     spread = float(np.std(evaluate(recovered, names, X, "recovered law"))) or 1.0
     extra = {}
     for mono, c in rec.items():
         if mono in tru:
             continue
-        vals = evaluate(mono, names, X, "term") if mono.free_symbols else np.full(len(X), 1.0)
+        term = mono.subs(STEP, sympy.Heaviside(sympy.Symbol("r") - rec_steps[mono])) if mono in rec_steps else mono
+        vals = evaluate(term, names, X, "term") if mono.free_symbols else np.full(len(X), 1.0)
         extra[str(mono)] = abs(c) * float(np.std(vals) if mono.free_symbols else 0.0) / spread
     missing = [str(m) for m in tru if m not in rec]
     errors = {str(m): abs(rec[m] / c - 1.0) for m, c in tru.items() if m in rec}
+    errors.update({f"step of {m}": abs(rec_steps.get(m, 0.0) / c - 1.0) for m, c in tru_steps.items() if m in rec})
     form = not missing and all(v <= FORM_TOLERANCE for v in extra.values())
     return {"form_correct": bool(form), "missing_terms": missing,
             "extra_terms": {k: round(v, 4) for k, v in extra.items() if v > 1e-4},

@@ -7,6 +7,12 @@ minus sender displacement ``d [D]``, the distance ``r``, the relative velocity `
 receiver; the node model ``phi_v(m_i, q_i, sum)`` predicts the acceleration (in units of the data's
 acceleration spread). Translation invariance holds by construction (only differences enter).
 
+``model.readout=force`` builds Newton's second law in: ``phi_v(sum)`` predicts the net force and
+``a_i = F_i / m_i``. The node model no longer sees the receiver, so a message cannot carry the pair
+force divided by (or otherwise transformed with) the receiver's mass or charge and undo that in the
+node: with the default readout the messages of the 1/r^k laws drift towards ``F / m_i`` and those
+of the charges towards a charge-dependent mixture, neither a linear transform of the force.
+
 Message sparsity (``model.message``): ``standard`` (``message_size`` components, no pressure),
 ``l1`` (``l1_weight`` times the mean L1 norm of the messages added to the loss), ``bottleneck``
 (``message_size`` = the spatial dimension) and ``kl`` (the edge model outputs a mean and log
@@ -65,7 +71,8 @@ class NBodyGN(nn.Module):
         n_pair = len(pair_feature_names(self.dim))
         n_edge_out = 2 * self.message_size if config.message == "kl" else self.message_size
         self.edge = mlp(n_pair, config.hidden_size, config.mlp_layers, n_edge_out)
-        self.node = mlp(2 + self.message_size, config.hidden_size, config.mlp_layers, self.dim)
+        self.receiver_inputs = 0 if config.readout == "force" else 2  # m_i, q_i
+        self.node = mlp(self.receiver_inputs + self.message_size, config.hidden_size, config.mlp_layers, self.dim)
         self.register_buffer("acc_scale", torch.ones(()))
         self.edge_override: Callable[[Tensor], Tensor] | None = None
 
@@ -88,7 +95,10 @@ class NBodyGN(nn.Module):
         feats, mask = pair_features(x, v, mass, charge)
         msg, logvar = self.messages(feats, sample)
         agg = (msg * mask[..., None]).sum(-2)
-        out = self.node(torch.cat([mass[..., None], charge[..., None], agg], dim=-1)) * self.acc_scale
+        if self.receiver_inputs:
+            out = self.node(torch.cat([mass[..., None], charge[..., None], agg], dim=-1)) * self.acc_scale
+        else:  # the net force, in units of the acceleration spread times a unit mass: a = F / m
+            out = self.node(agg) * self.acc_scale / mass[..., None]
         if return_messages:
             return out, (msg, logvar, mask)
         return out

@@ -9,7 +9,9 @@ Backends (each returns candidate formulas as sympy expressions of the pair featu
   displacement ``d`` or relative velocity ``w``, ``p`` in :data:`POWERS`, ``S`` a product of the
   pair's masses or charges (:data:`SCALARS`), the dashpot term ``(w . d) d_a r^p`` and the constant
   and scalar terms; one candidate per number of terms. Exact on any law of that
-  form (every law of :mod:`gndesign.nbody_laws` but the discontinuous one); milliseconds.
+  form. A discontinuity is searched for too (:func:`find_step`: the distance beyond which the
+  central terms switch on that halves the residual, if one does), and a second SSR path runs over
+  the library plus those switched terms ``d_a r^p Heaviside(r - c)``; seconds.
 * ``pyoperon`` (pip ``pyoperon``): genetic programming (Operon, C++), its Pareto front of
   accuracy and length; general expressions, seconds.
 * ``gplearn`` (pip ``gplearn``): genetic programming (one program per parsimony coefficient); slow.
@@ -36,6 +38,7 @@ from gndesign.errors import GndesignError
 BACKENDS = {"sindy": "pysindy", "pyoperon": "pyoperon", "gplearn": "gplearn", "pysr": "pysr"}
 POWERS = (-3, -2, -1, 0, 1)
 SCALARS = ("1", "m1", "m2", "m1*m2", "q1", "q2", "q1*q2")
+STEP_GRID = 48  # quantiles of the distance tried as the position of a discontinuity
 
 
 @dataclass
@@ -127,6 +130,36 @@ def library(names: list[str]) -> list[sympy.Expr]:
     return terms
 
 
+def step_terms(names: list[str], c: float) -> list[sympy.Expr]:
+    """Central terms acting beyond a distance ``c`` only: ``d_a r^p Heaviside(r - c)``, p in :data:`POWERS`."""
+    r = sympy.Symbol("r")
+    step = sympy.Heaviside(r - sympy.Float(c, 6))
+    return [sympy.Symbol(n) * r**p * step for n in names if n.startswith("d") for p in POWERS]
+
+
+def find_step(theta: np.ndarray, r: np.ndarray, central: np.ndarray, y: np.ndarray) -> float | None:
+    """The distance ``c`` at which switching the library's central columns ``theta[:, central]`` on
+    beyond ``c`` best explains ``y`` (least squares over ``theta`` and the switched columns): a grid of
+    :data:`STEP_GRID` quantiles of ``r``, then every midpoint between neighbouring distances around the
+    best. None when the smooth library leaves (almost) nothing or no step halves what it leaves."""
+    def residual(c: float) -> float:
+        design = np.concatenate([theta, theta[:, central] * (r > c)[:, None]], axis=1)
+        coef = np.linalg.lstsq(design, y, rcond=None)[0]
+        return float(np.sum((design @ coef - y) ** 2))
+
+    smooth = float(np.sum((theta @ np.linalg.lstsq(theta, y, rcond=None)[0] - y) ** 2))
+    if smooth <= 1e-6 * float(np.sum((y - y.mean()) ** 2)):
+        return None  # the smooth library explains y (to rounding): nothing for a step to do
+    grid = np.quantile(r, np.linspace(0.02, 0.98, STEP_GRID))
+    k = int(np.argmin([residual(c) for c in grid]))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    near = np.unique(r[(r >= lo) & (r <= hi)])
+    fine = (near[1:] + near[:-1]) / 2 if len(near) > 1 else grid[k:k + 1]
+    errors = [residual(c) for c in fine]
+    best = int(np.argmin(errors))
+    return float(fine[best]) if errors[best] < 0.5 * smooth else None
+
+
 def _refit_linear(theta: np.ndarray, y: np.ndarray, support: np.ndarray) -> np.ndarray:
     coef = np.zeros(theta.shape[1])
     if support.any():
@@ -145,6 +178,23 @@ def fit_sindy(X: np.ndarray, y: np.ndarray, names: list[str], max_terms: int = 8
     keep = scale > 0
     keep[0] = True
     terms, theta, scale = [t for t, k in zip(terms, keep, strict=True) if k], theta[:, keep], scale[keep]
+    out = _ssr(ps, terms, theta, scale, y, max_terms)
+    # A discontinuous law: the central terms switched on beyond the best step, a second library.
+    central = [i for i, t in enumerate(terms) if t.has(*[sympy.Symbol(n) for n in names if n.startswith("d")])
+               and not t.has(*[sympy.Symbol(n) for n in names if n[0] in "wmq"])]
+    r = X[:, names.index("r")]
+    c = find_step(theta, r, np.asarray(central), y)
+    if c is not None:
+        gated = step_terms(names, c)
+        g = np.stack([evaluate(t, names, X, "library term") for t in gated], axis=1)
+        out += _ssr(ps, terms + gated, np.concatenate([theta, g], 1), np.concatenate([scale, g.std(0) + 1e-300]),
+                    y, max_terms)
+    return out
+
+
+def _ssr(ps, terms: list[sympy.Expr], theta: np.ndarray, scale: np.ndarray, y: np.ndarray,
+         max_terms: int) -> list[sympy.Expr]:
+    """One candidate per support along pysindy's SSR path, each refitted by least squares."""
     ystd = float(y.std()) or 1.0
     opt = ps.SSR(alpha=1e-10, max_iter=len(terms) - 1, criteria="coefficient_value", normalize_columns=False)
     opt.fit(theta / scale, y / ystd)

@@ -35,6 +35,10 @@ from workflows.train import train_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 VARIANTS = ("standard", "l1", "bottleneck", "kl")
+# Cranmer et al.'s node model (it sees the receiver's mass and charge), bottleneck messages: the
+# comparison that shows why the force readout (Newton's law built in) is the default here.
+ACCELERATION = "bottleneck-acc"
+COLUMNS = VARIANTS + (ACCELERATION,)
 SYSTEMS = ("spring-2d", "charge-2d", "r2-2d", "r1-2d", "spring-3d", "charge-3d", "r2-3d", "r1-3d",
            "damped-2d", "disc-2d")
 # Cranmer et al. 2020, Table 1, as quoted in issue 18 (None: not quoted there).
@@ -64,19 +68,21 @@ def make_data(work: Path, system: str, episodes: int, steps: int) -> tuple[Path,
 def run_system(work: Path, system: str, args) -> dict:
     train_dir, ood_dir = make_data(work, system, args.episodes, args.steps)
     out = {"system": f"nbody-{system}", "variants": {}}
-    for variant in VARIANTS:
+    for variant in COLUMNS:
+        message, readout = ("bottleneck", "acceleration") if variant == ACCELERATION else (variant, args.readout)
         run = work / f"run-{system}-{variant}"
         t0 = time.time()
         if not (run / "checkpoints" / "latest.pt").exists():
             train_model(str(run), [str(train_dir)], overrides=[
-                "model.kind=nbody", f"model.message={variant}", "train.threads=1", "train.steps=100000",
+                "model.kind=nbody", f"model.message={message}", f"model.readout={readout}", "train.threads=1",
+                "train.steps=10000000",
                 f"train.minutes={args.minutes}", "train.eval_every=100000", "train.checkpoint_every=100000"],
                 progress=False)
         ckpt = run / "checkpoints" / "latest.pt"
         model, blob = load_model(ckpt, "nbody")
         ds = NBodyDataset.load(train_dir)
         entry = {"train_seconds": round(time.time() - t0, 1), "steps": int(blob["step"]),
-                 "paper_r2": paper_value(variant, system)}
+                 "paper_r2": paper_value(message, system), "readout": readout}
         rec = record_messages(model, ds, held_out(blob, ds))
         entry["r2"] = message_r2(rec, ds.dim)["r2"]
         ood = NBodyDataset.load(ood_dir)
@@ -139,10 +145,10 @@ def markdown(res: dict) -> str:
     lines = ["# Symbolic distillation of N-body message passing (issue 18)", "",
              res.get("setup", ""), "",
              "## R^2 of the true forces on the top-D message components (measured / paper)", "",
-             "| system | " + " | ".join(VARIANTS) + " |", "|---" * (len(VARIANTS) + 1) + "|"]
+             "| system | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for s in res["systems"]:
         cells = [f"{fmt(s['variants'][v]['r2'])} / {fmt(s['variants'][v]['paper_r2'])}" if v in s["variants"] else "—"
-                 for v in VARIANTS]
+                 for v in COLUMNS]
         lines.append(f"| {s['system']} | " + " | ".join(cells) + " |")
     lines += ["", "## Recovered force law (best sparse variant by R^2), OOD rollouts", "",
               "| system | variant | F_x recovered | true | form | max constant error | OOD MSE GN | OOD MSE symbolic |",
@@ -173,10 +179,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", default="/tmp/bench_symbolic")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
-    ap.add_argument("--minutes", type=float, default=0.5, help="training budget per model (one thread)")
-    ap.add_argument("--episodes", type=int, default=160)
+    ap.add_argument("--minutes", type=float, default=3.0, help="training budget per model (one thread)")
+    ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=25, help="frames per training episode")
     ap.add_argument("--horizon", type=int, default=50)
+    ap.add_argument("--readout", default="force", choices=("force", "acceleration"),
+                    help="model.readout of the standard, l1, bottleneck and kl columns")
     ap.add_argument("--part", default="part", help="write WORK/PART.json")
     ap.add_argument("--backends-only", action="store_true")
     ap.add_argument("--merge", nargs="+", help="part files to merge into results/symbolic.{json,md}")
@@ -193,7 +201,8 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     setup = (f"Per system: {args.episodes} training episodes of {args.steps} frames (dt 0.01, velocity Verlet, "
-             f"10 substeps, 4 particles); each model trained {args.minutes} min on one thread; R^2 on the held-out "
+             f"10 substeps, 4 particles); each model trained {args.minutes} min on one thread; model.readout="
+             f"{args.readout} ({ACCELERATION}: bottleneck messages, the acceleration readout); R^2 on the held-out "
              "episodes; formulas by the sindy backend on the top-D components; OOD: 16 episodes, masses "
              f"exp(U(0, 1.5)), positions N(0, 1.6^2), position MSE over {args.horizon} frames.")
     res = {"setup": setup, "systems": []}

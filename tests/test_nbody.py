@@ -16,7 +16,7 @@ from gndesign.config import ConfigError, NBodyModelConfig
 from gndesign.datasets.formats import dataset_format
 from gndesign.datasets.nbody import NBodyDataset
 from gndesign.errors import DatasetError, GndesignError
-from gndesign.nbody_laws import accelerations, energy, verlet
+from gndesign.nbody_laws import accelerations, energy, law_forces, pair_inputs, verlet
 from gndesign.nbody_model import NBodyGN
 from workflows.train import train_model
 
@@ -102,6 +102,28 @@ def test_model_messages_and_bottleneck():
     assert msg.shape[-1] == 7 and logvar.shape[-1] == 7
     with pytest.raises(ConfigError, match="model.message"):
         NBodyModelConfig(message="l2").validate()
+
+
+@pytest.mark.parametrize("law", ["r2", "charge"])
+def test_force_readout_divides_the_net_force_by_the_mass(law):
+    """readout=force: a linear node model fed the true pair forces gives the true accelerations,
+    and the node model does not see the receiver (so messages must carry the forces themselves)."""
+    system = get_nbody_system(f"nbody-{law}-2d").describe()
+    model = NBodyGN(NBodyModelConfig(message="bottleneck", readout="force", mlp_layers=0), system)
+    assert model.node[0].in_features == 2
+    with torch.no_grad():
+        model.node[0].weight.copy_(torch.eye(2))
+        model.node[0].bias.zero_()
+        model.acc_scale.fill_(1.0)
+    x, v = torch.randn(3, 4, 2, dtype=torch.float64), torch.randn(3, 4, 2, dtype=torch.float64)
+    m, q = torch.rand(3, 4, dtype=torch.float64) + 0.5, torch.tensor([1.0, -1.0, 1.0, -1.0]).repeat(3, 1).double()
+    model.double()
+    model.edge_override = lambda feats: law_forces(law, pair_inputs(x, v, m, q))
+    torch.testing.assert_close(model(x, v, m, q), accelerations(law, x, v, m, q))
+    with pytest.raises(ConfigError, match="model.readout"):
+        NBodyModelConfig(readout="energy").validate()
+    with pytest.raises(ConfigError, match="model.readout=force needs model.net=gn"):
+        NBodyModelConfig(net="egnn", readout="force").validate()
 
 
 @pytest.mark.parametrize("message", ["l1", "kl"])

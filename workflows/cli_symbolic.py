@@ -25,6 +25,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
               f"{'correct' if entry['form_correct'] else 'WRONG'}, constant error {entry['constant_error']}")
     for name, r in result["rollouts"].items():
         print(f"  rollout ({name}, {r['horizon']} frames): GN {r['gn_mse']:.4g}, symbolic {r['symbolic_mse']:.4g}")
+    if "hint" in result:
+        print(f"  note: {result['hint']}")
     print(f"wrote {args.out}/distill.json, formulas.md, messages.png")
     return 0
 

@@ -21,6 +21,8 @@ from gndesign.io import atomic_write_json, atomic_write_text, check_finite
 from gndesign.plotting import pyplot, save_figure
 from gndesign.symbolic import require_backend
 
+READOUT_HINT_R2 = 0.95  # below this R^2, a model with the acceleration readout gets the hint to retrain
+
 
 def load_pair(model_spec: str, data: str | os.PathLike):
     """The N-body model and dataset, checked to fit each other and to be distillable."""
@@ -61,7 +63,11 @@ def run_distill(model_spec: str, data: str | os.PathLike, out: str | os.PathLike
                                  "symbolic_mse": rollout_error(sym, d, ep, horizon)}
                           for name, (d, ep) in evals.items()}
     result.update(model=str(model_spec), data=str(data), system=ds.system["name"], backend=backend,
-                  message=model.config.message, pairs=len(rec["feats"]))
+                  message=model.config.message, readout=model.config.readout, pairs=len(rec["feats"]))
+    if result["r2"] < READOUT_HINT_R2 and model.config.readout == "acceleration":
+        result["hint"] = ("the messages are not a linear transform of the pair forces: the node model sees the "
+                          "receiver's mass and charge, so a message may carry F/m_i instead of F; retrain with "
+                          "--set model.readout=force (Newton's second law built in)")
     exprs = [f.pop("expr") for f in result["formulas"]]
     check_finite([f["mse"] for f in result["formulas"]], "the formulas' errors")
     out = Path(out)
@@ -73,8 +79,10 @@ def run_distill(model_spec: str, data: str | os.PathLike, out: str | os.PathLike
 
 
 def formulas_markdown(result: dict[str, Any]) -> str:
-    lines = [f"# {result['system']}: {result['message']} messages, backend {result['backend']}", "",
-             f"R^2 of the true forces on the top components: {result['r2']:.4f}", ""]
+    lines = [f"# {result['system']}: {result['message']} messages, {result['readout']} readout, backend "
+             f"{result['backend']}", "", f"R^2 of the true forces on the top components: {result['r2']:.4f}", ""]
+    if "hint" in result:
+        lines += [f"Note: {result['hint']}.", ""]
     for f in result["formulas"]:
         lines += [f"## message component {f['component']} (R^2 {f['r2']:.4f}, complexity {f['complexity']})", "",
                   f"    {f['formula']}", "", f"$$ {f['latex']} $$", ""]

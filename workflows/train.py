@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gndesign.config import holds_nbody, load_config, read_config
+from gndesign.config import NBODY, holds, load_config, read_config
 from gndesign.training import train
 
 
@@ -43,7 +43,7 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
         cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None, cgns=True)
         return train(cfg, out, resume=resume, progress=progress)
     # N-body data selects the N-body model section before the overrides apply (--set model.net=egnn)
-    nbody = bool(data) and holds_nbody(str(data[0]))
+    nbody = bool(data) and holds(str(data[0]), NBODY)
     cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if nbody else None)
     if data:
         cfg.data = [str(Path(d)) for d in data]
