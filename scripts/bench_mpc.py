@@ -260,8 +260,9 @@ def policy_cells(cells: list[str], episodes: int, seed: int, steps: int | None, 
                 "training_s", "training_step", "control_timestep")
         report["cells"][name] = {k: r[k] for k in keep if k in r} | {
             "returns": [e["return"] for e in r["episodes"]], "seeds": [e["seed"] for e in r["episodes"]],
-            "command": f"OMP_NUM_THREADS=1 {command.replace('--episodes E', f'--episodes {episodes}')}".replace(
-                "--seed S", f"--seed {seed}") + (f" --steps {steps}" if steps else ""),
+            "command": "OMP_NUM_THREADS=1 " + command.replace("--episodes E", f"--episodes {episodes}").replace(
+                "--lockstep E", f"--lockstep {episodes}").replace("--seed S", f"--seed {seed}")
+            + (f" --steps {steps}" if steps else ""),
             "cell_wall_s": time.perf_counter() - wall, "cell_cpu_s": time.process_time() - cpu,
             "load_average": [load_before, os.getloadavg()[0]]}
         c = report["cells"][name]
