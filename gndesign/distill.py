@@ -26,7 +26,7 @@ from gndesign.datasets.nbody import NBodyDataset, system_mismatch
 from gndesign.errors import GndesignError
 from gndesign.nbody_laws import TRUE_LAW_TEXT, law_forces, pair_inputs
 from gndesign.nbody_model import NBodyGN, pair_feature_names
-from gndesign.symbolic import evaluate, parse_formula, refit_constants, regress
+from gndesign.symbolic import evaluate, parse_formula, refit_constants, regress_many
 
 SPARSE = ("l1", "bottleneck", "kl")
 FORM_TOLERANCE = 0.05  # a term beyond the true law's may carry at most this share of the force's spread
@@ -163,9 +163,9 @@ def distill_messages(rec: dict[str, Any], law: str, dim: int, backend: str = "si
     if len(X) > fit_pairs:
         idx = np.sort(np.random.default_rng(seed).choice(len(X), fit_pairs, replace=False))
     formulas = []
-    for k in r2["top"]:
+    fits = regress_many(X[idx], rec["msg"][idx][:, r2["top"]], names, backend, seed)
+    for k, fit in zip(r2["top"], fits, strict=True):
         y = rec["msg"][:, k]
-        fit = regress(X[idx], y[idx], names, backend, seed)
         expr = refit_constants(fit.best.expr, names, X[idx], y[idx])
         pred = evaluate(expr, names, X, "formula")
         formulas.append({"component": int(k), "formula": str(expr), "latex": sympy.latex(expr),

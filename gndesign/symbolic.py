@@ -8,10 +8,12 @@ Backends (each returns candidate formulas as sympy expressions of the pair featu
   SSR) over a library of central pair-force terms, ``u_a r^p S`` with ``u`` the
   displacement ``d`` or relative velocity ``w``, ``p`` in :data:`POWERS`, ``S`` a product of the
   pair's masses or charges (:data:`SCALARS`), the dashpot term ``(w . d) d_a r^p`` and the constant
-  and scalar terms; one candidate per number of terms. Exact on any law of that
-  form. A discontinuity is searched for too (:func:`find_step`: the distance beyond which the
-  central terms switch on that halves the residual, if one does), and a second SSR path runs over
-  the library plus those switched terms ``d_a r^p Heaviside(r - c)``; seconds.
+  and scalar terms; candidates along two elimination paths: SSR's per component, and a joint
+  backward elimination by residual of all top components (:func:`residual_path`; they are linear
+  maps of one law, so they share its terms). Exact on any law of that form. A discontinuity is
+  searched for too (:func:`find_step`: the distance beyond which the central terms switch on that
+  halves the residual, if one does), and both paths run again over the library plus those
+  switched terms ``d_a r^p Heaviside(r - c)``; seconds.
 * ``pyoperon`` (pip ``pyoperon``): genetic programming (Operon, C++), its Pareto front of
   accuracy and length; general expressions, seconds.
 * ``gplearn`` (pip ``gplearn``): genetic programming (one program per parsimony coefficient); slow.
@@ -139,7 +141,8 @@ def step_terms(names: list[str], c: float) -> list[sympy.Expr]:
 
 def find_step(theta: np.ndarray, r: np.ndarray, central: np.ndarray, y: np.ndarray) -> float | None:
     """The distance ``c`` at which switching the library's central columns ``theta[:, central]`` on
-    beyond ``c`` best explains ``y`` (least squares over ``theta`` and the switched columns): a grid of
+    beyond ``c`` best explains ``y [P]`` or ``[P, K]`` (least squares over ``theta`` and the switched
+    columns, residuals summed over the columns): a grid of
     :data:`STEP_GRID` quantiles of ``r``, then every midpoint between neighbouring distances around the
     best. None when the smooth library leaves (almost) nothing or no step halves what it leaves."""
     def residual(c: float) -> float:
@@ -148,7 +151,7 @@ def find_step(theta: np.ndarray, r: np.ndarray, central: np.ndarray, y: np.ndarr
         return float(np.sum((design @ coef - y) ** 2))
 
     smooth = float(np.sum((theta @ np.linalg.lstsq(theta, y, rcond=None)[0] - y) ** 2))
-    if smooth <= 1e-6 * float(np.sum((y - y.mean()) ** 2)):
+    if smooth <= 1e-6 * float(np.sum((y - y.mean(0)) ** 2)):
         return None  # the smooth library explains y (to rounding): nothing for a step to do
     grid = np.quantile(r, np.linspace(0.02, 0.98, STEP_GRID))
     k = int(np.argmin([residual(c) for c in grid]))
@@ -168,8 +171,17 @@ def _refit_linear(theta: np.ndarray, y: np.ndarray, support: np.ndarray) -> np.n
 
 
 def fit_sindy(X: np.ndarray, y: np.ndarray, names: list[str], max_terms: int = 8, **_) -> list[sympy.Expr]:
-    """pysindy's stepwise sparse regression (SSR, dropping the smallest normalized coefficient at each step;
-    each support refitted by least squares) over :func:`library`: one candidate per number of terms."""
+    """:func:`fit_sindy_joint` of one target."""
+    return fit_sindy_joint(X, y[:, None], names, max_terms)[0]
+
+
+def fit_sindy_joint(X: np.ndarray, Y: np.ndarray, names: list[str], max_terms: int = 8) -> list[list[sympy.Expr]]:
+    """Candidates per column of ``Y [P, K]`` over :func:`library`, each support refitted by least
+    squares: pysindy's stepwise sparse regression of the column (SSR, dropping the smallest
+    normalized coefficient at each step) and one joint :func:`residual_path` of all columns (the
+    top message components are linear maps of one force law, so they share its terms; the joint
+    path finds them where a weak column alone cannot). A discontinuity found by :func:`find_step`
+    adds both paths again over the library plus the switched central terms."""
     ps = require_backend("sindy")
     terms = library(names)
     theta = np.stack([evaluate(t, names, X, "library term") for t in terms], axis=1)
@@ -178,35 +190,58 @@ def fit_sindy(X: np.ndarray, y: np.ndarray, names: list[str], max_terms: int = 8
     keep = scale > 0
     keep[0] = True
     terms, theta, scale = [t for t, k in zip(terms, keep, strict=True) if k], theta[:, keep], scale[keep]
-    out = _ssr(ps, terms, theta, scale, y, max_terms)
+    out = _paths(ps, terms, theta, scale, Y, max_terms)
     # A discontinuous law: the central terms switched on beyond the best step, a second library.
     central = [i for i, t in enumerate(terms) if t.has(*[sympy.Symbol(n) for n in names if n.startswith("d")])
                and not t.has(*[sympy.Symbol(n) for n in names if n[0] in "wmq"])]
-    r = X[:, names.index("r")]
-    c = find_step(theta, r, np.asarray(central), y)
+    c = find_step(theta, X[:, names.index("r")], np.asarray(central), Y)
     if c is not None:
         gated = step_terms(names, c)
         g = np.stack([evaluate(t, names, X, "library term") for t in gated], axis=1)
-        out += _ssr(ps, terms + gated, np.concatenate([theta, g], 1), np.concatenate([scale, g.std(0) + 1e-300]),
-                    y, max_terms)
+        more = _paths(ps, terms + gated, np.concatenate([theta, g], 1), np.concatenate([scale, g.std(0) + 1e-300]),
+                      Y, max_terms)
+        out = [a + b for a, b in zip(out, more, strict=True)]
     return out
 
 
-def _ssr(ps, terms: list[sympy.Expr], theta: np.ndarray, scale: np.ndarray, y: np.ndarray,
-         max_terms: int) -> list[sympy.Expr]:
-    """One candidate per support along pysindy's SSR path, each refitted by least squares."""
-    ystd = float(y.std()) or 1.0
-    opt = ps.SSR(alpha=1e-10, max_iter=len(terms) - 1, criteria="coefficient_value", normalize_columns=False)
-    opt.fit(theta / scale, y / ystd)
-    out, seen = [], set()
-    for coef in opt.history_:
-        support = np.abs(np.asarray(coef).reshape(-1)) > 0
-        key = tuple(np.flatnonzero(support))
-        if not key or key in seen or len(key) > max_terms:
-            continue
-        seen.add(key)
-        coef = _refit_linear(theta, y, support)
-        out.append(sum(sympy.Float(c, 6) * t for c, t in zip(coef, terms, strict=True) if c != 0))
+def residual_path(theta: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
+    """Backward elimination by residual (SSR's ``model_residual`` criterion) of the columns of
+    ``Y [P, K]`` together: from all library columns, drop the one whose removal raises the summed
+    least-squares residual least, ``sum_o coef_ko^2 / (G^-1)_kk`` with ``G`` the support's Gram
+    matrix (exact, so each step is one pseudo-inverse rather than a refit per column: pysindy's
+    refits took over 10 minutes on the 136-term 3D library). The supports, largest first."""
+    support = np.arange(theta.shape[1])
+    out = [support]
+    while len(support) > 1:
+        a = theta[:, support]
+        ginv = np.linalg.pinv(a.T @ a)
+        coef = ginv @ (a.T @ Y)
+        cost = (coef**2).sum(1) / np.maximum(np.diag(ginv), 1e-300)
+        support = np.delete(support, int(np.argmin(cost)))
+        out.append(support)
+    return out
+
+
+def _paths(ps, terms: list[sympy.Expr], theta: np.ndarray, scale: np.ndarray, Y: np.ndarray,
+           max_terms: int) -> list[list[sympy.Expr]]:
+    """Per column of ``Y``: one candidate per support of at most ``max_terms`` terms along its SSR
+    path and along the joint residual path, each refitted by least squares on the column."""
+    ystd = np.where(Y.std(0) > 0, Y.std(0), 1.0)
+    joint = [np.isin(np.arange(len(terms)), keep) for keep in residual_path(theta / scale, Y / ystd)]
+    out = []
+    for k in range(Y.shape[1]):
+        opt = ps.SSR(alpha=1e-10, max_iter=len(terms) - 1, criteria="coefficient_value", normalize_columns=False)
+        opt.fit(theta / scale, Y[:, k] / ystd[k])
+        supports = [np.abs(np.asarray(coef).reshape(-1)) > 0 for coef in opt.history_] + joint
+        exprs, seen = [], set()
+        for support in supports:
+            key = tuple(np.flatnonzero(support))
+            if not key or key in seen or len(key) > max_terms:
+                continue
+            seen.add(key)
+            coef = _refit_linear(theta, Y[:, k], support)
+            exprs.append(sum(sympy.Float(c, 6) * t for c, t in zip(coef, terms, strict=True) if c != 0))
+        out.append(exprs)
     return out
 
 
@@ -272,18 +307,31 @@ def select(front: list[Candidate], tolerance: float = 1.5) -> Candidate:
 
 def regress(X: np.ndarray, y: np.ndarray, names: list[str], backend: str = "sindy", seed: int = 0) -> Fit:
     """Symbolic regression of ``y [P]`` on ``X [P, F]`` (columns ``names``)."""
+    return regress_many(X, y[:, None], names, backend, seed)[0]
+
+
+def regress_many(X: np.ndarray, Y: np.ndarray, names: list[str], backend: str = "sindy", seed: int = 0) -> list[Fit]:
+    """Symbolic regression of each column of ``Y [P, K]`` on ``X [P, F]``: the ``sindy`` backend
+    fits them together (:func:`fit_sindy_joint`), the others one at a time. The seconds are per column."""
     if backend not in FITTERS:
         require_backend(backend)
     t0 = time.perf_counter()
-    exprs = FITTERS[backend](X, y, names, seed=seed)
-    cands = []
-    for e in exprs:
-        pred = evaluate(e, names, X, "candidate formula") if e.free_symbols else np.full(len(y), float(e))
-        cands.append(Candidate(e, complexity(e), float(np.mean((pred - y) ** 2))))
-    if not cands:
-        raise GndesignError(f"backend {backend} found no formula for the messages")
-    front = pareto(cands)
-    return Fit(backend, front, select(front), time.perf_counter() - t0)
+    if backend == "sindy":
+        per_column = fit_sindy_joint(X, Y, names)
+    else:
+        per_column = [FITTERS[backend](X, Y[:, k], names, seed=seed) for k in range(Y.shape[1])]
+    seconds = (time.perf_counter() - t0) / Y.shape[1]
+    fits = []
+    for exprs, y in zip(per_column, Y.T, strict=True):
+        cands = []
+        for e in exprs:
+            pred = evaluate(e, names, X, "candidate formula") if e.free_symbols else np.full(len(y), float(e))
+            cands.append(Candidate(e, complexity(e), float(np.mean((pred - y) ** 2))))
+        if not cands:
+            raise GndesignError(f"backend {backend} found no formula for the messages")
+        front = pareto(cands)
+        fits.append(Fit(backend, front, select(front), seconds))
+    return fits
 
 
 def refit_constants(expr: sympy.Expr, names: list[str], X: np.ndarray, y: np.ndarray) -> sympy.Expr:
