@@ -8,9 +8,9 @@ Backends (each returns candidate formulas as sympy expressions of the pair featu
   SSR) over a library of central pair-force terms, ``u_a r^p S`` with ``u`` the
   displacement ``d`` or relative velocity ``w``, ``p`` in :data:`POWERS`, ``S`` a product of the
   pair's masses or charges (:data:`SCALARS`), the dashpot term ``(w . d) d_a r^p`` and the constant
-  and scalar terms; candidates along two elimination paths: SSR's per component, and a joint
-  backward elimination by residual of all top components (:func:`residual_path`; they are linear
-  maps of one law, so they share its terms). Exact on any law of that form. A discontinuity is
+  and scalar terms; candidates along three paths: SSR's per component, and a joint backward
+  elimination (:func:`residual_path`) and forward selection (:func:`forward_path`) by residual of
+  all top components (they are linear maps of one law, so they share its terms). Exact on any law of that form. A discontinuity is
   searched for too (:func:`find_step`: the distance beyond which the central terms switch on that
   halves the residual, if one does), and both paths run again over the library plus those
   switched terms ``d_a r^p Heaviside(r - c)``; seconds.
@@ -178,10 +178,10 @@ def fit_sindy(X: np.ndarray, y: np.ndarray, names: list[str], max_terms: int = 8
 def fit_sindy_joint(X: np.ndarray, Y: np.ndarray, names: list[str], max_terms: int = 8) -> list[list[sympy.Expr]]:
     """Candidates per column of ``Y [P, K]`` over :func:`library`, each support refitted by least
     squares: pysindy's stepwise sparse regression of the column (SSR, dropping the smallest
-    normalized coefficient at each step) and one joint :func:`residual_path` of all columns (the
-    top message components are linear maps of one force law, so they share its terms; the joint
-    path finds them where a weak column alone cannot). A discontinuity found by :func:`find_step`
-    adds both paths again over the library plus the switched central terms."""
+    normalized coefficient at each step) and, over all columns together, :func:`residual_path` and
+    :func:`forward_path` (the top message components are linear maps of one force law, so they
+    share its terms; the joint paths find them where a weak column alone cannot). A discontinuity found by :func:`find_step`
+    adds the paths again over the library plus the switched central terms."""
     ps = require_backend("sindy")
     terms = library(names)
     theta = np.stack([evaluate(t, names, X, "library term") for t in terms], axis=1)
@@ -222,12 +222,40 @@ def residual_path(theta: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def forward_path(theta: np.ndarray, Y: np.ndarray, max_terms: int) -> list[np.ndarray]:
+    """Forward stepwise selection of the columns of ``Y [P, K]`` together: from no column, add the
+    one that lowers the summed least-squares residual most (its part orthogonal to those chosen,
+    projected on the residual), up to ``max_terms``. It finds a few exact terms that backward
+    elimination from a library of near-collinear powers of ``r`` loses on the way. The supports,
+    smallest first."""
+    basis = np.zeros((len(theta), 0))
+    resid = Y.copy()
+    chosen: list[int] = []
+    out = []
+    for _ in range(min(max_terms, theta.shape[1])):
+        ortho = theta - basis @ (basis.T @ theta)
+        norms = np.linalg.norm(ortho, axis=0)
+        gain = ((ortho.T @ resid) ** 2).sum(1) / np.maximum(norms**2, 1e-300)
+        gain[chosen] = -1.0
+        gain[norms < 1e-9 * max(float(norms.max()), 1e-300)] = -1.0  # already spanned
+        j = int(np.argmax(gain))
+        if gain[j] <= 0:
+            break
+        chosen.append(j)
+        q = ortho[:, j] / norms[j]
+        basis = np.concatenate([basis, q[:, None]], axis=1)
+        resid = resid - np.outer(q, q @ resid)
+        out.append(np.array(sorted(chosen)))
+    return out
+
+
 def _paths(ps, terms: list[sympy.Expr], theta: np.ndarray, scale: np.ndarray, Y: np.ndarray,
            max_terms: int) -> list[list[sympy.Expr]]:
     """Per column of ``Y``: one candidate per support of at most ``max_terms`` terms along its SSR
-    path and along the joint residual path, each refitted by least squares on the column."""
+    path and along the joint backward and forward paths, each refitted by least squares on the column."""
     ystd = np.where(Y.std(0) > 0, Y.std(0), 1.0)
-    joint = [np.isin(np.arange(len(terms)), keep) for keep in residual_path(theta / scale, Y / ystd)]
+    joint = [np.isin(np.arange(len(terms)), keep) for keep in
+             residual_path(theta / scale, Y / ystd) + forward_path(theta / scale, Y / ystd, max_terms)]
     out = []
     for k in range(Y.shape[1]):
         opt = ps.SSR(alpha=1e-10, max_iter=len(terms) - 1, criteria="coefficient_value", normalize_columns=False)
