@@ -39,6 +39,7 @@ VARIANTS = ("standard", "l1", "bottleneck", "kl")
 # comparison that shows why the force readout (Newton's law built in) is the default here.
 ACCELERATION = "bottleneck-acc"
 COLUMNS = VARIANTS + (ACCELERATION,)
+TRAIN_STEPS = 40000  # per model; a system trained otherwise is labelled with its steps in the tables
 SYSTEMS = ("spring-2d", "charge-2d", "r2-2d", "r1-2d", "spring-3d", "charge-3d", "r2-3d", "r1-3d",
            "damped-2d", "disc-2d")
 # Cranmer et al. 2020, Table 1, as quoted in issue 18 (None: not quoted there).
@@ -67,8 +68,8 @@ def make_data(work: Path, system: str, episodes: int, steps: int) -> tuple[Path,
 
 def run_system(work: Path, system: str, args) -> dict:
     train_dir, ood_dir = make_data(work, system, args.episodes, args.steps)
-    out = {"system": f"nbody-{system}", "variants": {}}
-    for variant in VARIANTS + ((ACCELERATION,) if system in args.readout_comparison.split(",") else ()):
+    out = {"system": f"nbody-{system}", "train_steps": args.train_steps, "variants": {}}
+    for variant in args.variants.split(",") + ([ACCELERATION] if system in args.readout_comparison.split(",") else []):
         message, readout = ("bottleneck", "acceleration") if variant == ACCELERATION else (variant, args.readout)
         run = work / f"run-{system}-{variant}"
         t0 = time.time()
@@ -140,6 +141,11 @@ def fmt(x, digits=3):
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def label(entry: dict) -> str:
+    steps = entry.get("train_steps", TRAIN_STEPS)
+    return entry["system"] + ("" if steps == TRAIN_STEPS else f" ({steps:,} steps)")
+
+
 def markdown(res: dict) -> str:
     lines = ["# Symbolic distillation of N-body message passing (issue 18)", "",
              res.get("setup", ""), "",
@@ -148,7 +154,7 @@ def markdown(res: dict) -> str:
     for s in res["systems"]:
         cells = [f"{fmt(s['variants'][v]['r2'])} / {fmt(s['variants'][v]['paper_r2'])}" if v in s["variants"] else "—"
                  for v in COLUMNS]
-        lines.append(f"| {s['system']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label(s)} | " + " | ".join(cells) + " |")
     lines += ["", "## Recovered force law (best sparse variant by R^2), OOD rollouts", "",
               "| system | variant | F_x recovered | true | form | max constant error | OOD MSE GN | OOD MSE symbolic |",
               "|---|---|---|---|---|---|---|---|"]
@@ -159,7 +165,7 @@ def markdown(res: dict) -> str:
         v = max(sparse, key=lambda k: sparse[k]["r2"])
         e = sparse[v]
         law = e["force_law"][0]
-        lines.append(f"| {s['system']} | {v} | `{law['recovered']}` | `{law['true']}` | "
+        lines.append(f"| {label(s)} | {v} | `{law['recovered']}` | `{law['true']}` | "
                      f"{'correct' if e['form_correct'] else 'wrong'} | {fmt(e['constant_error'])} | "
                      f"{e['rollout_ood']['gn_mse']:.4g} | {e['rollout_ood']['symbolic_mse']:.4g} |")
     if res.get("backends"):
@@ -178,7 +184,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", default="/tmp/bench_symbolic")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
-    ap.add_argument("--train-steps", type=int, default=40000,
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="message variants to train")
+    ap.add_argument("--train-steps", type=int, default=TRAIN_STEPS,
                     help="optimizer steps per model (batch 64 frames; 40,000 take about 3 min on one idle thread)")
     ap.add_argument("--readout-comparison", default="spring-2d,charge-2d,r2-2d,r1-2d",
                     help=f"systems that also train the {ACCELERATION} column")
