@@ -10,10 +10,10 @@ Backends (each returns candidate formulas as sympy expressions of the pair featu
   pair's masses or charges (:data:`SCALARS`), the dashpot term ``(w . d) d_a r^p`` and the constant
   and scalar terms; candidates along three paths: SSR's per component, and a joint backward
   elimination (:func:`residual_path`) and forward selection (:func:`forward_path`) by residual of
-  all top components (they are linear maps of one law, so they share its terms). Exact on any law of that form. A discontinuity is
-  searched for too (:func:`find_step`: the distance beyond which the central terms switch on that
-  halves the residual, if one does), and both paths run again over the library plus those
-  switched terms ``d_a r^p Heaviside(r - c)``; seconds.
+  all top components (linear maps of one law share its terms). Exact on any law of that form. A
+  discontinuity is searched for too (:func:`find_step`: the distance beyond which the central
+  terms switch on that halves the residual, if one does), and the paths run again over the
+  library plus those switched terms ``d_a r^p Heaviside(r - c)``; seconds.
 * ``pyoperon`` (pip ``pyoperon``): genetic programming (Operon, C++), its Pareto front of
   accuracy and length; general expressions, seconds.
 * ``gplearn`` (pip ``gplearn``): genetic programming (one program per parsimony coefficient); slow.
@@ -142,9 +142,9 @@ def step_terms(names: list[str], c: float) -> list[sympy.Expr]:
 def find_step(theta: np.ndarray, r: np.ndarray, central: np.ndarray, y: np.ndarray) -> float | None:
     """The distance ``c`` at which switching the library's central columns ``theta[:, central]`` on
     beyond ``c`` best explains ``y [P]`` or ``[P, K]`` (least squares over ``theta`` and the switched
-    columns, residuals summed over the columns): a grid of
-    :data:`STEP_GRID` quantiles of ``r``, then every midpoint between neighbouring distances around the
-    best. None when the smooth library leaves (almost) nothing or no step halves what it leaves."""
+    columns, residuals summed over the columns): a grid of :data:`STEP_GRID` quantiles of ``r``, then
+    every midpoint between neighbouring distances around the best. None when the smooth library
+    leaves (almost) nothing or no step halves what it leaves."""
     def residual(c: float) -> float:
         design = np.concatenate([theta, theta[:, central] * (r > c)[:, None]], axis=1)
         coef = np.linalg.lstsq(design, y, rcond=None)[0]
@@ -170,18 +170,14 @@ def _refit_linear(theta: np.ndarray, y: np.ndarray, support: np.ndarray) -> np.n
     return coef
 
 
-def fit_sindy(X: np.ndarray, y: np.ndarray, names: list[str], max_terms: int = 8, **_) -> list[sympy.Expr]:
-    """:func:`fit_sindy_joint` of one target."""
-    return fit_sindy_joint(X, y[:, None], names, max_terms)[0]
-
-
-def fit_sindy_joint(X: np.ndarray, Y: np.ndarray, names: list[str], max_terms: int = 8) -> list[list[sympy.Expr]]:
+def fit_sindy_joint(X: np.ndarray, Y: np.ndarray, names: list[str], max_terms: int = 8,
+                    **_) -> list[list[sympy.Expr]]:
     """Candidates per column of ``Y [P, K]`` over :func:`library`, each support refitted by least
     squares: pysindy's stepwise sparse regression of the column (SSR, dropping the smallest
     normalized coefficient at each step) and, over all columns together, :func:`residual_path` and
     :func:`forward_path` (the top message components are linear maps of one force law, so they
-    share its terms; the joint paths find them where a weak column alone cannot). A discontinuity found by :func:`find_step`
-    adds the paths again over the library plus the switched central terms."""
+    share its terms; the joint paths find them where a weak column alone cannot). A discontinuity
+    found by :func:`find_step` adds the paths again over the library plus the switched central terms."""
     ps = require_backend("sindy")
     terms = library(names)
     theta = np.stack([evaluate(t, names, X, "library term") for t in terms], axis=1)
@@ -307,7 +303,14 @@ def fit_pysr(X, y, names, seed: int = 0, **_) -> list[sympy.Expr]:
     return [parse_formula(str(e), names) for e in reg.equations_["sympy_format"]]
 
 
-FITTERS = {"sindy": fit_sindy, "pyoperon": fit_pyoperon, "gplearn": fit_gplearn, "pysr": fit_pysr}
+def _per_column(fit):
+    """A fitter of ``y [P]`` as one of every column of ``Y [P, K]``, one at a time."""
+    return lambda X, Y, names, seed=0: [fit(X, Y[:, k], names, seed=seed) for k in range(Y.shape[1])]
+
+
+#: backend -> fitter of ``(X, Y [P, K], names, seed)``: candidate formulas per column of Y
+FITTERS = {"sindy": fit_sindy_joint, "pyoperon": _per_column(fit_pyoperon), "gplearn": _per_column(fit_gplearn),
+           "pysr": _per_column(fit_pysr)}
 
 
 def pareto(candidates: list[Candidate]) -> list[Candidate]:
@@ -344,10 +347,7 @@ def regress_many(X: np.ndarray, Y: np.ndarray, names: list[str], backend: str = 
     if backend not in FITTERS:
         require_backend(backend)
     t0 = time.perf_counter()
-    if backend == "sindy":
-        per_column = fit_sindy_joint(X, Y, names)
-    else:
-        per_column = [FITTERS[backend](X, Y[:, k], names, seed=seed) for k in range(Y.shape[1])]
+    per_column = FITTERS[backend](X, Y, names, seed=seed)
     seconds = (time.perf_counter() - t0) / Y.shape[1]
     fits = []
     for exprs, y in zip(per_column, Y.T, strict=True):
