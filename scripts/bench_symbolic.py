@@ -212,8 +212,8 @@ def main() -> None:
     setup = (f"Per system: {args.episodes} training episodes of {args.steps} frames (dt 0.01, velocity Verlet, "
              f"10 substeps, 4 particles); each model trained {args.train_steps} steps of 64 frames on one thread; "
              f"model.readout={args.readout} ({ACCELERATION}: bottleneck messages, the acceleration readout); "
-             "R^2 on the held-out episodes; formulas by the sindy backend on the top-D components; OOD: 16 episodes, masses "
-             f"exp(U(0, 1.5)), positions N(0, 1.6^2), position MSE over {args.horizon} frames.")
+             "R^2 on the held-out episodes; formulas by the sindy backend on the top-D components; OOD: 16 "
+             f"episodes, masses exp(U(0, 1.5)), positions N(0, 1.6^2), position MSE over {args.horizon} frames.")
     res = {"setup": setup, "systems": []}
     part = work / f"{args.part}.json"
     if args.backends_only:
