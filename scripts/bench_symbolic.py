@@ -40,6 +40,7 @@ VARIANTS = ("standard", "l1", "bottleneck", "kl")
 ACCELERATION = "bottleneck-acc"
 COLUMNS = VARIANTS + (ACCELERATION,)
 TRAIN_STEPS = 40000  # per model; a system trained otherwise is labelled with its steps in the tables
+EPISODES = 1000  # training episodes per system (labelled likewise)
 SYSTEMS = ("spring-2d", "charge-2d", "r2-2d", "r1-2d", "spring-3d", "charge-3d", "r2-3d", "r1-3d",
            "damped-2d", "disc-2d")
 # Cranmer et al. 2020, Table 1, as quoted in issue 18 (None: not quoted there).
@@ -68,7 +69,7 @@ def make_data(work: Path, system: str, episodes: int, steps: int) -> tuple[Path,
 
 def run_system(work: Path, system: str, args) -> dict:
     train_dir, ood_dir = make_data(work, system, args.episodes, args.steps)
-    out = {"system": f"nbody-{system}", "train_steps": args.train_steps, "variants": {}}
+    out = {"system": f"nbody-{system}", "train_steps": args.train_steps, "episodes": args.episodes, "variants": {}}
     for variant in args.variants.split(",") + ([ACCELERATION] if system in args.readout_comparison.split(",") else []):
         message, readout = ("bottleneck", "acceleration") if variant == ACCELERATION else (variant, args.readout)
         run = work / f"run-{system}-{variant}"
@@ -142,8 +143,11 @@ def fmt(x, digits=3):
 
 
 def label(entry: dict) -> str:
-    steps = entry.get("train_steps", TRAIN_STEPS)
-    return entry["system"] + ("" if steps == TRAIN_STEPS else f" ({steps:,} steps)")
+    """The system's name, with its training steps and episodes where they differ from the defaults."""
+    steps, episodes = entry.get("train_steps", TRAIN_STEPS), entry.get("episodes", EPISODES)
+    other = ([f"{steps:,} steps"] if steps != TRAIN_STEPS else []) + (
+        [f"{episodes:,} episodes"] if episodes != EPISODES else [])
+    return entry["system"] + (f" ({', '.join(other)})" if other else "")
 
 
 def markdown(res: dict) -> str:
@@ -189,7 +193,7 @@ def main() -> None:
                     help="optimizer steps per model (batch 64 frames; 40,000 take about 3 min on one idle thread)")
     ap.add_argument("--readout-comparison", default="spring-2d,charge-2d,r2-2d,r1-2d",
                     help=f"systems that also train the {ACCELERATION} column")
-    ap.add_argument("--episodes", type=int, default=1000)
+    ap.add_argument("--episodes", type=int, default=EPISODES)
     ap.add_argument("--steps", type=int, default=25, help="frames per training episode")
     ap.add_argument("--horizon", type=int, default=50)
     ap.add_argument("--readout", default="force", choices=("force", "acceleration"),
