@@ -60,11 +60,15 @@ class ModelConfig:
             raise ConfigError("model.message_passing_steps must be >= 0 (or unset: the kinematic trees' depth)")
 
 
+NETS = ("gn", "egnn")  # model.net: the plain graph network, the E(n)-equivariant network (gndesign.equivariant)
+
+
 @dataclass
 class ParticleModelConfig:
     """Architecture and graph construction of a particle simulator (saved with checkpoints)."""
 
     kind: str = PARTICLES
+    net: str = "gn"  # egnn: equivariant, gravity and walls as explicit inputs; a forward predictor only
     latent_size: int = 64
     mlp_hidden_size: int = 64
     mlp_layers: int = 2
@@ -80,8 +84,9 @@ class ParticleModelConfig:
     std_epsilon: float = 1e-9  # smallest normalizer std (frame units are small: keep it tiny)
 
     def validate(self) -> None:
-        if self.kind != PARTICLES:
-            raise ConfigError(f"model.kind must be {PARTICLES!r} for particle data, got {self.kind!r}")
+        if self.kind != PARTICLES or self.net not in NETS:
+            raise ConfigError(f"model.kind must be {PARTICLES!r} and model.net one of {', '.join(NETS)} for "
+                              f"particle data, got {self.kind!r}, {self.net!r}")
         for name in ("latent_size", "mlp_hidden_size", "mlp_layers", "history"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -95,14 +100,12 @@ class ParticleModelConfig:
 
 NBODY = "nbody"  # model.kind of an N-body message-passing model
 MESSAGE_KINDS = ("standard", "l1", "bottleneck", "kl")
-NBODY_NETS = ("gn", "egnn")  # model.net: the plain graph network, the E(n)-equivariant network
 
 
 @dataclass
 class NBodyModelConfig:
     """A message-passing model of N-body systems (Cranmer et al. 2020; :mod:`gndesign.nbody_model`)
-    and its message sparsity (saved with checkpoints). ``net`` selects the architecture (``gn``:
-    edge and node MLPs; ``egnn``: the E(n)-equivariant network of :mod:`gndesign.equivariant`)."""
+    and its message sparsity (saved with checkpoints). ``net``: the architecture (:data:`NETS`)."""
 
     kind: str = NBODY
     net: str = "gn"
@@ -119,8 +122,8 @@ class NBodyModelConfig:
     std_epsilon: float = 1e-9
 
     def validate(self) -> None:
-        if self.kind != NBODY or self.net not in NBODY_NETS:
-            raise ConfigError(f"model.kind must be {NBODY!r} and model.net one of {', '.join(NBODY_NETS)} for "
+        if self.kind != NBODY or self.net not in NETS:
+            raise ConfigError(f"model.kind must be {NBODY!r} and model.net one of {', '.join(NETS)} for "
                               f"N-body data, got {self.kind!r}, {self.net!r}")
         bad = [f"model.{k}={v}" for k, v, ok in (("message", self.message, "standard"),
                                                   ("readout", self.readout, "acceleration")) if v != ok]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from gndesign.config import NBodyModelConfig
 from gndesign.nbody_laws import pair_inputs
 from gndesign.nbody_model import NBodyGN, mlp
+from gndesign.nn import EncodeProcessDecode, Graph, aggregate, build_mlp
 
 EDGE_INVARIANTS = 3  # r, |w|, w . d / r
 
@@ -82,3 +83,69 @@ class NBodyEGNN(nn.Module):
         return fit, {"fit": float(fit.detach()), "reg": 0.0}
 
     step = NBodyGN.step
+
+
+class EquivariantParticleNet(nn.Module):
+    """An E(2)-equivariant predictor of particle accelerations for scenes that gravity and walls
+    make asymmetric (:class:`gndesign.particles.ParticleSimulator` with ``model.net=egnn``).
+
+    The symmetry breakers are explicit inputs: the gravity direction ``g`` and a *set* of walls,
+    each a unit normal ``n_w`` and an offset ``c_w`` (the wall is ``n_w . x = c_w``). An
+    encode-process-decode graph network (:class:`gndesign.nn.EncodeProcessDecode`) sees only
+    invariants:
+
+    * nodes: per velocity ``v_c`` of the history ``|v_c|`` and ``v_c . g``, the node type, and the
+      sum over walls of an MLP ``phi_w`` of the node-wall invariants ``f_w`` (the signed distance
+      ``(n_w . x - c_w) / R`` clipped to ``[-1, 1]``, ``v_c . n_w``, ``n_w . g``);
+    * edges (sender ``s``, receiver ``r``, ``d = (x_s - x_r) / R``): ``|d|``, ``d . g``, ``d . v_r``
+      and ``d . v_s`` (the latest velocities);
+
+    and gives the coefficients of an EGNN-style vector readout from its latents ``h``:
+
+        a_r = sum_s d_sr psi_e(edge latent) + sum_c v_c psi_c(h_r) + g psi_g(h_r) + sum_w n_w psi_w(h_r, f_w).
+
+    So the accelerations rotate, reflect and translate with the particles, the obstacle, gravity
+    and the walls together (tested), and, the walls being a set, a scene that is its own mirror
+    image (the obstacle scene about its centre line) gives mirrored predictions from mirrored
+    inputs: a symmetry the plain GN has to learn from data.
+    """
+
+    def __init__(self, history: int, latent_size: int, mlp_hidden_size: int, mlp_layers: int,
+                 message_passing_steps: int, aggregation: str = "sum", num_types: int = 2):
+        super().__init__()
+        self.history = history
+        L = latent_size
+        self.wall_in = build_mlp(history + 2, mlp_hidden_size, L, mlp_layers, layer_norm=True)
+        self.wall_out = build_mlp(L + history + 2, mlp_hidden_size, 1, mlp_layers, layer_norm=False)
+        self.net = EncodeProcessDecode(
+            node_in=2 * history + num_types + L, edge_in=4, global_in=0, latent_size=L,
+            mlp_hidden_size=mlp_hidden_size, mlp_layers=mlp_layers, message_passing_steps=message_passing_steps,
+            node_out=history + 1, edge_out=1, aggregation=aggregation, use_globals=False)
+
+    def forward(self, pos: Tensor, vel: Tensor, types: Tensor, edge_index: Tensor, gravity: Tensor,
+                normals: Tensor, offsets: Tensor, radius: float) -> Tensor:
+        """Accelerations ``[B, M, 2]`` (in the velocities' units) of nodes at ``pos [B, M, 2]`` with
+        velocity histories ``vel [B, C, M, 2]`` (oldest first, zero for kinematic nodes), one-hot
+        ``types [M, T]``, edges ``[2, E]`` (flat indices ``b M + j``: sender, receiver), the gravity
+        direction ``[2]`` (unit, or zero), wall normals ``[W, 2]`` (unit) and offsets ``[W]``."""
+        B, C, M, _ = vel.shape
+        W = normals.shape[0]
+        v = vel.permute(0, 2, 1, 3)  # [B, M, C, 2]
+        dist = ((pos @ normals.T - offsets) / radius).clamp(-1.0, 1.0)  # [B, M, W]
+        walls = torch.cat([dist[..., None], (v @ normals.T).transpose(-1, -2),
+                           (normals @ gravity).expand(B, M, W)[..., None]], -1)  # [B, M, W, C + 2]
+        nodes = torch.cat([v.norm(dim=-1), v @ gravity, types.expand(B, -1, -1), self.wall_in(walls).sum(2)], -1)
+        flat_pos, flat_v = pos.reshape(-1, 2), v[:, :, -1].reshape(-1, 2)
+        s, r = edge_index
+        d = (flat_pos.index_select(0, s) - flat_pos.index_select(0, r)) / radius  # [E, 2]
+        edges = torch.cat([d.norm(dim=-1, keepdim=True), (d @ gravity)[:, None],
+                           (d * flat_v.index_select(0, r)).sum(-1, keepdim=True),
+                           (d * flat_v.index_select(0, s)).sum(-1, keepdim=True)], -1)
+        batch = torch.arange(B, device=pos.device).repeat_interleave(M)
+        latent = self.net.process(self.net.encode(Graph(nodes.reshape(B * M, -1), edges, None, edge_index, batch, B)))
+        node_coef = self.net.node_decoder(latent.x).view(B, M, C + 1)
+        h = latent.x.view(B, M, 1, -1).expand(-1, -1, W, -1)
+        wall_coef = self.wall_out(torch.cat([h, walls], -1))  # [B, M, W, 1]
+        acc = (v * node_coef[..., :C, None]).sum(2) + node_coef[..., C:] * gravity + (wall_coef * normals).sum(2)
+        edge_coef = self.net.edge_decoder(latent.edge_attr)
+        return acc + aggregate(d * edge_coef, r, B * M).view(B, M, 2)

@@ -52,6 +52,7 @@ from gndesign.constraints import ConstraintContext
 from gndesign.datasets.particles import (
     validate_scene,
 )
+from gndesign.equivariant import EquivariantParticleNet
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.graphs import radius_pairs
 from gndesign.lean import lean_enabled
@@ -174,8 +175,16 @@ class ParticleSimulator(nn.Module):
         self.solver = solver  # the C-GNS solver's settings, or None for the forward predictor
         self.solves = solver is not None
         self.register_load_state_dict_pre_hook(partial(upgrade_state_dict, old_network="net"))  # older layouts
-        self.predictor = (network(node_in, edge_in, 2) if solver is None else
-                          ConstraintSolver(network(node_in + 5, edge_in + 3, solver.energy_channels), solver))
+        if config.net == "egnn":
+            if solver is not None:
+                raise ConfigError("model.net=egnn is a forward predictor: the constraint-based solver (C-GNS) "
+                                  "needs model.net=gn")
+            self.predictor = EquivariantParticleNet(
+                config.history, config.latent_size, config.mlp_hidden_size, config.mlp_layers,
+                config.message_passing_steps, config.aggregation, NUM_TYPES)
+        else:
+            self.predictor = (network(node_in, edge_in, 2) if solver is None else
+                              ConstraintSolver(network(node_in + 5, edge_in + 3, solver.energy_channels), solver))
         self.vel_normalizer = Normalizer(2, config.std_epsilon)
         self.acc_normalizer = Normalizer(2, config.std_epsilon)
 
@@ -208,6 +217,15 @@ class ParticleSimulator(nn.Module):
         """Proximity edges ``[2, E]`` over the current particles and the obstacle nodes
         (computed outside autograd)."""
         return radius_edges(torch.cat([history[:, -1], obs_nodes], 1), self.R)
+
+    def symmetry_breakers(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What breaks the scene's E(2) symmetry, as explicit inputs of ``model.net=egnn``: the
+        gravity direction ``[2]``, and the floor's and the left and right walls' unit normals
+        ``[3, 2]`` (pointing into the box) and offsets ``[3]`` (the wall is ``n . x = c``)."""
+        s = self.scene
+        g = like.new_tensor(s["gravity"])
+        normals = like.new_tensor([[0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+        return g / g.norm().clamp_min(1e-30), normals, like.new_tensor([s["floor"], s["x_min"], -s["x_max"]])
 
     def _walls(self, pos: Tensor) -> Tensor:
         """``[..., 3]``: signed distances of node positions ``[..., 2]`` to the floor and the left
@@ -243,12 +261,30 @@ class ParticleSimulator(nn.Module):
                            options: SolveOptions | None = None) -> Tensor:
         """Normalized particle accelerations ``[B, N, 2]`` (``options``: the solver's test-time
         constraints and iterations)."""
+        if self.config.net == "egnn":
+            SolveOptions.refuse(options)
+            return self._equivariant(history, obs_nodes, edge_index)
         graph = self.graph(history, obs_nodes, edge_index)
         if self.solves:
             return self._solve(graph, history, obs_nodes, options)
         SolveOptions.refuse(options)
         B, _, N, _ = history.shape
         return self.predictor(graph).x.view(B, -1, 2)[:, :N]
+
+    def _equivariant(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor) -> Tensor:
+        """``model.net=egnn``: normalized accelerations ``[B, N, 2]``. The network works in isotropic
+        units (one scale per quantity: the largest per-axis std) so that it stays equivariant; the
+        per-axis normalization is applied to its output."""
+        B, _, N, _ = history.shape
+        vel = history[:, 1:] - history[:, :-1]  # [B, C, N, 2]
+        vel = torch.cat([vel, vel.new_zeros(B, self.history, obs_nodes.shape[1], 2)], 2)
+        types = history.new_zeros(vel.shape[2], NUM_TYPES)
+        types[:N, PARTICLE] = 1.0
+        types[N:, OBSTACLE] = 1.0
+        pos = torch.cat([history[:, -1], obs_nodes], 1)
+        v_scale = self.vel_normalizer.stats(vel)[1].max()
+        acc = self.predictor(pos, vel / v_scale, types, edge_index, *self.symmetry_breakers(pos), self.R)
+        return self.acc_normalizer(acc[:, :N] * self.sigma(acc))
 
     def sigma(self, like: Tensor) -> Tensor:
         """The solver's unit of acceleration [m/frame^2]: the largest per-axis std of the data's."""
@@ -321,7 +357,7 @@ class ParticleSimulator(nn.Module):
         without test-time constraints, unless ``GNDESIGN_LEAN=0``, ``model.use_lean = False`` or
         inside ``with gndesign.lean.reference_path(model):``."""
         return (lean_enabled() and self.__dict__.get("use_lean", True) and not self.solves
-                and options is None)
+                and options is None and self.config.net == "gn")
 
     def _step(self, history: Tensor, obs_nodes: Tensor, edge_index: Tensor,
               options: SolveOptions | None = None) -> Tensor:

@@ -9,6 +9,13 @@ the cost of a training step (forward + backward, one thread, side by side).
 A training set of ``S`` transitions is ``S / 25`` episodes of 25 steps (seed 0); the test set is 40
 other episodes (seed 1). The error is the mean absolute acceleration error over the test frames
 divided by the mean absolute true acceleration.
+
+The obstacle scene, where gravity and the walls break the symmetry (the equivariant network takes
+them as explicit inputs), per number of training episodes (150 frames of 100 balls each, seed 0),
+both networks with the shipped ``pretrained:obstacle`` recipe and the same steps; the error is the
+mean ball position error of open-loop rollouts from rest on 50 other episodes (seed 1):
+
+    PYTHONPATH=. python scripts/bench_equivariant.py --work /tmp/bench_eq --obstacle 2 20 200 --steps 6000
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from gndesign.checkpoints import load_model
 from gndesign.datasets.nbody import NBodyDataset
 from gndesign.io import atomic_write_json
 from gndesign.nbody_training import FrameSampler
+from gndesign.particle_evaluation import particle_rollout_errors, summarize_particle_errors
 from workflows.train import train_model
 
 STEPS_PER_EPISODE = 25
@@ -60,14 +68,62 @@ def step_cost(model, frames: FrameSampler, batch: int, repeats: int = 30) -> flo
     return (time.perf_counter() - t0) / repeats
 
 
-def trained(run: Path, data: Path, net: str, steps: int):
+def trained(run: Path, data: Path, net: str, steps: int, kind: str = "nbody", options: tuple[str, ...] = ()):
     """The model ``net`` trained ``steps`` steps on ``data`` into ``run`` (reused when there)."""
     ckpt = run / "checkpoints" / "latest.pt"
-    sets = [f"model.net={net}", "train.threads=1", "train.val_fraction=0", f"train.eval_every={steps}",
+    sets = [*options, f"model.net={net}", "train.threads=1", "train.val_fraction=0", f"train.eval_every={steps}",
             f"train.checkpoint_every={steps}"]
     if not ckpt.exists():
         train_model(str(run), [str(data)], overrides=sets, steps=steps, progress=False)
-    return load_model(ckpt, "nbody")
+    return load_model(ckpt, kind)
+
+
+# The shipped obstacle model's recipe (scripts/make_pretrained.py), for both networks.
+OBSTACLE = ("model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=3", "model.radius=3.0",
+            "model.history=5", "train.batch_size=4", "train.vel_noise=0.03", "train.log_every=500")
+
+
+def particle_step_cost(model, data, batch: int = 4, repeats: int = 20) -> float:
+    """Seconds per training step (loss, backward) on ``batch`` frames of the first episodes."""
+    C = model.history
+    pos = torch.as_tensor(data.positions[:batch, 40:42 + C], dtype=torch.float32)
+    obs = torch.as_tensor(data.obstacle[:batch], dtype=torch.float32)
+    model.train()
+    for k in range(repeats + 3):
+        if k == 3:
+            t0 = time.perf_counter()
+        model.zero_grad()
+        model.loss(pos[:, :C + 1], obs, pos[:, C + 1]).backward()
+    return (time.perf_counter() - t0) / repeats
+
+
+def obstacle_rows(work: Path, sizes: list[int], steps: int, results: dict, out: Path) -> None:
+    """GN and EGNN on the obstacle scene per number of training episodes, into ``results["obstacle"]``."""
+    from envs.obstacle.scene import SceneConfig
+    from envs.obstacle.simulation import generate_obstacle_dataset
+    from gndesign.datasets.particles import ParticleDataset
+
+    def data(episodes: int, seed: int) -> Path:
+        path = work / f"obstacle-{episodes}-s{seed}"
+        if not (path / "meta.json").exists():
+            generate_obstacle_dataset(SceneConfig(), path, episodes, seed, overwrite=True)
+        return path
+
+    valid = ParticleDataset.load(data(50, 1))
+    rows = results.setdefault("obstacle", {"steps": steps, "sizes": {}})
+    for size in sizes:
+        train = data(size, 0)
+        for net in NETS:
+            t0 = time.time()
+            model, blob = trained(work / f"run-obstacle-{size}-{net}", train, net, steps, "particles", OBSTACLE)
+            err = summarize_particle_errors(particle_rollout_errors(model, valid), (10, 50, 100, valid.steps))
+            rows["sizes"].setdefault(str(size), {})[net] = {
+                "position_error": {h: round(e, 5) for h, e in err["position_error"].items()},
+                "mean_position_error": round(err["mean_position_error"], 5), "finite": err["finite"],
+                "transitions": size * valid.steps, "steps": int(blob["step"]),
+                "seconds": round(time.time() - t0, 1), "step_seconds": round(particle_step_cost(model, valid), 4)}
+            print("obstacle", size, net, rows["sizes"][str(size)][net], flush=True)
+            atomic_write_json(out, results)
 
 
 def main() -> None:
@@ -76,6 +132,8 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=["spring-2d"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[100, 1000])
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--obstacle", nargs="+", type=int, default=None, metavar="EPISODES",
+                    help="the obstacle scene instead of the N-body systems, at these numbers of training episodes")
     ap.add_argument("--out", default=None, help="JSON file of the results (default WORK/equivariant.json)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -83,6 +141,9 @@ def main() -> None:
     out = Path(args.out or work / "equivariant.json")
     # Runs of other systems already in --out are kept (each row records its own steps).
     results: dict = json.loads(out.read_text()) if out.exists() else {"steps": args.steps, "systems": {}}
+    if args.obstacle:
+        obstacle_rows(work, args.obstacle, args.steps, results, out)
+        return
     for system in args.systems:
         test_dir = work / f"test-{system}"
         if not (test_dir / "meta.json").exists():

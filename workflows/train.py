@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gndesign.config import NBODY, holds, load_config, read_config
+from gndesign.config import load_config, read_config
 from gndesign.training import train
 
 
@@ -42,9 +42,6 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
     if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
         cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None, cgns=True)
         return train(cfg, out, resume=resume, progress=progress)
-    # N-body data selects the N-body model section before the overrides apply (--set model.net=egnn)
-    nbody = bool(data) and holds(str(data[0]), NBODY)
-    cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if nbody else None)
-    if data:
-        cfg.data = [str(Path(d)) for d in data]
+    # the data's format selects the model section before the overrides apply (--set model.net=egnn)
+    cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None)
     return train(cfg, out, resume=resume, progress=progress)
