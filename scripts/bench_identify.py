@@ -9,6 +9,14 @@ known) from the first 0.5, 1 and 2 s. Writes ``results/identify.json`` and ``res
 
     python scripts/bench_identify.py --model cartpole=pretrained:cartpole --model acrobot=PATH [--trials 4]
     python scripts/bench_identify.py --mpc [CASE ...]   # adaptive MPC (added to the same report)
+    python scripts/bench_identify.py --signal           # what a 5% error of each parameter changes
+
+Identifiability (``--signal``, no model needed: it replays the recorded trials' truths, starts and
+controls in MuJoCo): per parameter, the RMS change of the one-step accelerations over the first
+second when that parameter alone is 5% off, in the identification loss's units (each dof's
+observed acceleration spread), divided by the RMS of the learned model's residual at its fit (the
+square root of the recorded loss). Below 1, a 5% error of that parameter changes the predictions
+less than the model's own error does, so no fit through that model can be expected to pin it to 5%.
 
 Adaptive MPC (``--mpc``): each case (:data:`MPC_CASES`: cartpole swing-up with the policy-guided
 gradient planner on the shipped k = 8 model at issue 15's settings; the arm-hold example with CEM
@@ -84,6 +92,46 @@ def trial(system, model: str, regime: str, seed: int, work: Path, restarts: int)
         out["by_seconds"][str(s)] = {"wall_s": r["wall_s"], "loss": r["loss"], "parameters": [
             {k: p[k] for k in ("name", "group", "nominal", "truth", "estimate", "error", "std", "spread")}
             for p in r["parameters"]]}
+    return out
+
+
+def one_step_accelerations(system, params: dict, qpos: np.ndarray, qvel: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``[T, nv]``: MuJoCo's accelerations over one control step from each observed state, with ``params``."""
+    mj = system.make_model(params)
+    nxt = np.stack([rollout(system, mj, qpos[t], qvel[t], actions[t:t + 1])[1][-1] for t in range(len(actions))])
+    return (nxt - qvel[:len(actions)]) / system.control_timestep
+
+
+def signal(system, record: dict, seconds: float = 1.0, rel: float = 0.05) -> dict[str, float]:
+    """Per parameter of a recorded trial: the RMS change of the normalized one-step accelerations
+    when it alone is ``rel`` off (MuJoCo, the trial's truth, start and controls), over the RMS of
+    the learned model's residual at its fit (``sqrt`` of the recorded loss)."""
+    import mujoco
+
+    rng = np.random.default_rng(record["seed"])
+    params = true_params(system, record["regime"], rng)
+    mj = system.make_model(params)
+    q0, v0 = system.initial_state(mj, rng)
+    actions = smooth_random_actions(rng, int(round(max(SECONDS) / system.control_timestep)), system.ctrlrange())
+    qpos, qvel = rollout(system, mj, q0, v0, actions)
+    T = int(round(seconds / system.control_timestep))
+    base = one_step_accelerations(system, params, qpos, qvel, actions[:T])
+    scale = np.clip(base.std(0), 1e-6, None)
+    fit = record["by_seconds"][str(seconds)]
+    residual = float(np.sqrt(fit["loss"]))
+    out = {}
+    for p in fit["parameters"]:
+        key, label = p["name"][:-1].split("[")
+        if key == "body_mass":
+            idx = mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_BODY, label)
+        else:
+            idx = int(mj.jnt_dofadr[mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_JOINT, label)])
+        changed = {k: np.array(v, copy=True) for k, v in params.items()}
+        changed[key][idx] *= 1 + rel
+        if key == "body_mass":
+            changed["body_inertia"][idx] *= 1 + rel
+        delta = (one_step_accelerations(system, changed, qpos, qvel, actions[:T]) - base) / scale
+        out[p["name"]] = float(np.sqrt(np.mean(delta ** 2))) / residual
     return out
 
 
@@ -169,6 +217,12 @@ def markdown(result: dict) -> str:
                                   for p in params)
                 lines.append(f"| {regime} | {s} | {errs} | {cell['wall_s']:.1f} |")
         lines.append("")
+        if "signal" in sysres:
+            sig = sysres["signal"]
+            lines += ["Identifiability from 1 s (`--signal`): a 5% error's change of the one-step accelerations over "
+                      "the model's residual (mean over the inside trials; below 1: the model's error is larger).", "",
+                      "| " + " | ".join(params) + " |", "|" + "---|" * len(params),
+                      "| " + " | ".join(f"{sig[p]:.3g}" for p in params) + " |", ""]
     for case, res in result.get("adaptive_mpc", {}).items():
         lines += mpc_markdown(case, res)
     return "\n".join(lines) + "\n"
@@ -181,6 +235,8 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=MPC["episodes"], help="with --mpc: episodes per cell")
     p.add_argument("--model", action="append", metavar="SYSTEM=CHECKPOINT",
                    help="a system and a learned model of it that takes physical parameters as inputs (repeatable)")
+    p.add_argument("--signal", action="store_true",
+                   help="add each recorded system's identifiability (MuJoCo replays of its trials; no model)")
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--out", default=str(ROOT / "results" / "identify.json"))
@@ -197,6 +253,15 @@ def main() -> None:
             print("\n".join(mpc_markdown(case, old["adaptive_mpc"][case])))
         if "systems" in old:
             atomic_write_text(Path(args.out).with_suffix(".md"), markdown(old))
+        return
+    if args.signal:
+        for name, sysres in old.get("systems", {}).items():
+            system = get_system(name)
+            rows = [signal(system, t) for t in sysres["trials"] if t["regime"] == "inside"]
+            sysres["signal"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            print(name, sysres["signal"], flush=True)
+        atomic_write_json(args.out, old)
+        atomic_write_text(Path(args.out).with_suffix(".md"), markdown(old))
         return
     if not args.model:
         p.error("--model SYSTEM=CHECKPOINT is required (or --mpc)")
