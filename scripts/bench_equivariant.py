@@ -25,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from envs.nbody import generate_nbody_dataset
@@ -68,11 +69,12 @@ def step_cost(model, frames: FrameSampler, batch: int, repeats: int = 30) -> flo
     return (time.perf_counter() - t0) / repeats
 
 
-def trained(run: Path, data: Path, net: str, steps: int, kind: str = "nbody", options: tuple[str, ...] = ()):
+def trained(run: Path, data: Path, net: str, steps: int, kind: str = "nbody", options: tuple[str, ...] = (),
+            seed: int = 0):
     """The model ``net`` trained ``steps`` steps on ``data`` into ``run`` (reused when there)."""
     ckpt = run / "checkpoints" / "latest.pt"
-    sets = [*options, f"model.net={net}", "train.threads=1", "train.val_fraction=0", f"train.eval_every={steps}",
-            f"train.checkpoint_every={steps}"]
+    sets = [*options, f"model.net={net}", "train.threads=1", f"train.seed={seed}", "train.val_fraction=0",
+            f"train.eval_every={steps}", f"train.checkpoint_every={steps}"]
     if not ckpt.exists():
         train_model(str(run), [str(data)], overrides=sets, steps=steps, progress=False)
     return load_model(ckpt, kind)
@@ -132,6 +134,7 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=["spring-2d"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[100, 1000])
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (rows give the mean error)")
     ap.add_argument("--obstacle", nargs="+", type=int, default=None, metavar="EPISODES",
                     help="the obstacle scene instead of the N-body systems, at these numbers of training episodes")
     ap.add_argument("--out", default=None, help="JSON file of the results (default WORK/equivariant.json)")
@@ -150,20 +153,25 @@ def main() -> None:
             generate_nbody_dataset(f"nbody-{system}", 40, STEPS_PER_EPISODE, seed=1, out_dir=test_dir)
         ds = NBodyDataset.load(test_dir)
         test = FrameSampler([ds], [range(len(ds.positions))])
-        rows = results["systems"][system] = {}
+        rows = results["systems"].setdefault(system, {})
         for size in args.sizes:
             data = work / f"train-{system}-{size}"
             if not (data / "meta.json").exists():
                 generate_nbody_dataset(f"nbody-{system}", max(1, size // STEPS_PER_EPISODE), STEPS_PER_EPISODE,
                                        seed=0, out_dir=data)
             for net in NETS:
-                t0 = time.time()
-                model, blob = trained(work / f"run-{system}-{size}-{net}", data, net, args.steps)
-                rows.setdefault(str(size), {})[net] = {
-                    "error": round(test_error(model, test, False), 4),
-                    "rotated_error": round(test_error(model, test, True), 4),
-                    "train_seconds": round(time.time() - t0, 1), "steps": int(blob["step"]),
-                    "step_seconds": round(step_cost(model, test, 64), 5)}
+                runs = []
+                for seed in args.seeds:
+                    t0 = time.time()
+                    run = work / (f"run-{system}-{size}-{net}" + (f"-t{seed}" if seed else ""))
+                    model, blob = trained(run, data, net, args.steps, seed=seed)
+                    runs.append({"error": test_error(model, test, False),
+                                 "rotated_error": test_error(model, test, True),
+                                 "train_seconds": time.time() - t0, "steps": int(blob["step"])})
+                row = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
+                if len(runs) > 1:  # the mean over training seeds, and each seed's error
+                    row.update(seeds=list(args.seeds), errors=[round(r["error"], 4) for r in runs])
+                rows.setdefault(str(size), {})[net] = {**row, "step_seconds": round(step_cost(model, test, 64), 5)}
                 print(system, size, net, rows[str(size)][net], flush=True)
                 atomic_write_json(out, results)
     for system in args.systems:
