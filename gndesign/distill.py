@@ -9,7 +9,10 @@
    (:mod:`gndesign.symbolic`), constants refitted, and the force law it implies (the formulas
    mapped through the linear fit) compared with the true law term by term (:func:`compare_law`).
 5. :func:`symbolic_model`: the model with its edge function replaced by the formulas (the other
-   components held at their mean), rolled out like the network (:func:`rollout_error`).
+   components held at their mean) and, for ``model.readout=force``, its node function by the
+   linear map of the summed messages fitted to it (:func:`linear_node`: force = W sum + c, what a
+   message that is a linear transform of the pair force implies), rolled out like the network
+   (:func:`rollout_error`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ def check_distillable(model: NBodyGN, ds: NBodyDataset, where: str = "the model"
 def record_messages(model: NBodyGN, ds: NBodyDataset, episodes: Sequence[int], max_pairs: int = 20000,
                     seed: int = 0) -> dict[str, Any]:
     """Messages of the frames of ``episodes``: ``feats [P, F]`` (pair inputs, columns ``names``),
-    ``msg [P, M]``, ``logvar [P, M]`` or None, ``force [P, D]`` (true force on i from j)."""
+    ``msg [P, M]``, ``logvar [P, M]`` or None, ``force [P, D]`` (true force on i from j); per particle,
+    the summed messages ``agg [Q, M]`` and, for ``model.readout=force``, the node function's
+    output ``node [Q, D]`` (else None)."""
     ep = np.asarray(episodes, dtype=np.int64)
     x = torch.as_tensor(ds.positions[ep].reshape(-1, *ds.positions.shape[2:]), dtype=torch.float32)
     v = torch.as_tensor(ds.velocities[ep].reshape(-1, *ds.velocities.shape[2:]), dtype=torch.float32)
@@ -71,6 +76,9 @@ def record_messages(model: NBodyGN, ds: NBodyDataset, episodes: Sequence[int], m
     if n > max_pairs:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_pairs, replace=False))
         out = {k: None if a is None else a[keep] for k, a in out.items()}
+    agg = (msg * mask[..., None]).sum(-2).reshape(-1, msg.shape[-1])
+    out["agg"] = agg.double().numpy()
+    out["node"] = model.node(agg).double().numpy() if model.config.readout == "force" else None
     out["names"] = pair_feature_names(ds.dim)
     return out
 
@@ -94,6 +102,16 @@ def linear_fit(components: np.ndarray, force: np.ndarray) -> dict[str, Any]:
     r2 = 1.0 - float((resid**2).sum() / max(total, 1e-300))
     per = 1.0 - (resid**2).sum(0) / np.maximum(((force - force.mean(0)) ** 2).sum(0), 1e-300)
     return {"r2": r2, "r2_per_component": per.tolist(), "A": coef[:-1], "b": coef[-1]}
+
+
+def linear_node(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The node function of a force-readout model as a linear map of the summed messages, fitted by
+    least squares to its own outputs on the recorded frames: ``{"W" [M, D], "c" [D], "r2"}`` (None
+    for the acceleration readout, whose node function also takes the receiver's mass and charge)."""
+    if rec.get("node") is None:
+        return None
+    fit = linear_fit(rec["agg"], rec["node"])
+    return {"W": fit["A"], "c": fit["b"], "r2": fit["r2"]}
 
 
 def message_r2(rec: dict[str, Any], dim: int) -> dict[str, Any]:
@@ -190,9 +208,11 @@ TORCH_FUNCS = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "Abs": to
                "Heaviside": lambda x, h=0.5: (x > 0).to(torch.float32)}
 
 
-def symbolic_model(model: NBodyGN, formulas: Sequence[tuple[int, sympy.Expr]], fill: np.ndarray) -> NBodyGN:
+def symbolic_model(model: NBodyGN, formulas: Sequence[tuple[int, sympy.Expr]], fill: np.ndarray,
+                   node: dict[str, Any] | None = None) -> NBodyGN:
     """A copy of ``model`` whose messages are the ``formulas`` (``(component, expr)``) and, for the
-    other components, the constants ``fill [M]``."""
+    other components, the constants ``fill [M]``; with ``node`` (:func:`linear_node`), whose node
+    function is that linear map."""
     names = pair_feature_names(model.dim)
     symbols = [sympy.Symbol(n) for n in names]
     fns = [(k, sympy.lambdify(symbols, e, modules=[TORCH_FUNCS, "math"])) for k, e in formulas]
@@ -207,6 +227,9 @@ def symbolic_model(model: NBodyGN, formulas: Sequence[tuple[int, sympy.Expr]], f
 
     sym = copy.deepcopy(model)
     sym.edge_override = edge
+    if node is not None:
+        W, c = (torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float32) for a in (node["W"], node["c"]))
+        sym.node_override = lambda agg: agg @ W + c
     return sym
 
 

@@ -74,7 +74,8 @@ class NBodyGN(nn.Module):
         self.receiver_inputs = 0 if config.readout == "force" else 2  # m_i, q_i
         self.node = mlp(self.receiver_inputs + self.message_size, config.hidden_size, config.mlp_layers, self.dim)
         self.register_buffer("acc_scale", torch.ones(()))
-        self.edge_override: Callable[[Tensor], Tensor] | None = None
+        self.edge_override: Callable[[Tensor], Tensor] | None = None  # a distilled edge function
+        self.node_override: Callable[[Tensor], Tensor] | None = None  # a distilled node function (force readout)
 
     def messages(self, feats: Tensor, sample: bool = False) -> tuple[Tensor, Tensor | None]:
         """Messages ``[..., M]`` of pair features ``[..., F]`` and, for ``kl``, the log variances."""
@@ -98,7 +99,7 @@ class NBodyGN(nn.Module):
         if self.receiver_inputs:
             out = self.node(torch.cat([mass[..., None], charge[..., None], agg], dim=-1)) * self.acc_scale
         else:  # the net force, in units of the acceleration spread times a unit mass: a = F / m
-            out = self.node(agg) * self.acc_scale / mass[..., None]
+            out = (self.node_override or self.node)(agg) * self.acc_scale / mass[..., None]
         if return_messages:
             return out, (msg, logvar, mask)
         return out

@@ -99,8 +99,9 @@ def particle_step_cost(model, data, batch: int = 4, repeats: int = 20) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def obstacle_rows(work: Path, sizes: list[int], steps: int, results: dict, out: Path) -> None:
-    """GN and EGNN on the obstacle scene per number of training episodes, into ``results["obstacle"]``."""
+def obstacle_rows(work: Path, sizes: list[int], steps: int, seeds: list[int], results: dict, out: Path) -> None:
+    """GN and EGNN on the obstacle scene per number of training episodes (means over the training
+    ``seeds``), into ``results["obstacle"]``."""
     from envs.obstacle.scene import SceneConfig
     from envs.obstacle.simulation import generate_obstacle_dataset
     from gndesign.datasets.particles import ParticleDataset
@@ -112,19 +113,29 @@ def obstacle_rows(work: Path, sizes: list[int], steps: int, results: dict, out: 
         return path
 
     valid = ParticleDataset.load(data(50, 1))
+    horizons = (10, 50, 100, valid.steps)
     rows = results.setdefault("obstacle", {"steps": steps, "sizes": {}})
     for size in sizes:
         train = data(size, 0)
         for net in NETS:
-            t0 = time.time()
-            model, blob = trained(work / f"run-obstacle-{size}-{net}", train, net, steps, "particles", OBSTACLE)
-            err = summarize_particle_errors(particle_rollout_errors(model, valid), (10, 50, 100, valid.steps))
-            rows["sizes"].setdefault(str(size), {})[net] = {
-                "position_error": {h: round(e, 5) for h, e in err["position_error"].items()},
-                "mean_position_error": round(err["mean_position_error"], 5), "finite": err["finite"],
-                "transitions": size * valid.steps, "steps": int(blob["step"]),
-                "seconds": round(time.time() - t0, 1), "step_seconds": round(particle_step_cost(model, valid), 4)}
-            print("obstacle", size, net, rows["sizes"][str(size)][net], flush=True)
+            runs = []
+            for seed in seeds:
+                t0 = time.time()
+                run = work / (f"run-obstacle-{size}-{net}" + (f"-t{seed}" if seed else ""))
+                model, blob = trained(run, train, net, steps, "particles", OBSTACLE, seed=seed)
+                err = summarize_particle_errors(particle_rollout_errors(model, valid), horizons)
+                runs.append({"position_error": err["position_error"], "mean": err["mean_position_error"],
+                             "finite": err["finite"], "seconds": time.time() - t0})
+            row = {"position_error": {h: round(float(np.mean([r["position_error"][h] for r in runs])), 5)
+                                      for h in horizons},
+                   "mean_position_error": round(float(np.mean([r["mean"] for r in runs])), 5),
+                   "finite": all(r["finite"] for r in runs), "transitions": size * valid.steps,
+                   "steps": int(blob["step"]), "seconds": round(float(np.mean([r["seconds"] for r in runs])), 1),
+                   "step_seconds": round(particle_step_cost(model, valid), 4)}
+            if len(runs) > 1:
+                row.update(seeds=list(seeds), mean_position_errors=[round(r["mean"], 5) for r in runs])
+            rows["sizes"].setdefault(str(size), {})[net] = row
+            print("obstacle", size, net, row, flush=True)
             atomic_write_json(out, results)
 
 
@@ -145,7 +156,7 @@ def main() -> None:
     # Runs of other systems already in --out are kept (each row records its own steps).
     results: dict = json.loads(out.read_text()) if out.exists() else {"steps": args.steps, "systems": {}}
     if args.obstacle:
-        obstacle_rows(work, args.obstacle, args.steps, results, out)
+        obstacle_rows(work, args.obstacle, args.steps, args.seeds, results, out)
         return
     for system in args.systems:
         test_dir = work / f"test-{system}"
@@ -168,7 +179,7 @@ def main() -> None:
                     runs.append({"error": test_error(model, test, False),
                                  "rotated_error": test_error(model, test, True),
                                  "train_seconds": time.time() - t0, "steps": int(blob["step"])})
-                row = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
+                row = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]} | {"steps": runs[0]["steps"]}
                 if len(runs) > 1:  # the mean over training seeds, and each seed's error
                     row.update(seeds=list(args.seeds), errors=[round(r["error"], 4) for r in runs])
                 rows.setdefault(str(size), {})[net] = {**row, "step_seconds": round(step_cost(model, test, 64), 5)}

@@ -11,7 +11,7 @@ import torch
 
 from envs.generate import generate_dataset
 from gndesign.checkpoints import load_model
-from gndesign.distill import distill_messages, rank_components, symbolic_model
+from gndesign.distill import distill_messages, linear_node, rank_components, record_messages, symbolic_model
 from gndesign.errors import GndesignError
 from gndesign.nbody_laws import law_forces, pair_inputs
 from gndesign.nbody_model import pair_feature_names
@@ -99,6 +99,37 @@ def test_symbolic_model_equals_the_formula(trained):
     agg = (msg * mask[..., None]).sum(-2)
     expected = model.node(torch.cat([m[..., None], q[..., None], agg], -1)) * model.acc_scale
     torch.testing.assert_close(acc, expected)
+
+
+def test_linear_node_of_a_force_readout_model(trained):
+    """With model.readout=force the node function is distilled as a linear map of the summed
+    messages: exact when it is linear (no hidden layer), and then the fully symbolic model (formula
+    edges, linear node) gives F / m with F = W sum + c."""
+    from gndesign.config import NBodyModelConfig
+    from gndesign.datasets.nbody import NBodyDataset
+    from gndesign.nbody_model import NBodyGN
+
+    _, data, _, _ = trained
+    ds = NBodyDataset.load(data)
+    torch.manual_seed(0)
+    model = NBodyGN(NBodyModelConfig(message="bottleneck", readout="force", hidden_size=8, mlp_layers=1), ds.system)
+    model.node = torch.nn.Linear(2, 2)  # a node function that is exactly linear
+    rec = record_messages(model, ds, [0, 1])
+    assert rec["agg"].shape == (2 * (ds.steps + 1) * 4, 2) and rec["node"].shape == rec["agg"].shape
+    node = linear_node(rec)
+    assert node["r2"] > 1 - 1e-9
+    np.testing.assert_allclose(node["W"], model.node.weight.detach().double().numpy().T, atol=1e-5)
+    np.testing.assert_allclose(node["c"], model.node.bias.detach().double().numpy(), atol=1e-5)
+    names = pair_feature_names(2)
+    f = [(0, parse_formula("m1*m2*dx/r**3", names)), (1, parse_formula("q1*q2*dy/r**2 + 0.1", names))]
+    sym = symbolic_model(model, f, np.zeros(2), {"W": np.eye(2) * 2.0, "c": np.array([0.5, -0.5])})
+    x, v = torch.randn(3, 4, 2), torch.randn(3, 4, 2)
+    m, q = torch.rand(3, 4) + 0.5, torch.tensor([1.0, -1.0, 1.0, -1.0]).expand(3, 4)
+    acc, (msg, _, mask) = sym(x, v, m, q, return_messages=True)
+    force = 2.0 * (msg * mask[..., None]).sum(-2) + torch.tensor([0.5, -0.5])
+    torch.testing.assert_close(acc, force * model.acc_scale / m[..., None])
+    model.config.readout = "acceleration"
+    assert linear_node(record_messages(model, ds, [0])) is None  # its node function also sees m_i, q_i
 
 
 def test_distill_end_to_end(trained, tmp_path):

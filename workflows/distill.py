@@ -16,7 +16,14 @@ import numpy as np
 
 from gndesign.checkpoints import load_model
 from gndesign.datasets.nbody import NBodyDataset
-from gndesign.distill import check_distillable, distill_messages, record_messages, rollout_error, symbolic_model
+from gndesign.distill import (
+    check_distillable,
+    distill_messages,
+    linear_node,
+    record_messages,
+    rollout_error,
+    symbolic_model,
+)
 from gndesign.io import atomic_write_json, atomic_write_text, check_finite
 from gndesign.plotting import pyplot, save_figure
 from gndesign.symbolic import require_backend
@@ -53,7 +60,10 @@ def run_distill(model_spec: str, data: str | os.PathLike, out: str | os.PathLike
     rec = record_messages(model, ds, episodes, seed=seed)
     result = distill_messages(rec, ds.law, ds.dim, backend, seed, float(ds.system.get("damping", 0.5)))
     fill = rec["msg"].mean(0)
-    sym = symbolic_model(model, [(f["component"], f["expr"]) for f in result["formulas"]], fill)
+    node = linear_node(rec)
+    sym = symbolic_model(model, [(f["component"], f["expr"]) for f in result["formulas"]], fill, node)
+    if node is not None:
+        result["node"] = {"linear_r2": node["r2"], "W": node["W"].tolist(), "c": node["c"].tolist()}
     evals = {"in_distribution": (ds, episodes)}
     if ood_data is not None:
         ood = NBodyDataset.load(ood_data, expected_system=ds.system)
@@ -90,6 +100,10 @@ def formulas_markdown(result: dict[str, Any]) -> str:
     for entry in result["force_law"]:
         lines += [f"- F_{entry['component']} = {entry['recovered']}", f"  (true: {entry['true']}; form "
                   f"{'correct' if entry['form_correct'] else 'WRONG'}, constant error {entry['constant_error']})"]
+    if "node" in result:
+        n = result["node"]
+        lines += ["", f"## node function: net force = W (sum of messages) + c (linear fit R^2 {n['linear_r2']:.5f})",
+                  "", f"    W = {np.round(n['W'], 6).tolist()}, c = {np.round(n['c'], 6).tolist()}"]
     return "\n".join(lines) + "\n"
 
 
