@@ -61,6 +61,7 @@ def run_distill(model_spec: str, data: str | os.PathLike, out: str | os.PathLike
     result = distill_messages(rec, ds.law, ds.dim, backend, seed, float(ds.system.get("damping", 0.5)))
     fill = rec["msg"].mean(0)
     node = linear_node(rec)
+    check_finite(node, "the linear fit of the node function", "the model's node outputs are not finite on this data")
     sym = symbolic_model(model, [(f["component"], f["expr"]) for f in result["formulas"]], fill, node)
     if node is not None:
         result["node"] = {"linear_r2": node["r2"], "W": node["W"].tolist(), "c": node["c"].tolist()}
