@@ -1,6 +1,6 @@
 """Regenerate the shipped pretrained models (``gndesign/pretrained/*.pt``) from fixed seeds.
 
-    python scripts/make_pretrained.py                 # all of them (multi alone: 49 min on one thread)
+    python scripts/make_pretrained.py                 # all of them (multi alone: about 100 min on one thread)
     python scripts/make_pretrained.py --only cartpole
     python scripts/make_pretrained.py --only obstacle  # the particle simulator of the obstacle scene
 
@@ -37,10 +37,10 @@ SPECS = {
     # One GN for every system (message passing to the deepest tree: swimmer9, M = 9). The five
     # benchmark systems' data are bench_forward's (same seeds), so its single-system GNs and this model
     # hold out the same episodes; each step's batch comes from one dataset, so a step costs what a
-    # single-system step does: 120,000 steps take about 50 minutes, half the five single-system GNs'
-    # total budget (100 min).
+    # single-system step does: 240,000 steps take about 100 minutes on one thread, the five
+    # single-system GNs' total budget (5 x 20 min).
     "multi": {"data": [(s, 1000, 0) for s in ("pendulum", "cartpole", "acrobot", "swimmer6", "cheetah")]
-              + [(f"swimmer{n}", 300, n) for n in (3, 4, 5, 7, 8, 9)], "steps": 120000,
+              + [(f"swimmer{n}", 300, n) for n in (3, 4, 5, 7, 8, 9)], "steps": 240000,
               "options": ["model.mlp_layers=1", "train.batch_size=64", "train.datasets_per_batch=1",
                           "train.checkpoint_every=5000", "train.eval_every=5000"]},
     # Swimmers 3-9 in one model, the zero-shot benchmark's recipe (message passing to swimmer9's depth,
