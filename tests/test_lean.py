@@ -113,18 +113,24 @@ def test_lean_step_refuses_wrong_action_shapes():
         model.rollout(q, v, torch.zeros(q.shape[0], 3, 2, dtype=torch.float64), name)
 
 
-def test_shipped_models_lean_path_matches_recorded_predictions():
-    """The lean path reproduces the recorded rollouts of the shipped checkpoints to 1e-5
-    (tests/test_pretrained.py checks the reference path bit for bit)."""
-    from test_pretrained import ARTICULATED, REFERENCE, articulated_inputs
+def test_shipped_models_lean_path_equals_the_reference_path():
+    """On the shipped checkpoints the lean path computes the reference path's function: in float64
+    their rollouts agree to 1e-10 (tests/test_pretrained.py checks the reference path against the
+    recorded predictions). In float32 they differ by the order of rounding only, which five steps
+    of the retrained pretrained:multi amplify to 1.6e-5 in a velocity, so float32 is not the
+    measure of equality here."""
+    from test_pretrained import ARTICULATED, articulated_inputs
 
-    ref = torch.load(REFERENCE)
     for name, system in ARTICULATED:
         model, _ = load_model(f"pretrained:{name}", "forward")
+        model = model.double()
+        inputs = [t.double() for t in articulated_inputs(model, system)]
         with torch.no_grad():
-            qs, vs = model.rollout(*articulated_inputs(model, system), system)
-        expected = ref[f"{name}/{system}"]
-        assert torch.allclose(qs, expected["qpos"], atol=1e-5) and torch.allclose(vs, expected["qvel"], atol=1e-5)
+            lean = model.rollout(*inputs, system)
+            with reference_path(model):
+                ref = model.rollout(*inputs, system)
+        for got, want in zip(lean, ref, strict=True):
+            assert (got - want).abs().max() < 1e-10, (name, system)
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
