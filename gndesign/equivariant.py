@@ -113,7 +113,6 @@ class EquivariantParticleNet(nn.Module):
     def __init__(self, history: int, latent_size: int, mlp_hidden_size: int, mlp_layers: int,
                  message_passing_steps: int, aggregation: str = "sum", num_types: int = 2):
         super().__init__()
-        self.history = history
         L = latent_size
         self.wall_in = build_mlp(history + 2, mlp_hidden_size, L, mlp_layers, layer_norm=True)
         self.wall_out = build_mlp(L + history + 2, mlp_hidden_size, 1, mlp_layers, layer_norm=False)

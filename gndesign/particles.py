@@ -96,6 +96,14 @@ def acceleration_targets(history: Tensor, next_positions: Tensor) -> Tensor:
     return next_positions - x - (x - x_prev)
 
 
+def one_hot_types(like: Tensor, particles: int, obstacle_nodes: int) -> Tensor:
+    """One-hot node types ``[N + P, NUM_TYPES]``: the particles first, then the obstacle nodes."""
+    types = like.new_zeros(particles + obstacle_nodes, NUM_TYPES)
+    types[:particles, PARTICLE] = 1.0
+    types[particles:, OBSTACLE] = 1.0
+    return types
+
+
 def obstacle_weights(num_segments: int, points_per_segment: int, dtype=torch.float32) -> Tensor:
     """The interpolation matrix ``W [K m + 1, K + 1]`` of :func:`obstacle_nodes`: ``m`` evenly
     spaced nodes per segment (its start vertex included) and the polyline's last vertex."""
@@ -249,10 +257,8 @@ class ParticleSimulator(nn.Module):
         vel = vel.permute(0, 2, 1, 3).reshape(B, N, -1)
         still = self.vel_normalizer(history.new_zeros(2)).repeat(self.history).expand(B, P, -1)
         pos = torch.cat([history[:, -1], obs_nodes], 1)  # [B, M, 2]
-        types = history.new_zeros(N + P, NUM_TYPES)
-        types[:N, PARTICLE] = 1.0
-        types[N:, OBSTACLE] = 1.0
-        x = torch.cat([torch.cat([vel, still], 1), self._walls(pos), types.expand(B, -1, -1)], -1)
+        types = one_hot_types(history, N, P).expand(B, -1, -1)
+        x = torch.cat([torch.cat([vel, still], 1), self._walls(pos), types], -1)
         batch = torch.arange(B, device=x.device).repeat_interleave(N + P)
         return Graph(x.reshape(B * (N + P), -1), self._edge_geometry(pos, edge_index), None, edge_index, batch, B)
 
@@ -278,11 +284,9 @@ class ParticleSimulator(nn.Module):
         B, _, N, _ = history.shape
         vel = history[:, 1:] - history[:, :-1]  # [B, C, N, 2]
         vel = torch.cat([vel, vel.new_zeros(B, self.history, obs_nodes.shape[1], 2)], 2)
-        types = history.new_zeros(vel.shape[2], NUM_TYPES)
-        types[:N, PARTICLE] = 1.0
-        types[N:, OBSTACLE] = 1.0
         pos = torch.cat([history[:, -1], obs_nodes], 1)
         v_scale = self.vel_normalizer.stats(vel)[1].max()
+        types = one_hot_types(history, N, obs_nodes.shape[1])
         acc = self.predictor(pos, vel / v_scale, types, edge_index, *self.symmetry_breakers(pos), self.R)
         return self.acc_normalizer(acc[:, :N] * self.sigma(acc))
 

@@ -151,7 +151,7 @@ def test_particle_net_rotates_with_particles_gravity_and_walls(dtype, tol):
         rot, shift = rot.to(dtype), torch.randn(2, generator=g, dtype=dtype)
         n = normals @ rot.T
         b = net(pos @ rot.T + shift, vel @ rot.T, types, edges, grav @ rot.T, n, offsets + n @ shift, 1.5)
-        assert (b - a @ rot.T).abs().max() < tol * a.abs().max()
+        assert (b - a @ rot.T).abs().max() < tol
     perm = [2, 0, 1]
     assert (net(pos, vel, types, edges, grav, normals[perm], offsets[perm], 1.5) - a).abs().max() < tol
     # gravity and the walls are inputs, not constants: turning gravity alone changes the prediction
