@@ -36,6 +36,12 @@ draws elements uniformly per episode (``null``: keep the value).
 ``{normal: [mean, std]}``; coordinates not named start at ``qpos0`` and zero velocity. Without
 ``initial_state``, episodes start as data generation does (:meth:`envs.systems.System.initial_state`).
 
+``policy: {observe: [QUANTITY, ...], ignore: [JOINT, ...]}``: what a policy learned for the task
+(``gndesign policy train``) sees beyond the state: the named quantities (e.g. the target in the
+head's frame, which carries per-episode parameters), and joints whose coordinates it does not see
+(e.g. a free swimmer's ``rootx, rooty``, so that it does not depend on where it is). A task with
+parameters drawn per episode needs ``policy.observe`` for a policy.
+
 ``constraints: [{constraint: "wall axis=x upper=1.2 nodes=cart quantity=xpos", mode: penalty}]``:
 ``penalty`` subtracts the constraint's penalty from the reward; ``hard`` adds it to the planning
 cost with weight :data:`HARD_WEIGHT` (the reward, and so the return, stays the task's).
@@ -64,7 +70,7 @@ POINT_KINDS = ("body", "site", "geom")
 MODEL_FIELDS = {"geom_pos": "geom", "site_pos": "site", "body_pos": "body"}
 AXES = {"x": 0, "y": 1, "z": 2}
 KEYS = ("name", "description", "system", "dm_control", "episode_steps", "control_timestep", "planning",
-        "quantities", "reward", "cost", "parameters", "initial_state", "constraints")
+        "quantities", "reward", "cost", "parameters", "initial_state", "constraints", "policy")
 
 
 class TaskFileError(ConfigError):
@@ -90,6 +96,7 @@ class TaskSpec:
     parameters: dict[str, dict] = field(default_factory=dict)
     initial_state: dict | None = None
     constraints: list[dict] = field(default_factory=list)
+    policy: dict = field(default_factory=dict)
     path: str = ""  # where it was read from (names it in errors; resolves a relative MJCF path)
 
     def fail(self, where: str, message: str) -> TaskFileError:
@@ -110,7 +117,7 @@ class TaskSpec:
             out["planning"] = self.planning
         out["quantities"] = self.quantities
         out["reward" if self.sign > 0 else "cost"] = self.objective
-        for key in ("parameters", "initial_state", "constraints"):
+        for key in ("parameters", "initial_state", "constraints", "policy"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -232,6 +239,19 @@ def _check_dist(d: Any, spec: TaskSpec, where: str) -> None:
           "empty range: low must not exceed high" if kind == "uniform" else "std must be >= 0")
 
 
+def _check_policy(spec: TaskSpec) -> None:
+    p = spec.policy
+    _need(isinstance(p, Mapping) and set(p) <= {"observe", "ignore"}, spec, "policy",
+          f"expected {{observe: [QUANTITY, ...], ignore: [JOINT, ...]}}, got {p!r}")
+    for name in _names(p["observe"], spec, "policy.observe") if "observe" in p else []:
+        _need(name in spec.quantities, spec, "policy.observe", f"{name!r} is not a quantity (quantities: "
+              f"{', '.join(spec.quantities)})")
+        _need("ctrl" not in spec.quantities[name], spec, "policy.observe",
+              f"{name!r} is a control: a policy observes the state, not its own action")
+    if "ignore" in p:
+        _names(p["ignore"], spec, "policy.ignore")
+
+
 def task_from_dict(raw: Any, path: str | os.PathLike = "") -> TaskSpec:
     """Check a task file's mapping for form; ``path`` names the file in errors."""
     label = str(path) or "<mapping>"
@@ -253,7 +273,7 @@ def task_from_dict(raw: Any, path: str | os.PathLike = "") -> TaskSpec:
                     episode_steps=raw.get("episode_steps", 1000), control_timestep=raw.get("control_timestep"),
                     planning=dict(raw.get("planning") or {}), parameters=dict(raw.get("parameters") or {}),
                     initial_state=raw.get("initial_state"), constraints=list(raw.get("constraints") or []),
-                    path=str(path))
+                    policy=raw.get("policy") or {}, path=str(path))
     _need(isinstance(spec.episode_steps, int) and spec.episode_steps > 0, spec, "episode_steps",
           f"expected a positive integer, got {spec.episode_steps!r}")
     ct = spec.control_timestep
@@ -282,6 +302,7 @@ def task_from_dict(raw: Any, path: str | os.PathLike = "") -> TaskSpec:
             _need(isinstance(dists, Mapping), spec, f"initial_state.{part}", "expected a mapping JOINT -> DIST")
             for joint, d in dists.items():
                 _check_dist(d, spec, f"initial_state.{part}.{joint}")
+    _check_policy(spec)
     for i, c in enumerate(spec.constraints):
         where = f"constraints[{i}]"
         _need(isinstance(c, Mapping) and "constraint" in c and set(c) <= {"constraint", "mode"}, spec, where,

@@ -94,6 +94,8 @@ class Task:
         self.reward_objective = objective if spec.sign > 0 else objective * -1.0  # a cost: minus the reward
         self.penalty, self.hard = self._constraints("penalty"), self._constraints("hard")
         self._init = self._initial_state_plan()
+        self.policy_observe = list(_as_list(spec.policy.get("observe", [])))
+        self.policy_ignore = self._joint_index(_as_list(spec.policy.get("ignore", [])), "policy.ignore", dof=False)
 
     # ------------------------------------------------------------------- names and parameters
     def fail(self, where: str, message: str) -> GndesignError:
@@ -127,6 +129,11 @@ class Task:
                     v[i] = rng.uniform(r[0], r[1])
             out[name] = v
         return out
+
+    def draw_param_rows(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """``n`` episodes' parameters drawn as :meth:`draw_params` does: ``{name: [n, P]}``."""
+        draws = [self.draw_params(rng) for _ in range(n)]
+        return {name: torch.as_tensor(np.stack([d[name] for d in draws])) for name in self._nominal}
 
     def observed_parameters(self) -> np.ndarray:
         """The elements of the current (single-episode) parameters drawn per episode, e.g. the
@@ -240,6 +247,18 @@ class Task:
         out = {n: f(qpos, qvel, action, kin, prm) for n, f in self._quantities.items()}
         return {**out, **self.state_quantities(qpos, qvel, kin)}
 
+    def observation(self, qpos: torch.Tensor, qvel: torch.Tensor,
+                    params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``[B, C]``: the quantities a policy observes beyond the state (the task file's
+        ``policy.observe``, flattened in order; ``C = 0`` without them). ``params`` as in :meth:`quantities`."""
+        if not self.policy_observe:
+            return qpos.new_zeros(qpos.shape[0], 0)
+        kin = forward_kinematics(self.tree, qpos)
+        prm = self.params if params is None else {k: torch.as_tensor(v) for k, v in params.items()}
+        none = qpos.new_zeros(qpos.shape[0], self.tree.nu)
+        parts = [self._quantities[n](qpos, qvel, none, kin, prm) for n in self.policy_observe]
+        return torch.cat([p.reshape(qpos.shape[0], -1) for p in parts], -1)
+
     def state_quantities(self, qpos: torch.Tensor, qvel: torch.Tensor, kin=None) -> dict[str, torch.Tensor]:
         """``qpos``, ``qvel``, ``positions`` and ``xpos`` (see :meth:`quantities`); ``kin``: the
         forward kinematics of ``qpos`` if already computed."""
@@ -338,7 +357,8 @@ class Task:
 
         return MujocoTaskEnv(self, seed)
 
-    def _env_params(self, env) -> dict[str, np.ndarray]:
+    def env_params(self, env) -> dict[str, np.ndarray]:
+        """The task parameters of a freshly reset environment ``env`` (``{name: [P]}``)."""
         own = getattr(env, "task_params", None)
         if own is not None:
             return own
@@ -353,17 +373,21 @@ class Task:
 
     def sync_from_env(self, env) -> None:
         """Read the task parameters (e.g. a target position) from a freshly reset environment."""
-        self.set_params(self._env_params(env))
+        self.set_params(self.env_params(env))
 
     def sync_from_envs(self, envs) -> None:
         """Read the parameters of ``E`` freshly reset environments that run in lockstep: each
         becomes a batch of ``E``, and the reward reads its rows episode-major (``B`` rows are ``E``
         blocks of ``B / E``, as :meth:`planners.base.Planner.evaluate` lays them out)."""
-        per_env = [self._env_params(env) for env in envs]
+        per_env = [self.env_params(env) for env in envs]
         self.set_params({n: np.stack([p[n] for p in per_env]) for n in self.spec.parameters})
 
     def state_from_env(self, env) -> tuple[np.ndarray, np.ndarray]:
         return env.physics.data.qpos.copy(), env.physics.data.qvel.copy()
+
+
+def _as_list(names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
 
 
 def _finite_num(x) -> bool:

@@ -2,13 +2,11 @@
 
 A run is one :class:`RunConfig`: its ``data`` directories, a ``model`` section (a graph-network
 :class:`ModelConfig` for articulated systems, a :class:`ParticleModelConfig` for particle data),
-the optimization (``train``) and, for a constraint-based simulator (C-GNS), a ``solver`` section.
-Which model family a run trains follows from these sections (:attr:`RunConfig.family`).
-
-A configuration is built from defaults, then an optional YAML file (``{section: {key: value}}``),
-then ``section.key=value`` overrides (:func:`load_config`); the resolved configuration is saved
-next to every run and inside every checkpoint, and :meth:`RunConfig.from_dict` reads those back.
-"""
+the optimization (``train``), a ``solver`` for a constraint-based simulator (C-GNS) and a ``policy``
+for a policy; these sections say which model family a run trains (:attr:`RunConfig.family`). It is
+built from defaults, an optional YAML file (``{section: {key: value}}``) and ``section.key=value``
+overrides (:func:`load_config`), saved next to every run and inside every checkpoint, and read
+back by :meth:`RunConfig.from_dict`."""
 
 from __future__ import annotations
 
@@ -263,15 +261,16 @@ class PolicyConfig:
     discount: float = 0.995  # per control step
     init_fraction: float = 0.25  # start states from the task's initial-state distribution
     imagined_fraction: float = 0.25  # start states the policy reached in earlier imagined rollouts
-    # start states of the data with every hinge angle drawn uniformly (the rest: data states as they are):
-    # a policy also learns what to do where random actions rarely go (a pole upright)
-    spread_fraction: float = 0.25
+    spread_fraction: float = 0.25  # data start states with every hinge angle drawn uniformly (a pole upright)
     value_weight: float = 1.0  # weight of the value regression next to the actor's loss
     smoothness: float = 0.0  # cost per unit of squared action change per model step (as a fraction of the range)
     start_noise: float = 0.01  # std of the noise on start states' qpos and qvel
+    # share of rollouts whose per-episode task parameters come from ranges shrunk to near_scale of their width
+    near_fraction: float = 0.0
+    near_scale: float = 0.25
 
     def validate(self) -> None:
-        for name in ("hidden_size", "horizon"):
+        for name in ("hidden_size", "horizon", "near_scale"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"policy.{name} must be positive, got {getattr(self, name)}")
         if self.layers < 0:
@@ -282,6 +281,9 @@ class PolicyConfig:
         if min(fractions) < 0 or sum(fractions) > 1:
             raise ConfigError(f"policy.init_fraction, policy.imagined_fraction and policy.spread_fraction must be >= 0 "
                               f"and sum to at most 1, got {', '.join(map(str, fractions))}")
+        if not 0 <= self.near_fraction <= 1 or self.near_scale > 1:
+            raise ConfigError(f"policy.near_fraction and policy.near_scale must be in [0, 1], got {self.near_fraction} "
+                              f"and {self.near_scale}")
         if min(self.value_weight, self.smoothness, self.start_noise) < 0:
             raise ConfigError("policy.value_weight, policy.smoothness and policy.start_noise must be >= 0")
 
@@ -338,8 +340,7 @@ class RunConfig:
 
         ``particles``: the model section is a particle simulator's (None: when ``model.kind`` is
         ``particles`` or the first data directory holds a particle dataset). ``cgns``: the run has a
-        ``solver`` section (None: when the dict has one).
-        """
+        ``solver`` section (None: when the dict has one)."""
         unknown = set(d) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
@@ -510,8 +511,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
     ``data``: the training data directories (they replace the file's ``data:``); particle datasets
     make the model section a particle simulator's (its own options and defaults). ``cgns``: train a
-    constraint-based simulator (a ``solver`` section; None: when the file or an override has one).
-    """
+    constraint-based simulator (a ``solver`` section; None: when the file or an override has one)."""
     raw = read_config(path, overrides)
     if data is not None:
         raw["data"] = [str(d) for d in data]

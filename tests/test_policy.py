@@ -218,7 +218,8 @@ def test_policy_config_is_validated_and_round_trips():
     assert cfg.family == "policy"
     again = RunConfig.from_dict(cfg.to_dict())
     assert again.policy == cfg.policy and RunConfig.from_dict(RunConfig().to_dict()).policy is None
-    for bad in ({"discount": 1.5}, {"horizon": 0}, {"init_fraction": 0.8, "imagined_fraction": 0.5}):
+    for bad in ({"discount": 1.5}, {"horizon": 0}, {"init_fraction": 0.8, "imagined_fraction": 0.5},
+                {"near_fraction": 1.5}, {"near_scale": 0.0}, {"near_scale": 2.0}):
         with pytest.raises(ConfigError):
             RunConfig(policy=PolicyConfig(**bad)).validate()
 
@@ -250,8 +251,14 @@ def test_train_resume_eval_and_bad_input(tmp_path, cartpole_data):
     assert len(result["episodes"]) == 2 and np.isfinite(result["return_mean"]) and result["chatter_mean"] >= 0
     with pytest.raises(GndesignError, match="trained for system 'cartpole'"):
         load_policy(str(ckpt), get_task("swimmer6"))
-    with pytest.raises(GndesignError, match="per-episode context"):
-        train_policy("pretrained:swimmer6", "swimmer6", tmp_path / "s", [str(cartpole_data)], progress=False)
+    from envs.task_files import find_task, save_task_file
+
+    blind = find_task("swimmer6")
+    blind.policy = {}  # a target drawn per episode, but nothing said about what a policy sees of it
+    save_task_file(blind, tmp_path / "blind.yaml")
+    with pytest.raises(GndesignError, match="does not say what a policy observes"):
+        train_policy("pretrained:swimmer6", str(tmp_path / "blind.yaml"), tmp_path / "s", [str(cartpole_data)],
+                     progress=False)
     assert main(["policy", "train", "--model", "pretrained:cartpole", "--out", str(tmp_path / "x"),
                  "--set", "planner.iterations=3"]) == 2
     assert main(["plan", "cartpole", "--model", "pretrained:cartpole", "--control-steps", "4", "--async",
@@ -294,3 +301,128 @@ def test_shipped_policy_swings_the_cartpole_up_in_mujoco_and_guides_the_demo_pla
     out = plan_episodes("cartpole-swingup", DEMO_MODEL, "gradient", 1, 100, 16, policy=DEMO_POLICY,
                         progress=False, **DEMO_PLANNER)
     assert out["episodes"][0]["decisions"] == 2 and np.isfinite(out["return_mean"])
+
+
+class _Target:
+    """A double integrator's target ``p`` drawn per episode; the policy sees ``x - p`` only."""
+
+    def draw(self, n, gen):
+        return {"target": 2 * torch.randn(n, 1, generator=gen)}
+
+    def observe(self, qpos, qvel, params):
+        return qpos - params["target"]
+
+
+def tracking_reward(qpos, qvel, action, params):
+    return quadratic_reward(qpos - params["target"], qvel, action)
+
+
+def test_a_policy_that_sees_the_task_context_tracks_drawn_targets_at_the_lqr_cost():
+    """Translation-invariant tracking: the policy does not see x (``ignore``), only ``x - p`` from
+    the context, and must reach the LQR cost of the shifted problem (within 5%)."""
+    torch.manual_seed(0)
+    dyn, ctx = DoubleIntegrator(), _Target()
+    policy = PolicyNet(32, 1, dict(description(), ignore=[0], context=["error"], context_dim=1))
+    assert policy.obs_dim == 2  # velocity and context: x itself is not seen
+    g = torch.Generator().manual_seed(0)
+    starts = lambda n: (3 * torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g))  # noqa: E731
+    q, v = starts(512)
+    policy.set_statistics(q, v, ctx.observe(q, v, ctx.draw(512, g)))
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    T = 20
+    for _ in range(200):
+        out = policy_losses(policy, dyn, tracking_reward, *starts(32), T, gamma=1.0, context=ctx,
+                            params=ctx.draw(32, g))
+        opt.zero_grad()
+        (out["actor"] + out["value"]).backward()
+        opt.step()
+    assert out["states"][2]["target"].shape == (32 * T, 1)  # each imagined state keeps its episode's target
+    q0, v0 = starts(256)
+    params = ctx.draw(256, g)
+    with torch.no_grad():
+        qs, vs, acts = imagine(dyn, policy, q0, v0, T, lambda q, v: ctx.observe(q, v, params))
+        rows = {"target": params["target"].repeat_interleave(T, 0)}
+        cost = -tracking_reward(qs[:, 1:].reshape(-1, 1), vs[:, 1:].reshape(-1, 1), acts.reshape(-1, 1), rows).sum()
+    K = lqr_gain()
+    x = np.stack([(q0 - params["target"])[:, 0].numpy(), v0[:, 0].numpy()], 1).astype(float)
+    lqr = 0.0
+    for _ in range(T):
+        u = -x @ K.T
+        x = x @ A.T + u @ B.T
+        lqr += (x ** 2 @ np.diag(Q)).sum() + (R[0, 0] * u ** 2).sum()
+    assert float(cost) <= 1.05 * lqr, (float(cost), lqr)
+    with torch.no_grad():  # the ignored coordinate does not matter, the context does
+        torch.testing.assert_close(policy(q0, v0, q0 - params["target"]), policy(q0 + 5, v0, q0 - params["target"]))
+        assert not torch.allclose(policy(q0, v0, q0), policy(q0, v0, q0 + 1))
+    with pytest.raises(GndesignError, match="observes 1 task context"):
+        policy(q0, v0)
+
+
+def test_trainer_keeps_each_buffered_state_with_its_parameters():
+    from planners.policy import PolicyTrainer
+
+    cfg = RunConfig(train=TrainConfig(batch_size=8), policy=PolicyConfig(horizon=3, spread_fraction=0.0))
+    ctx = _Target()
+    states = (torch.randn(50, 1), torch.randn(50, 1))
+    trainer = PolicyTrainer(cfg, lambda: PolicyNet(8, 1, dict(description(), context=["e"], context_dim=1)),
+                            DoubleIntegrator(), tracking_reward, states, states, context=ctx)
+    trainer.model = trainer.build_model()
+    trainer.init_statistics(0)
+    g = torch.Generator().manual_seed(0)
+    q, v, params = trainer.starts(g)
+    assert params["target"].shape == (8, 1)
+    marked = {"target": q.detach() * 0 + torch.arange(8.0)[:, None]}  # a state's target = its row
+    trainer.remember(q * 0 + torch.arange(8.0)[:, None], v, marked, g)
+    for _ in range(3):  # buffered draws: the state and its target travel together
+        bq, _, bp = trainer._draw(trainer.buffer, 5, g)
+        torch.testing.assert_close(bq, bp["target"])
+
+
+def test_swimmer_task_context_is_the_target_in_the_head_frame():
+    """swimmerN.yaml: a policy sees the nose-to-target vector in the head frame (dm_control's
+    ``to_target``) and not the root position: moving the swimmer and its target together, or
+    turning both about the root, changes nothing it sees."""
+    from envs.tasks import get_task
+
+    task = get_task("swimmer6")
+    assert task.policy_observe == ["nose_to_target"] and task.policy_ignore == [0, 1]
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(4, task.tree.nq, generator=g, dtype=torch.float64)
+    v = torch.zeros(4, task.tree.nv, dtype=torch.float64)
+    target = torch.cat([torch.randn(4, 2, generator=g, dtype=torch.float64), torch.full((4, 1), 0.05)], 1)
+    seen = task.observation(q, v, {"target": target})
+    assert seen.shape == (4, 2)
+    torch.testing.assert_close(seen, task.quantities(q, v, torch.zeros(4, task.tree.nu), {"target": target})
+                               ["nose_to_target"])
+    shift = torch.tensor([0.7, -1.3, 0.0], dtype=torch.float64)
+    moved = q.clone()
+    moved[:, :2] += shift[:2]
+    torch.testing.assert_close(task.observation(moved, v, {"target": target + shift}), seen)
+    turn = 0.8
+    c, s = np.cos(turn), np.sin(turn)
+    rot = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+    anchor = torch.tensor([0.0, -0.05], dtype=torch.float64)  # rootz's axis: 5 cm behind the head's origin
+    turned = q.clone()
+    turned[:, :2] = (q[:, :2] + anchor) @ rot[:2, :2].T - anchor  # the world turned about the origin
+    turned[:, 2] += turn
+    torch.testing.assert_close(task.observation(turned, v, {"target": target @ rot.T}), seen)
+
+
+def test_task_context_draws_near_targets_and_initial_states_carry_the_envs_targets():
+    from envs.tasks import get_task
+    from workflows.policy import TaskContext, initial_states, task_context
+
+    task = get_task("swimmer6")
+    g = torch.Generator().manual_seed(0)
+    far = TaskContext(task).draw(400, g)["target"]
+    near = TaskContext(task, near_fraction=1.0, near_scale=0.25).draw(400, g)["target"]
+    assert far[:, :2].abs().max() > 1.5 and near[:, :2].abs().max() <= 0.5 + 1e-6
+    assert torch.all(near[:, 2] == far[0, 2])  # an element without a range keeps its value
+    half = TaskContext(task, near_fraction=0.5, near_scale=0.25).draw(400, g)["target"]
+    assert 0.35 < float((half[:, :2].abs().max(1).values <= 0.5).float().mean()) < 0.8
+    q, v, params = initial_states(task, 6, seed=3)  # dm_control's resets: their targets come along
+    env = task.make_env(3)
+    env.reset()
+    np.testing.assert_allclose(params["target"][0].numpy(), task.env_params(env)["target"], rtol=1e-6)
+    assert len(initial_states(get_task("cartpole-swingup"), 2, seed=0)) == 2  # no parameters, no third part
+    assert task_context(get_task("cartpole-swingup")) is None

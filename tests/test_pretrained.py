@@ -11,8 +11,8 @@ from gndesign.checkpoints import load_model
 from gndesign.lean import reference_path
 
 REFERENCE = Path(__file__).parent / "reference" / "pretrained_predictions.pt"
-ARTICULATED = [("cartpole", "cartpole"), ("swimmer6", "swimmer6"), ("swimmers", "swimmer3"),
-               ("swimmers", "swimmer9"), ("multi", "pendulum"), ("multi", "swimmer6")]
+ARTICULATED = [("cartpole", "cartpole"), ("swimmer6", "swimmer6"), ("swimmer6-k4", "swimmer6"),
+               ("swimmers", "swimmer3"), ("swimmers", "swimmer9"), ("multi", "pendulum"), ("multi", "swimmer6")]
 
 
 def articulated_inputs(model, system: str):

@@ -235,6 +235,11 @@ def _bad(tmp_path, change, name="bad.yaml"):
      "constraints[2]", "hand_body"),
     (lambda s: s.update(control_timestep=0.015), "control_timestep", "not a multiple"),
     (lambda s: s.update(system="missing.xml"), "system", "missing.xml"),
+    (lambda s: s.update(policy={"observe": ["hand_to_targt"]}), "policy.observe", "'hand_to_targt' is not a quantity"),
+    (lambda s: s.update(policy={"observe": ["effort"]}), "policy.observe", "not its own action"),
+    (lambda s: s.update(policy={"see": ["elbow"]}), "policy", "expected {observe"),
+    (lambda s: s.update(policy={"observe": ["hand_to_target"], "ignore": ["wrist"]}), "policy.ignore",
+     "joint 'wrist' is not in arm"),
 ])
 def test_bad_task_files_fail_in_one_line_naming_field_and_file(tmp_path, capsys, change, field, words):
     path = _bad(tmp_path, change)

@@ -177,7 +177,8 @@ def policy_guidance(policy: str, task, dynamics, value_weight: float):
     if net.action_repeat != dynamics.action_repeat:
         raise GndesignError(f"the policy acts every {net.action_repeat} control step(s) but the planner's model steps "
                             f"{dynamics.action_repeat}: guide a planner whose model has the policy's action repeat")
-    return PolicyGuide(net, dynamics), with_terminal_value(task.cost, net, value_weight)
+    observe = task.observation if net.context_dim else None
+    return PolicyGuide(net, dynamics, observe), with_terminal_value(task.cost, net, value_weight, observe)
 
 
 #: The demo's learned model: the shipped coarse cartpole model (one step = 8 control steps, the

@@ -25,17 +25,23 @@ from planners.policy import PolicyTrainer
 log = logging.getLogger("gndesign")
 
 
-def initial_states(task: Task, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def initial_states(task: Task, n: int, seed: int) -> tuple:
     """``n`` start states of ``task`` drawn from its own initial-state distribution (dm_control
-    resets of one environment seeded ``seed``; only the states are read, never a reward)."""
+    resets of one environment seeded ``seed``; only the states are read, never a reward):
+    ``qpos [n, nq], qvel [n, nv]``, and for a task with per-episode parameters the parameters each
+    reset drew (``{name: [n, P]}``: dm_control's swimmer puts one target in five close by)."""
     env = task.make_env(seed)
-    qs, vs = [], []
+    qs, vs, ps = [], [], []
     for _ in range(n):
         env.reset()
         q, v = task.state_from_env(env)
         qs.append(q)
         vs.append(v)
-    return torch.as_tensor(np.stack(qs), dtype=torch.float32), torch.as_tensor(np.stack(vs), dtype=torch.float32)
+        ps.append(task.env_params(env))
+    states = (torch.as_tensor(np.stack(qs), dtype=torch.float32), torch.as_tensor(np.stack(vs), dtype=torch.float32))
+    if not len(task.observed_parameters()):
+        return states
+    return states + ({k: torch.as_tensor(np.stack([p[k] for p in ps]), dtype=torch.float32) for k in ps[0]},)
 
 
 def data_states(paths: list[str], system: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,21 +55,53 @@ def data_states(paths: list[str], system: str) -> tuple[torch.Tensor, torch.Tens
                                                                                      dtype=torch.float32)
 
 
-def check_task_supported(task: Task) -> None:
-    """A policy observes the state only: tasks with per-episode context (the swimmer's target) need
-    that context as an input, which the policy does not have yet."""
-    if len(task.observed_parameters()):
-        raise GndesignError(f"task {task.domain}-{task.task} has per-episode context (e.g. a random target) that a "
-                            "policy does not observe yet: train policies for cartpole-swingup")
+class TaskContext:
+    """A task's parameters drawn per imagined episode and what a policy sees of them (the context
+    of :mod:`planners.policy`): draws as the task file's ``parameters`` ranges, observations as its
+    ``policy.observe``."""
+
+    def __init__(self, task: Task, near_fraction: float = 0.0, near_scale: float = 1.0):
+        self.task, self.near_fraction, self.near_scale = task, near_fraction, near_scale
+
+    def draw(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` episodes' parameters; a ``near_fraction`` share of them from ranges shrunk about
+        their centres to ``near_scale`` of their width (targets near the middle, where the swimmer starts)."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        rows = self.task.draw_param_rows(n, np.random.default_rng(seed))
+        near = torch.rand(n, generator=gen) < self.near_fraction
+        if near.any():
+            for name, p in self.task.spec.parameters.items():
+                for i, r in enumerate(p.get("range") or []):
+                    if r is not None:
+                        mid = (r[0] + r[1]) / 2
+                        rows[name][near, i] = mid + self.near_scale * (rows[name][near, i] - mid)
+        return {k: v.float() for k, v in rows.items()}
+
+    def observe(self, qpos: torch.Tensor, qvel: torch.Tensor, params) -> torch.Tensor:
+        return self.task.observation(qpos, qvel, params)
+
+
+def task_context(task: Task, near_fraction: float = 0.0, near_scale: float = 1.0) -> TaskContext | None:
+    """The context a policy for ``task`` needs (None for a task without per-episode parameters);
+    a task with such parameters must say what a policy observes of them."""
+    if not len(task.observed_parameters()):
+        return None
+    if not task.policy_observe:
+        raise GndesignError(f"task {task.name} draws parameters per episode (e.g. a random target) but its task file "
+                            "does not say what a policy observes of them: add policy: {observe: [QUANTITY]} (e.g. "
+                            "the target in a body's frame, as swimmerN.yaml does)")
+    return TaskContext(task, near_fraction, near_scale)
 
 
 def describe(task: Task, dynamics: LearnedDynamics, model: str) -> dict:
     tree = task.tree
     angles = [int(tree.jnt_qposadr[j]) for j in range(len(tree.jnt_type)) if tree.jnt_type[j] == HINGE]
+    one = task.observation(torch.zeros(1, tree.nq, dtype=torch.float64), torch.zeros(1, tree.nv, dtype=torch.float64))
     return {"task": task_id(task), "system": task.system.name, "mjcf_sha256": task.system.mjcf_sha256(),
             "nq": tree.nq, "nv": tree.nv, "nu": tree.nu, "angles": angles,
             "ctrl_low": dynamics.action_low.tolist(), "ctrl_high": dynamics.action_high.tolist(),
-            "action_repeat": dynamics.action_repeat, "dynamics": model}
+            "action_repeat": dynamics.action_repeat, "dynamics": model, "ignore": list(task.policy_ignore),
+            "context": list(task.policy_observe), "context_dim": int(one.shape[-1])}
 
 
 def train_policy(model: str, task_name: str, out: str | Path, data: list[str] | None = None,
@@ -74,7 +112,7 @@ def train_policy(model: str, task_name: str, out: str | Path, data: list[str] | 
     states serve as start states (default: the model's own training data). ``policy``/``train``:
     options of the run's ``policy`` and ``train`` sections (:class:`gndesign.config.PolicyConfig`)."""
     task = get_task(task_name)
-    check_task_supported(task)
+    task_context(task)  # refuse a task whose per-episode parameters a policy would not see, before loading anything
     ckpt = resolve_checkpoint(model)
     learned, blob = load_model(ckpt, "forward", system=task.system.name, mjcf_sha256=task.system.mjcf_sha256())
     dynamics = LearnedDynamics(learned, task.system.name)
@@ -95,7 +133,8 @@ def train_policy(model: str, task_name: str, out: str | Path, data: list[str] | 
     init = initial_states(task, init_samples, seed=10_000 + tc.seed)
     states = data_states(config.data, task.system.name)
     trainer = PolicyTrainer(config, lambda: PolicyNet(pc.hidden_size, pc.layers, description), dynamics,
-                            task.reward, init, states, requested={"system": task.system.name, "task": task_id(task)})
+                            task.reward, init, states, requested={"system": task.system.name, "task": task_id(task)},
+                            context=task_context(task, pc.near_fraction, pc.near_scale))
     start = time.time()
     summary = run_training(trainer, out, resume=resume, progress=progress, max_new_steps=max_new_steps)
     summary.update(checkpoint=str(Path(out) / "checkpoints" / "latest.pt"), wall_s=time.time() - start)
@@ -114,10 +153,12 @@ def load_policy(path: str, task: Task) -> tuple[PolicyNet, dict]:
     return net, blob
 
 
-def act(policy: PolicyNet, qpos: torch.Tensor, qvel: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """The policy's actions ``[E, nu]``, or ``fallback`` (logged) for episodes where they are not finite."""
+def act(policy: PolicyNet, task: Task, qpos: torch.Tensor, qvel: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """The policy's actions ``[E, nu]`` (seeing the task's context, its current parameters), or
+    ``fallback`` (logged) for episodes where they are not finite."""
     with torch.no_grad():
-        a = policy(qpos.float(), qvel.float())
+        q, v = qpos.float(), qvel.float()
+        a = policy(q, v, task.observation(q, v) if policy.context_dim else None)
     bad = ~torch.isfinite(a).all(-1)
     if bad.any():
         log.warning("the policy's action is not finite for %d episode(s): holding the last action", int(bad.sum()))
@@ -147,7 +188,7 @@ def eval_policy(policy_path: str, task_name: str, episodes: int, seed: int, step
     for t in range(steps):
         if t % k == 0:
             start = time.perf_counter()
-            a = act(policy, q, v, a)
+            a = act(policy, task, q, v, a)
             latencies.append(time.perf_counter() - start)
         r, q, v = env.step(a)
         rewards.append(r)
