@@ -178,6 +178,9 @@ def main() -> None:
     p.add_argument("--refine-data", default=str(ROOT / "runs" / "pretrained" / "data" / "obstacle-train-1200-s0"),
                    help="gradient-refined: the model's training data (make_pretrained.py --only obstacle writes it)")
     p.add_argument("--transfer", nargs="+", metavar="K|barsK", help="only measure the model's error per design space")
+    p.add_argument("--scaling", nargs="+", metavar="DESIGN_JSON",
+                   help="only merge reports of several design spaces (design.json of runs with --segments K / "
+                   "--obstacle bars) into OUT/design_scaling.{json,md,png}: mean score against K per method")
     p.add_argument("--transfer-designs", type=int, default=8)
     p.add_argument("--error-episodes", type=int, default=8, help="held-out episodes for the model's rollout error")
     p.add_argument("--error-seed", type=int, default=1000)
@@ -191,6 +194,9 @@ def main() -> None:
 
     out = Path(args.out)
     cache = Path(args.cache)
+    if args.scaling:
+        scaling(args.scaling, out)
+        return
     if args.transfer:
         report = {"transfer": transfer(args), "model": args.model, "designs": args.transfer_designs,
                   "seconds": time.perf_counter() - start}
@@ -348,6 +354,67 @@ def markdown(report: dict) -> str:
                   f"({e['steps']} frames, from rest): {hs}; mean over frames {e['mean_position_error']:.3f} m "
                   f"(particles left where they start: {e['baseline_mean_error']:.3f} m)."]
     return "\n".join(lines) + "\n"
+
+
+def scaling(paths: list[str], out: Path) -> dict:
+    """Merge design reports of several design spaces: per space and method the mean and per-target
+    MuJoCo scores and times, issue 17's K >= 16 verdict (gradient, plain or refined, beats CEM on
+    MuJoCo with 10x its time on at least 4 of 5 targets) and a figure of mean score against K."""
+    rows = {}
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        first = next(iter(report["runs"].values()))["gradient"]
+        space = f"{first['obstacle']} K = {first['segments']} ({first['design_dim']} parameters)"
+        summary = report["summary"]
+        rows[space] = {"obstacle": first["obstacle"], "segments": first["segments"], "report": str(path),
+                       "design_dim": first["design_dim"], "targets": list(report["runs"]),
+                       "scores": summary["scores"], "mean_score": summary["mean_score"],
+                       "mean_seconds": summary["mean_seconds"], "budgets": report["protocol"]["budgets"],
+                       "machine": report["machine"]}
+    verdicts = []
+    for space, r in rows.items():
+        if r["segments"] * (3 if r["obstacle"] == "bars" else 1) < 16 or "cem-mujoco" not in r["scores"]:
+            continue
+        for method in ("gradient", "gradient-refined"):
+            if method in r["scores"]:
+                wins = sum(g > c for g, c in zip(r["scores"][method], r["scores"]["cem-mujoco"], strict=True))
+                verdicts.append(f"{space}: {method} beats CEM on MuJoCo on {wins} of {len(r['targets'])} targets "
+                                f"(target: at least 4): {'met' if wins >= 4 else 'MISSED'}")
+    result = {"spaces": rows, "verdicts": verdicts}
+    methods = sorted({m for r in rows.values() for m in r["mean_score"]} - {"initial"})
+    lines = ["# Design spaces: MuJoCo score against the number of design parameters (issue 17)", "",
+             "Per design space, the mean over the five bin targets of the final design's MuJoCo score (per-target "
+             "scores, budgets, machine and the report each row comes from in design_scaling.json).", "",
+             "| design space | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for space, r in rows.items():
+        lines.append(f"| {space} | " + " | ".join(f"{r['mean_score'][m]:.2f}" if m in r["mean_score"] else "-"
+                                                 for m in methods) + " |")
+    lines += ["", "Targets:", ""] + [f"- {v}" for v in verdicts] + [""]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "design_scaling.json", result)
+    atomic_write_text(out / "design_scaling.md", "\n".join(lines))
+    from gndesign.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        pts = sorted((r["design_dim"], r["mean_score"][m], r["obstacle"]) for r in rows.values()
+                     if m in r["mean_score"])
+        chain = [(d, sc) for d, sc, o in pts if o == "chain"]
+        if chain:
+            line, = ax.plot(*zip(*chain, strict=True), marker="o", label=m)
+            bars = [(d, sc) for d, sc, o in pts if o == "bars"]
+            if bars:
+                ax.plot(*zip(*bars, strict=True), marker="s", linestyle="none", color=line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("design parameters (circles: chain of K segments; squares: K free bars, 3K)")
+    ax.set_ylabel("mean MuJoCo score (5 bins)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, out / "design_scaling.png")
+    print("\n".join(lines))
+    return result
 
 
 def figure(run: dict, cfg, path: Path) -> None:
