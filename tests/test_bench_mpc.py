@@ -21,6 +21,8 @@ def test_policy_cells_share_seeds_and_report_verdicts(tmp_path):
         if name == "oracle_mppi_256x150":  # the generous MuJoCo oracle
             assert c["horizon"] == 150 and c["replan_every"] == 1 and "planner.samples=256" in c["command"]
             assert c["mean_evaluations"] >= 256 * 3 * 150
+        elif name == "oracle_mppi_same_interval":  # MuJoCo, the task's planner, replanning as the guided one does
+            assert c["horizon"] == 120 and c["replan_every"] == 8 and "--model mujoco --planner mppi" in c["command"]
         elif name != "policy_alone":
             assert c["horizon"] == 64 and c["replan_every"] == 8 and c["mean_evaluations"] > 0
             assert "planner.iterations=2" in c["command"] and c["mean_cpu_s"] > 0
@@ -32,6 +34,24 @@ def test_policy_cells_share_seeds_and_report_verdicts(tmp_path):
     assert sum("0.97x the oracle" in v for v in r["verdicts"]) == len(r["oracles"]) >= 1
     assert any(v.startswith("guided real-time factor") for v in r["verdicts"])
     md = out.with_suffix(".md").read_text()
-    assert any("mppi 256 x 150" in v for v in r["verdicts"])  # the strong oracle is one of them
+    assert any("mppi 256 x 150" in v for v in r["verdicts"])  # the strong oracles are among them
+    assert any("(oracle_mppi_same_interval)" in v for v in r["verdicts"])
     for text in ("policy_alone", "gradient_mpc_same_budget", "oracle_mppi_256x150", "Targets"):
         assert text in md
+
+
+def test_swimmer_policy_cells_use_the_coarse_model_its_policy_and_the_swimmer_targets(tmp_path):
+    bench = SimpleNamespace(**runpy.run_path(str(SCRIPT), run_name="bench_mpc"))
+    out = tmp_path / "mpc_policy_swimmer6.json"
+    bench.policy_cells(["policy_alone", "guided_gradient_mpc"], episodes=2, seed=100, steps=8, out_path=out,
+                       task="swimmer6")
+    r = json.loads(out.read_text())
+    assert r["task"] == "swimmer6" and r["model"] == "pretrained:swimmer6-k4"
+    g = r["cells"]["guided_gradient_mpc"]
+    assert g["action_repeat"] == 4 and g["horizon"] == 32 and g["replan_every"] == 4 and g["seeds"] == [100, 101]
+    assert g["command"].startswith("OMP_NUM_THREADS=1 gndesign plan swimmer6 --model pretrained:swimmer6-k4 --policy "
+                                   "pretrained:swimmer6-policy")
+    assert r["cells"]["policy_alone"]["action_repeat"] == 4
+    assert not any(v.startswith("guided >= 850") or v.startswith("policy alone") for v in r["verdicts"])
+    assert sum("0.9x the oracle swimmer6/mujoco" in v for v in r["verdicts"]) == len(r["oracles"]) >= 1
+    assert out.with_suffix(".md").read_text().startswith("# swimmer6: policy, policy-guided MPC")

@@ -426,3 +426,30 @@ def test_task_context_draws_near_targets_and_initial_states_carry_the_envs_targe
     np.testing.assert_allclose(params["target"][0].numpy(), task.env_params(env)["target"], rtol=1e-6)
     assert len(initial_states(get_task("cartpole-swingup"), 2, seed=0)) == 2  # no parameters, no third part
     assert task_context(get_task("cartpole-swingup")) is None
+
+
+def test_shipped_swimmer_policy_sees_its_target_and_guides_the_coarse_planner():
+    """pretrained:swimmer6-policy (learned only through pretrained:swimmer6-k4) observes the target in
+    the head frame, not the root position; it acts in MuJoCo and guides the k = 4 planner."""
+    from envs.tasks import get_task
+    from workflows.plan import plan_episodes
+    from workflows.policy import eval_policy, load_policy
+
+    task = get_task("swimmer6")
+    net, blob = load_policy("pretrained:swimmer6-policy", task)
+    d = blob["policy"]
+    assert net.action_repeat == 4 and d["dynamics"] == "pretrained:swimmer6-k4"
+    assert d["context"] == ["nose_to_target"] and net.context_dim == 2 and d["ignore"] == [0, 1]
+    q, v = torch.zeros(2, 8), torch.zeros(2, 8)
+    with torch.no_grad():
+        assert not torch.allclose(net(q, v, torch.tensor([[0.5, 0.0], [0.0, 0.5]])),
+                                  net(q, v, torch.tensor([[0.0, 0.5], [0.5, 0.0]])))
+        moved = q.clone()
+        moved[:, :2] += 3.0  # rootx, rooty: not seen
+        torch.testing.assert_close(net(q, v, torch.ones(2, 2)), net(moved, v, torch.ones(2, 2)))
+    out = eval_policy("pretrained:swimmer6-policy", "swimmer6", 2, 100, steps=40)
+    assert np.isfinite(out["return_mean"]) and out["action_repeat"] == 4
+    guided = plan_episodes("swimmer6", "pretrained:swimmer6-k4", "gradient", 2, 100, 8, replan_every=4, horizon=32,
+                           options={"iterations": 1, "restarts": 2}, progress=False, lockstep=2,
+                           policy="pretrained:swimmer6-policy")
+    assert guided["episodes"][0]["decisions"] == 2 and np.isfinite(guided["return_mean"])
