@@ -58,6 +58,18 @@ def lqr_gain() -> np.ndarray:
     return np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)  # u = -K x
 
 
+def lqr_cost(x0: np.ndarray, v0: np.ndarray, steps: int) -> float:
+    """The LQR closed loop's total cost over ``steps`` from the states ``(x0, v0)`` (summed)."""
+    K = lqr_gain()
+    x = np.stack([x0, v0], 1).astype(float)
+    total = 0.0
+    for _ in range(steps):
+        u = -x @ K.T
+        x = x @ A.T + u @ B.T
+        total += (x ** 2 @ np.diag(Q)).sum() + (R[0, 0] * u ** 2).sum()
+    return total
+
+
 def description(nq=1, nv=1, nu=1, bound=50.0, angles=(), task="test/integrator", system="integrator"):
     return {"task": task, "system": system, "mjcf_sha256": None, "nq": nq, "nv": nv, "nu": nu, "angles": list(angles),
             "ctrl_low": [-bound] * nu, "ctrl_high": [bound] * nu, "action_repeat": 1, "dynamics": "test"}
@@ -81,13 +93,7 @@ def test_policy_through_a_linear_model_reaches_the_lqr_cost():
     with torch.no_grad():
         qs, vs, acts = imagine(dyn, policy, q0, v0, T)
         cost = -quadratic_reward(qs[:, 1:].reshape(-1, 1), vs[:, 1:].reshape(-1, 1), acts.reshape(-1, 1)).sum()
-    K = lqr_gain()
-    x = np.stack([q0[:, 0].numpy(), v0[:, 0].numpy()], 1).astype(float)
-    lqr = 0.0
-    for _ in range(T):
-        u = -x @ K.T
-        x = x @ A.T + u @ B.T
-        lqr += (x ** 2 @ np.diag(Q)).sum() + (R[0, 0] * u ** 2).sum()
+    lqr = lqr_cost(q0[:, 0].numpy(), v0[:, 0].numpy(), T)
     assert float(cost) <= 1.05 * lqr, (float(cost), lqr)
 
 
@@ -343,13 +349,7 @@ def test_a_policy_that_sees_the_task_context_tracks_drawn_targets_at_the_lqr_cos
         qs, vs, acts = imagine(dyn, policy, q0, v0, T, lambda q, v: ctx.observe(q, v, params))
         rows = {"target": params["target"].repeat_interleave(T, 0)}
         cost = -tracking_reward(qs[:, 1:].reshape(-1, 1), vs[:, 1:].reshape(-1, 1), acts.reshape(-1, 1), rows).sum()
-    K = lqr_gain()
-    x = np.stack([(q0 - params["target"])[:, 0].numpy(), v0[:, 0].numpy()], 1).astype(float)
-    lqr = 0.0
-    for _ in range(T):
-        u = -x @ K.T
-        x = x @ A.T + u @ B.T
-        lqr += (x ** 2 @ np.diag(Q)).sum() + (R[0, 0] * u ** 2).sum()
+    lqr = lqr_cost((q0 - params["target"])[:, 0].numpy(), v0[:, 0].numpy(), T)
     assert float(cost) <= 1.05 * lqr, (float(cost), lqr)
     with torch.no_grad():  # the ignored coordinate does not matter, the context does
         torch.testing.assert_close(policy(q0, v0, q0 - params["target"]), policy(q0 + 5, v0, q0 - params["target"]))
