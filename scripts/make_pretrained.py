@@ -41,6 +41,7 @@ SPECS = {
     # A swimmer policy (and value) learned only through pretrained:swimmer6-k4: it sees the target in its head's
     # frame (swimmerN.yaml's policy: section); half the imagined episodes draw targets within +-0.5 m of the middle.
     "swimmer6-policy": {"kind": "policy", "model": "swimmer6-k4", "task": "swimmer6", "steps": 3000,
+                        "eval_episodes": 20,
                         "policy": {"horizon": 64, "spread_fraction": 0.0, "imagined_fraction": 0.5,
                                    "near_fraction": 0.5, "near_scale": 0.25},
                         "train": {"lr_final": 1e-4, "log_every": 20, "eval_every": 20, "checkpoint_every": 100}},
@@ -135,7 +136,7 @@ def build_policy(name: str, work_dir: Path) -> dict:
     summary = train_policy(f"pretrained:{spec['model']}", spec["task"], run, data, spec["policy"],
                            dict(spec["train"], steps=spec["steps"], seed=0), resume=ckpt.exists(), progress=False)
     dst = export_checkpoint(ckpt, PRETRAINED_DIR / f"{name}.pt")
-    episodes = 20 if spec["task"] == "swimmer6" else 10  # issue 15's protocol
+    episodes = spec.get("eval_episodes", 10)  # issue 15's protocol: 10 cartpole, 20 swimmer episodes
     ev = eval_policy(str(dst), spec["task"], episodes, 100)
     return {name: {"checkpoint": str(dst.relative_to(ROOT)), "kind": "policy", "model": f"pretrained:{spec['model']}",
                    "steps": spec["steps"], "train_seconds": summary.get("wall_s"),
