@@ -358,8 +358,9 @@ def markdown(report: dict) -> str:
 
 def scaling(paths: list[str], out: Path) -> dict:
     """Merge design reports of several design spaces: per space and method the mean and per-target
-    MuJoCo scores and times, issue 17's K >= 16 verdict (gradient, plain or refined, beats CEM on
-    MuJoCo with 10x its time on at least 4 of 5 targets) and a figure of mean score against K."""
+    MuJoCo scores and times, issue 17's verdict for spaces of 16 or more parameters (gradient, plain
+    or refined, beats CEM on MuJoCo with 10x its time on at least 4 of 5 targets) and a figure of
+    mean score against the number of parameters."""
     rows = {}
     for path in paths:
         report = json.loads(Path(path).read_text())
@@ -373,7 +374,7 @@ def scaling(paths: list[str], out: Path) -> dict:
                        "machine": report["machine"]}
     verdicts = []
     for space, r in rows.items():
-        if r["segments"] * (3 if r["obstacle"] == "bars" else 1) < 16 or "cem-mujoco" not in r["scores"]:
+        if r["design_dim"] < 16 or "cem-mujoco" not in r["scores"]:
             continue
         for method in ("gradient", "gradient-refined"):
             if method in r["scores"]:

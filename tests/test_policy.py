@@ -371,11 +371,13 @@ def test_trainer_keeps_each_buffered_state_with_its_parameters():
     g = torch.Generator().manual_seed(0)
     q, v, params = trainer.starts(g)
     assert params["target"].shape == (8, 1)
-    marked = {"target": q.detach() * 0 + torch.arange(8.0)[:, None]}  # a state's target = its row
-    trainer.remember(q * 0 + torch.arange(8.0)[:, None], v, marked, g)
-    for _ in range(3):  # buffered draws: the state and its target travel together
-        bq, _, bp = trainer._draw(trainer.buffer, 5, g)
-        torch.testing.assert_close(bq, bp["target"])
+    rows = torch.arange(64.0)[:, None]  # 64 imagined states, each marked by its row, as is its target
+    trainer.remember(rows.clone(), torch.zeros(64, 1), {"target": rows.clone()}, g)
+    trainer.remember(rows + 100, torch.zeros(64, 1), {"target": rows + 100}, g)
+    assert trainer.buffer[0].shape == (16, 1) and len(set(trainer.buffer[0][:, 0].tolist())) == 16
+    bq, _, bp = trainer._draw(trainer.buffer, 40, g)  # buffered draws: the state and its target travel together
+    torch.testing.assert_close(bq, bp["target"])
+    assert len(set(bq[:, 0].tolist())) > 1
 
 
 def test_swimmer_task_context_is_the_target_in_the_head_frame():
