@@ -197,6 +197,19 @@ class Objective:
         return ((r[:, 0] - r[:, 1]) / (2 * h)).transpose(1, 2)
 
 
+#: A parameter whose curvature ``(J^T J)_jj`` is at most this fraction of the largest one's is one the
+#: model does not respond to (e.g. cartpole's hinge damping, 2e-6 N m s): Marquardt's scaling would
+#: give it a huge step (to a factor of 1e-20) that the others then compensate, so it is held where it
+#: starts and reported with an infinite standard deviation.
+FLAT_CURVATURE = 1e-6
+
+
+def flat_parameters(A: torch.Tensor) -> torch.Tensor:
+    """``[R, n]`` True where ``A = J^T J [R, n, n]`` says the parameter is unidentifiable (:data:`FLAT_CURVATURE`)."""
+    diag = torch.diagonal(A, dim1=1, dim2=2)
+    return diag <= FLAT_CURVATURE * diag.amax(1, keepdim=True)
+
+
 def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimize each restart's sum of squared residuals; returns ``(x [R, n], J^T J [R, n, n])``."""
     n = x.shape[1]
@@ -209,6 +222,10 @@ def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tu
         J = obj.jacobian(x)
         A = J.transpose(1, 2) @ J
         g = (J.transpose(1, 2) @ r[..., None])[..., 0]
+        flat = flat_parameters(A)  # held: no step, and no coupling into the others' steps
+        keep = ~flat
+        A = A * (keep[:, :, None] & keep[:, None, :]) + torch.diag_embed(flat.to(A.dtype))
+        g = g * keep
         damped = A + mu[:, None, None] * (torch.diagonal(A, dim1=1, dim2=2)[..., None] * eye + 1e-12 * eye)
         delta = -torch.linalg.solve(damped, g[..., None])[..., 0]
         r_new = obj.residuals(x + delta)
@@ -256,11 +273,13 @@ def identify(model, system: str, obs: Observed, groups: list[str], restarts: int
     good = (losses <= losses[best] * 1.01 + 1e-12).nonzero().flatten()
     spread = x[good].std(0, unbiased=False).numpy() if len(good) > 1 else np.zeros(len(elems))
     data_loss = float(obj.errors(x[best:best + 1]).pow(2).mean())
+    std = np.full(len(elems), np.inf)  # unidentifiable (flat) parameters keep an infinite one
+    keep = (~flat_parameters(A[best:best + 1])[0]).nonzero().flatten()
     try:  # Gauss-Newton covariance of the log-factors: s^2 (J_d^T J_d)^-1 with s^2 = M L / (M - n)
-        cov = data_loss / max(obj.M - len(elems), 1) * torch.linalg.inv(A[best])
-        std = np.sqrt(np.clip(torch.diagonal(cov).numpy(), 0, None))
+        cov = data_loss / max(obj.M - len(elems), 1) * torch.linalg.inv(A[best][keep][:, keep])
+        std[keep.numpy()] = np.sqrt(np.clip(torch.diagonal(cov).numpy(), 0, None))
     except RuntimeError:
-        std = np.full(len(elems), np.inf)
+        pass
     params = []
     for j, e in enumerate(elems):
         f = float(torch.exp(x[best, j]))

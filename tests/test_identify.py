@@ -18,6 +18,9 @@ from workflows.identify import identify_system
 
 FACTORS = {"body_mass[cart]": 1.15, "body_mass[pole_1]": 0.85, "dof_damping[slider]": 1.2,
            "dof_damping[hinge_1]": 0.9}
+# The shipped model (retrained in issue 14) does not respond to the hinge's damping (2e-6 N m s, physically
+# negligible): its curvature is 1e-8 of the cart mass's, below gndesign.identify.FLAT_CURVATURE.
+UNRESPONSIVE = {"dof_damping[hinge_1]"}
 
 
 def _write(path, system, qpos, qvel, action, params):
@@ -65,9 +68,13 @@ def test_identification_recovers_the_models_own_parameters(self_data, tmp_path):
     assert set(got) == set(FACTORS)
     for name, f in FACTORS.items():
         p = got[name]
+        if name in UNRESPONSIVE:  # held at its start (nominal) and flagged, as the loss shows it does not matter
+            assert p["factor"] == 1.0 and p["std"] == np.inf, (name, p)
+            continue
         assert abs(p["factor"] - f) < 1e-3 * f, (name, p["factor"], f)
         assert abs(p["error"]) < 1e-3 and p["truth"] == pytest.approx(p["nominal"] * f, rel=1e-9)
         assert np.isfinite(p["std"]) and 0 <= p["std"] < 1e-3 and 0 <= p["spread"] < 1e-3
+    assert result["loss"] < 1e-9
     assert result["transitions"] == 60 and result["steps"] == 30 and result["restarts_at_best"] >= 1
 
 
@@ -137,6 +144,11 @@ def test_bench_identify_summary_and_table():
     s = bench.summarize(trials)["inside"]["1.0"]
     assert s["mean_abs_error"] == pytest.approx({"m": 0.03, "d": 0.05}) and s["max_abs_error"]["d"] == 0.1
     assert s["wall_s"] == 3.0
-    table = bench.markdown({"machine": {"cores": 2, "torch": "x"}, "trials": 2, "restarts": 4,
-                            "systems": {"acrobot": {"model": "m.pt", "summary": bench.summarize(trials)}}})
+    table = bench.markdown({"machine": {"cores": 2, "torch": "x"}, "trials": 5, "restarts": 4,
+                            "systems": {"acrobot": {"model": "m.pt", "summary": bench.summarize(trials)},
+                                        "kept": {"model": "k.pt", "summary": bench.summarize(trials),
+                                                 "trials": trials, "restarts": 3}}})
     assert "| inside | 1.0 | 3.00% (4.0%) | 5.00% (10.0%) | 3.0 |" in table
+    # A system kept from an earlier run says its own trials and restarts, the others the run's.
+    assert "### acrobot (m.pt; 5 trials per regime, 4 restarts)" in table
+    assert "### kept (k.pt; 2 trials per regime, 3 restarts)" in table
