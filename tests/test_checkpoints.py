@@ -191,14 +191,20 @@ def test_checkpoints_written_before_the_hash_and_the_family_field_still_load(mod
         loaded, old = load_model(tmp_path / "old.pt", family)
         assert old["family"] == family and "kind" not in old and "front" not in old
         assert torch.equal(predict(model), predict(loaded))
-    # A shipped file in the old layout (a plain dict without the hash or the family) loads as it is.
-    shipped = torch.load(checkpoints.PRETRAINED_DIR / "cartpole.pt", weights_only=False)
-    assert shipped["format"] == CHECKPOINT_FORMAT and "family" not in shipped
-    assert load_model("pretrained:cartpole", "forward")[1]["family"] == "forward"
+    # A shipped model written in the old layout (a plain dict without the hash or the family) loads as
+    # it is and predicts what the shipped file does (the shipped files themselves are new since issue 14).
+    shipped = read_checkpoint(checkpoints.PRETRAINED_DIR / "cartpole.pt")
+    old_layout = {k: v for k, v in shipped.items() if k != "family"}
+    assert old_layout["format"] == CHECKPOINT_FORMAT
+    torch.save(old_layout, tmp_path / "shipped-old.pt")
+    loaded, old = load_model(tmp_path / "shipped-old.pt", "forward")
+    assert old["family"] == "forward"
+    with torch.no_grad():
+        assert torch.equal(predict(loaded), predict(load_model("pretrained:cartpole", "forward")[0]))
 
 
-RECORDED = {"cartpole": ("cartpole", [[-0.2950116, 0.38902473], [0.30524445, -0.41641155]],
-                         [[0.19517158, -0.32536957], [0.21146701, -0.6854649]]),
+RECORDED = {"cartpole": ("cartpole", [[-0.29508632, 0.38895848], [0.30511919, -0.41630614]],
+                         [[0.19256406, -0.3227149], [0.20567121, -0.67338634]]),
             "obstacle": [[-0.49991965, 1.984163], [-0.29991966, 2.0841637], [-0.099919647, 2.1841638],
                          [0.10008034, 2.2841637], [0.30008036, 2.3841639], [0.50008035, 2.4841638]],
             "swimmer6": ("swimmer6",
@@ -220,7 +226,7 @@ RECORDED = {"cartpole": ("cartpole", [[-0.2950116, 0.38902473], [0.30524445, -0.
 @pytest.mark.parametrize("name", ["cartpole", "swimmer6", "swimmers"])
 def test_shipped_forward_models_predict_what_they_predicted_before(name):
     # A 3-step rollout's last state, recorded with the code before the lifecycle refactor (issue 11);
-    # swimmer6 and swimmers when they were retrained (issue 14).
+    # swimmer6, swimmers and cartpole when they were retrained (issue 14).
     system, qpos, qvel = RECORDED[name]
     model, _ = load_model(f"pretrained:{name}", "forward", system=system)
     t = model.tree(system)
