@@ -203,11 +203,14 @@ def mpc_markdown(case: str, res: dict) -> list[str]:
 def markdown(result: dict) -> str:
     lines = [f"Machine: {result['machine'].get('cores')} cores, torch {result['machine'].get('torch')}.", "",
              "Identification of masses and damping (gears known) from MuJoCo trajectories through a learned "
-             f"model; {result['trials']} trials per regime, {result['restarts']} restarts, mean |relative error| "
-             "(max in brackets). Inside: factors in [0.85, 1.18]; edge: each factor 0.8 or 1.25 (the training "
-             "ranges' edges). Target: masses and damping within 5% from 1 s (inside).", ""]
+             "model; mean |relative error| over the trials per regime (max in brackets). Inside: factors in "
+             "[0.85, 1.18]; edge: each factor 0.8 or 1.25 (the training ranges' edges). Target: masses and "
+             "damping within 5% from 1 s (inside).", ""]
     for name, sysres in result["systems"].items():
-        lines += [f"### {name} ({sysres['model']})", ""]
+        recorded = sysres.get("trials")  # each system's own trials (a merged report holds several runs)
+        trials = len(recorded) // len({t["regime"] for t in recorded}) if recorded else result["trials"]
+        restarts = sysres.get("restarts", result["restarts"])
+        lines += [f"### {name} ({sysres['model']}; {trials} trials per regime, {restarts} restarts)", ""]
         params = list(next(iter(next(iter(sysres["summary"].values())).values()))["mean_abs_error"])
         lines += ["| regime | seconds | " + " | ".join(params) + " | wall s |",
                   "|---|---|" + "---|" * len(params) + "---|"]
@@ -265,8 +268,11 @@ def main() -> None:
         return
     if not args.model:
         p.error("--model SYSTEM=CHECKPOINT is required (or --mpc)")
+    # Systems not named here keep their recorded rows (each with its own trials and restarts).
+    kept = {k: {"trials": old.get("trials"), "restarts": old.get("restarts")} | v
+            for k, v in old.get("systems", {}).items()}
     result = {"machine": machine_info(), "trials": args.trials, "restarts": args.restarts, "seconds": SECONDS,
-              "regimes": REGIMES, "systems": {}}
+              "regimes": REGIMES, "systems": kept}
     if "adaptive_mpc" in old:
         result["adaptive_mpc"] = old["adaptive_mpc"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -277,7 +283,7 @@ def main() -> None:
             trials = [trial(system, ckpt, regime, 1000 * i + k, Path(tmp), args.restarts)
                       for k, regime in enumerate(REGIMES) for i in range(args.trials)]
             result["systems"][name] = {"model": ckpt, "trials": trials, "summary": summarize(trials),
-                                       "total_s": time.perf_counter() - t0}
+                                       "total_s": time.perf_counter() - t0, "restarts": args.restarts}
             print(f"{name}: {result['systems'][name]['total_s']:.0f} s", flush=True)
             atomic_write_json(args.out, result)
     atomic_write_json(args.out, result)
