@@ -204,6 +204,12 @@ def main() -> None:
         atomic_write_json(out / "design_transfer.json", report)
         return
     sim, cfg = load_design_model(args.model, None, args.segments, args.obstacle)
+    if "gradient-refined" in args.methods:
+        own = load_design_model(args.model, None, None, None)[1]  # refinement trains on the model's own scene
+        if (cfg.obstacle, cfg.segments) != (own.obstacle, own.segments):
+            raise SystemExit(f"gradient-refined designs in {args.model}'s own scene ({own.obstacle}, K = "
+                             f"{own.segments}): its fine-tuning data must match the model's training data; drop "
+                             f"it from --methods for {cfg.obstacle} K = {cfg.segments}")
     report = {
         "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "python": platform.python_version(), "mujoco": __import__("mujoco").__version__,

@@ -1,10 +1,13 @@
 """The design benchmark's merge of design spaces (``--scaling``): one row per space, issue 17's
-K >= 16 verdict counted per target, the figure written."""
+K >= 16 verdict counted per target, the figure written; refinement only in the model's own scene."""
 
 import json
 import runpy
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_design.py"
 
@@ -37,3 +40,14 @@ def test_scaling_merges_design_spaces_and_counts_wins_per_target(tmp_path):
     md = (tmp_path / "out" / "design_scaling.md").read_text()
     assert "| chain K = 32 (32 parameters) | 0.50 | 0.52 |" in md
     assert (tmp_path / "out" / "design_scaling.png").stat().st_size > 1000
+
+
+def test_refinement_is_refused_outside_the_models_own_scene(tmp_path, monkeypatch, capsys):
+    """The refined loop fine-tunes on data of the model's scene (K = 4): asked for another K, the
+    benchmark says so before running anything, rather than refining K = 4 designs under a K = 16 label."""
+    bench = runpy.run_path(str(SCRIPT), run_name="bench_design")
+    monkeypatch.setattr(sys, "argv", ["bench_design.py", "--segments", "16", "--methods", "gradient",
+                                      "gradient-refined", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="own scene .chain, K = 4.*drop it from --methods for chain K = 16"):
+        bench["main"]()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
