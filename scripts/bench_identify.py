@@ -268,9 +268,8 @@ def main() -> None:
         return
     if not args.model:
         p.error("--model SYSTEM=CHECKPOINT is required (or --mpc)")
-    # Systems not named here keep their recorded rows (each with its own trials and restarts).
-    kept = {k: {"trials": old.get("trials"), "restarts": old.get("restarts")} | v
-            for k, v in old.get("systems", {}).items()}
+    # Systems not named here keep their recorded rows (their own trials, and their run's restarts).
+    kept = {k: {"restarts": old.get("restarts")} | v for k, v in old.get("systems", {}).items()}
     result = {"machine": machine_info(), "trials": args.trials, "restarts": args.restarts, "seconds": SECONDS,
               "regimes": REGIMES, "systems": kept}
     if "adaptive_mpc" in old:

@@ -42,7 +42,7 @@ def test_scaling_merges_design_spaces_and_counts_wins_per_target(tmp_path):
     assert (tmp_path / "out" / "design_scaling.png").stat().st_size > 1000
 
 
-def test_refinement_is_refused_outside_the_models_own_scene(tmp_path, monkeypatch, capsys):
+def test_refinement_is_refused_outside_the_models_own_scene(tmp_path, monkeypatch):
     """The refined loop fine-tunes on data of the model's scene (K = 4): asked for another K, the
     benchmark says so before running anything, rather than refining K = 4 designs under a K = 16 label."""
     bench = runpy.run_path(str(SCRIPT), run_name="bench_design")
