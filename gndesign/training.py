@@ -309,19 +309,26 @@ class Metrics:
         self.rows = rows or []
 
     @classmethod
-    def resume(cls, path: Path, step: int) -> Metrics:
-        """The metrics of a run resumed at ``step``: the rows logged after it (work the resumed run
-        redoes) are dropped from the file at once."""
+    def read(cls, path: Path) -> Metrics:
+        """A run's metrics as logged (no rows when the file is missing), checked, nothing rewritten."""
         if not path.is_file():
             return cls(path)
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         try:
-            kept = [r for r in rows if int(r["step"]) <= step]
+            for r in rows:
+                int(r["step"])
         except (KeyError, TypeError, ValueError):
             raise GndesignError(f"{path} is not a gndesign metrics file: move it away to resume") from None
-        out = cls(path, kept)
-        if len(kept) != len(rows):
+        return cls(path, rows)
+
+    @classmethod
+    def resume(cls, path: Path, step: int) -> Metrics:
+        """The metrics of a run resumed at ``step``: the rows logged after it (work the resumed run
+        redoes) are dropped from the file at once."""
+        logged = cls.read(path)
+        out = cls(path, [r for r in logged.rows if int(r["step"]) <= step])
+        if len(out.rows) != len(logged.rows):
             out.write()
         return out
 

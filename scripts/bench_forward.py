@@ -90,15 +90,16 @@ def train_job(job: dict) -> dict:
 def reused_summary(run: Path) -> dict:
     """What the training summary of an existing run says, read back: its checkpoint's step, and from
     its metrics the clock and the last training and validation losses."""
-    import csv
-
     from gndesign.checkpoints import read_checkpoint
+    from gndesign.training import Metrics
 
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    val = [r["val_loss"] for r in rows if r["val_loss"]]
+    metrics = Metrics.read(run / "metrics.csv")
+    val = [r["val_loss"] for r in metrics.rows if r["val_loss"]]
     step = int(read_checkpoint(run / "checkpoints" / "latest.pt")["step"])
-    return {"note": "reused an existing run", "step": step, "seconds": float(rows[-1]["time_s"]),
-            "train_loss": float(rows[-1]["train_loss"]), "val_loss": float(val[-1]) if val else None}
+    last = metrics.rows[-1] if metrics.rows else {}
+    return {"note": "reused an existing run", "step": step, "seconds": metrics.last_time,
+            "train_loss": float(last["train_loss"]) if last.get("train_loss") else None,
+            "val_loss": float(val[-1]) if val else None}
 
 
 def evaluate_job(out: dict, eval_data: list[str], which: str = "auto") -> dict:
@@ -189,9 +190,9 @@ def speed(system: str, checkpoint: str, data: str) -> dict:
 
 def time_to_accuracy(run: Path, rel: float = 1.05) -> dict:
     """Seconds until the validation loss first came within ``rel`` of its final value."""
-    import csv
+    from gndesign.training import Metrics
 
-    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_loss")]
+    rows = [r for r in Metrics.read(run / "metrics.csv").rows if r.get("val_loss")]
     final = float(rows[-1]["val_loss"])
     first = next(r for r in rows if float(r["val_loss"]) <= rel * final)
     return {"final_val_loss": final, "seconds_to_within_5pct": float(first["time_s"]),

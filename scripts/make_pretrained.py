@@ -116,11 +116,9 @@ def build(name: str, work: str) -> dict:
 def run_seconds(run: Path, summary: dict) -> float | None:
     """The run's training time: its clock at the last logged step (it continues across resumes), or
     this session's seconds when nothing was logged."""
-    import csv
+    from gndesign.training import Metrics
 
-    metrics = run / "metrics.csv"
-    rows = list(csv.DictReader(metrics.open())) if metrics.exists() else []
-    return float(rows[-1]["time_s"]) if rows else summary.get("seconds")
+    return Metrics.read(run / "metrics.csv").last_time or summary.get("seconds")
 
 
 def model_data(spec: dict, work_dir: Path, generate_dataset) -> list[str]:

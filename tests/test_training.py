@@ -16,7 +16,7 @@ from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
 from gndesign.simulator import Transitions, build_model
-from gndesign.training import train
+from gndesign.training import Metrics, train
 
 TINY = ["model.latent_size=16", "model.mlp_hidden_size=16", "model.mlp_layers=1", "train.batch_size=32",
         "train.log_every=5", "train.eval_every=5", "train.checkpoint_every=5", "train.stats_transitions=500"]
@@ -237,3 +237,18 @@ def test_multi_step_particle_training_unrolls(tmp_path):
     losses = [train(load_config(None, [*options, f"train.unroll_steps={u}"], data=[data]), tmp_path / f"u{u}",
                     progress=False)["train_loss"] for u in (1, 3)]
     assert losses[0] != losses[1]
+
+
+def test_metrics_read_leaves_the_file_as_it_is_and_refuses_a_foreign_one(tmp_path):
+    path = tmp_path / "metrics.csv"
+    assert Metrics.read(path).rows == [] and Metrics.read(path).last_time == 0.0  # no run yet: nothing logged
+    text = "step,time_s,train_loss,val_loss,lr,graphs_per_s\n100,1.5,0.2,,0.001,10\n200,3.25,0.1,0.3,0.001,10\n"
+    path.write_text(text)
+    m = Metrics.read(path)
+    assert [r["step"] for r in m.rows] == ["100", "200"] and m.last_time == 3.25
+    assert path.read_text() == text  # reading never rewrites (Metrics.resume drops rows past its step)
+    Metrics.resume(path, 100)
+    assert path.read_text().splitlines()[1:] == ["100,1.5,0.2,,0.001,10"]
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(GndesignError, match="is not a gndesign metrics file"):
+        Metrics.read(path)
