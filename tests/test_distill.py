@@ -15,7 +15,7 @@ from gndesign.distill import distill_messages, linear_node, rank_components, rec
 from gndesign.errors import GndesignError
 from gndesign.nbody_laws import law_forces, pair_inputs
 from gndesign.nbody_model import pair_feature_names
-from gndesign.symbolic import evaluate, parse_formula, require_backend
+from gndesign.symbolic import Candidate, evaluate, pareto, parse_formula, require_backend, select, select_joint
 from workflows.cli import main
 from workflows.distill import READOUT_HINT_R2, run_distill
 from workflows.train import train_model
@@ -60,6 +60,25 @@ def test_kl_ranking_uses_the_divergence():
     order, score = rank_components(mu, logvar)
     assert list(order) == [1, 0, 2] and score[0] > score[2] + 1.0  # equal variances, the KL tells them apart
     assert list(rank_components(mu)[0][:1]) == [1]
+
+
+def test_joint_selection_picks_one_support_for_all_components():
+    """Column A gains 2.5x from an artefact term (support 2), column B is mostly one term (support 0):
+    chosen one at a time they disagree (A keeps the artefact); chosen jointly both take support 1."""
+    a, b, c = sympy.symbols("a b c")
+    exprs, sizes = [a, a + b, a + b + c], [8, 17, 26]
+
+    def column(errors):
+        return [Candidate(e, k, m) for e, k, m in zip(exprs, sizes, errors, strict=True)]
+
+    A, B = [0.5, 0.010, 0.004], [0.002, 0.0011, 0.0010]
+    assert select(pareto(column(A))).expr == a + b + c and select(pareto(column(B))).expr == a + b
+    fronts, best = select_joint([column(A), column(B)], np.array([1.0, 0.01]))
+    assert [f.expr for f in best] == [a + b, a + b]
+    assert [f.mse for f in best] == [0.010, 0.0011]  # each column's own fit of the chosen support
+    # the joint front's scores: the largest drop of log mean relative error per unit of summed complexity
+    assert fronts[0][1].score == pytest.approx(-np.log(0.06 / 0.35) / 18)
+    assert fronts[0][1].score == fronts[1][1].score
 
 
 @pytest.fixture(scope="module")
