@@ -10,6 +10,7 @@ and that no input changed (file hashes before and after)."""
 import dataclasses
 import hashlib
 import inspect
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -194,6 +195,22 @@ def test_two_outputs_naming_one_file_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(plan, "plan_episodes", never("plan"))
     code = main(["plan", "cartpole", "--model", "mujoco", "--out", str(tmp_path / "x"), "--plot", str(tmp_path / "x")])
     one_line_error(capsys, code, "--out and --plot both name")
+
+
+def test_guided_plan_json_is_json_alone(capsys, monkeypatch):
+    """``--json`` prints one JSON document and nothing else (the real-time factor is in it)."""
+    import workflows.plan as plan
+
+    episode = {"episode": 0, "seed": 0, "return": 800.0, "chatter": 0.01}
+    monkeypatch.setattr(plan, "plan_episodes", lambda *a, **k: {
+        "planner": "gradient", "model": "m", "return_mean": 800.0, "return_std": 0.0, "mean_latency_s": 0.05,
+        "chatter_mean": 0.01, "real_time_factor": 1.6, "episodes": [episode]})
+    argv = ["plan", "cartpole", "--model", "pretrained:cartpole-k8", "--policy", "pretrained:cartpole-policy"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["real_time_factor"] == 1.6 and out["returns"] == [800.0]
+    assert main(argv) == 0
+    assert "real-time factor 1.60" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------------------

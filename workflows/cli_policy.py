@@ -18,9 +18,11 @@ def _print_result(result: dict, args: argparse.Namespace) -> None:
     for e in result["episodes"]:
         chatter = f", chatter {e['chatter']:.3f}" if "chatter" in e else ""
         print(f"episode {e['episode']} (seed {e['seed']}): return {e['return']:.1f}{chatter}")
+    rtf = f"; real-time factor {result['real_time_factor']:.2f}" if "real_time_factor" in result else ""
     print(f"{result['planner']} on {result['model']}: return {result['return_mean']:.1f} +- "
           f"{result['return_std']:.1f}; "
-          f"{result['mean_latency_s'] * 1e3:.2f} ms per decision; mean |a_t - a_(t-1)| {result['chatter_mean']:.3f}")
+          f"{result['mean_latency_s'] * 1e3:.2f} ms per decision; mean |a_t - a_(t-1)| {result['chatter_mean']:.3f}"
+          f"{rtf}")
     for key in ("plot", "video"):
         if key in result:
             print(f"{key}: {result[key]}")
@@ -87,7 +89,6 @@ def cmd_plan_guided(args: argparse.Namespace, plain) -> int:
                            policy=args.policy, value_weight=args.value_weight, asynchronous=args.asynchronous,
                            **adaptive_options(args))
     _finish(result, args)
-    print(f"real-time factor {result['real_time_factor']:.2f}")
     return 0
 
 
