@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -74,7 +75,7 @@ def train_job(job: dict) -> dict:
         [f"train.steps={job['steps']}"]
     options = job.get("options", MODEL[job["kind"]])
     cfg = load_config(None, options + budget + ["train.eval_every=200", "train.log_every=100",
-                                                           "train.seed=0"])
+                                                f"train.seed={job.get('seed', 0)}"])
     cfg.data = job["train_data"]
     t0 = time.time()
     if not (run / "checkpoints" / "latest.pt").exists():
@@ -208,6 +209,9 @@ def main() -> None:
     p.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="systems for --only single")
     p.add_argument("--models", nargs="+", choices=["gn", "mlp"], default=["gn", "mlp"],
                    help="models for --only single (rerun one side, e.g. after a change of the GN's features)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed of --only single (also the held-out split); jobs of seeds other than 0 "
+                        "are named SYSTEM-MODEL-sSEED")
     p.add_argument("--rerun", action="store_true", help="retrain even if a run directory exists")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench_forward"))
     p.add_argument("--out", default=str(ROOT / "results" / "forward.json"))
@@ -220,12 +224,13 @@ def main() -> None:
     train_data = {s: str(dataset(s, eps, 200, 0, data_root)) for s in SYSTEMS}
     long_data = {s: str(dataset(s, 8, 1000, 99, data_root)) for s in SYSTEMS}
     if args.only in ("single", "all"):
+        seed = f"-s{args.seed}" if args.seed else ""
         for s in args.systems:
             for kind in args.models:
-                jobs.append({"name": f"{s}-{kind}", "kind": kind, "minutes": args.minutes, "episodes": eps,
+                jobs.append({"name": f"{s}-{kind}{seed}", "kind": kind, "minutes": args.minutes, "episodes": eps,
                              "options": MODEL[kind] + (GN_SYSTEM.get(s, []) if kind == "gn" else []),
-                             "run": str(work / f"{s}-{kind}"), "train_data": [train_data[s]],
-                             "eval_data": [train_data[s], long_data[s]]})
+                             "seed": args.seed, "run": str(work / f"{s}-{kind}{seed}"),
+                             "train_data": [train_data[s]], "eval_data": [train_data[s], long_data[s]]})
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.exists() else {}
     if args.only == "steps":  # needs the GN's step count: after --only single
@@ -280,7 +285,8 @@ def markdown(r: dict) -> str:
         lines += ["| system | model | budget | steps | M | train episodes | one-step loss | body err h=1 [m] | h=10 "
                   "| h=50 | h=100 | h=1000 finite |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in SYSTEMS:
-            for kind in ("gn", "mlp", "mlp-steps"):
+            seeded = sorted(n[len(s) + 1:] for n in jobs if re.fullmatch(rf"{s}-(gn|mlp)-s\d+", n))
+            for kind in ("gn", "mlp", "mlp-steps", *seeded):
                 j = jobs.get(f"{s}-{kind}")
                 if not j:
                     continue
