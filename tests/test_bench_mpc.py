@@ -24,15 +24,22 @@ def test_policy_cells_share_seeds_and_report_verdicts(tmp_path):
         elif name == "oracle_mppi_same_interval":  # MuJoCo, the task's planner, replanning as the guided one does
             assert c["horizon"] == 120 and c["replan_every"] == 8 and "--model mujoco --planner mppi" in c["command"]
         elif name != "policy_alone":
-            assert c["horizon"] == 64 and c["replan_every"] == 8 and c["mean_evaluations"] > 0
+            every = 16 if name.endswith("_replan_x2") else 8
+            assert c["horizon"] == 64 and c["replan_every"] == every and c["mean_evaluations"] > 0
+            assert f"--replan-every {every} " in c["command"]
             assert "planner.iterations=2" in c["command"] and c["mean_cpu_s"] > 0
             assert ("--policy" in c["command"]) == name.startswith("guided")
     assert r["cells"]["guided_gradient_mpc_one_at_a_time"]["lockstep"] == 1
+    assert r["cells"]["gradient_mpc_one_at_a_time_replan_x2"]["lockstep"] == 1
     assert r["cells"]["guided_gradient_mpc"]["lockstep"] == 2  # min(10, episodes)
     # 16 control steps score far below 850: the verdicts say so, against every oracle in results/mpc.json
     assert r["verdicts"][0].startswith("guided >= 850") and "MISSED" in r["verdicts"][0]
     assert sum("0.97x the oracle" in v for v in r["verdicts"]) == len(r["oracles"]) >= 1
     assert any(v.startswith("guided real-time factor") for v in r["verdicts"])
+    # replanning half as often: real time and return against the best oracle, with and without the policy
+    sparse = [v for v in r["verdicts"] if "replanning every 16, one episode at a time" in v]
+    assert len(sparse) == 2 and sparse[0].startswith("guided,") and "not the target's" in sparse[1]
+    assert all("MISSED" in v for v in sparse)  # 16 control steps are far from the oracle's return
     md = out.with_suffix(".md").read_text()
     assert any("mppi 256 x 150" in v for v in r["verdicts"])  # the strong oracles are among them
     assert any("(oracle_mppi_same_interval)" in v for v in r["verdicts"])
