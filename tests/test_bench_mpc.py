@@ -57,7 +57,8 @@ def test_swimmer_policy_cells_use_the_coarse_model_its_policy_and_the_swimmer_ta
     g = r["cells"]["guided_gradient_mpc"]
     assert g["action_repeat"] == 4 and g["horizon"] == 32 and g["replan_every"] == 4 and g["seeds"] == [100, 101]
     assert g["command"].startswith("OMP_NUM_THREADS=1 gndesign plan swimmer6 --model pretrained:swimmer6-k4 --policy "
-                                   "pretrained:swimmer6-policy")
+                                   "pretrained:swimmer6-policy --value-weight 0 ")
+    assert g["value_weight"] == 0.0  # the swimmer policy's plan guides, its value does not
     assert r["cells"]["policy_alone"]["action_repeat"] == 4
     assert not any(v.startswith("guided >= 850") or v.startswith("policy alone") for v in r["verdicts"])
     assert sum("0.9x the oracle swimmer6/mujoco" in v for v in r["verdicts"]) == len(r["oracles"]) >= 1
