@@ -159,12 +159,12 @@ class GradientDesign(DesignOptimizer):
 
     The gradient of the objective flows through whatever ``loss_fn`` computes (a full learned
     rollout). ``restarts`` designs are optimized together: the initial design and, for the others,
-    uniform random designs, each with its own Adam state and step size. Per restart the gradient
-    norm is clipped; a restart whose objective or gradient is not finite goes back to its best
-    design (logged). With ``backtrack`` > 0, a restart whose objective rises more than ``backtrack``
-    above its best also goes back there, with a fresh Adam state and its step size times ``shrink``
-    (particle landscapes have cliffs and plateaus that momentum runs over). The best design seen is
-    returned (the final iterate is scored too).
+    random designs (``sample_fn``, default uniform) or the best of a screen, each with its own Adam
+    state and step size. Per restart the gradient norm is clipped; a restart whose objective or
+    gradient is not finite goes back to its best design (logged). With ``backtrack`` > 0, a restart
+    whose objective rises more than ``backtrack`` above its best also goes back there, with a fresh
+    Adam state and its step size times ``shrink`` (particle landscapes have cliffs and plateaus that
+    momentum runs over). The best design seen is returned (the final iterate is scored too).
 
     Args:
         iterations: Adam steps.
@@ -181,7 +181,14 @@ class GradientDesign(DesignOptimizer):
             along the gradient's direction, not Adam's per-coordinate signs, which give noisy,
             unimportant coordinates as large a step as the important ones).
 
-    :meth:`optimize` also takes ``schedule``, called with the run's progress (``i / (iterations - 1)``)
+        screen: candidate designs scored (forward only, with ``select_fn`` when given, else the loss)
+            before the descent; the restarts other than the initial design start from the best of
+            them instead of random designs, and stay candidates for the result (0, or a single restart:
+            no screen).
+
+    :meth:`optimize` also takes ``sample_fn(n, generator) -> [n, K]`` (designs within the bounds: the
+    screen's candidates and the random restarts; default: uniform, e.g. a smooth family from the
+    scene instead), ``schedule``, called with the run's progress (``i / (iterations - 1)``)
     before each iteration (e.g. to anneal the loss's temperature or draw a new minibatch: the loss
     may then be noisy), and ``select_fn``, a loss to trust that picks the result: after the last
     step each restart's best and final design are scored with it in one batch and the best of
@@ -193,12 +200,16 @@ class GradientDesign(DesignOptimizer):
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
                  grad_clip: float = 1.0, lr_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
                  backtrack: float = 0.0, shrink: float = 0.5, grow: float = 1.0, update: str = "adam",
-                 smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
+                 screen: int = 0, smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
         super().__init__(low, high, smoothness, prior_map, seed)
         self.schedule: Callable[[float], None] | None = None
         self.select_fn: DesignLossFn | None = None
+        self.sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
+        if screen < 0:
+            raise ValueError(f"screen must be a non-negative number of designs, got {screen}")
+        self.screen = screen
         if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
             raise ValueError("need backtrack >= 0, 0 < shrink <= 1 and grow >= 1")
         if update not in ("adam", "normalized"):
@@ -211,11 +222,42 @@ class GradientDesign(DesignOptimizer):
         self.backtracks = 0
 
     def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None,
-                 schedule: Callable[[float], None] | None = None,
-                 select_fn: DesignLossFn | None = None) -> DesignResult:
-        """:meth:`DesignOptimizer.optimize`, with the ``schedule`` and ``select_fn`` hooks (see the class)."""
-        self.schedule, self.select_fn = schedule, select_fn
+                 schedule: Callable[[float], None] | None = None, select_fn: DesignLossFn | None = None,
+                 sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> DesignResult:
+        """:meth:`DesignOptimizer.optimize`, with the ``schedule``, ``select_fn`` and ``sample_fn`` hooks
+        (see the class)."""
+        self.schedule, self.select_fn, self.sample_fn = schedule, select_fn, sample_fn
         return super().optimize(loss_fn, init)
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``[n, K]`` designs from ``sample_fn`` (checked: shape, bounds) or uniform within the bounds."""
+        if self.sample_fn is None:
+            return self.uniform(n)
+        x = torch.as_tensor(self.sample_fn(n, self.generator), dtype=torch.float64)
+        if x.shape != (n, self.dim) or not bool(torch.isfinite(x).all()):
+            raise ValueError(f"sample_fn must return {n} finite designs of {self.dim} coordinates, got shape "
+                             f"{tuple(x.shape)}")
+        return self.clip(x)
+
+    @torch.no_grad()
+    def _starts(self, loss_fn, init: torch.Tensor) -> torch.Tensor:
+        """``[restarts, K]``: the initial design, then random designs or the screen's best."""
+        if self.restarts == 1:
+            return init[None]
+        if not self.screen:
+            return torch.cat([init[None], self.sample(self.restarts - 1)])
+        cand = self.sample(self.screen)
+        terms = self.score(self.select_fn or loss_fn, cand)
+        obj = terms["objective"].detach().to(cand)
+        bad = ~torch.isfinite(obj)
+        if "feasible" in terms:
+            bad |= ~terms["feasible"].detach().reshape(-1).bool()
+        obj = torch.where(bad, torch.full_like(obj, math.inf), obj)
+        if self.select_fn is None:
+            self._track(cand, terms)
+        log.info("gradient design: screened %d designs, the best objectives %s", self.screen,
+                 [round(float(v), 4) for v in obj.sort().values[: self.restarts - 1]])
+        return torch.cat([init[None], cand[obj.argsort()[: self.restarts - 1]]])
 
     def _schedule(self, i: int) -> float:
         return self.lr_decay + (1 - self.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(i, self.iterations)
@@ -223,7 +265,8 @@ class GradientDesign(DesignOptimizer):
 
     def _run(self, loss_fn, init):
         B = self.restarts
-        z = self.squash.inverse(torch.cat([init[None], self.uniform(B - 1)], dim=0))
+        starts = self._starts(loss_fn, init)
+        z = self.squash.inverse(starts)
         m, v = torch.zeros_like(z), torch.zeros_like(z)
         steps = torch.zeros(B, 1, dtype=z.dtype)
         scale = torch.ones(B, 1, dtype=z.dtype)  # per-restart step size factor (backtracking)
@@ -280,8 +323,10 @@ class GradientDesign(DesignOptimizer):
                 x = self.squash(z)
                 self._track(x, self.score(loss_fn, x))
                 return
-            # The noisy loss chose the candidates; the trusted one picks among them.
+            # The noisy loss chose the candidates; the trusted one picks among them (the screened starts too).
             x = self.squash(torch.cat([best_z[torch.isfinite(best_obj)], z]))
+            if self.screen:
+                x = torch.cat([x, starts[1:]])
             self._best = (self._best[0], math.inf, {})
             self._track(x, self.score(self.select_fn, x))
 

@@ -136,6 +136,7 @@ class GradientDesignOptions:
     shrink: float = _num(0.5, gt=0, le=1)
     grow: float = at_least(1.0, 1)
     update: str = field(default="adam", metadata={"choices": ("adam", "normalized")})
+    screen: int = at_least(0, 0)
     smoothness: float = at_least(0.0, 0)
 
     def check(self, section: str) -> None:

@@ -186,3 +186,55 @@ def test_backtracking_returns_from_a_plateau(backtrack):
     result = opt.optimize(cliff, torch.tensor([-0.9]))
     error = abs(float(result.design[0]) - 0.5)
     assert (error < 0.01 and opt.backtracks > 0) if backtrack else (error > 0.02 and opt.backtracks == 0)
+
+
+def plateau_with_wells(x):
+    """A flat loss (zero gradient) except on narrow wells around designs on a grid: the descent cannot
+    move, so the result shows where the restarts started."""
+    d = (x[:, :1] - torch.tensor([0.8], dtype=x.dtype)).abs()
+    return {"total": torch.where(d < 0.05, d, torch.full_like(d, 1.0)).sum(-1) + 0.01 * x[:, 1:].square().sum(-1)}
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_screen_starts_from_the_best_screened_designs_and_keeps_them_as_candidates(trusted):
+    pool = torch.tensor([[0.0, 0.5, 0.0, 0.5], [0.81, 1.5, 0.4, 0.2], [0.9, 0.0, 0.0, 0.0], [0.79, 0.1, 0.0, 0.1],
+                         [-0.5, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    drawn = []
+
+    def sample(n, gen):
+        assert isinstance(gen, torch.Generator)
+        drawn.append(n)
+        return pool[:n]
+
+    batches = []
+
+    def loss(x):
+        batches.append(x.detach().clone())
+        return plateau_with_wells(x)
+
+    init = torch.tensor([-0.9, 0.0, 0.0, 0.5])
+    opt = GradientDesign(LOW, HIGH, iterations=4, lr=1e-6, restarts=3, screen=5)
+    result = opt.optimize(loss, init, select_fn=loss if trusted else None, sample_fn=sample)
+    assert drawn == [5]
+    # The screen scored the 5 candidates; the restarts are the initial design and its best 2 (wells).
+    assert torch.equal(batches[0], pool)
+    torch.testing.assert_close(batches[1], torch.stack([init.double(), pool[3], pool[1]]), atol=1e-6, rtol=0)
+    # The descent cannot leave the plateau: the result is the best screened design, and the budget
+    # counts the screen (5), 4 steps of 3 restarts, and the final selection.
+    torch.testing.assert_close(result.design, pool[3], atol=1e-4, rtol=0)
+    final = 3 + 3 + 2 if trusted else 3  # each restart's best and final design and the 2 screened starts
+    assert result.evaluations == 5 + 4 * 3 + final == sum(len(b) for b in batches)
+
+
+def test_no_screen_draws_the_random_restarts_from_the_sampler_and_a_bad_sampler_is_refused():
+    seen = []
+    opt = GradientDesign(LOW, HIGH, iterations=2, restarts=3)
+    opt.optimize(track_bounds(quadratic(TARGET), seen), sample_fn=lambda n, gen: HIGH.double().expand(n, -1) + 5)
+    torch.testing.assert_close(seen[0][1:], HIGH.double().expand(2, -1), atol=1e-3, rtol=0)  # clipped into the box
+    with pytest.raises(ValueError, match="2 finite designs of 4 coordinates"):
+        GradientDesign(LOW, HIGH, iterations=2, restarts=3).optimize(quadratic(TARGET),
+                                                                     sample_fn=lambda n, gen: torch.zeros(n, 3))
+    with pytest.raises(ValueError, match="screen"):
+        GradientDesign(LOW, HIGH, screen=-1)
+    with pytest.raises(GndesignError, match="screen"):
+        make_design_optimizer("gradient", LOW, HIGH, screen=-2)

@@ -18,6 +18,7 @@ from envs.obstacle.scene import (
     make_model,
     obstacle_points,
     obstacle_segments,
+    smooth_designs,
 )
 from envs.obstacle.simulation import sample_design
 from gndesign.errors import ConfigError, GndesignError
@@ -260,3 +261,22 @@ def test_design_on_mujoco_with_constraints_reports_the_verdict(tmp_path):
     with pytest.raises(GndesignError, match="unknown loss options"):
         design_obstacle("bin", 1.5, cfg=cfg, loss={"batch": 3})
     assert math.isfinite(r["score"])
+
+
+@pytest.mark.parametrize("K", [1, 4, 16, 32])
+def test_smooth_designs_are_piecewise_linear_angle_profiles_within_the_ranges(K):
+    cfg = scene("chain", K)
+    d = smooth_designs(cfg, 50, torch.Generator().manual_seed(3))
+    r = torch.as_tensor(cfg.joint_ranges())
+    assert d.shape == (50, K) and bool(((d >= r[:, 0]) & (d <= r[:, 1])).all())
+    torch.testing.assert_close(smooth_designs(cfg, 50, torch.Generator().manual_seed(3)), d)  # reproducible
+    a = d.cumsum(-1)  # absolute segment angles
+    lo, hi = cfg.first_angle_range
+    assert bool(((a >= lo - 1e-9) & (a <= hi + 1e-9)).all())
+    if K >= 16:  # no joint needs clipping: at most 4 pieces, so at most 3 kinks, each between two
+        # segment centres (two non-zero second differences)
+        kinks = (a.diff(dim=-1).diff(dim=-1).abs() > 1e-9).sum(-1)
+        assert int(kinks.max()) <= 6 and int(kinks.min()) == 0  # some profiles are straight
+        assert float(a.diff(dim=-1).abs().max()) > 0.1  # and some bend
+    with pytest.raises(ConfigError, match="chain designs"):
+        smooth_designs(scene("bars", 4), 3)

@@ -12,7 +12,14 @@ import torch
 from envs.obstacle.geometry import mujoco_segments
 from envs.obstacle.goals import get_design_goal
 from envs.obstacle.problem import DesignProblem, load_design_model, prior_map
-from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file, make_model, obstacle_segments
+from envs.obstacle.scene import (
+    design_fk,
+    design_to_mjcf,
+    load_scene_file,
+    make_model,
+    obstacle_segments,
+    smooth_designs,
+)
 from gndesign.checkpoints import load_model
 from gndesign.errors import GndesignError
 from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, read_yaml_mapping
@@ -24,11 +31,12 @@ from workflows.figures import design_figure, history_figure
 log = logging.getLogger("gndesign")
 
 #: Optimizer settings for `gndesign design` (override with --steps and --set optimizer.KEY=VALUE).
-#: Budgets count simulator calls (one rollout of one design each).
+#: Budgets count simulator calls (one rollout of one design each). The gradient's restarts start from
+#: the initial design and the best 3 of 64 screened designs (smooth random shapes for a chain).
 #: Every optimizer minimizes the same objective: the task loss plus the smoothness prior.
 DESIGN_DEFAULTS = {
     "gradient": {"iterations": 20, "lr": 0.2, "restarts": 4, "grad_clip": 1.0, "update": "normalized",
-                 "backtrack": 0.3, "grow": 1.25, "smoothness": 0.2},
+                 "backtrack": 0.3, "grow": 1.25, "screen": 64, "smoothness": 0.2},
     "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.2},
     "random": {"budget": 160, "batch": 16, "smoothness": 0.2},
 }
@@ -112,7 +120,10 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         raise GndesignError(f"bad loss options {loss_opts}: {e}") from None
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
     # The prior penalizes bends: differences of consecutive absolute segment angles (bars: of neighbours).
-    hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss} if optimizer == "gradient" else {}
+    hooks = {}
+    if optimizer == "gradient":  # screened and random restarts of a chain: smooth shapes, not crumpled ones
+        sample = (lambda n, gen: smooth_designs(cfg, n, gen)) if cfg.obstacle == "chain" else None
+        hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss, "sample_fn": sample}
     opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=prior_map(cfg), **opts)
     init = torch.as_tensor(cfg.check_design(cfg.default_design() if init is None else init))
     loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss

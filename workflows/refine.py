@@ -5,8 +5,9 @@ training designs. After each round of gradient design, the round's design is sim
 from ``layouts`` ball layouts (the design problem's own first), those trajectories are written as a
 particle dataset (``OUT/data/round-R``), the model is fine-tuned briefly on every round's
 trajectories plus a replay of ``replay`` episodes of its training data (so that it keeps the rest of
-what it knew), and the design continues from where it was with the fine-tuned model. Every round
-records the model's predicted score and the MuJoCo score of its design.
+what it knew), and the design continues from where it was with the fine-tuned model (its first
+restart; the gradient optimizer's screen, when on, picks the others anew with that model). Every
+round records the model's predicted score and the MuJoCo score of its design.
 
 The designs must be of the scene the model was trained on (its obstacle type and segments): the
 trajectories join data of that scene.
