@@ -77,6 +77,7 @@ class DesignOptimizer:
         self.smoothness, self.prior_map = smoothness, prior_map
         self.generator = torch.Generator().manual_seed(seed)
         self.evaluations = 0
+        self.sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None
 
     @property
     def dim(self) -> int:
@@ -89,6 +90,17 @@ class DesignOptimizer:
         """``[n, K]`` designs drawn uniformly within the bounds."""
         u = torch.rand(n, self.dim, generator=self.generator, dtype=torch.float64)
         return self.low + (self.high - self.low) * u
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``[n, K]`` random designs: from ``sample_fn`` (checked: shape, finite; clipped to the bounds)
+        or uniform within the bounds."""
+        if self.sample_fn is None:
+            return self.uniform(n)
+        x = torch.as_tensor(self.sample_fn(n, self.generator), dtype=torch.float64)
+        if x.shape != (n, self.dim) or not bool(torch.isfinite(x).all()):
+            raise ValueError(f"sample_fn must return {n} finite designs of {self.dim} coordinates, got shape "
+                             f"{tuple(x.shape)}")
+        return self.clip(x)
 
     def midpoint(self) -> torch.Tensor:
         return (self.low + self.high) / 2
@@ -111,8 +123,12 @@ class DesignOptimizer:
         terms["objective"] = terms["total"] + prior.to(terms["total"])
         return terms
 
-    def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None) -> DesignResult:
-        """Minimize the objective from ``init [K]`` (default: the bounds' midpoint)."""
+    def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None,
+                 sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> DesignResult:
+        """Minimize the objective from ``init [K]`` (default: the bounds' midpoint). ``sample_fn(n,
+        generator) -> [n, K]``: where random designs come from (random search, the gradient's restarts
+        and screen; default: uniform within the bounds; e.g. a smooth family of the scene's)."""
+        self.sample_fn = sample_fn
         init = self.midpoint() if init is None else torch.as_tensor(init, dtype=torch.float64).flatten()
         if init.shape != self.low.shape:
             raise ValueError(f"initial design has {init.numel()} coordinates, the bounds {self.dim}")
@@ -186,9 +202,8 @@ class GradientDesign(DesignOptimizer):
             them instead of random designs, and stay candidates for the result (0, or a single restart:
             no screen).
 
-    :meth:`optimize` also takes ``sample_fn(n, generator) -> [n, K]`` (designs within the bounds: the
-    screen's candidates and the random restarts; default: uniform, e.g. a smooth family from the
-    scene instead), ``schedule``, called with the run's progress (``i / (iterations - 1)``)
+    :meth:`optimize` also takes ``sample_fn`` (:meth:`DesignOptimizer.optimize`: the screen's
+    candidates and the random restarts), ``schedule``, called with the run's progress (``i / (iterations - 1)``)
     before each iteration (e.g. to anneal the loss's temperature or draw a new minibatch: the loss
     may then be noisy), and ``select_fn``, a loss to trust that picks the result: after the last
     step each restart's best and final design are scored with it in one batch and the best of
@@ -204,7 +219,6 @@ class GradientDesign(DesignOptimizer):
         super().__init__(low, high, smoothness, prior_map, seed)
         self.schedule: Callable[[float], None] | None = None
         self.select_fn: DesignLossFn | None = None
-        self.sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
         if screen < 0:
@@ -226,18 +240,8 @@ class GradientDesign(DesignOptimizer):
                  sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> DesignResult:
         """:meth:`DesignOptimizer.optimize`, with the ``schedule``, ``select_fn`` and ``sample_fn`` hooks
         (see the class)."""
-        self.schedule, self.select_fn, self.sample_fn = schedule, select_fn, sample_fn
-        return super().optimize(loss_fn, init)
-
-    def sample(self, n: int) -> torch.Tensor:
-        """``[n, K]`` designs from ``sample_fn`` (checked: shape, bounds) or uniform within the bounds."""
-        if self.sample_fn is None:
-            return self.uniform(n)
-        x = torch.as_tensor(self.sample_fn(n, self.generator), dtype=torch.float64)
-        if x.shape != (n, self.dim) or not bool(torch.isfinite(x).all()):
-            raise ValueError(f"sample_fn must return {n} finite designs of {self.dim} coordinates, got shape "
-                             f"{tuple(x.shape)}")
-        return self.clip(x)
+        self.schedule, self.select_fn = schedule, select_fn
+        return super().optimize(loss_fn, init, sample_fn)
 
     @torch.no_grad()
     def _starts(self, loss_fn, init: torch.Tensor) -> torch.Tensor:
@@ -381,7 +385,7 @@ class CEMDesign(DesignOptimizer):
 
 
 class RandomDesign(DesignOptimizer):
-    """Random search: the initial design and uniform random designs, scored in batches.
+    """Random search: the initial design and random designs (uniform, or ``sample_fn``'s), scored in batches.
 
     Args:
         budget: designs to score in all (the initial design included).
@@ -406,7 +410,7 @@ class RandomDesign(DesignOptimizer):
             if done and self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
                 break
             n = min(self.batch, self.budget - done)
-            x = self.uniform(n) if done else torch.cat([init[None], self.uniform(n - 1)], dim=0)
+            x = self.sample(n) if done else torch.cat([init[None], self.sample(n - 1)], dim=0)
             self._track(x, self.score(loss_fn, x))
             done += n
 

@@ -11,7 +11,10 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
 (the fraction of balls inside the bin, the number that counts):
 
 * ``initial``: the default design, no optimization;
-* ``gradient``: Adam through the learned rollout, ``G`` iterations (``G + 1`` learned rollouts);
+* ``gradient``: Adam through the learned rollout, ``G`` iterations of 4 restarts, after a screen of
+  64 random designs that picks 3 of the restarts' starts;
+* ``screen-learned``: the ablation: the gradient's screen alone (the same 64 designs and the default
+  design, scored with the learned model, the best kept), no descent;
 * ``cem-learned-calls``: CEM on the learned model with **as many learned rollouts** as the gradient
   run (``G + 1``; population about ``sqrt(G + 1)``);
 * ``cem-learned``: CEM on the learned model with the **same wall-clock time** as the gradient run
@@ -56,9 +59,11 @@ from gndesign.io import atomic_write_json, atomic_write_text
 from workflows.design import DESIGN_DEFAULTS, LOSS_DEFAULTS, design_obstacle
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("gradient", "gradient-refined", "cem-learned-calls", "cem-learned", "cem-mujoco", "random-mujoco")
+METHODS = ("gradient", "gradient-refined", "screen-learned", "cem-learned-calls", "cem-learned", "cem-mujoco",
+           "random-mujoco")
 LABELS = {"initial": "initial design", "gradient": "gradient (learned)",
           "gradient-refined": "gradient, model refined in the loop",
+          "screen-learned": "the gradient's screen alone (learned)",
           "cem-learned-calls": "CEM (learned, same rollouts)", "cem-learned": "CEM (learned, same time)",
           "cem-mujoco": "CEM (MuJoCo, 10x calls)", "random-mujoco": "random (MuJoCo, 10x calls)"}
 
@@ -82,6 +87,10 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
                 "optimizer_seconds": sum(x["optimizer_seconds"] + x.get("fine_tune_seconds", 0.0) for x in rows),
                 "learned_calls": sum(x["learned_calls"] for x in rows),
                 "mujoco_calls": sum(x["mujoco_calls"] + x.get("new_episodes", 0) for x in rows)}
+    if method == "screen-learned":  # the ablation: the gradient's screened designs, no descent
+        n = DESIGN_DEFAULTS["gradient"]["screen"]
+        return design_obstacle("bin", target, optimizer="random", simulator="learned", model=model, seed=args.seed,
+                               options={"budget": n + 1, "batch": n + 1}, cfg=cfg)
     calls = args.mujoco_factor * grad["learned_calls"]
     pop = args.population
     if method == "cem-learned-calls":  # as many learned rollouts as the gradient run (forward only)

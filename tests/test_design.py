@@ -226,11 +226,15 @@ def test_screen_starts_from_the_best_screened_designs_and_keeps_them_as_candidat
     assert result.evaluations == 5 + 4 * 3 + final == sum(len(b) for b in batches)
 
 
-def test_no_screen_draws_the_random_restarts_from_the_sampler_and_a_bad_sampler_is_refused():
+def test_random_restarts_and_random_search_draw_from_the_sampler_and_a_bad_sampler_is_refused():
     seen = []
     opt = GradientDesign(LOW, HIGH, iterations=2, restarts=3)
     opt.optimize(track_bounds(quadratic(TARGET), seen), sample_fn=lambda n, gen: HIGH.double().expand(n, -1) + 5)
     torch.testing.assert_close(seen[0][1:], HIGH.double().expand(2, -1), atol=1e-3, rtol=0)  # clipped into the box
+    seen.clear()  # random search draws from it too, after the initial design
+    RandomDesign(LOW, HIGH, budget=5, batch=5).optimize(track_bounds(quadratic(TARGET), seen),
+                                                        sample_fn=lambda n, gen: LOW.double().expand(n, -1))
+    assert torch.equal(seen[0][1:], LOW.double().expand(4, -1))
     with pytest.raises(ValueError, match="2 finite designs of 4 coordinates"):
         GradientDesign(LOW, HIGH, iterations=2, restarts=3).optimize(quadratic(TARGET),
                                                                      sample_fn=lambda n, gen: torch.zeros(n, 3))
@@ -238,3 +242,16 @@ def test_no_screen_draws_the_random_restarts_from_the_sampler_and_a_bad_sampler_
         GradientDesign(LOW, HIGH, screen=-1)
     with pytest.raises(GndesignError, match="screen"):
         make_design_optimizer("gradient", LOW, HIGH, screen=-2)
+
+
+def test_random_search_with_the_same_seed_scores_exactly_the_screens_designs():
+    # The benchmark's ablation (the screen alone) is random search with budget screen + 1.
+    def sample(n, gen):
+        return LOW.double() + (HIGH - LOW).double() * torch.rand(n, 4, generator=gen, dtype=torch.float64)
+
+    screened, searched = [], []
+    GradientDesign(LOW, HIGH, iterations=1, restarts=2, screen=6, seed=3).optimize(
+        track_bounds(quadratic(TARGET), screened), sample_fn=sample)
+    RandomDesign(LOW, HIGH, budget=7, batch=7, seed=3).optimize(track_bounds(quadratic(TARGET), searched),
+                                                                sample_fn=sample)
+    assert torch.equal(searched[0][1:], screened[0])

@@ -120,10 +120,10 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         raise GndesignError(f"bad loss options {loss_opts}: {e}") from None
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
     # The prior penalizes bends: differences of consecutive absolute segment angles (bars: of neighbours).
-    hooks = {}
-    if optimizer == "gradient":  # screened and random restarts of a chain: smooth shapes, not crumpled ones
-        sample = (lambda n, gen: smooth_designs(cfg, n, gen)) if cfg.obstacle == "chain" else None
-        hooks = {"schedule": problem.anneal, "select_fn": problem.full_loss, "sample_fn": sample}
+    # Random designs of a chain (random search, the gradient's restarts and screen): smooth shapes, not crumpled ones.
+    hooks = {"sample_fn": (lambda n, gen: smooth_designs(cfg, n, gen)) if cfg.obstacle == "chain" else None}
+    if optimizer == "gradient":
+        hooks.update(schedule=problem.anneal, select_fn=problem.full_loss)
     opt = make_design_optimizer(optimizer, low, high, seed=seed, prior_map=prior_map(cfg), **opts)
     init = torch.as_tensor(cfg.check_design(cfg.default_design() if init is None else init))
     loss = problem.learned_loss if simulator == "learned" else problem.mujoco_loss
