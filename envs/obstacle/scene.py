@@ -382,7 +382,8 @@ def smooth_designs(cfg: SceneConfig, n: int, generator: torch.Generator | None =
     (ramps, bends, lips at any resolution ``K``), the joint angles clipped to their ranges.
 
     Uniform joint angles crumple a chain of many segments (their absolute angles are a random walk);
-    these are the shapes a long chain is designed into, for the gradient optimizer's screen.
+    these are the shapes a long chain is designed into, for random search and the gradient
+    optimizer's restarts and screen (``gndesign design``).
     """
     if cfg.obstacle != "chain":
         raise ConfigError("smooth designs are chain designs; bars are sampled uniformly")
