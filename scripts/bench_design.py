@@ -23,7 +23,7 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
 * ``cem-mujoco``: CEM on MuJoCo with ``10 (G + 1)`` simulator calls, or (``--time-factor F``)
   with ``F`` times the gradient run's wall-clock time;
 * ``random-mujoco``: random search on MuJoCo with ``10 (G + 1)`` calls (chains: smooth random designs,
-  :func:`envs.obstacle.scene.smooth_designs`, as the gradient's screen draws);
+  :func:`envs.obstacle.simulation.smooth_designs`, as the gradient's screen draws);
 * ``gradient-refined``: the gradient run refined ``--refine-rounds`` rounds (``workflows.refine``:
   each round's design simulated in MuJoCo from 4 layouts, the model fine-tuned 500 steps on those
   trajectories plus a replay of its training data ``--refine-data``, the design continued); its

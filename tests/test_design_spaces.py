@@ -18,9 +18,8 @@ from envs.obstacle.scene import (
     make_model,
     obstacle_points,
     obstacle_segments,
-    smooth_designs,
 )
-from envs.obstacle.simulation import sample_design
+from envs.obstacle.simulation import sample_design, smooth_designs
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.particles import obstacle_nodes
 from gndesign.specs import parse_constraints

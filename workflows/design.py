@@ -12,14 +12,8 @@ import torch
 from envs.obstacle.geometry import mujoco_segments
 from envs.obstacle.goals import get_design_goal
 from envs.obstacle.problem import DesignProblem, load_design_model, prior_map
-from envs.obstacle.scene import (
-    design_fk,
-    design_to_mjcf,
-    load_scene_file,
-    make_model,
-    obstacle_segments,
-    smooth_designs,
-)
+from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file, make_model, obstacle_segments
+from envs.obstacle.simulation import smooth_designs
 from gndesign.checkpoints import load_model
 from gndesign.errors import GndesignError
 from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, read_yaml_mapping

@@ -151,6 +151,33 @@ def sample_design(cfg: SceneConfig, rng: np.random.Generator, max_tries: int = 1
     raise ConfigError(f"no design clear of the source region in {max_tries} draws; raise source_z")
 
 
+def smooth_designs(cfg: SceneConfig, n: int, generator: torch.Generator | None = None,
+                   max_pieces: int = 4) -> torch.Tensor:
+    """``[n, K]`` random chain designs whose absolute segment angles follow a piecewise-linear
+    profile: 1 to ``max_pieces`` pieces between knots drawn uniformly in ``first_angle_range``
+    (ramps, bends, lips at any resolution ``K``), the joint angles clipped to their ranges.
+
+    Uniform joint angles crumple a chain of many segments (their absolute angles are a random walk);
+    these are the shapes a long chain is designed into, for random search and the gradient
+    optimizer's restarts and screen (``gndesign design``).
+    """
+    if cfg.obstacle != "chain":
+        raise ConfigError("smooth designs are chain designs; bars are sampled uniformly")
+    if n < 0 or max_pieces < 1:
+        raise ValueError(f"need n >= 0 and max_pieces >= 1, got {n}, {max_pieces}")
+    lo, hi = cfg.first_angle_range
+    pieces = torch.randint(1, max_pieces + 1, (n,), generator=generator)
+    knots = lo + (hi - lo) * torch.rand(n, max_pieces + 1, generator=generator, dtype=torch.float64)
+    s = torch.linspace(0, 1, cfg.segments, dtype=torch.float64)[None] * pieces[:, None]  # [n, K] in knot units
+    k = torch.clamp(s.floor().long(), max=max_pieces - 1)
+    k = torch.minimum(k, pieces[:, None] - 1)
+    t = s - k
+    a = knots.gather(1, k) * (1 - t) + knots.gather(1, k + 1) * t  # absolute angles [n, K]
+    design = torch.cat([a[:, :1], a.diff(dim=-1)], dim=-1)
+    r = torch.as_tensor(cfg.joint_ranges())
+    return torch.maximum(torch.minimum(design, r[:, 1]), r[:, 0])
+
+
 def episode_setup(cfg: SceneConfig, seed: int, episode: int) -> tuple[np.ndarray, np.ndarray]:
     """Episode ``episode`` of a dataset with ``seed``: its design ``[K]`` and initial positions ``[N, 2]``."""
     rng = episode_rng(seed, episode)
