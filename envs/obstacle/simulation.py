@@ -169,8 +169,7 @@ def smooth_designs(cfg: SceneConfig, n: int, generator: torch.Generator | None =
     pieces = torch.randint(1, max_pieces + 1, (n,), generator=generator)
     knots = lo + (hi - lo) * torch.rand(n, max_pieces + 1, generator=generator, dtype=torch.float64)
     s = torch.linspace(0, 1, cfg.segments, dtype=torch.float64)[None] * pieces[:, None]  # [n, K] in knot units
-    k = torch.clamp(s.floor().long(), max=max_pieces - 1)
-    k = torch.minimum(k, pieces[:, None] - 1)
+    k = torch.minimum(s.floor().long(), pieces[:, None] - 1)  # the piece of each segment (the last end: the last)
     t = s - k
     a = knots.gather(1, k) * (1 - t) + knots.gather(1, k + 1) * t  # absolute angles [n, K]
     design = torch.cat([a[:, :1], a.diff(dim=-1)], dim=-1)
