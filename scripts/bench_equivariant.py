@@ -6,9 +6,12 @@ the cost of a training step (forward + backward, one thread, side by side).
     PYTHONPATH=. python scripts/bench_equivariant.py --work /tmp/bench_eq --systems spring-2d charge-2d \
         --sizes 100 1000 --steps 2000
 
-A training set of ``S`` transitions is ``S / 25`` episodes of 25 steps (seed 0); the test set is 40
-other episodes (seed 1). The error is the mean absolute acceleration error over the test frames
-divided by the mean absolute true acceleration.
+A training set of ``S`` transitions is ``S / K`` episodes of ``K`` steps (seed 0; ``K`` is
+``--steps-per-episode``, 25 by default: 100 transitions are then 4 starts, ``--steps-per-episode 2``
+gives 50); the test set is 40 other episodes of 25 steps (seed 1). The error is the mean absolute
+acceleration error over the test frames divided by the mean absolute true acceleration. Parts run
+in parallel (own ``--out`` each) are joined with ``--merge``; every run writes the table next to
+the JSON (``.md``).
 
 The obstacle scene, where gravity and the walls break the symmetry (the equivariant network takes
 them as explicit inputs), per number of training episodes (150 frames of 100 balls each, seed 0),
@@ -31,7 +34,7 @@ import torch
 from envs.nbody import generate_nbody_dataset
 from gndesign.checkpoints import load_model
 from gndesign.datasets.nbody import NBodyDataset
-from gndesign.io import atomic_write_json
+from gndesign.io import atomic_write_json, atomic_write_text
 from gndesign.nbody_training import FrameSampler
 from gndesign.particle_evaluation import particle_rollout_errors, summarize_particle_errors
 from workflows.train import train_model
@@ -146,8 +149,12 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[100, 1000])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (rows give the mean error)")
+    ap.add_argument("--steps-per-episode", type=int, default=STEPS_PER_EPISODE,
+                    help="steps per training episode (the number of starts is the size over this)")
     ap.add_argument("--obstacle", nargs="+", type=int, default=None, metavar="EPISODES",
                     help="the obstacle scene instead of the N-body systems, at these numbers of training episodes")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="merge the N-body rows of these result files into --out and write its table, then stop")
     ap.add_argument("--out", default=None, help="JSON file of the results (default WORK/equivariant.json)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -155,26 +162,36 @@ def main() -> None:
     out = Path(args.out or work / "equivariant.json")
     # Runs of other systems already in --out are kept (each row records its own steps).
     results: dict = json.loads(out.read_text()) if out.exists() else {"steps": args.steps, "systems": {}}
+    if args.merge:  # the rows of other runs' --out files (e.g. systems run in parallel), theirs first
+        for path in args.merge:
+            for key, systems in json.loads(Path(path).read_text()).items():
+                if key.startswith("systems"):
+                    for system, sizes in systems.items():
+                        results.setdefault(key, {}).setdefault(system, {}).update(sizes)
+        atomic_write_json(out, results)
+        write_table(results, out.with_suffix(".md"))
+        return
     if args.obstacle:
         obstacle_rows(work, args.obstacle, args.steps, args.seeds, results, out)
         return
+    spe = args.steps_per_episode
+    key, tag = ("systems", "") if spe == STEPS_PER_EPISODE else (f"systems_{spe}_steps_per_episode", f"-spe{spe}")
     for system in args.systems:
         test_dir = work / f"test-{system}"
         if not (test_dir / "meta.json").exists():
             generate_nbody_dataset(f"nbody-{system}", 40, STEPS_PER_EPISODE, seed=1, out_dir=test_dir)
         ds = NBodyDataset.load(test_dir)
         test = FrameSampler([ds], [range(len(ds.positions))])
-        rows = results["systems"].setdefault(system, {})
+        rows = results.setdefault(key, {}).setdefault(system, {})
         for size in args.sizes:
-            data = work / f"train-{system}-{size}"
+            data = work / f"train-{system}-{size}{tag}"
             if not (data / "meta.json").exists():
-                generate_nbody_dataset(f"nbody-{system}", max(1, size // STEPS_PER_EPISODE), STEPS_PER_EPISODE,
-                                       seed=0, out_dir=data)
+                generate_nbody_dataset(f"nbody-{system}", max(1, size // spe), spe, seed=0, out_dir=data)
             for net in NETS:
                 runs = []
                 for seed in args.seeds:
                     t0 = time.time()
-                    run = work / (f"run-{system}-{size}-{net}" + (f"-t{seed}" if seed else ""))
+                    run = work / (f"run-{system}-{size}{tag}-{net}" + (f"-t{seed}" if seed else ""))
                     model, blob = trained(run, data, net, args.steps, seed=seed)
                     runs.append({"error": test_error(model, test, False),
                                  "rotated_error": test_error(model, test, True),
@@ -182,14 +199,32 @@ def main() -> None:
                 row = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]} | {"steps": runs[0]["steps"]}
                 if len(runs) > 1:  # the mean over training seeds, and each seed's error
                     row.update(seeds=list(args.seeds), errors=[round(r["error"], 4) for r in runs])
-                rows.setdefault(str(size), {})[net] = {**row, "step_seconds": round(step_cost(model, test, 64), 5)}
+                rows.setdefault(str(size), {})[net] = {**row, "step_seconds": round(step_cost(model, test, 64), 5),
+                                                       "steps_per_episode": spe}
                 print(system, size, net, rows[str(size)][net], flush=True)
                 atomic_write_json(out, results)
-    for system in args.systems:
-        for size, r in results["systems"][system].items():
-            gain = 1 - r["egnn"]["error"] / r["gn"]["error"]
-            print(f"{system} {size}: egnn error {gain:.0%} lower than gn")
+    write_table(results, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
 
+
+def write_table(results: dict, path: Path) -> None:
+    """The N-body rows of ``results`` as a markdown table (one per protocol)."""
+    lines = ["# Equivariant (EGNN) vs plain GN: relative test acceleration error (scripts/bench_equivariant.py)", ""]
+    for key in sorted(k for k in results if k.startswith("systems")):
+        spe = key.split("_")[1] if key != "systems" else str(STEPS_PER_EPISODE)
+        lines += [f"## Training episodes of {spe} steps", "",
+                  "| system | transitions | starts | GN | EGNN | EGNN lower by | rotated GN / EGNN | training seeds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for system, sizes in results[key].items():
+            for size, r in sorted(sizes.items(), key=lambda kv: int(kv[0])):
+                if not {"gn", "egnn"} <= r.keys():
+                    continue
+                gn, eq = r["gn"], r["egnn"]
+                lines.append(f"| {system} | {int(size):,} | {max(1, int(size) // int(spe)):,} | {gn['error']:.3f} | "
+                             f"{eq['error']:.3f} | {1 - eq['error'] / gn['error']:.0%} | {gn['rotated_error']:.3f} / "
+                             f"{eq['rotated_error']:.3f} | {len(gn.get('seeds', [0]))} |")
+        lines.append("")
+    atomic_write_text(path, "\n".join(lines))
 
 if __name__ == "__main__":
     main()
