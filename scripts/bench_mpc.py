@@ -251,16 +251,17 @@ def _plan_cell(guided: bool, one_at_a_time: bool = False, replan_factor: int = 1
     return run, command
 
 
-def _strong_oracle():
-    """The MuJoCo oracle at a generous budget: MPPI, 256 samples x 3 iterations over 150 steps, every step."""
+def _strong_oracle(samples: int = 256, iterations: int = 3, replan_every: int = 1):
+    """The MuJoCo oracle at a generous budget: MPPI over 150 steps (default: 256 samples x 3 iterations,
+    replanning every step)."""
     def run(task: str, episodes: int, seed: int, steps: int | None) -> dict:
-        return plan_episodes(task, "mujoco", "mppi", episodes, seed, steps, 1, 150,
-                             options={"samples": 256, "iterations": 3}, progress=False, lockstep=episodes)
+        return plan_episodes(task, "mujoco", "mppi", episodes, seed, steps, replan_every, 150,
+                             options={"samples": samples, "iterations": iterations}, progress=False, lockstep=episodes)
 
     def command(task: str) -> str:
         return (f"gndesign plan {POLICY_SETUPS[task]['system']} --model mujoco --planner mppi --horizon 150 "
-                "--replan-every 1 --set planner.samples=256 --set planner.iterations=3 --episodes E --lockstep E "
-                "--seed S")
+                f"--replan-every {replan_every} --set planner.samples={samples} --set planner.iterations={iterations} "
+                "--episodes E --lockstep E --seed S")
     return run, command
 
 
@@ -300,6 +301,8 @@ POLICY_CELLS = {
     "guided_gradient_mpc_one_at_a_time_replan_x2": _plan_cell(True, one_at_a_time=True, replan_factor=2),
     "gradient_mpc_one_at_a_time_replan_x2": _plan_cell(False, one_at_a_time=True, replan_factor=2),
     "oracle_mppi_256x150": _strong_oracle(),
+    # a long-horizon oracle a swimmer6 episode can afford here (about 5 min of one core per episode)
+    "oracle_mppi_128x150_every8": _strong_oracle(128, 1, 8),
     "oracle_mppi_same_interval": _interval_oracle(),
 }
 
@@ -338,6 +341,7 @@ def policy_cells(cells: list[str], episodes: int, seed: int, steps: int | None, 
                              "mean_evaluations": runs[k]["mean_evaluations"], "episodes": len(runs[k]["returns"])}
                          for k in setup["oracles"] if k in runs}
     for name, label in (("oracle_mppi_256x150", "mujoco/mppi 256 x 150"),
+                        ("oracle_mppi_128x150_every8", "mujoco/mppi 128 x 150, replanning every 8"),
                         ("oracle_mppi_same_interval", "mujoco/mppi replanning as often as the guided planner")):
         if (cell := report["cells"].get(name)) is not None:
             report["oracles"][f"{label} ({name})"] = {

@@ -21,6 +21,9 @@ def test_policy_cells_share_seeds_and_report_verdicts(tmp_path):
         if name == "oracle_mppi_256x150":  # the generous MuJoCo oracle
             assert c["horizon"] == 150 and c["replan_every"] == 1 and "planner.samples=256" in c["command"]
             assert c["mean_evaluations"] >= 256 * 3 * 150
+        elif name == "oracle_mppi_128x150_every8":  # the long-horizon oracle swimmer6 can afford
+            assert c["horizon"] == 150 and c["replan_every"] == 8 and "planner.samples=128" in c["command"]
+            assert c["mean_evaluations"] >= 128 * 150 and "planner.iterations=1" in c["command"]
         elif name == "oracle_mppi_same_interval":  # MuJoCo, the task's planner, replanning as the guided one does
             assert c["horizon"] == 120 and c["replan_every"] == 8 and "--model mujoco --planner mppi" in c["command"]
         elif name != "policy_alone":
