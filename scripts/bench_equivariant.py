@@ -162,7 +162,7 @@ def main() -> None:
     out = Path(args.out or work / "equivariant.json")
     # Runs of other systems already in --out are kept (each row records its own steps).
     results: dict = json.loads(out.read_text()) if out.exists() else {"steps": args.steps, "systems": {}}
-    if args.merge:  # the rows of other runs' --out files (e.g. systems run in parallel), theirs first
+    if args.merge:  # the rows of other runs' --out files (e.g. systems run in parallel; later files win)
         for path in args.merge:
             for key, systems in json.loads(Path(path).read_text()).items():
                 if key.startswith("systems"):
@@ -225,6 +225,7 @@ def write_table(results: dict, path: Path) -> None:
                              f"{eq['rotated_error']:.3f} | {len(gn.get('seeds', [0]))} |")
         lines.append("")
     atomic_write_text(path, "\n".join(lines))
+
 
 if __name__ == "__main__":
     main()
