@@ -32,7 +32,7 @@ def parts(tmp_path_factory):
 
 
 def test_a_training_set_is_size_over_k_episodes_of_k_steps(parts):
-    work, a, b = parts
+    work, a, _ = parts
     meta = json.loads((work / "train-spring-2d-50-spe2" / "meta.json").read_text())
     assert (meta["episodes"], meta["steps"]) == (25, 2)
     meta = json.loads((work / "train-spring-2d-50" / "meta.json").read_text())
