@@ -42,6 +42,10 @@ class ForwardTrainer(Trainer):
                                     f"({self.systems[ds.system].action_repeat} and {spec.action_repeat}): "
                                     "a model steps one fixed number of control steps; train on one of them")
             self.systems[ds.system] = spec
+        unknown = sorted(set(tc.system_batch_size or {}) - set(self.systems))
+        if unknown:
+            raise ConfigError(f"train.system_batch_size names {', '.join(unknown)}, which the data do not hold "
+                              f"(systems: {', '.join(sorted(self.systems))})")
         splits = [ds.split(tc.val_fraction, tc.seed) for ds in self.datasets]
         self.train_set = TransitionSampler(self.datasets, [s[0] for s in splits])
         self.val_set = TransitionSampler(self.datasets, [s[1] for s in splits]) if tc.val_fraction > 0 else None
@@ -66,7 +70,8 @@ class ForwardTrainer(Trainer):
 
     def loss(self, model, net, gens) -> torch.Tensor:
         tc = self.config.train
-        seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"], tc.datasets_per_batch)
+        seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"], tc.datasets_per_batch,
+                                     tc.system_batch_size)
         start = [add_noise(model, s, self.scales[s["system"]], gens["noise"]) for s in seqs]
         return unrolled_loss(model, seqs, start, net, tc.correct_pos_noise)
 
@@ -155,10 +160,11 @@ class TransitionSampler:
                 "params": {k: v[ep] for k, v in T["params"].items()}}
 
     def sample(self, batch_size: int, length: int, generator: torch.Generator,
-               datasets: int | None = None) -> list[dict]:
+               datasets: int | None = None, system_batch_size: dict[str, int] | None = None) -> list[dict]:
         """``batch_size`` sequences of ``length`` transitions, grouped by dataset. ``datasets``: draw
         the batch from only that many datasets (chosen in proportion to their start points), so a
-        step costs that many per-system passes instead of one per dataset."""
+        step costs that many per-system passes instead of one per dataset; with one,
+        ``system_batch_size`` may give the chosen system's own batch size."""
         T_lens = [t["action"].shape[1] for t in self.tensors]
         starts = torch.tensor([n // T * (T - length + 1) for n, T in zip(self.sizes, T_lens, strict=True)])
         if (starts <= 0).any():
@@ -167,6 +173,9 @@ class TransitionSampler:
         if datasets is not None and datasets < len(starts):
             chosen = torch.multinomial(weights, datasets, replacement=False, generator=generator)
             weights = torch.zeros_like(weights).index_fill_(0, chosen, 1.0) * weights
+        if system_batch_size and datasets == 1:
+            d = int(weights.argmax())  # the one dataset drawn from
+            batch_size = system_batch_size.get(self.datasets[d].system, batch_size)
         pick = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
         out = []
         for d in range(len(self.tensors)):

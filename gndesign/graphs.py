@@ -364,6 +364,8 @@ def batched_topology(edge_index: torch.Tensor, B: int, N: int) -> tuple[torch.Te
 def concat_batches(batches: Sequence[Graph | Batch]) -> Graph | Batch:
     """One batch from batches of different systems (graph sizes may differ); PyG ``Batch`` in,
     PyG ``Batch`` out."""
+    if len(batches) == 1:
+        return batches[0]
     xs, eas, eis, us, bs = [], [], [], [], []
     node_off = graph_off = 0
     for b in batches:

@@ -280,7 +280,7 @@ class LeanRollout:
         self.u = net.global_encoder((static.u - stats["global"][0]) / stats["global"][1])
         L = net.latent_size
         self.blocks = []
-        for i in range(net.message_passing_steps):  # shared weights: one block applied M times
+        for i in range(m.processor_steps(plan.system)):  # shared weights: one block applied M times
             g = net.processor[0 if net.shared_weights else i]
             eb, nb, gb = g.edge_block, g.node_block, g.global_block
             el, nl = _mlp_layers(eb.mlp), _mlp_layers(nb.mlp)

@@ -360,9 +360,13 @@ class EncodeProcessDecode(nn.Module):
                 h_u = h_x.new_zeros(B, self.latent_size)
         return graph._replace(x=h_x, edge_attr=h_e, u=h_u)
 
-    def process(self, latent: Graph) -> Graph:
-        """``M`` residual message-passing steps on the latent graph."""
-        for step in range(self.message_passing_steps):
+    def process(self, latent: Graph, steps: int | None = None) -> Graph:
+        """``M`` residual message-passing steps on the latent graph (``steps``: only the first
+        ``steps`` of them, for a graph whose information needs fewer hops)."""
+        steps = self.message_passing_steps if steps is None else steps
+        if not 0 <= steps <= self.message_passing_steps:
+            raise ValueError(f"steps must be in [0, {self.message_passing_steps}], got {steps}")
+        for step in range(steps):
             latent = self.processor[0 if self.shared_weights else step](latent)
         return latent
 
@@ -374,8 +378,8 @@ class EncodeProcessDecode(nn.Module):
             edge_attr=self.edge_decoder(latent.edge_attr) if self.edge_decoder is not None else None,
             u=self.global_decoder(latent.u) if self.global_decoder is not None else None)
 
-    def forward(self, graph: Graph) -> Graph:
-        """``decode(process(encode(graph)))``: ``graph`` with ``x [num_nodes, node_in]``,
+    def forward(self, graph: Graph, steps: int | None = None) -> Graph:
+        """``decode(process(encode(graph), steps))``: ``graph`` with ``x [num_nodes, node_in]``,
         ``edge_attr [num_edges, edge_in]`` and ``u [num_graphs, global_in]`` (None allowed when
         ``global_in == 0`` or not ``use_globals``) in, the decoded graph out."""
-        return self.decode(self.process(self.encode(graph)))
+        return self.decode(self.process(self.encode(graph), steps))

@@ -9,9 +9,8 @@ step ``dt``:
 Integration happens in joint space (quaternions for ball and free joints), so links cannot come
 apart in a rollout. ``c`` is zero for a single semi-implicit Euler substep and absorbs the
 difference when MuJoCo integrates otherwise (cartpole uses RK4) or takes several substeps per
-control step (the swimmer takes 15). The
-decoding has an exact inverse, :func:`dynamics_targets`, which builds the training targets from
-consecutive states, so a perfect prediction reproduces the data exactly.
+control step (the swimmer takes 15). The decoding has an exact inverse, :func:`dynamics_targets`,
+which builds the training targets from consecutive states: a perfect prediction reproduces the data.
 
 The network itself (:class:`gndesign.nn.EncodeProcessDecode`) knows nothing about physics: building
 graphs, normalizing, decoding and integrating live here.
@@ -322,6 +321,8 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         super().__init__(config, systems)
         if config.message_passing_steps is None:  # resolved once, then saved with the model's config
             config.message_passing_steps = max(2, max(b.tree.depth() for b in self._builders.values()))
+        if config.per_system_depth and solver is not None:
+            raise ConfigError("model.per_system_depth is for forward models, not a C-GNS: leave it false")
         sizes = GraphBuilder.feature_sizes()
         # Targets are normalized per joint type (a slide's m/s^2 and a hinge's rad/s^2 differ); inputs
         # and targets per trained system too (PerSystemStatistics).
@@ -379,6 +380,11 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         return g._replace(x=(g.x - st["node"][0]) / st["node"][1], u=(g.u - st["global"][0]) / st["global"][1],
                           edge_attr=(g.edge_attr - st["edge"][0]) / st["edge"][1])
 
+    def processor_steps(self, system: str | None = None) -> int:
+        """Message-passing steps for ``system``: all, or its tree's depth (``model.per_system_depth``)."""
+        m = self.config.message_passing_steps
+        return min(m, max(2, self.tree(system).depth())) if self.config.per_system_depth else m
+
     def lean_step(self, system: str | None, static: StaticGraph, like: torch.Tensor) -> LeanRollout | None:
         name = self.builder(system).tree.name if system is None else system
         if not LeanPlan.supports(self, name):
@@ -400,14 +406,13 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         if self.solves:
             return [self._solve(x, g, options) for x, g in zip(batches, graphs, strict=True)]
         SolveOptions.refuse(options)
-        g = graphs[0] if len(graphs) == 1 else concat_batches(graphs)
-        out = self.predictor(g).edge_attr
-        preds, start = [], 0
-        for x, graph in zip(batches, graphs, strict=True):
-            B, E2 = x.qpos.shape[0], graph.edge_attr.shape[0] // x.qpos.shape[0]
-            per = out[start:start + B * E2].reshape(B, E2, -1)
-            preds.append(per[:, : E2 // 2])  # forward edges carry the joint's prediction
-            start += B * E2
+        preds, steps = [None] * len(batches), [self.processor_steps(x.system) for x in batches]
+        for m in sorted(set(steps)):  # one pass per number of message-passing steps
+            idx = [i for i, k in enumerate(steps) if k == m]
+            out = self.predictor(concat_batches([graphs[i] for i in idx]), m).edge_attr
+            for i, part in zip(idx, out.split([graphs[i].edge_attr.shape[0] for i in idx]), strict=True):
+                per = part.reshape(batches[i].qpos.shape[0], -1, part.shape[-1])
+                preds[i] = per[:, : per.shape[1] // 2]  # forward edges carry the joint's prediction
         return preds
 
     def normalize_targets(self, batch: Transitions, acc, corr):

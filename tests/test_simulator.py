@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from gndesign.config import ModelConfig
+from gndesign.config import ModelConfig, SolverConfig
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError
 from gndesign.forward_training import system_spec
 from gndesign.graphs import EDGE_STATIC, GraphBuilder
 from gndesign.simulator import (
+    GraphNetworkSimulator,
     Transitions,
     build_model,
     dynamics_targets,
@@ -161,6 +162,38 @@ def test_one_graph_network_serves_several_systems_with_the_same_weights(cartpole
         missing = [n for n, p in model.named_parameters() if (p.grad is None or not p.grad.any())
                    and not n.startswith(("predictor.processor.1.node_block", "predictor.processor.1.global_block"))]
         assert not missing, (b.system, missing)
+
+
+def test_per_system_depth_runs_each_system_to_its_own_trees_depth(cartpole_data, swimmer_data):
+    """With ``model.per_system_depth`` cartpole (depth 2) passes through the first 2 of the 4 blocks
+    and swimmer4 through all 4: the later blocks leave cartpole's predictions unchanged, the lean
+    and reference paths agree, a mixed batch equals the systems alone; a C-GNS refuses it."""
+    datasets = [TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data)]
+    specs = [system_spec(ds) for ds in datasets]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1, per_system_depth=True),
+                        specs).double()
+    assert model.config.message_passing_steps == 4
+    assert [model.processor_steps(ds.system) for ds in datasets] == [2, 4]
+    batches = [transitions(ds) for ds in datasets]
+    for b in batches:
+        model.accumulate_statistics(b)
+    ref = model.predict_normalized(batches)  # weights that take gradients: the reference path
+    with torch.no_grad():
+        lean = model.predict_normalized(batches)
+        for a, b in zip(lean, ref, strict=True):
+            torch.testing.assert_close(a, b)
+        for b, pred in zip(batches, ref, strict=True):
+            torch.testing.assert_close(model.predict_normalized([b])[0], pred)
+        for p in model.predictor.processor[2].parameters():
+            p.add_(0.5)
+        moved = model.predict_normalized(batches)
+        torch.testing.assert_close(moved[0], ref[0])
+        assert not torch.allclose(moved[1], ref[1])
+        model.config.per_system_depth = False  # all four blocks for cartpole too
+        assert not torch.allclose(model.predict_normalized(batches[:1])[0], ref[0])
+    with pytest.raises(ConfigError, match="per_system_depth is for forward models, not a C-GNS"):
+        GraphNetworkSimulator(ModelConfig(per_system_depth=True), specs, solver=SolverConfig())
 
 
 def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new_ones(cartpole_data, swimmer_data):

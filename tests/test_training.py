@@ -115,6 +115,32 @@ def test_a_batch_can_come_from_one_dataset_drawn_in_proportion_to_its_size(cartp
         load_config(None, ["train.datasets_per_batch=0"])
 
 
+def test_each_system_can_have_its_own_batch_size(cartpole_data, swimmer_data, tmp_path):
+    """``train.system_batch_size`` sets the batch size of the system a batch is drawn from (one per
+    batch); other systems keep ``train.batch_size``; unknown systems and bad values are refused."""
+    data = [TrajectoryDataset.load(cartpole_data), TrajectoryDataset.load(swimmer_data)]
+    sampler = TransitionSampler(data, [np.arange(d.num_episodes) for d in data])
+    gen = torch.Generator().manual_seed(0)
+    sizes = {}
+    for _ in range(60):
+        (group,) = sampler.sample(16, 1, gen, datasets=1, system_batch_size={"cartpole": 40})
+        sizes.setdefault(group["system"], set()).add(group["action"].shape[0])
+    assert sizes == {"cartpole": {40}, "swimmer4": {16}}
+    cfg = load_config(None, TINY + ["train.datasets_per_batch=1", "train.system_batch_size={cartpole: 40}",
+                                    "train.steps=2"])
+    assert cfg.train.system_batch_size == {"cartpole": 40}
+    cfg.data = [str(cartpole_data), str(swimmer_data)]
+    assert train(cfg, tmp_path / "run", progress=False)["step"] == 2
+    for bad in (["train.system_batch_size={cartpole: 0}", "train.datasets_per_batch=1"],
+                ["train.system_batch_size={cartpole: 40}"],
+                ["train.system_batch_size=40", "train.datasets_per_batch=1"]):
+        with pytest.raises(ConfigError, match="system_batch_size must map system names to positive integers"):
+            load_config(None, bad)
+    cfg = config(cartpole_data, "train.datasets_per_batch=1", "train.system_batch_size={pendulum: 40}")
+    with pytest.raises(ConfigError, match="names pendulum, which the data do not hold"):
+        train(cfg, tmp_path / "bad", progress=False)
+
+
 def test_multi_step_loss_unrolls_the_models_own_predictions(cartpole_data):
     ds = TrajectoryDataset.load(cartpole_data)
     model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1), [system_spec(ds)])
