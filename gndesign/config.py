@@ -61,6 +61,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.message_passing_steps is not None and self.message_passing_steps < 0:
             raise ConfigError("model.message_passing_steps must be >= 0 (or unset: the kinematic trees' depth)")
+        if self.per_system_depth and self.kind != "gn":
+            raise ConfigError("model.per_system_depth is an option of the graph network (model.kind=gn)")
 
 
 NETS = ("gn", "egnn")  # model.net: the plain graph network, the E(n)-equivariant network (gndesign.equivariant)

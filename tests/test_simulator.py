@@ -192,6 +192,8 @@ def test_per_system_depth_runs_each_system_to_its_own_trees_depth(cartpole_data,
         assert not torch.allclose(moved[1], ref[1])
         model.config.per_system_depth = False  # all four blocks for cartpole too
         assert not torch.allclose(model.predict_normalized(batches[:1])[0], ref[0])
+    with pytest.raises(ConfigError, match="per_system_depth is an option of the graph network"):
+        ModelConfig(kind="mlp", per_system_depth=True).validate()
     with pytest.raises(ConfigError, match="per_system_depth is for forward models, not a C-GNS"):
         GraphNetworkSimulator(ModelConfig(per_system_depth=True), specs, solver=SolverConfig())
 
