@@ -65,7 +65,7 @@ SPECS = {
                              "train.checkpoint_every=5000", "train.eval_every=5000"]},
     # The particle simulator of the obstacle-design scene (default SceneConfig): episodes and seeds
     # of the training and validation data (gndesign generate obstacle-scene), options, steps.
-    "obstacle": {"kind": "particles", "train": (1200, 0), "valid": (50, 1), "steps": 96000,
+    "obstacle": {"kind": "particles", "train": (1200, 0), "valid": (50, 1), "steps": 250000,
                  "options": ["model.latent_size=64", "model.mlp_hidden_size=64", "model.message_passing_steps=3",
                              "model.radius=3.0", "model.history=5", "train.batch_size=4", "train.vel_noise=0.03",
                              "train.log_every=500", "train.eval_every=2000", "train.checkpoint_every=1000",
