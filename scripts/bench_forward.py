@@ -120,6 +120,7 @@ def evaluate_job(out: dict, eval_data: list[str], which: str = "auto") -> dict:
         model, blob = load_model(out["checkpoint"], "forward", system=ds.system, allow_new_system=True)
         if out["kind"] == "gn":
             out["message_passing_steps"] = model.config.message_passing_steps
+            out["per_system_depth"] = model.config.per_system_depth
         if ds.system not in model.systems:
             model.add_system(system_spec(ds))
         episodes, which_set = held_out_episodes(blob, ds, which if ds.steps < 1000 else "auto")
@@ -305,7 +306,8 @@ def markdown(r: dict) -> str:
         trained_on = ", ".join(d[0] for d in j.get("train_data", [])) or "the five systems"
         minutes = f"{j['minutes']:.0f} min" if j.get("minutes") else "time not recorded"
         lines += [f"Multi-system GN `pretrained:multi` (one model trained on {trained_on}; {j.get('steps')} steps, "
-                  f"{minutes} on one thread; M = {j.get('message_passing_steps')}) vs the single-system GNs "
+                  f"{minutes} on one thread; M = {j.get('message_passing_steps')}"
+                  f"{', each system to its own depth' if j.get('per_system_depth') else ''}) vs the single-system GNs "
                   "(their own budgets and M), on the same held-out episodes:", "",
                   "| system | multi one-step loss | single one-step loss | multi h=100 [m] | single h=100 [m] | "
                   "single budget, M |", "|---|---|---|---|---|---|"]
