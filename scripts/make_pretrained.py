@@ -49,14 +49,18 @@ SPECS = {
                         "policy": {"horizon": 64, "spread_fraction": 0.0, "imagined_fraction": 0.5,
                                    "near_fraction": 0.5, "near_scale": 0.25},
                         "train": {"lr_final": 1e-4, "log_every": 20, "eval_every": 20, "checkpoint_every": 100}},
-    # One GN for every system (message passing to the deepest tree: swimmer9, M = 9). The five
-    # benchmark systems' data are bench_forward's (same seeds), so its single-system GNs and this model
-    # hold out the same episodes; each step's batch comes from one dataset, so a step costs what a
-    # single-system step does: 240,000 steps take about 100 minutes on one thread, the five
-    # single-system GNs' total budget (5 x 20 min).
+    # One GN for every system. The five benchmark systems' data are bench_forward's (same seeds), so
+    # its single-system GNs and this model hold out the same episodes. Each batch comes from one
+    # dataset and passes messages to that system's own depth (model.per_system_depth; M = 9 for
+    # swimmer9), the small trees in batches of 256 as their single-system recipes (cartpole's limit
+    # features too), so a step costs what that system's single-system step does: 370,000 steps took
+    # 113 minutes on one thread beside another job (64 steps/s alone: 96 minutes), against the five
+    # single-system GNs' total budget of 5 x 20 minutes.
     "multi": {"data": [(s, 1000, 0) for s in ("pendulum", "cartpole", "acrobot", "swimmer6", "cheetah")]
-              + [(f"swimmer{n}", 300, n) for n in (3, 4, 5, 7, 8, 9)], "steps": 240000,
+              + [(f"swimmer{n}", 300, n) for n in (3, 4, 5, 7, 8, 9)], "steps": 370000,
               "options": ["model.mlp_layers=1", "train.batch_size=64", "train.datasets_per_batch=1",
+                          "model.per_system_depth=true", "model.limit_features=true",
+                          "train.system_batch_size={pendulum: 256, cartpole: 256, acrobot: 256}",
                           "train.checkpoint_every=5000", "train.eval_every=5000"]},
     # Swimmers 3-9 in one model, the zero-shot benchmark's recipe (message passing to swimmer9's depth,
     # one dataset per batch).
