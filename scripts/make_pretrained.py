@@ -54,8 +54,8 @@ SPECS = {
     # dataset and passes messages to that system's own depth (model.per_system_depth; M = 9 for
     # swimmer9), the small trees in batches of 256 as their single-system recipes (cartpole's limit
     # features too), so a step costs what that system's single-system step does: 370,000 steps took
-    # 113 minutes on one thread beside another job (64 steps/s alone: 96 minutes), against the five
-    # single-system GNs' total budget of 5 x 20 minutes.
+    # 113 minutes on one thread beside other jobs (64 steps/s in a probe, one job per core: 96
+    # minutes), against the five single-system GNs' total budget of 5 x 20 minutes.
     "multi": {"data": [(s, 1000, 0) for s in ("pendulum", "cartpole", "acrobot", "swimmer6", "cheetah")]
               + [(f"swimmer{n}", 300, n) for n in (3, 4, 5, 7, 8, 9)], "steps": 370000,
               "options": ["model.mlp_layers=1", "train.batch_size=64", "train.datasets_per_batch=1",

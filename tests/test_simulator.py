@@ -178,13 +178,15 @@ def test_per_system_depth_runs_each_system_to_its_own_trees_depth(cartpole_data,
     batches = [transitions(ds) for ds in datasets]
     for b in batches:
         model.accumulate_statistics(b)
-    ref = model.predict_normalized(batches)  # weights that take gradients: the reference path
+    ref = model.predict_normalized(batches)  # weights that take gradients: the reference path, one pass per depth
+    for b, pred in zip(batches, ref, strict=True):
+        torch.testing.assert_close(model.predict_normalized([b])[0], pred)
     with torch.no_grad():
+        assert all(model.lean_step(b.system, model.builder(b.system).static_graph(b.params, b.qpos.shape[0], b.qpos),
+                                   b.qpos) is not None for b in batches)
         lean = model.predict_normalized(batches)
         for a, b in zip(lean, ref, strict=True):
             torch.testing.assert_close(a, b)
-        for b, pred in zip(batches, ref, strict=True):
-            torch.testing.assert_close(model.predict_normalized([b])[0], pred)
         for p in model.predictor.processor[2].parameters():
             p.add_(0.5)
         moved = model.predict_normalized(batches)
