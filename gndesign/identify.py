@@ -14,7 +14,11 @@ to find and are left out. Scaling every mass, damping and gear by one factor lea
 unchanged, so identify ``gear`` only when the masses are known (and the reverse).
 
 The minimization is Levenberg-Marquardt on the residuals (a Jacobian by central differences, all
-restarts and directions in one batch of the model). The uncertainty of each parameter is given two
+restarts and directions in one batch of the model). A learned model's one-step errors are heavy-tailed
+(a cart at its rail's end, a contact), and a few transitions it predicts badly can pull every estimate
+with them, so by default the fit is least trimmed squares: it keeps the fraction ``keep`` of the
+transitions that the current estimate predicts best and refits, until that set stops changing
+(concentration steps, as in Rousseeuw and Van Driessen's FAST-LTS). The uncertainty of each parameter is given two
 ways: the curvature of the loss at the estimate (the Gauss-Newton covariance ``s^2 (J^T J)^-1`` of
 the log-factors, ``s^2`` the residual variance) and the spread of the estimates over the restarts
 that reach the best loss.
@@ -162,7 +166,8 @@ class Objective:
     """Residuals of restarts ``log_f [R, n]``: the one-step acceleration errors in units of the
     observed accelerations' spread per dof, over ``sqrt(M)`` (``M`` of them), then the prior's
     ``sqrt(prior / n) * log_f / prior_width``: the sum of their squares is the loss
-    ``mean(err^2) + prior * mean((log_f / prior_width)^2)``."""
+    ``mean(err^2) + prior * mean((log_f / prior_width)^2)``. With :meth:`use` a subset of the
+    transitions, the mean runs over those (the others' errors are zero)."""
 
     def __init__(self, model, system: str, obs: Observed, elems: list[Element], prior: float, prior_width: float):
         self.model, self.system, self.obs, self.elems = model, system, obs, elems
@@ -172,6 +177,21 @@ class Objective:
         self.scale = acc.std(0, unbiased=False).clamp_min(1e-6) if len(obs) > 1 else acc.abs()[0].clamp_min(1e-6)
         self.nominal = {k: torch.as_tensor(v) for k, v in model.tree(system).nominal.items()}
         self.M = len(obs) * obs.qvel.shape[1]
+        self.mask: torch.Tensor | None = None  # [N] bool: the transitions the loss uses (None: all)
+
+    def use(self, mask: torch.Tensor | None) -> None:
+        """Fit only the transitions where ``mask [N]`` is True (None: all of them)."""
+        self.mask = None if mask is None or bool(mask.all()) else mask
+        self.M = int(len(self.obs) if self.mask is None else self.mask.sum()) * self.obs.qvel.shape[1]
+
+    def transition_errors(self, log_f: torch.Tensor) -> torch.Tensor:
+        """``[N]``: the norm over dofs of each transition's normalized error at ``log_f [n]``, every
+        transition (the mask ignored)."""
+        mask, self.mask = self.mask, None
+        try:
+            return self.errors(log_f[None])[0].reshape(len(self.obs), -1).norm(dim=1)
+        finally:
+            self.mask = mask
 
     def errors(self, log_f: torch.Tensor) -> torch.Tensor:
         """``[R, M]`` normalized acceleration errors (not scaled by ``sqrt(M)``)."""
@@ -181,7 +201,10 @@ class Objective:
         rep = lambda x: x.repeat(R, 1)  # noqa: E731 - restart-major rows
         with torch.no_grad():
             _, v = self.model.step(rep(self.obs.qpos), rep(self.obs.qvel), rep(self.obs.action), self.system, params=p)
-        return ((v - rep(self.obs.qvel_next)) / self.dt / self.scale).reshape(R, -1)
+        err = (v - rep(self.obs.qvel_next)) / self.dt / self.scale
+        if self.mask is not None:
+            err = err * rep(self.mask[:, None]).to(err.dtype)
+        return err.reshape(R, -1)
 
     def residuals(self, log_f: torch.Tensor) -> torch.Tensor:
         n = log_f.shape[1]
@@ -244,19 +267,47 @@ def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tu
     return x, J.transpose(1, 2) @ J
 
 
+#: The fraction of the transitions a fit keeps by default (least trimmed squares). On 20 cartpole
+#: trials (1 s of MuJoCo, parameters drawn inside the training ranges, ``pretrained:cartpole``) it
+#: cut the pole mass's mean error from 8.3% to 3.9% and its worst from 58% to 8% (README, issue 16).
+KEEP = 0.8
+#: At most this many concentration steps (each a full Levenberg-Marquardt fit); they usually stop sooner.
+CONCENTRATION_STEPS = 5
+
+
+def check_keep(keep: float) -> float:
+    """``keep``, or a one-line error unless it is a fraction in (0, 1]."""
+    if not (isinstance(keep, (int, float)) and math.isfinite(keep) and 0 < keep <= 1):
+        raise GndesignError(f"--keep must be a fraction in (0, 1] of the transitions to fit (e.g. 0.8), got {keep}")
+    return keep
+
+
+def _fit(obj: Objective, x: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Levenberg-Marquardt from ``x [R, n]``; returns ``(x, J^T J, losses [R], best)``."""
+    x, A = _levenberg_marquardt(obj, x, iterations)
+    losses = obj.residuals(x).pow(2).sum(1)
+    if not torch.isfinite(losses).any():
+        raise GndesignError("identification diverged (non-finite loss at every restart): check the observations")
+    return x, A, losses, int(torch.nan_to_num(losses, nan=math.inf).argmin())
+
+
 def identify(model, system: str, obs: Observed, groups: list[str], restarts: int = 4, iterations: int = 30,
              prior: float = 1e-4, prior_width: float = math.log(1.25), init_width: float = math.log(1.25),
-             seed: int = 0, start: torch.Tensor | None = None) -> dict:
+             seed: int = 0, start: torch.Tensor | None = None, keep: float = KEEP) -> dict:
     """Estimate ``groups`` of ``system``'s physical parameters from ``obs`` through ``model``.
 
     Restart 0 starts at the nominal values (or at the log-factors ``start [n]``, e.g. the last
     estimate when refitting online), the others at log-factors uniform in
-    ``[-init_width, init_width]``. Returns ``{"parameters": [...], "loss", "restarts": [...],
+    ``[-init_width, init_width]``. ``keep`` in (0, 1]: the fraction of the transitions fitted (least
+    trimmed squares by concentration steps, each restart continuing from where it stopped; 1: plain
+    least squares). Returns ``{"parameters": [...], "loss", "restarts": [...],
     "transitions", "wall_s"}``; each parameter: ``name``, ``group``, ``nominal``, ``estimate``,
     ``factor``, ``std`` (curvature, relative to the estimate) and ``spread`` (relative standard
-    deviation over the restarts that reach the best loss within 1e-6 + 1%)."""
+    deviation over the restarts that reach the best loss within 1e-6 + 1%), and ``kept`` (the
+    transitions in the final fit)."""
     if restarts < 1:
         raise GndesignError(f"--restarts must be at least 1, got {restarts}")
+    check_keep(keep)
     if len(obs) == 0:
         raise GndesignError("no observed transitions (length zero)")
     t0 = time.perf_counter()
@@ -265,19 +316,27 @@ def identify(model, system: str, obs: Observed, groups: list[str], restarts: int
     gen = torch.Generator().manual_seed(seed)
     init = (torch.rand(restarts, len(elems), generator=gen) * 2 - 1) * init_width
     init[0] = 0.0 if start is None else torch.as_tensor(start, dtype=init.dtype)
-    x, A = _levenberg_marquardt(obj, init.to(obs.qpos.dtype), iterations)
-    losses = obj.residuals(x).pow(2).sum(1)
-    if not torch.isfinite(losses).any():
-        raise GndesignError("identification diverged (non-finite loss at every restart): check the observations")
-    best = int(torch.nan_to_num(losses, nan=math.inf).argmin())
+    init = init.to(obs.qpos.dtype)
+    x, A, losses, best = _fit(obj, init, iterations)
+    h = max(1, math.ceil(keep * len(obs)))
+    if h < len(obs):
+        # Keep the h transitions the best estimate predicts best and refit from the same starts (not from
+        # the last estimate: a fit pulled by bad transitions can end where a parameter no longer matters).
+        for _ in range(CONCENTRATION_STEPS):
+            mask = torch.zeros(len(obs), dtype=torch.bool)
+            mask[obj.transition_errors(x[best]).argsort()[:h]] = True
+            if obj.mask is not None and bool((mask == obj.mask).all()):
+                break
+            obj.use(mask)
+            x, A, losses, best = _fit(obj, init, iterations)
     good = (losses <= losses[best] * 1.01 + 1e-12).nonzero().flatten()
     spread = x[good].std(0, unbiased=False).numpy() if len(good) > 1 else np.zeros(len(elems))
-    data_loss = float(obj.errors(x[best:best + 1]).pow(2).mean())
+    data_loss = float(obj.errors(x[best:best + 1]).pow(2).sum()) / obj.M  # the mean over the fitted transitions
     std = np.full(len(elems), np.inf)  # unidentifiable (flat) parameters keep an infinite one
-    keep = (~flat_parameters(A[best:best + 1])[0]).nonzero().flatten()
+    free = (~flat_parameters(A[best:best + 1])[0]).nonzero().flatten()
     try:  # Gauss-Newton covariance of the log-factors: s^2 (J_d^T J_d)^-1 with s^2 = M L / (M - n)
-        cov = data_loss / max(obj.M - len(elems), 1) * torch.linalg.inv(A[best][keep][:, keep])
-        std[keep.numpy()] = np.sqrt(np.clip(torch.diagonal(cov).numpy(), 0, None))
+        cov = data_loss / max(obj.M - len(elems), 1) * torch.linalg.inv(A[best][free][:, free])
+        std[free.numpy()] = np.sqrt(np.clip(torch.diagonal(cov).numpy(), 0, None))
     except RuntimeError:
         pass
     params = []
@@ -288,5 +347,5 @@ def identify(model, system: str, obs: Observed, groups: list[str], restarts: int
                        "factor": f, "std": float(std[j]), "spread": float(spread[j])})
     return {"parameters": params, "loss": float(losses[best]), "transitions": len(obs),
             "restarts": [{"loss": float(losses[r]), "factors": torch.exp(x[r]).tolist()} for r in range(restarts)],
-            "log_factors": x[best].tolist(),
+            "log_factors": x[best].tolist(), "kept": obj.M // obs.qvel.shape[1],
             "restarts_at_best": len(good), "wall_s": time.perf_counter() - t0}

@@ -78,6 +78,33 @@ def test_identification_recovers_the_models_own_parameters(self_data, tmp_path):
     assert result["transitions"] == 60 and result["steps"] == 30 and result["restarts_at_best"] >= 1
 
 
+def test_trimmed_fit_ignores_transitions_the_model_cannot_explain(self_data, tmp_path):
+    """A few corrupted states (a glitch in the record) pull a plain least-squares fit away from the
+    truth; the trimmed fit (the default, keep 0.8) drops the transitions they touch and recovers
+    the parameters as from clean data."""
+    from gndesign.datasets.trajectories import TrajectoryDataset
+
+    ds = TrajectoryDataset.load(self_data)
+    qvel = np.array(ds.qvel, copy=True)
+    qvel[0, [5, 17], 0] += 3.0  # two cart velocities off by 3 m/s: 4 of the 60 transitions touched
+    qvel[1, 9, 1] -= 5.0  # a pole velocity: 2 more
+    system = get_system("cartpole")
+    bad = _write(tmp_path / "glitch", system, np.asarray(ds.qpos), qvel, np.asarray(ds.action),
+                 {k: np.asarray(v)[0] for k, v in ds.params.items()})
+    kw = dict(params="mass,damping", restarts=1, prior=0.0, iterations=20)
+    plain = {p["name"]: p for p in identify_system("pretrained:cartpole", str(bad), keep=1.0, **kw)["parameters"]}
+    trimmed = identify_system("pretrained:cartpole", str(bad), **kw)
+    assert trimmed["kept"] == 48 and trimmed["keep"] == 0.8 and trimmed["transitions"] == 60
+    for p in trimmed["parameters"]:
+        if p["name"] in UNRESPONSIVE:
+            continue
+        assert abs(p["error"]) < 1e-3, p
+    assert max(abs(p["error"]) for p in plain.values()) > 0.05, plain
+    assert trimmed["loss"] < 1e-9  # only clean transitions left: the model explains them exactly
+    with pytest.raises(GndesignError, match="--keep must be a fraction"):
+        identify_system("pretrained:cartpole", str(bad), keep=0.0, **kw)
+
+
 def test_the_prior_pulls_towards_nominal_and_the_curvature_grows_with_less_data(self_data):
     """With a strong prior the estimate moves toward the nominal value; from fewer observations the
     curvature-based uncertainty of a free fit grows."""
@@ -112,6 +139,7 @@ def test_identify_command_line_and_bad_input(self_data, tmp_path, capsys):
         (["--data", str(self_data), "--episodes", "5"], "--episodes"),
         (["--data", str(tmp_path / "missing")], "does not exist"),
         (["--data", str(self_data), "--out", str(self_data)], "--out"),
+        (["--data", str(self_data), "--keep", "1.5"], "--keep must be a fraction in (0, 1]"),
     ]
     for extra, words in cases:
         assert main(["identify", "--model", "pretrained:cartpole", "--restarts", "1", *extra]) == 2, extra

@@ -14,7 +14,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     check_outputs(args, [model_path(args.model), args.data])
     episodes = None if args.episodes is None else [int(e) for e in args.episodes.split(",") if e.strip()]
     result = identify_system(args.model, args.data, args.params, args.restarts, episodes, args.seconds, args.prior,
-                             args.iterations, args.seed, args.out, args.overwrite)
+                             args.iterations, args.seed, args.out, args.overwrite, args.keep)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -22,7 +22,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
             truth = f"  truth {p['truth']:.6g} ({100 * p['error']:+.2f}%)" if "truth" in p else ""
             print(f"{p['name']:<28} {p['estimate']:.6g}  (nominal {p['nominal']:.6g}, x{p['factor']:.4f}; "
                   f"+-{100 * p['std']:.2g}% curvature, +-{100 * p['spread']:.2g}% over restarts){truth}")
-        print(f"loss {result['loss']:.3g} over {result['transitions']} transitions ({result['seconds']:g} s), "
+        print(f"loss {result['loss']:.3g} over {result['kept']} of {result['transitions']} transitions "
+              f"({result['seconds']:g} s), "
               f"{result['wall_s']:.1f} s")
     return 0
 
@@ -48,6 +49,8 @@ def register(sub) -> None:
     s.add_argument("--prior", type=float, default=1e-4, help="weight of the Gaussian prior around the nominal "
                    "values (log-factor width log 1.25)")
     s.add_argument("--iterations", type=positive_int, default=30, help="Levenberg-Marquardt iterations")
+    s.add_argument("--keep", type=float, help="fraction of the transitions fitted: those the estimate predicts "
+                   "best (least trimmed squares, robust to the model's worst errors; default 0.8; 1: all)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="write the estimates (JSON) here")
     s.add_argument("--json", action="store_true")

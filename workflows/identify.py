@@ -13,7 +13,7 @@ import torch
 from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import GndesignError
-from gndesign.identify import Observed, identify, parse_groups
+from gndesign.identify import KEEP, Observed, check_keep, identify, parse_groups
 from gndesign.io import atomic_write_json, check_finite, check_output
 
 log = logging.getLogger("gndesign")
@@ -52,12 +52,14 @@ def load_observations(ds: TrajectoryDataset, model, episodes: list[int] | None =
 
 def identify_system(model: str, data: str, params: str | list[str] | None = None, restarts: int = 4,
                     episodes: list[int] | None = None, seconds: float | None = None, prior: float = 1e-4,
-                    iterations: int = 30, seed: int = 0, out: str | None = None, overwrite: bool = False) -> dict:
+                    iterations: int = 30, seed: int = 0, out: str | None = None, overwrite: bool = False,
+                    keep: float | None = None) -> dict:
     """Estimate the physical parameters ``params`` (``mass``, ``damping``, ``gear``; default mass and
     damping) of the system observed in ``data`` through the learned ``model`` (see
     :func:`gndesign.identify.identify`). When the observed episodes share stored parameters (data
     generated in simulation), each estimate comes with its ``truth`` and relative ``error``."""
     groups = parse_groups(params)
+    keep = check_keep(KEEP if keep is None else keep)
     ckpt = resolve_checkpoint(model)
     check_output(out, inputs=[ckpt, data], overwrite=overwrite, what="--out")
     ds = TrajectoryDataset.load(data)
@@ -68,7 +70,8 @@ def identify_system(model: str, data: str, params: str | list[str] | None = None
     learned = learned.double()  # float64: the estimates are then limited by the model, not by rounding
     obs, episodes, T = load_observations(ds, learned, episodes, seconds)
     torch.manual_seed(seed)
-    result = identify(learned, ds.system, obs, groups, restarts=restarts, iterations=iterations, prior=prior, seed=seed)
+    result = identify(learned, ds.system, obs, groups, restarts=restarts, iterations=iterations, prior=prior, seed=seed,
+                      keep=keep)
     shared = all(np.allclose(v[episodes], v[episodes[0]], rtol=1e-12, atol=0) for v in ds.params.values())
     for p in result["parameters"]:
         if shared:
@@ -77,7 +80,7 @@ def identify_system(model: str, data: str, params: str | list[str] | None = None
     check_finite([p["estimate"] for p in result["parameters"]], "the identified parameters",
                  "the observations may be far outside what the model was trained on")
     result.update(system=ds.system, model=str(model), data=str(data), episodes=episodes, steps=T,
-                  seconds=T * float(ds.control_timestep), groups=groups, prior=prior)
+                  seconds=T * float(ds.control_timestep), groups=groups, prior=prior, keep=keep)
     for p in result["parameters"]:
         log.info("%s: %.6g (nominal %.6g, +-%.2g%% curvature, +-%.2g%% restarts)%s", p["name"], p["estimate"],
                  p["nominal"], 100 * p["std"], 100 * p["spread"],
