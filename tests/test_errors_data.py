@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gndesign import checkpoints, io
 from gndesign.checkpoints import read_checkpoint
@@ -124,6 +125,19 @@ def test_3_zero_or_negative_durations_are_refused(extra, message, cartpole_data,
         with pytest.raises(ConfigError, match="must be (a )?positive"):
             train_model(str(tmp_path / "out"), [str(cartpole_data)], overrides=TINY, progress=False, **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_3_a_time_budget_is_not_cut_short_by_the_default_step_count(cartpole_data, tmp_path, capsys):
+    """``--minutes`` alone trains for that time: it used to stop at the default train.steps (20,000)
+    first, silently, however many minutes were asked for."""
+    from workflows.train import NO_STEP_LIMIT
+
+    run_cli(train_cli(cartpole_data, tmp_path / "out", "--minutes", "0.01"), capsys, status=0)
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["train"]
+    assert saved["minutes"] == 0.01 and saved["steps"] == NO_STEP_LIMIT
+    # Given both (the Python entry point), the steps stay a limit too.
+    train_model(str(tmp_path / "both"), [str(cartpole_data)], overrides=TINY, progress=False, steps=3, minutes=1.0)
+    assert read_checkpoint(tmp_path / "both" / "checkpoints" / "latest.pt")["step"] == 3
 
 
 # ------------------------------------------------------------------------------------------ item 4

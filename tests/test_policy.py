@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from gndesign.config import PolicyConfig, RunConfig, TrainConfig
 from gndesign.dynamics import Dynamics
@@ -267,6 +268,15 @@ def test_train_resume_eval_and_bad_input(tmp_path, cartpole_data):
                      progress=False)
     assert main(["policy", "train", "--model", "pretrained:cartpole", "--out", str(tmp_path / "x"),
                  "--set", "planner.iterations=3"]) == 2
+    # --minutes alone is a time budget: the default step count (2000) does not cut it short.
+    from workflows.train import NO_STEP_LIMIT
+
+    assert main(["policy", "train", "--model", "pretrained:cartpole", "--task", "cartpole",
+                 "--data", str(cartpole_data), "--out", str(tmp_path / "timed"), "--minutes", "0.002",
+                 "--set", "policy.horizon=2", "--set", "policy.hidden_size=8", "--set", "train.batch_size=4",
+                 "--quiet"]) == 0
+    saved = yaml.safe_load((tmp_path / "timed" / "config.yaml").read_text())["train"]
+    assert saved["minutes"] == 0.002 and saved["steps"] == NO_STEP_LIMIT
     assert main(["plan", "cartpole", "--model", "pretrained:cartpole", "--control-steps", "4", "--async",
                  "--quiet"]) == 2  # --async needs --policy
 

@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     _old(s, "--model", "family", "--family", choices=families)
     g = s.add_mutually_exclusive_group()
     g.add_argument("--steps", type=positive_int, help="optimizer steps (train.steps)")
-    g.add_argument("--minutes", type=float, help="stop after this many minutes (train.minutes)")
+    g.add_argument("--minutes", type=float, help="train for this many minutes, whatever the step count "
+                   "(train.minutes)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")

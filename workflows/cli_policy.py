@@ -43,6 +43,7 @@ def _finish(result: dict, args: argparse.Namespace) -> None:
 def cmd_policy_train(args: argparse.Namespace) -> int:
     from gndesign.config import parse_value
     from workflows.policy import train_policy
+    from workflows.train import NO_STEP_LIMIT
 
     sections: dict[str, dict] = {"policy": {}, "train": {}}
     for item in args.set or []:
@@ -54,6 +55,7 @@ def cmd_policy_train(args: argparse.Namespace) -> int:
         sections[section][name] = parse_value(value)
     if args.minutes is not None:
         sections["train"]["minutes"] = args.minutes
+        sections["train"].setdefault("steps", NO_STEP_LIMIT)  # a time budget, not cut by the default steps
     if args.steps is not None:
         sections["train"]["steps"] = args.steps
     summary = train_policy(args.model, args.task, args.out, args.data, sections["policy"], sections["train"],
@@ -102,8 +104,9 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="run directory (checkpoints/latest.pt, metrics.csv, config.yaml)")
     s.add_argument("--data", nargs="+", help="datasets whose states start imagined rollouts (default: the "
                    "model's training data)")
-    s.add_argument("--minutes", type=float, help="wall-clock budget (train.minutes)")
-    s.add_argument("--steps", type=positive_int, help="optimizer steps (train.steps, default 2000)")
+    s.add_argument("--minutes", type=float, help="wall-clock budget (train.minutes; alone, no step limit)")
+    s.add_argument("--steps", type=positive_int, help="optimizer steps (train.steps, default 2000; with "
+                   "--minutes, whichever comes first)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="policy.* or train.* option (repeatable), e.g. policy.horizon=256")
     s.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -15,6 +15,9 @@ def is_cgns_run(family: str | None, overrides: list[str] | None, config: str | N
         return True
     return bool(config) and "solver" in read_config(config, None)  # a broken file: a one-line ConfigError
 
+#: ``train.steps`` of a run given only a time budget (``--minutes``): more than any run makes.
+NO_STEP_LIMIT = 10**9
+
 
 def train_model(out: str, data: list[str] | None = None, config: str | None = None, family: str | None = None,
                 overrides: list[str] | None = None, steps: int | None = None, minutes: float | None = None,
@@ -24,7 +27,8 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
 
     ``family``: ``gn``, ``mlp`` (the forward model's ``model.kind``) or ``cgns``; ``overrides``:
     ``SECTION.KEY=VALUE`` strings applied after ``config``; ``steps`` (optimizer steps) and
-    ``minutes`` set ``train.steps`` and ``train.minutes``. With ``resume`` and no ``config``, the
+    ``minutes`` set ``train.steps`` and ``train.minutes`` (``minutes`` alone: a time budget, with
+    ``train.steps`` at :data:`NO_STEP_LIMIT`). With ``resume`` and no ``config``, the
     run's own ``out/config.yaml`` is the starting point (the options given now apply on top; the
     checkpoint then refuses any that changed what it trained).
     """
@@ -39,6 +43,8 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
         overrides.append(f"train.steps={steps}")
     if minutes is not None:
         overrides.append(f"train.minutes={minutes}")
+        if steps is None:  # a time budget: no step limit (the default train.steps would stop it first)
+            overrides.append(f"train.steps={NO_STEP_LIMIT}")
     if cgns:  # the constraint-based solver: a graph network over the same data (particles or articulated)
         cfg = load_config(config, overrides, data=[str(Path(d)) for d in data] if data else None, cgns=True)
         return train(cfg, out, resume=resume, progress=progress)
