@@ -22,9 +22,11 @@ GN = ["model.latent_size=64", "model.mlp_hidden_size=64",
       "train.log_every=200", "train.eval_every=1000", "train.checkpoint_every=1000", "train.threads=1"]
 SPECS = {
     # Issue 14's cartpole recipe: one hidden layer, batches of 256 (a 3-body graph is cheap), limit
-    # features (the cart hits its rail's ends in a quarter of the random-action states), 1000 episodes:
-    # 150,000 steps (58 minutes on one thread of a shared machine).
-    "cartpole": {"data": [("cartpole", 1000, 0)], "steps": 150000,
+    # features (the cart hits its rail's ends in a quarter of the random-action states), 150,000 steps
+    # (30 minutes on one thread). 4000 episodes, each with its own masses and damping: 4x the parameter
+    # sets of the earlier 1000 at the same steps cut the held-out one-step loss 2.9x and the h=100
+    # error 26%, and identification (issue 16) errs less.
+    "cartpole": {"data": [("cartpole", 4000, 11)], "steps": 150000,
                  "options": ["model.mlp_layers=1", "train.batch_size=256", "model.limit_features=true"]},
     # A coarse model: each step spans 8 control steps (the action held; data generated with
     # --action-repeat 8, 400 control steps = 50 model steps per episode): fast gradient MPC.
