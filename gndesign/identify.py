@@ -14,14 +14,14 @@ to find and are left out. Scaling every mass, damping and gear by one factor lea
 unchanged, so identify ``gear`` only when the masses are known (and the reverse).
 
 The minimization is Levenberg-Marquardt on the residuals (a Jacobian by central differences, all
-restarts and directions in one batch of the model). A learned model's one-step errors are heavy-tailed
-(a cart at its rail's end, a contact), and a few transitions it predicts badly can pull every estimate
-with them, so by default the fit is least trimmed squares: it keeps the fraction ``keep`` of the
-transitions that the current estimate predicts best and refits, until that set stops changing
-(concentration steps, as in Rousseeuw and Van Driessen's FAST-LTS). The uncertainty of each parameter is given two
-ways: the curvature of the loss at the estimate (the Gauss-Newton covariance ``s^2 (J^T J)^-1`` of
-the log-factors, ``s^2`` the residual variance) and the spread of the estimates over the restarts
-that reach the best loss.
+restarts and directions in one batch of the model). A learned model's one-step errors are
+heavy-tailed (a cart at its rail's end, a contact), and a few transitions it predicts badly can pull
+every estimate with them, so by default the fit is least trimmed squares: it keeps the fraction
+``keep`` of the transitions that the current estimate predicts best and refits, until that set stops
+changing (concentration steps, as in Rousseeuw and Van Driessen's FAST-LTS). The uncertainty of each
+parameter is given two ways: the curvature of the loss at the estimate (the Gauss-Newton covariance
+``s^2 (J^T J)^-1`` of the log-factors, ``s^2`` the residual variance) and the spread of the estimates
+over the restarts that reach the best loss.
 """
 
 from __future__ import annotations
@@ -267,9 +267,11 @@ def _levenberg_marquardt(obj: Objective, x: torch.Tensor, iterations: int) -> tu
     return x, J.transpose(1, 2) @ J
 
 
-#: The fraction of the transitions a fit keeps by default (least trimmed squares). On 20 cartpole
-#: trials (1 s of MuJoCo, parameters drawn inside the training ranges, ``pretrained:cartpole``) it
-#: cut the pole mass's mean error from 8.3% to 3.9% and its worst from 58% to 8% (README, issue 16).
+#: The fraction of the transitions a fit keeps by default (least trimmed squares). On the benchmark's
+#: cartpole trials (``scripts/bench_identify.py``, ``pretrained:cartpole``, 10 per regime) it cut the
+#: pole mass's mean error from 2 s of data from 7.2% (worst 26%) to 3.0% (7.7%) and at the training
+#: ranges' edges from 1 s from 13.3% (71%) to 7.8% (24%); from 1 s inside the ranges it is even (4.4%
+#: against 4.3%). README, issue 16.
 KEEP = 0.8
 #: At most this many concentration steps (each a full Levenberg-Marquardt fit); they usually stop sooner.
 CONCENTRATION_STEPS = 5
@@ -299,12 +301,11 @@ def identify(model, system: str, obs: Observed, groups: list[str], restarts: int
     Restart 0 starts at the nominal values (or at the log-factors ``start [n]``, e.g. the last
     estimate when refitting online), the others at log-factors uniform in
     ``[-init_width, init_width]``. ``keep`` in (0, 1]: the fraction of the transitions fitted (least
-    trimmed squares by concentration steps, each restart continuing from where it stopped; 1: plain
-    least squares). Returns ``{"parameters": [...], "loss", "restarts": [...],
-    "transitions", "wall_s"}``; each parameter: ``name``, ``group``, ``nominal``, ``estimate``,
-    ``factor``, ``std`` (curvature, relative to the estimate) and ``spread`` (relative standard
-    deviation over the restarts that reach the best loss within 1e-6 + 1%), and ``kept`` (the
-    transitions in the final fit)."""
+    trimmed squares by concentration steps, each a fit from the same starts; 1: plain least squares).
+    Returns ``{"parameters": [...], "loss", "restarts": [...], "transitions", "kept", "wall_s"}``
+    (``kept``: the transitions in the final fit); each parameter: ``name``, ``group``, ``nominal``,
+    ``estimate``, ``factor``, ``std`` (curvature, relative to the estimate) and ``spread`` (relative
+    standard deviation over the restarts that reach the best loss within 1e-6 + 1%)."""
     if restarts < 1:
         raise GndesignError(f"--restarts must be at least 1, got {restarts}")
     check_keep(keep)

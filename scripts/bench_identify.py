@@ -9,6 +9,7 @@ known) from the first 0.5, 1 and 2 s. Writes ``results/identify.json`` and ``res
 
     python scripts/bench_identify.py --model cartpole=pretrained:cartpole --model acrobot=PATH [--trials 4]
     python scripts/bench_identify.py --mpc [CASE ...]   # adaptive MPC (added to the same report)
+    python scripts/bench_identify.py --mpc arm-hold --cells adaptive   # only those cells, the rest kept
     python scripts/bench_identify.py --signal           # what a 5% error of each parameter changes
 
 Identifiability (``--signal``, no model needed: it replays the recorded trials' truths, starts and
@@ -39,6 +40,7 @@ import torch
 from envs.generate import rollout, smooth_random_actions
 from envs.systems import get_system
 from gndesign.datasets.trajectories import write_dataset
+from gndesign.identify import KEEP
 from gndesign.io import atomic_write_json, atomic_write_text, machine_info
 from workflows.identify import identify_system
 from workflows.plan import plan_episodes
@@ -73,7 +75,7 @@ def true_params(system, regime: str, rng: np.random.Generator) -> dict[str, np.n
     return p
 
 
-def trial(system, model: str, regime: str, seed: int, work: Path, restarts: int) -> dict:
+def trial(system, model: str, regime: str, seed: int, work: Path, restarts: int, keep: float | None = None) -> dict:
     rng = np.random.default_rng(seed)
     params = true_params(system, regime, rng)
     mj = system.make_model(params)
@@ -88,7 +90,7 @@ def trial(system, model: str, regime: str, seed: int, work: Path, restarts: int)
                   nbody=system.nbody, overwrite=True)
     out = {"regime": regime, "seed": seed, "by_seconds": {}}
     for s in SECONDS:
-        r = identify_system(model, str(data), "mass,damping", restarts=restarts, seconds=s, seed=seed)
+        r = identify_system(model, str(data), "mass,damping", restarts=restarts, seconds=s, seed=seed, keep=keep)
         out["by_seconds"][str(s)] = {"wall_s": r["wall_s"], "loss": r["loss"], "parameters": [
             {k: p[k] for k in ("name", "group", "nominal", "truth", "estimate", "error", "std", "spread")}
             for p in r["parameters"]]}
@@ -105,7 +107,8 @@ def one_step_accelerations(system, params: dict, qpos: np.ndarray, qvel: np.ndar
 def signal(system, record: dict, seconds: float = 1.0, rel: float = 0.05) -> dict[str, float]:
     """Per parameter of a recorded trial: the RMS change of the normalized one-step accelerations
     when it alone is ``rel`` off (MuJoCo, the trial's truth, start and controls), over the RMS of
-    the learned model's residual at its fit (``sqrt`` of the recorded loss)."""
+    the learned model's residual at its fit (``sqrt`` of the recorded loss: with a trimmed fit, over
+    the transitions it kept)."""
     import mujoco
 
     rng = np.random.default_rng(record["seed"])
@@ -152,15 +155,26 @@ def summarize(trials: list[dict]) -> dict:
     return out
 
 
-def adaptive_mpc(case: str, episodes: int) -> dict:
-    """The adaptive-MPC cells of one case: per mass scale, nominal / adaptive / true parameters."""
+CELLS = ("nominal", "adaptive", "true")
+
+
+def adaptive_mpc(case: str, episodes: int, cells: tuple[str, ...] = CELLS, old: dict | None = None) -> dict:
+    """The adaptive-MPC cells of one case: per mass scale, nominal / adaptive / true parameters. Only
+    ``cells`` run; the others are taken from ``old`` (an earlier record of the case with the same
+    settings, e.g. to re-run only the adaptive cells after a change to identification)."""
     from envs.tasks import get_task
 
     m = dict(MPC_CASES[case], **MPC)
     out = {"settings": dict(m, episodes=episodes), "cells": {}}
+    if set(cells) != set(CELLS):
+        same = old is not None and json.loads(json.dumps(out["settings"])) == old.get("settings")
+        if not same:
+            raise SystemExit(f"--cells {' '.join(cells)}: no earlier record of {case} with these settings to take "
+                             "the other cells from; run all cells")
+        out["cells"] = {k: v for k, v in old["cells"].items() if k.rsplit("/", 1)[1] not in cells}
     task = get_task(m["task"], system=m.get("system"))
     for scale in m["scales"]:
-        for cell in ("nominal", "adaptive", "true"):
+        for cell in cells:
             t0 = time.perf_counter()
             r = plan_episodes(task, m["model"], m["planner"], episodes, m["seed"], None, m["replan_every"],
                               m["horizon"], m["options"], progress=False, policy=m["policy"],
@@ -210,7 +224,9 @@ def markdown(result: dict) -> str:
         recorded = sysres.get("trials")  # each system's own trials (a merged report holds several runs)
         trials = len(recorded) // len({t["regime"] for t in recorded}) if recorded else result["trials"]
         restarts = sysres.get("restarts", result["restarts"])
-        lines += [f"### {name} ({sysres['model']}; {trials} trials per regime, {restarts} restarts)", ""]
+        keep = sysres.get("keep", 1.0)  # records before the trimmed fit: plain least squares
+        fit = "least squares" if keep == 1 else f"least trimmed squares, {100 * keep:.0f}% kept"
+        lines += [f"### {name} ({sysres['model']}; {trials} trials per regime, {restarts} restarts, {fit})", ""]
         params = list(next(iter(next(iter(sysres["summary"].values())).values()))["mean_abs_error"])
         lines += ["| regime | seconds | " + " | ".join(params) + " | wall s |",
                   "|---|---|" + "---|" * len(params) + "---|"]
@@ -223,7 +239,8 @@ def markdown(result: dict) -> str:
         if "signal" in sysres:
             sig = sysres["signal"]
             lines += ["Identifiability from 1 s (`--signal`): a 5% error's change of the one-step accelerations over "
-                      "the model's residual (mean over the inside trials; below 1: the model's error is larger).", "",
+                      "the model's residual at the fit (over the transitions it kept; mean over the inside trials; "
+                      "below 1: the model's error is larger).", "",
                       "| " + " | ".join(params) + " |", "|" + "---|" * len(params),
                       "| " + " | ".join(f"{sig[p]:.3g}" for p in params) + " |", ""]
     for case, res in result.get("adaptive_mpc", {}).items():
@@ -236,12 +253,16 @@ def main() -> None:
     p.add_argument("--mpc", nargs="*", choices=list(MPC_CASES), metavar="CASE",
                    help="run the adaptive-MPC cells instead (all cases without names; kept apart in --out)")
     p.add_argument("--episodes", type=int, default=MPC["episodes"], help="with --mpc: episodes per cell")
+    p.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS),
+                   help="with --mpc: run only these cells, the others kept from the recorded run (same settings)")
     p.add_argument("--model", action="append", metavar="SYSTEM=CHECKPOINT",
                    help="a system and a learned model of it that takes physical parameters as inputs (repeatable)")
     p.add_argument("--signal", action="store_true",
                    help="add each recorded system's identifiability (MuJoCo replays of its trials; no model)")
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--restarts", type=int, default=4)
+    p.add_argument("--keep", type=float, help="fraction of the transitions each fit keeps (default: identify's, "
+                   "0.8; 1: plain least squares)")
     p.add_argument("--out", default=str(ROOT / "results" / "identify.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -250,7 +271,8 @@ def main() -> None:
         if "settings" in old.get("adaptive_mpc", {}):  # the first layout: one case, cartpole
             old["adaptive_mpc"] = {"cartpole-swingup": old["adaptive_mpc"]}
         for case in args.mpc or list(MPC_CASES):
-            old.setdefault("adaptive_mpc", {})[case] = adaptive_mpc(case, args.episodes) | {
+            before = old.get("adaptive_mpc", {}).get(case)
+            old.setdefault("adaptive_mpc", {})[case] = adaptive_mpc(case, args.episodes, tuple(args.cells), before) | {
                 "machine": machine_info(threads=1)}
             atomic_write_json(args.out, old)
             print("\n".join(mpc_markdown(case, old["adaptive_mpc"][case])))
@@ -279,10 +301,11 @@ def main() -> None:
             name, _, ckpt = item.partition("=")
             system = get_system(name)
             t0 = time.perf_counter()
-            trials = [trial(system, ckpt, regime, 1000 * i + k, Path(tmp), args.restarts)
+            trials = [trial(system, ckpt, regime, 1000 * i + k, Path(tmp), args.restarts, args.keep)
                       for k, regime in enumerate(REGIMES) for i in range(args.trials)]
             result["systems"][name] = {"model": ckpt, "trials": trials, "summary": summarize(trials),
-                                       "total_s": time.perf_counter() - t0, "restarts": args.restarts}
+                                       "total_s": time.perf_counter() - t0, "restarts": args.restarts,
+                                       "keep": args.keep or KEEP}
             print(f"{name}: {result['systems'][name]['total_s']:.0f} s", flush=True)
             atomic_write_json(args.out, result)
     atomic_write_json(args.out, result)

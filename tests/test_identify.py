@@ -174,9 +174,9 @@ def test_bench_identify_summary_and_table():
     assert s["wall_s"] == 3.0
     table = bench.markdown({"machine": {"cores": 2, "torch": "x"}, "trials": 5, "restarts": 4,
                             "systems": {"acrobot": {"model": "m.pt", "summary": bench.summarize(trials)},
-                                        "kept": {"model": "k.pt", "summary": bench.summarize(trials),
+                                        "kept": {"model": "k.pt", "summary": bench.summarize(trials), "keep": 0.8,
                                                  "trials": trials, "restarts": 3}}})
     assert "| inside | 1.0 | 3.00% (4.0%) | 5.00% (10.0%) | 3.0 |" in table
     # A system kept from an earlier run says its own trials and restarts, the others the run's.
-    assert "### acrobot (m.pt; 5 trials per regime, 4 restarts)" in table
-    assert "### kept (k.pt; 2 trials per regime, 3 restarts)" in table
+    assert "### acrobot (m.pt; 5 trials per regime, 4 restarts, least squares)" in table
+    assert "### kept (k.pt; 2 trials per regime, 3 restarts, least trimmed squares, 80% kept)" in table
