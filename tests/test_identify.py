@@ -180,3 +180,40 @@ def test_bench_identify_summary_and_table():
     # A system kept from an earlier run says its own trials and restarts, the others the run's.
     assert "### acrobot (m.pt; 5 trials per regime, 4 restarts, least squares)" in table
     assert "### kept (k.pt; 2 trials per regime, 3 restarts, least trimmed squares, 80% kept)" in table
+
+
+def test_bench_identify_reruns_only_the_named_mpc_cells(monkeypatch):
+    """``--mpc CASE --cells adaptive`` runs only the adaptive cells and keeps the others from the
+    earlier record of the same settings; without such a record it refuses."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_identify.py"
+    spec = importlib.util.spec_from_file_location("bench_identify", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+
+    def fake_plan(task, model, planner, episodes, seed, *args, adapt=None, known_params=False, scale_params=None,
+                  **kw):
+        calls.append((adapt, known_params, scale_params["mass"]))
+        eps = [{"return": 10.0 + i, "refits": [{"factors": {"m": scale_params["mass"]}, "wall_s": 0.1}]}
+               for i in range(episodes)]
+        return {"episodes": eps, "return_mean": 11.0, "return_std": 1.0, "mean_latency_s": 0.01}
+
+    monkeypatch.setattr(bench, "plan_episodes", fake_plan)
+    with pytest.raises(SystemExit, match="no earlier record"):
+        bench.adaptive_mpc("cartpole-swingup", 2, ("adaptive",), None)
+    assert calls == []
+    full = bench.adaptive_mpc("cartpole-swingup", 2)
+    assert len(calls) == 6 and set(full["cells"]) == {f"mass x{s}/{c}" for s in (1.25, 0.8) for c in bench.CELLS}
+    old = json.loads(json.dumps(full))
+    for key in old["cells"]:
+        old["cells"][key]["return_mean"] = -1.0  # marks the recorded cells
+    calls.clear()
+    again = bench.adaptive_mpc("cartpole-swingup", 2, ("adaptive",), old)
+    assert calls == [("mass", False, 1.25), ("mass", False, 0.8)]
+    for key, cell in again["cells"].items():
+        assert cell["return_mean"] == (11.0 if key.endswith("/adaptive") else -1.0), key
+    with pytest.raises(SystemExit, match="no earlier record"):  # recorded with other settings
+        bench.adaptive_mpc("cartpole-swingup", 3, ("adaptive",), old)
