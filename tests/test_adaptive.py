@@ -59,6 +59,7 @@ def test_refits_at_the_interval_and_recover_the_parameters(cartpole):
     rec = run_mpc_lockstep(env, planner, 35, replan_every=1, adapt=adapt)[0]
     assert [r["t"] for r in rec.refits] == [10, 20, 30]
     assert [r["transitions"] for r in rec.refits] == [10, 20, 30]
+    assert [r["kept"] for r in rec.refits] == [10, 20, 30]  # online refits fit every transition (ONLINE_KEEP)
     for name, f in rec.refits[-1]["factors"].items():  # exactly identifiable: the model made the data
         assert f == pytest.approx(TRUE[name], rel=1e-3)
     assert dynamics.params is not None
@@ -66,6 +67,11 @@ def test_refits_at_the_interval_and_recover_the_parameters(cartpole):
         assert torch.allclose(dynamics.params[key].double(), truth[key][0], rtol=1e-3)
     adapt.reset()  # a new episode plans with the nominal values again
     assert dynamics.params is None and adapt.refits == [] and adapt.transitions == []
+    trimmed = OnlineIdentification(dynamics, ["mass"], refit_every=10, iterations=20, prior=0.0, keep=0.8)
+    rec = run_mpc_lockstep(env, planner, 15, replan_every=1, adapt=trimmed)[0]
+    assert [r["kept"] for r in rec.refits] == [8]
+    with pytest.raises(GndesignError, match="--keep must be a fraction"):
+        OnlineIdentification(dynamics, ["mass"], refit_every=10, keep=1.5)
 
 
 def test_k_step_transitions_need_the_action_held(cartpole):
