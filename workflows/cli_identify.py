@@ -23,8 +23,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
             print(f"{p['name']:<28} {p['estimate']:.6g}  (nominal {p['nominal']:.6g}, x{p['factor']:.4f}; "
                   f"+-{100 * p['std']:.2g}% curvature, +-{100 * p['spread']:.2g}% over restarts){truth}")
         print(f"loss {result['loss']:.3g} over {result['kept']} of {result['transitions']} transitions "
-              f"({result['seconds']:g} s), "
-              f"{result['wall_s']:.1f} s")
+              f"({result['seconds']:g} s), {result['wall_s']:.1f} s")
     return 0
 
 
