@@ -187,14 +187,11 @@ class Objective:
     def transition_errors(self, log_f: torch.Tensor) -> torch.Tensor:
         """``[N]``: the norm over dofs of each transition's normalized error at ``log_f [n]``, every
         transition (the mask ignored)."""
-        mask, self.mask = self.mask, None
-        try:
-            return self.errors(log_f[None])[0].reshape(len(self.obs), -1).norm(dim=1)
-        finally:
-            self.mask = mask
+        return self.errors(log_f[None], masked=False)[0].reshape(len(self.obs), -1).norm(dim=1)
 
-    def errors(self, log_f: torch.Tensor) -> torch.Tensor:
-        """``[R, M]`` normalized acceleration errors (not scaled by ``sqrt(M)``)."""
+    def errors(self, log_f: torch.Tensor, masked: bool = True) -> torch.Tensor:
+        """``[R, M]`` normalized acceleration errors (not scaled by ``sqrt(M)``; zero for the
+        transitions :meth:`use` left out, unless ``masked`` is False)."""
         R, N = log_f.shape[0], len(self.obs)
         p = params_from_factors(self.nominal, self.elems, log_f)
         p = {k: v.repeat_interleave(N, 0).to(self.obs.qpos.dtype) for k, v in p.items()}
@@ -202,7 +199,7 @@ class Objective:
         with torch.no_grad():
             _, v = self.model.step(rep(self.obs.qpos), rep(self.obs.qvel), rep(self.obs.action), self.system, params=p)
         err = (v - rep(self.obs.qvel_next)) / self.dt / self.scale
-        if self.mask is not None:
+        if masked and self.mask is not None:
             err = err * rep(self.mask[:, None]).to(err.dtype)
         return err.reshape(R, -1)
 
