@@ -170,6 +170,21 @@ class DesignOptimizer:
         raise NotImplementedError
 
 
+def _ranked(terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[B]`` objectives for ranking: non-finite and infeasible designs last (``inf``)."""
+    obj = terms["objective"].detach().double()
+    bad = ~torch.isfinite(obj)
+    if "feasible" in terms:
+        bad |= ~terms["feasible"].detach().reshape(-1).bool()
+    return torch.where(bad, torch.full_like(obj, math.inf), obj)
+
+
+def _per_design(value: torch.Tensor, n: int) -> torch.Tensor:
+    """A loss term as ``[n]`` values, one per design (a single value is shared by all ``n``)."""
+    v = value.detach().reshape(-1)
+    return v.expand(n) if v.numel() == 1 else v
+
+
 class GradientDesign(DesignOptimizer):
     """Adam on unconstrained parameters ``z`` with ``design = mid + half * tanh(z)``.
 
@@ -201,13 +216,18 @@ class GradientDesign(DesignOptimizer):
             before the descent; the restarts other than the initial design start from the best of
             them instead of random designs, and stay candidates for the result (0, or a single restart:
             no screen).
+        screen_keep: with a ``screen_fn`` (a cheaper loss, e.g. on a subset of the particles), a
+            screen in two stages: ``screen_fn`` ranks every candidate and only its best
+            ``screen_keep`` are scored with the trusted loss (successive halving); 0 or no
+            ``screen_fn``: every candidate is scored with the trusted loss.
 
     :meth:`optimize` also takes ``sample_fn`` (:meth:`DesignOptimizer.optimize`: the screen's
     candidates and the random restarts), ``schedule``, called with the run's progress (``i / (iterations - 1)``)
     before each iteration (e.g. to anneal the loss's temperature or draw a new minibatch: the loss
-    may then be noisy), and ``select_fn``, a loss to trust that picks the result: after the last
+    may then be noisy), ``select_fn``, a loss to trust that picks the result: after the last
     step each restart's best and final design are scored with it in one batch and the best of
-    these is returned (its evaluations counted); without it, the best design the loss saw.
+    these and of the screened starts (scored with it in the screen) is returned (its evaluations
+    counted); without it, the best design the loss saw; and ``screen_fn`` (see ``screen_keep``).
     """
 
     name = "gradient"
@@ -215,15 +235,21 @@ class GradientDesign(DesignOptimizer):
     def __init__(self, low, high, iterations: int = 50, lr: float = 0.1, restarts: int = 1,
                  grad_clip: float = 1.0, lr_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
                  backtrack: float = 0.0, shrink: float = 0.5, grow: float = 1.0, update: str = "adam",
-                 screen: int = 0, smoothness: float = 0.0, prior_map: Callable | None = None, seed: int = 0):
+                 screen: int = 0, screen_keep: int = 0, smoothness: float = 0.0, prior_map: Callable | None = None,
+                 seed: int = 0):
         super().__init__(low, high, smoothness, prior_map, seed)
         self.schedule: Callable[[float], None] | None = None
         self.select_fn: DesignLossFn | None = None
+        self.screen_fn: DesignLossFn | None = None
         if iterations <= 0 or restarts <= 0:
             raise ValueError("iterations and restarts must be positive")
-        if screen < 0:
-            raise ValueError(f"screen must be a non-negative number of designs, got {screen}")
-        self.screen = screen
+        if screen < 0 or screen_keep < 0:
+            raise ValueError(f"screen and screen_keep must be non-negative numbers of designs, got {screen}, "
+                             f"{screen_keep}")
+        if screen_keep and not restarts - 1 <= screen_keep <= screen:
+            raise ValueError(f"screen_keep must lie between restarts - 1 = {restarts - 1} and screen = {screen} "
+                             f"(or be 0), got {screen_keep}")
+        self.screen, self.screen_keep = screen, screen_keep
         if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
             raise ValueError("need backtrack >= 0, 0 < shrink <= 1 and grow >= 1")
         if update not in ("adam", "normalized"):
@@ -237,31 +263,34 @@ class GradientDesign(DesignOptimizer):
 
     def optimize(self, loss_fn: DesignLossFn, init: torch.Tensor | None = None,
                  schedule: Callable[[float], None] | None = None, select_fn: DesignLossFn | None = None,
-                 sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> DesignResult:
-        """:meth:`DesignOptimizer.optimize`, with the ``schedule``, ``select_fn`` and ``sample_fn`` hooks
-        (see the class)."""
-        self.schedule, self.select_fn = schedule, select_fn
+                 sample_fn: Callable[[int, torch.Generator], torch.Tensor] | None = None,
+                 screen_fn: DesignLossFn | None = None) -> DesignResult:
+        """:meth:`DesignOptimizer.optimize`, with the ``schedule``, ``select_fn``, ``sample_fn`` and
+        ``screen_fn`` hooks (see the class)."""
+        self.schedule, self.select_fn, self.screen_fn = schedule, select_fn, screen_fn
         return super().optimize(loss_fn, init, sample_fn)
 
     @torch.no_grad()
     def _starts(self, loss_fn, init: torch.Tensor) -> torch.Tensor:
-        """``[restarts, K]``: the initial design, then random designs or the screen's best."""
+        """``[restarts, K]``: the initial design, then random designs or the screen's best (their trusted
+        terms kept in ``self._screened`` for the final selection)."""
+        self._screened = None
         if self.restarts == 1:
             return init[None]
         if not self.screen:
             return torch.cat([init[None], self.sample(self.restarts - 1)])
         cand = self.sample(self.screen)
+        if self.screen_keep and self.screen_fn is not None:  # the cheap stage: only its best go on
+            cand = cand[_ranked(self.score(self.screen_fn, cand)).argsort()[: self.screen_keep]]
         terms = self.score(self.select_fn or loss_fn, cand)
-        obj = terms["objective"].detach().to(cand)
-        bad = ~torch.isfinite(obj)
-        if "feasible" in terms:
-            bad |= ~terms["feasible"].detach().reshape(-1).bool()
-        obj = torch.where(bad, torch.full_like(obj, math.inf), obj)
         if self.select_fn is None:
             self._track(cand, terms)
-        log.info("gradient design: screened %d designs, the best objectives %s", self.screen,
-                 [round(float(v), 4) for v in obj.sort().values[: self.restarts - 1]])
-        return torch.cat([init[None], cand[obj.argsort()[: self.restarts - 1]]])
+        obj = _ranked(terms)
+        best = obj.argsort()[: self.restarts - 1]
+        log.info("gradient design: screened %d designs (%d with the trusted loss), the best objectives %s",
+                 self.screen, len(cand), [round(float(v), 4) for v in obj[best]])
+        self._screened = (cand[best], {k: _per_design(v, len(cand))[best] for k, v in terms.items()})
+        return torch.cat([init[None], cand[best]])
 
     def _schedule(self, i: int) -> float:
         return self.lr_decay + (1 - self.lr_decay) * 0.5 * (1 + math.cos(math.pi * min(i, self.iterations)
@@ -327,12 +356,16 @@ class GradientDesign(DesignOptimizer):
                 x = self.squash(z)
                 self._track(x, self.score(loss_fn, x))
                 return
-            # The noisy loss chose the candidates; the trusted one picks among them (the screened starts too).
+            # The noisy loss chose the candidates; the trusted one picks among them and the screened
+            # starts (which the screen scored with it).
             x = self.squash(torch.cat([best_z[torch.isfinite(best_obj)], z]))
-            if self.screen:
-                x = torch.cat([x, starts[1:]])
+            terms = {k: _per_design(v, len(x)) for k, v in self.score(self.select_fn, x).items()}
+            if self._screened is not None:
+                seen, seen_terms = self._screened
+                x = torch.cat([x, seen.to(x)])
+                terms = {k: torch.cat([v.detach(), seen_terms[k].to(v)]) for k, v in terms.items() if k in seen_terms}
             self._best = (self._best[0], math.inf, {})
-            self._track(x, self.score(self.select_fn, x))
+            self._track(x, terms)
 
 
 class CEMDesign(DesignOptimizer):

@@ -137,6 +137,7 @@ class GradientDesignOptions:
     grow: float = at_least(1.0, 1)
     update: str = field(default="adam", metadata={"choices": ("adam", "normalized")})
     screen: int = at_least(0, 0)
+    screen_keep: int = at_least(0, 0)
     smoothness: float = at_least(0.0, 0)
 
     def check(self, section: str) -> None:

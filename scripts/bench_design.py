@@ -12,7 +12,8 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
 
 * ``initial``: the default design, no optimization;
 * ``gradient``: Adam through the learned rollout, ``G`` iterations of 4 restarts, after a screen of
-  64 random designs that picks 3 of the restarts' starts;
+  64 random designs that picks 3 of the restarts' starts (ranked on a quarter of the balls, the best
+  ``--screen-keep`` of them on all balls; ``--screen-keep 0``: all 64 on all balls);
 * ``screen-learned``: the ablation: the gradient's screen alone (the same 64 designs and the default
   design, scored with the learned model, the best kept), no descent;
 * ``cem-learned-calls``: CEM on the learned model with **as many learned rollouts** as the gradient
@@ -73,13 +74,14 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
     """One design run (``grad``: the gradient run on this target, which sets the others' budgets)."""
     model = args.model
     if method == "gradient":
-        opts = {"iterations": args.grad_iterations, "lr": args.lr, "restarts": args.restarts}
+        opts = {"iterations": args.grad_iterations, "lr": args.lr, "restarts": args.restarts,
+                "screen": args.screen, "screen_keep": args.screen_keep}
         return design_obstacle("bin", target, optimizer="gradient", simulator="learned", model=model, seed=args.seed,
                                options=opts, cfg=cfg, loss={"particles": args.particles})
     if method == "gradient-refined":
         from workflows.refine import refine_design
 
-        opts = {"lr": args.lr, "restarts": args.restarts}
+        opts = {"lr": args.lr, "restarts": args.restarts, "screen": args.screen, "screen_keep": args.screen_keep}
         work = str(Path(args.cache) / f"{target:g}-refine")
         r = refine_design(target, args.refine_data, args.refine_rounds, model, work, iterations=args.grad_iterations,
                           seed=args.seed, options=opts, loss={"particles": args.particles}, overwrite=True)
@@ -89,7 +91,7 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
                 "learned_calls": sum(x["learned_calls"] for x in rows),
                 "mujoco_calls": sum(x["mujoco_calls"] + x.get("new_episodes", 0) for x in rows)}
     if method == "screen-learned":  # the ablation: the gradient's screened designs, no descent
-        n = DESIGN_DEFAULTS["gradient"]["screen"]
+        n = args.screen
         return design_obstacle("bin", target, optimizer="random", simulator="learned", model=model, seed=args.seed,
                                options={"budget": n + 1, "batch": n + 1}, cfg=cfg)
     calls = args.mujoco_factor * grad["learned_calls"]
@@ -183,6 +185,10 @@ def main() -> None:
     p.add_argument("--segments", type=int, help="obstacle segments (chain) or bars K (default: the model's scene)")
     p.add_argument("--obstacle", choices=["chain", "bars"], help="design space (default: chain)")
     p.add_argument("--restarts", type=int, default=DESIGN_DEFAULTS["gradient"]["restarts"])
+    p.add_argument("--screen", type=int, default=DESIGN_DEFAULTS["gradient"]["screen"],
+                   help="designs the gradient screens before its descent (0: none)")
+    p.add_argument("--screen-keep", type=int, default=DESIGN_DEFAULTS["gradient"]["screen_keep"],
+                   help="screened designs scored with all balls after a first stage on a subset (0: all of them)")
     p.add_argument("--particles", type=int, default=LOSS_DEFAULTS["particles"], help="balls per gradient iteration")
     p.add_argument("--refine-rounds", type=int, default=3, help="gradient-refined: refinement rounds")
     p.add_argument("--refine-data", default=str(ROOT / "runs" / "pretrained" / "data" / "obstacle-train-1200-s0"),
@@ -225,7 +231,8 @@ def main() -> None:
                     "python": platform.python_version(), "mujoco": __import__("mujoco").__version__,
                     "platform": platform.platform()},
         "protocol": {"model": args.model, "targets": args.targets, "seed": args.seed,
-                     "gradient": dict(DESIGN_DEFAULTS["gradient"], iterations=args.grad_iterations, lr=args.lr),
+                     "gradient": dict(DESIGN_DEFAULTS["gradient"], iterations=args.grad_iterations, lr=args.lr,
+                                      screen=args.screen, screen_keep=args.screen_keep),
                      "cem": dict(DESIGN_DEFAULTS["cem"], population=args.population, elites=args.elites),
                      "mujoco_factor": args.mujoco_factor, "time_factor": args.time_factor, "scene": cfg.to_dict(),
                      "restarts": args.restarts, "particles": args.particles,

@@ -222,8 +222,44 @@ def test_screen_starts_from_the_best_screened_designs_and_keeps_them_as_candidat
     # The descent cannot leave the plateau: the result is the best screened design, and the budget
     # counts the screen (5), 4 steps of 3 restarts, and the final selection.
     torch.testing.assert_close(result.design, pool[3], atol=1e-4, rtol=0)
-    final = 3 + 3 + 2 if trusted else 3  # each restart's best and final design and the 2 screened starts
+    # Each restart's best and final design; the 2 screened starts keep the trusted scores the screen gave them.
+    final = 3 + 3 if trusted else 3
     assert result.evaluations == 5 + 4 * 3 + final == sum(len(b) for b in batches)
+
+
+def test_two_stage_screen_scores_only_the_cheap_stages_best_with_the_trusted_loss():
+    pool = torch.tensor([[0.0, 0.5, 0.0, 0.5], [0.81, 1.5, 0.4, 0.2], [0.9, 0.0, 0.0, 0.0], [0.79, 0.1, 0.0, 0.1],
+                         [-0.5, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+    cheap_seen, trusted_seen = [], []
+
+    def cheap(x):  # ranks the pool 5, 1, 3, 0, ...: it misjudges design 5 and 3's order against 1
+        cheap_seen.append(x.detach().clone())
+        rank = {5: 0.0, 1: 0.1, 3: 0.2, 0: 0.3, 2: 0.4, 4: 0.5}
+        return {"total": torch.tensor([rank[int((pool - r).abs().sum(-1).argmin())] for r in x], dtype=x.dtype)}
+
+    def trusted(x):
+        trusted_seen.append(x.detach().clone())
+        return plateau_with_wells(x)
+
+    init = torch.tensor([-0.9, 0.0, 0.0, 0.5])
+    opt = GradientDesign(LOW, HIGH, iterations=2, lr=1e-6, restarts=3, screen=6, screen_keep=3)
+    result = opt.optimize(plateau_with_wells, init, select_fn=trusted, sample_fn=lambda n, gen: pool[:n],
+                          screen_fn=cheap)
+    # The cheap loss ranked all 6; the trusted one scored only its best 3 (designs 5, 1, 3), and the
+    # restarts are the initial design and the trusted loss's best 2 of those (3, then 1).
+    assert len(cheap_seen) == 1 and torch.equal(cheap_seen[0], pool)
+    torch.testing.assert_close(trusted_seen[0], pool[[5, 1, 3]])
+    torch.testing.assert_close(result.design, pool[3], atol=1e-4, rtol=0)
+    # Evaluations: 6 cheap + 3 trusted in the screen, 2 steps of 3, each restart's best and final (6).
+    assert result.evaluations == 6 + 3 + 2 * 3 + 6
+    # Without a screen_fn the screen scores every candidate with the trusted loss.
+    trusted_seen.clear()
+    GradientDesign(LOW, HIGH, iterations=1, restarts=3, screen=6, screen_keep=3).optimize(
+        plateau_with_wells, init, select_fn=trusted, sample_fn=lambda n, gen: pool[:n])
+    assert torch.equal(trusted_seen[0], pool)
+    for bad in ({"restarts": 4, "screen": 6, "screen_keep": 2}, {"restarts": 2, "screen": 6, "screen_keep": 7}):
+        with pytest.raises(ValueError, match="screen_keep"):
+            GradientDesign(LOW, HIGH, **bad)
 
 
 def test_random_restarts_and_random_search_draw_from_the_sampler_and_a_bad_sampler_is_refused():
@@ -242,6 +278,8 @@ def test_random_restarts_and_random_search_draw_from_the_sampler_and_a_bad_sampl
         GradientDesign(LOW, HIGH, screen=-1)
     with pytest.raises(GndesignError, match="screen"):
         make_design_optimizer("gradient", LOW, HIGH, screen=-2)
+    with pytest.raises(GndesignError, match="screen_keep"):
+        make_design_optimizer("gradient", LOW, HIGH, screen_keep=-1)
 
 
 def test_random_search_with_the_same_seed_scores_exactly_the_screens_designs():

@@ -174,6 +174,27 @@ def test_gradient_of_the_smooth_minibatch_loss_matches_finite_differences(obstac
     assert torch.isfinite(full["total"]).all()
 
 
+def test_the_screens_cheap_loss_is_the_full_loss_of_one_fixed_subset():
+    cfg, problem = small_problem("chain", 4, last_frames=2, temperature=3.0, particles=4)
+    subset = problem.screen_subset.clone()
+    assert len(subset) == 4 and len(set(subset.tolist())) == 4
+    designs = torch.as_tensor(cfg.default_design())[None] + torch.tensor([[0.0], [0.05]], dtype=torch.float64)
+    first = problem.screen_loss(designs)
+    problem.anneal(0.3)  # the descent's schedule moves its own subset and temperature, not the screen's
+    assert torch.equal(problem.screen_subset, subset)
+    again = problem.screen_loss(designs)
+    torch.testing.assert_close(again["total"], first["total"])
+    # It is the final-frame loss at temperature 1 of those balls: all balls but them moved away changes nothing.
+    keep = problem.init_t[subset].clone()
+    problem.init_t = problem.init_t + 5.0
+    problem.init_t[subset] = keep
+    torch.testing.assert_close(problem.screen_loss(designs)["total"], first["total"])
+    # With every ball in the minibatch there is no cheap stage: it is the full loss.
+    _, every = small_problem("chain", 4, particles=None)
+    assert every.screen_subset is None
+    torch.testing.assert_close(every.screen_loss(designs)["total"], every.full_loss(designs)["total"])
+
+
 def test_gradient_design_anneals_and_selects_with_the_full_loss():
     cfg, problem = small_problem("chain", 4, last_frames=2, temperature=3.0, particles=3)
     seen = []

@@ -93,6 +93,11 @@ class DesignProblem:
         self.temperature = temperature
         self.subset = None
         self.rng = np.random.default_rng(seed)
+        # The screen's cheap stage (:meth:`screen_loss`): one fixed subset, from a generator of its own.
+        self.screen_subset = None
+        if particles is not None and particles < cfg.n_particles:
+            self.screen_subset = torch.as_tensor(np.sort(np.random.default_rng([seed, 1]).choice(
+                cfg.n_particles, particles, replace=False)))
         self.node_model, self.spacing = model, None
         if model is not None and nodes == "spacing":
             # The model interpolates m nodes per segment it is given; handing it the points
@@ -177,10 +182,11 @@ class DesignProblem:
         return self.node_model.rollout(init.expand(B, -1, -1), self.model_obstacle(designs), self.cfg.frames,
                                        checkpoint=checkpoint)
 
-    def learned_loss(self, designs, full: bool = False):
+    def learned_loss(self, designs, full: bool = False, subset=None):
         """Named terms of learned rollouts (during optimization: the balls' subset, the annealed
-        temperature, the last frames; ``full``: all balls at temperature 1)."""
-        subset = None if full else self.subset
+        temperature, the last frames; ``full``: the final frame at temperature 1, of all balls or
+        of the balls ``subset``)."""
+        subset = subset if full else self.subset
         pos = self.learned_rollout(designs, subset, checkpoint=self.particles is None)
         terms = design_terms(self.goal, pos)
         if not full and (self.last_frames > 1 or self.temperature != 1):
@@ -190,6 +196,11 @@ class DesignProblem:
     def full_loss(self, designs):
         """:meth:`learned_loss` of all balls at temperature 1 (the final selection among candidates)."""
         return self.learned_loss(designs, full=True)
+
+    def screen_loss(self, designs):
+        """:meth:`full_loss` of a fixed subset of ``particles`` balls (the same for every call): the cheap
+        first stage of the gradient optimizer's screen (with ``particles`` None or all balls: ``full_loss``)."""
+        return self.learned_loss(designs, full=True, subset=self.screen_subset)
 
     def _penalized(self, designs, terms):
         pen = self.intrusion(designs).to(terms["total"])
