@@ -218,8 +218,8 @@ class GradientDesign(DesignOptimizer):
             no screen).
         screen_keep: with a ``screen_fn`` (a cheaper loss, e.g. on a subset of the particles), a
             screen in two stages: ``screen_fn`` ranks every candidate and only its best
-            ``screen_keep`` are scored with the trusted loss (successive halving); 0 or no
-            ``screen_fn``: every candidate is scored with the trusted loss.
+            ``screen_keep`` are scored with the trusted loss (successive halving); 0, at least
+            ``screen``, or no ``screen_fn``: every candidate is scored with the trusted loss.
 
     :meth:`optimize` also takes ``sample_fn`` (:meth:`DesignOptimizer.optimize`: the screen's
     candidates and the random restarts), ``schedule``, called with the run's progress (``i / (iterations - 1)``)
@@ -246,9 +246,8 @@ class GradientDesign(DesignOptimizer):
         if screen < 0 or screen_keep < 0:
             raise ValueError(f"screen and screen_keep must be non-negative numbers of designs, got {screen}, "
                              f"{screen_keep}")
-        if screen_keep and not restarts - 1 <= screen_keep <= screen:
-            raise ValueError(f"screen_keep must lie between restarts - 1 = {restarts - 1} and screen = {screen} "
-                             f"(or be 0), got {screen_keep}")
+        if screen and screen_keep and screen_keep < restarts - 1:
+            raise ValueError(f"screen_keep must be at least restarts - 1 = {restarts - 1} (or 0), got {screen_keep}")
         self.screen, self.screen_keep = screen, screen_keep
         if backtrack < 0 or not 0 < shrink <= 1 or grow < 1:
             raise ValueError("need backtrack >= 0, 0 < shrink <= 1 and grow >= 1")
@@ -280,7 +279,7 @@ class GradientDesign(DesignOptimizer):
         if not self.screen:
             return torch.cat([init[None], self.sample(self.restarts - 1)])
         cand = self.sample(self.screen)
-        if self.screen_keep and self.screen_fn is not None:  # the cheap stage: only its best go on
+        if self.screen_fn is not None and 0 < self.screen_keep < len(cand):  # the cheap stage: only its best go on
             cand = cand[_ranked(self.score(self.screen_fn, cand)).argsort()[: self.screen_keep]]
         terms = self.score(self.select_fn or loss_fn, cand)
         if self.select_fn is None:

@@ -257,9 +257,14 @@ def test_two_stage_screen_scores_only_the_cheap_stages_best_with_the_trusted_los
     GradientDesign(LOW, HIGH, iterations=1, restarts=3, screen=6, screen_keep=3).optimize(
         plateau_with_wells, init, select_fn=trusted, sample_fn=lambda n, gen: pool[:n])
     assert torch.equal(trusted_seen[0], pool)
-    for bad in ({"restarts": 4, "screen": 6, "screen_keep": 2}, {"restarts": 2, "screen": 6, "screen_keep": 7}):
-        with pytest.raises(ValueError, match="screen_keep"):
-            GradientDesign(LOW, HIGH, **bad)
+    # Keeping at least as many as were screened is the one-stage screen (so `screen=0` with the default keep works).
+    trusted_seen.clear()
+    GradientDesign(LOW, HIGH, iterations=1, restarts=3, screen=6, screen_keep=8).optimize(
+        plateau_with_wells, init, select_fn=trusted, sample_fn=lambda n, gen: pool[:n], screen_fn=cheap)
+    assert torch.equal(trusted_seen[0], pool)
+    GradientDesign(LOW, HIGH, restarts=4, screen=0, screen_keep=12)
+    with pytest.raises(ValueError, match="screen_keep"):
+        GradientDesign(LOW, HIGH, restarts=4, screen=6, screen_keep=2)
 
 
 def test_random_restarts_and_random_search_draw_from_the_sampler_and_a_bad_sampler_is_refused():
