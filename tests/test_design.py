@@ -232,7 +232,7 @@ def test_two_stage_screen_scores_only_the_cheap_stages_best_with_the_trusted_los
                          [-0.5, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
     cheap_seen, trusted_seen = [], []
 
-    def cheap(x):  # ranks the pool 5, 1, 3, 0, ...: it misjudges design 5 and 3's order against 1
+    def cheap(x):  # ranks the pool 5, 1, 3, 0, 2, 4: design 5 first, which the trusted loss rates worst of the three
         cheap_seen.append(x.detach().clone())
         rank = {5: 0.0, 1: 0.1, 3: 0.2, 0: 0.3, 2: 0.4, 4: 0.5}
         return {"total": torch.tensor([rank[int((pool - r).abs().sum(-1).argmin())] for r in x], dtype=x.dtype)}

@@ -184,7 +184,7 @@ def test_the_screens_cheap_loss_is_the_full_loss_of_one_fixed_subset():
     assert torch.equal(problem.screen_subset, subset)
     again = problem.screen_loss(designs)
     torch.testing.assert_close(again["total"], first["total"])
-    # It is the final-frame loss at temperature 1 of those balls: all balls but them moved away changes nothing.
+    # It rolls out those balls alone: moving every other ball away changes nothing.
     keep = problem.init_t[subset].clone()
     problem.init_t = problem.init_t + 5.0
     problem.init_t[subset] = keep
