@@ -70,6 +70,11 @@ LABELS = {"initial": "initial design", "gradient": "gradient (learned)",
           "cem-mujoco": "CEM (MuJoCo, 10x calls)", "random-mujoco": "random (MuJoCo, 10x calls)"}
 
 
+def loss_options(args) -> dict:
+    """The gradient runs' learned-loss options (:data:`workflows.design.LOSS_DEFAULTS`) from the flags."""
+    return {"particles": args.particles, "minibatch": args.minibatch}
+
+
 def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict:
     """One design run (``grad``: the gradient run on this target, which sets the others' budgets)."""
     model = args.model
@@ -77,14 +82,14 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
         opts = {"iterations": args.grad_iterations, "lr": args.lr, "restarts": args.restarts,
                 "screen": args.screen, "screen_keep": args.screen_keep}
         return design_obstacle("bin", target, optimizer="gradient", simulator="learned", model=model, seed=args.seed,
-                               options=opts, cfg=cfg, loss={"particles": args.particles})
+                               options=opts, cfg=cfg, loss=loss_options(args))
     if method == "gradient-refined":
         from workflows.refine import refine_design
 
         opts = {"lr": args.lr, "restarts": args.restarts, "screen": args.screen, "screen_keep": args.screen_keep}
         work = str(Path(args.cache) / f"{target:g}-refine")
         r = refine_design(target, args.refine_data, args.refine_rounds, model, work, iterations=args.grad_iterations,
-                          seed=args.seed, options=opts, loss={"particles": args.particles}, overwrite=True)
+                          seed=args.seed, options=opts, loss=loss_options(args), overwrite=True)
         rows = r["rounds"]
         return {**refined_pick(rows), "score_initial": grad["score_initial"], "rounds": rows,
                 "optimizer_seconds": sum(x["optimizer_seconds"] + x.get("fine_tune_seconds", 0.0) for x in rows),
@@ -190,6 +195,8 @@ def main() -> None:
     p.add_argument("--screen-keep", type=int, default=DESIGN_DEFAULTS["gradient"]["screen_keep"],
                    help="screened designs scored with all balls after a first stage on a subset (0: all of them)")
     p.add_argument("--particles", type=int, default=LOSS_DEFAULTS["particles"], help="balls per gradient iteration")
+    p.add_argument("--minibatch", choices=["random", "stratified"], default=LOSS_DEFAULTS["minibatch"],
+                   help="how each gradient iteration's balls are drawn")
     p.add_argument("--refine-rounds", type=int, default=3, help="gradient-refined: refinement rounds")
     p.add_argument("--refine-data", default=str(ROOT / "runs" / "pretrained" / "data" / "obstacle-train-1200-s0"),
                    help="gradient-refined: the model's training data (make_pretrained.py --only obstacle writes it)")
@@ -235,7 +242,7 @@ def main() -> None:
                                       screen=args.screen, screen_keep=args.screen_keep),
                      "cem": dict(DESIGN_DEFAULTS["cem"], population=args.population, elites=args.elites),
                      "mujoco_factor": args.mujoco_factor, "time_factor": args.time_factor, "scene": cfg.to_dict(),
-                     "restarts": args.restarts, "particles": args.particles,
+                     "restarts": args.restarts, "particles": args.particles, "minibatch": args.minibatch,
                      "budgets": "cem-learned-calls: the gradient run's learned rollouts; cem-learned: the gradient "
                                 "run's wall-clock time; " + (
                                     f"cem-mujoco: {args.time_factor:g} x the gradient run's wall-clock time; "
@@ -363,7 +370,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"Gradient cost: {s['rollout_equivalents_per_iteration']:.2f} rollout-equivalents per iteration "
                   "(optimizer CPU time / (iterations x the CPU time of one full forward learned rollout of the restart "
                   "batch)); "
-                  f"{report['protocol']['restarts']} restarts, {report['protocol']['particles']} balls per iteration."]
+                  f"{report['protocol']['restarts']} restarts, {report['protocol']['particles']} balls per iteration "
+                  f"({report['protocol'].get('minibatch', 'random')} minibatches)."]
     if "refinement" in s:
         lines += ["", "Model refined in the loop, per round (mean over the targets): predicted vs MuJoCo score of the "
                   "round's design, |predicted - MuJoCo|, the model's mean particle position error on it:", "",

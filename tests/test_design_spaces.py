@@ -10,7 +10,7 @@ import torch
 
 from envs.obstacle.geometry import mujoco_segments
 from envs.obstacle.goals import get_design_goal
-from envs.obstacle.problem import DesignProblem, prior_map
+from envs.obstacle.problem import DesignProblem, layout_strata, prior_map
 from envs.obstacle.scene import (
     SceneConfig,
     design_fk,
@@ -195,6 +195,46 @@ def test_the_screens_cheap_loss_is_the_full_loss_of_one_fixed_subset():
     torch.testing.assert_close(every.screen_loss(designs)["total"], every.full_loss(designs)["total"])
 
 
+def test_layout_strata_are_cells_of_columns_in_x_then_z():
+    # A 10 x 10 grid in 25 strata: 5 columns of 2 x-values, each cut into 5 cells of 2 z-values.
+    x, z = np.meshgrid(np.arange(10.0), np.arange(10.0), indexing="ij")
+    grid = np.stack([x.ravel(), z.ravel()], 1)
+    cells = {frozenset(map(tuple, grid[s])) for s in layout_strata(grid, 25)}
+    want = {frozenset((float(i), float(j)) for i in (2 * a, 2 * a + 1) for j in (2 * b, 2 * b + 1))
+            for a in range(5) for b in range(5)}
+    assert cells == want
+    # Any k: a partition of every ball into k non-empty groups, each inside one column band.
+    rng = np.random.default_rng(0)
+    layout = rng.uniform(size=(100, 2))
+    for k in (1, 7, 25, 99, 100):
+        strata = layout_strata(layout, k)
+        assert len(strata) == k and min(map(len, strata)) >= 1
+        assert sorted(np.concatenate(strata).tolist()) == list(range(100))
+    cols = [layout[np.concatenate(layout_strata(layout, 7)[a:b]), 0] for a, b in ((0, 3), (3, 5), (5, 7))]
+    assert cols[0].max() < cols[1].min() and cols[1].max() < cols[2].min()  # 3 columns: 3, 2 and 2 cells
+    with pytest.raises(ConfigError, match="strata"):
+        layout_strata(layout, 101)
+
+
+def test_stratified_minibatches_take_one_ball_from_every_stratum():
+    cfg, problem = small_problem("chain", 4, particles=3, minibatch="stratified")
+    strata = layout_strata(problem.init, 3)
+    drawn = set()
+    for f in np.linspace(0, 1, 12):
+        problem.anneal(f)
+        subset = problem.subset.tolist()
+        assert sorted(sum(i in s for i in subset) for s in strata) == [1, 1, 1]
+        drawn.update(subset)
+    assert drawn == set(range(cfg.n_particles))  # every ball gets its turn
+    # The default draws uniformly: some minibatch takes two balls of one stratum.
+    _, plain = small_problem("chain", 4, particles=3)
+    counts = []
+    for f in np.linspace(0, 1, 12):
+        plain.anneal(f)
+        counts.append(max(sum(i in s for i in plain.subset.tolist()) for s in strata))
+    assert max(counts) >= 2
+
+
 def test_gradient_design_anneals_and_selects_with_the_full_loss():
     cfg, problem = small_problem("chain", 4, last_frames=2, temperature=3.0, particles=3)
     seen = []
@@ -219,6 +259,7 @@ def test_gradient_design_anneals_and_selects_with_the_full_loss():
     ({"last_frames": 0}, "last_frames"),
     ({"temperature": 0.5}, "temperature"),
     ({"particles": 7}, "particles"),
+    ({"minibatch": "sobol"}, "minibatch must be random or stratified"),
 ])
 def test_bad_loss_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):

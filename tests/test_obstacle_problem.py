@@ -13,6 +13,7 @@ from envs.obstacle.problem import DesignProblem
 from envs.obstacle.scene import SceneConfig, design_fk
 from envs.obstacle.simulation import simulate
 from planners.design import GradientDesign
+from workflows.design import LOSS_DEFAULTS
 
 SMALL = {"n_particles": 6, "segments": 2, "frames": 60, "source_x": [-0.3, 0.0], "source_z": [2.0, 2.25]}
 
@@ -105,12 +106,27 @@ def test_design_command_end_to_end_with_a_learned_model(tiny_checkpoint, tmp_pat
     # 2 steps, then the restart's best and its final design scored again with every ball (the selection).
     assert saved["evaluations"] == 4 and saved["learned_calls"] == 4 and saved["mujoco_calls"] == 1
     assert len(saved["history"]["total"]) == 3 and "predicted_score" in saved and saved["model_error"] >= 0
+    assert saved["loss_options"] == dict(LOSS_DEFAULTS, particles=None)  # 25 of the scene's 6 balls: all
     lo, hi = np.array(small_scene().joint_ranges()).T
     assert np.all((np.array(saved["design"]) >= lo) & (np.array(saved["design"]) <= hi))
     model = mujoco.MjModel.from_xml_path(str(out / "design.xml"))
     assert model.ngeom == 3 + 2 + 6  # floor, walls, 2 segments, 6 balls
     for name in ("design.png", "loss.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_design_command_passes_loss_options_to_the_gradient(tiny_checkpoint, tmp_path, capsys):
+    from workflows.cli import main
+
+    ckpt, scene = tiny_checkpoint
+    out = tmp_path / "out"
+    argv = ["design", "--target-x", "-1.5", "--model", str(ckpt), "--scene", str(scene), "--steps", "2",
+            "--out", str(out), "--json", "--set", "optimizer.restarts=1", "--set", "loss.minibatch=stratified",
+            "--set", "loss.particles=3", "--set", "loss.last_frames=1"]
+    assert main(argv) == 0
+    saved = json.loads((out / "design.json").read_text())
+    assert saved["loss_options"] == dict(LOSS_DEFAULTS, minibatch="stratified", particles=3, last_frames=1)
+    assert saved["options"]["restarts"] == 1 and "minibatch" not in saved["options"]
 
 
 def test_design_on_mujoco_scores_what_it_designed(tmp_path):

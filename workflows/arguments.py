@@ -10,15 +10,19 @@ from gndesign.errors import GndesignError
 OUTPUTS = ("--out", "--plot", "--video")
 
 
-def prefixed_options(items: list[str] | None, prefix: str, example: str) -> dict:
-    """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars)."""
+def prefixed_options(items: list[str] | None, prefix: str, example: str, others: tuple[str, ...] = ()) -> dict:
+    """``--set PREFIX.KEY=VALUE`` options as ``{KEY: value}`` (values parsed as YAML scalars); items
+    with one of the ``others`` prefixes belong to another group and are skipped."""
     from gndesign.config import parse_value
 
     options = {}
     for item in items or []:
         key, _, value = item.partition("=")
+        if key.split(".", 1)[0] in others and "." in key and value:
+            continue
         if not key.startswith(prefix + ".") or not value:
-            raise GndesignError(f"--set {item!r} must look like {prefix}.KEY=VALUE (e.g. {prefix}.{example})")
+            forms = " or ".join(f"{p}.KEY=VALUE" for p in (prefix, *others))
+            raise GndesignError(f"--set {item!r} must look like {forms} (e.g. {prefix}.{example})")
         options[key.split(".", 1)[1]] = parse_value(value)
     return options
 

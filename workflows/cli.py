@@ -241,10 +241,11 @@ def cmd_design(args: argparse.Namespace) -> int:
     from workflows.design import design_obstacle
 
     torch.set_num_threads(args.threads)
-    options = prefixed_options(args.set, "optimizer", "lr=0.05")
+    options = prefixed_options(args.set, "optimizer", "lr=0.05", others=("loss",))
+    loss = prefixed_options(args.set, "loss", "minibatch=stratified", others=("optimizer",))
     r = design_obstacle(args.task, args.target_x, args.side, args.segments, args.optimizer, args.simulator,
                         args.model, args.steps, args.seed, options, args.scene, out=args.out,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, loss=loss or None)
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k not in ("history", "scene")}, indent=2))
     else:
@@ -448,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps (gradient: Adam steps; cem: refits; random: batches of designs)")
     _old(s, "--iterations", "steps", "--steps", type=positive_int)
     s.add_argument("--seed", type=int, default=0, help="initial particle layout and optimizer seed")
-    s.add_argument("--set", action="append", metavar="optimizer.KEY=VALUE", help="optimizer option (repeatable)")
+    s.add_argument("--set", action="append", metavar="optimizer.KEY=VALUE", help="optimizer option, or the gradient's "
+                   "learned loss: loss.KEY=VALUE (particles, minibatch, last_frames, temperature, nodes; repeatable)")
     s.add_argument("--out", default="runs/design", help="output directory")
     s.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads (the models are small: one thread is fastest on a busy machine)")

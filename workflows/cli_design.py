@@ -32,8 +32,10 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
 
     torch.set_num_threads(args.threads)
     r = refine_design(args.target_x, args.refine_data, args.refine_rounds, args.model, args.out, args.layouts,
-                      args.replay, args.steps, args.seed, prefixed_options(args.set, "optimizer", "lr=0.05"),
-                      fine_tune={"steps": args.fine_tune_steps}, overwrite=args.overwrite)
+                      args.replay, args.steps, args.seed,
+                      prefixed_options(args.set, "optimizer", "lr=0.05", others=("loss",)),
+                      fine_tune={"steps": args.fine_tune_steps}, overwrite=args.overwrite,
+                      loss=prefixed_options(args.set, "loss", "minibatch=stratified", others=("optimizer",)) or None)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

@@ -11,7 +11,7 @@ import torch
 
 from envs.obstacle.geometry import mujoco_segments
 from envs.obstacle.goals import get_design_goal
-from envs.obstacle.problem import DesignProblem, load_design_model, prior_map
+from envs.obstacle.problem import MINIBATCHES, DesignProblem, load_design_model, prior_map
 from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file, make_model, obstacle_segments
 from envs.obstacle.simulation import smooth_designs
 from gndesign.checkpoints import load_model
@@ -40,7 +40,8 @@ DESIGN_DEFAULTS = {
 #: frames with soft bin edges 4x as wide at first, annealed to the bin's; the result picked among
 #: each restart's best and final design with all the balls. CEM and random search score all balls.
 #: (``particles``: None, or a scene with at most that many balls, uses all of them.)
-LOSS_DEFAULTS = {"nodes": "spacing", "last_frames": 10, "temperature": 4.0, "particles": 25}
+#: ``minibatch``: how each iteration's balls are drawn (``random``, or ``stratified`` over the layout).
+LOSS_DEFAULTS = {"nodes": "spacing", "last_frames": 10, "temperature": 4.0, "particles": 25, "minibatch": "random"}
 
 
 def polylines(seg: torch.Tensor) -> torch.Tensor:
@@ -84,10 +85,15 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         opts["budget" if optimizer == "random" else "iterations"] = (
             iterations * opts.get("batch", 1) if optimizer == "random" else iterations)
     opts.update(design_options(optimizer, opts))
+    if loss and optimizer != "gradient":
+        raise GndesignError(f"loss options {sorted(loss)} shape the gradient optimizer's learned loss; {optimizer} "
+                            "scores every design with all balls: drop them or use --optimizer gradient")
     loss_opts = dict(LOSS_DEFAULTS, **(loss or {})) if optimizer == "gradient" else {"nodes": "spacing"}
     unknown = sorted(set(loss_opts) - set(LOSS_DEFAULTS))
     if unknown:
         raise GndesignError(f"unknown loss options {unknown}; known: {', '.join(LOSS_DEFAULTS)}")
+    if loss_opts.get("minibatch", "random") not in MINIBATCHES:
+        raise GndesignError(f"loss option minibatch must be {' or '.join(MINIBATCHES)}, got {loss_opts['minibatch']!r}")
     constraint_obj = parse_constraints(constraints if constraints is None or not isinstance(constraints, str)
                                        else [constraints])
     check_output(out, "dir", inputs=[scene, model if simulator == "learned" else None], overwrite=overwrite)
@@ -141,6 +147,7 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     out_dict = {
         "task": the_task.to_dict(), "region": list(the_task.region), "optimizer": optimizer, "simulator": simulator,
         "model": model if simulator == "learned" else None, "seed": seed, "options": opts,
+        "loss_options": loss_opts if optimizer == "gradient" else None,
         "scene": cfg.to_dict(), "initial_design": init.tolist(), "design": result.design.tolist(),
         "obstacle": cfg.obstacle, "segments": cfg.segments, "design_dim": cfg.design_dim,
         "segments_xz": obstacle_segments(result.design[None], cfg)[0].tolist(),

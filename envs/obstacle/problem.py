@@ -26,6 +26,8 @@ from gndesign.constraints import ConstraintContext
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.objectives import Objective, Sum
 
+#: How a learned loss's minibatch of balls is drawn (:class:`DesignProblem`'s ``minibatch``).
+MINIBATCHES = ("random", "stratified")
 #: Spacing of the points the design constraints see along the obstacle [m].
 CONSTRAINT_SPACING = 0.01
 
@@ -68,11 +70,15 @@ class DesignProblem:
         particles: learned rollouts during optimization use a random subset of this many balls
             (a new one per :meth:`anneal` call; ``None``: all), a cheaper, noisier gradient;
             :meth:`full_loss` scores with all of them.
+        minibatch: how that subset is drawn: ``random`` (uniformly) or ``stratified`` (one ball from
+            each of ``particles`` strata of the starting layout, :func:`layout_strata`: columns in x,
+            cells in z within each, so every part of the stream is in every minibatch).
     """
 
     def __init__(self, cfg: SceneConfig, goal: DesignGoal, seed: int, model=None, intrusion_weight: float = 1.0,
                  margin: float = 0.05, constraints: Objective | None = None, nodes: str = "spacing",
-                 last_frames: int = 1, temperature: float = 1.0, particles: int | None = None):
+                 last_frames: int = 1, temperature: float = 1.0, particles: int | None = None,
+                 minibatch: str = "random"):
         self.cfg, self.goal, self.seed, self.model = cfg, goal, seed, model
         self.init = initial_positions(cfg, seed)
         self.dtype = next(model.parameters()).dtype if model is not None else torch.float32
@@ -89,7 +95,12 @@ class DesignProblem:
             raise ConfigError(f"temperature must be a number >= 1, got {temperature!r}")
         if particles is not None and not (isinstance(particles, int) and 1 <= particles <= cfg.n_particles):
             raise ConfigError(f"particles must be an integer in [1, {cfg.n_particles}], got {particles!r}")
+        if minibatch not in MINIBATCHES:
+            raise ConfigError(f"minibatch must be {' or '.join(MINIBATCHES)}, got {minibatch!r}")
         self.nodes, self.last_frames, self.temperature0, self.particles = nodes, last_frames, temperature, particles
+        self.strata = None
+        if minibatch == "stratified" and particles is not None and particles < cfg.n_particles:
+            self.strata = layout_strata(self.init, particles)
         self.temperature = temperature
         self.subset = None
         self.rng = np.random.default_rng(seed)
@@ -146,7 +157,9 @@ class DesignProblem:
         temperature goes geometrically from its start to 1, and a new subset of balls is drawn."""
         f = min(max(float(fraction), 0.0), 1.0)
         self.temperature = self.temperature0 ** (1 - f)
-        if self.particles is not None and self.particles < self.cfg.n_particles:
+        if self.strata is not None:
+            self.subset = torch.as_tensor(np.sort([self.rng.choice(s) for s in self.strata]))
+        elif self.particles is not None and self.particles < self.cfg.n_particles:
             self.subset = torch.as_tensor(np.sort(self.rng.choice(self.cfg.n_particles, self.particles, replace=False)))
 
     def clearance(self, designs):
@@ -227,6 +240,21 @@ class DesignProblem:
         terms["constraints"] = con
         terms["feasible"] = ok.to(pen.dtype)
         return terms
+
+
+def layout_strata(init: np.ndarray, k: int) -> list[np.ndarray]:
+    """``k`` disjoint groups of ball indices that cover the layout ``init [N, 2]`` (``1 <= k <= N``):
+    about ``sqrt(k)`` columns of equal size in x, each split into equal cells in z (the columns'
+    shares of the ``k`` cells as equal as possible; every cell holds at least one ball)."""
+    n = len(init)
+    if not 1 <= k <= n:
+        raise ConfigError(f"need 1 <= strata <= {n} balls, got {k}")
+    cols = max(1, round(math.sqrt(k)))
+    strata = []
+    for col, cells in zip(np.array_split(np.argsort(init[:, 0], kind="stable"), cols),
+                          (len(c) for c in np.array_split(np.arange(k), cols)), strict=True):
+        strata += np.array_split(col[np.argsort(init[col, 1], kind="stable")], cells)
+    return strata
 
 
 def node_spacing(model) -> float:
