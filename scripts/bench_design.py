@@ -391,18 +391,30 @@ def scaling(paths: list[str], out: Path) -> dict:
     """Merge design reports of several design spaces: per space and method the mean and per-target
     MuJoCo scores and times, issue 17's verdict for spaces of 16 or more parameters (gradient, plain
     or refined, beats CEM on MuJoCo with 10x its time on at least 4 of 5 targets) and a figure of
-    mean score against the number of parameters."""
+    mean score against the number of parameters.
+
+    Several reports of one space (the same targets) merge: a method takes its figures from the last
+    report that has it (e.g. a newer model's gradient runs over the MuJoCo baselines of an older
+    report, which do not depend on the model); ``sources`` records which report each came from."""
     rows = {}
     for path in paths:
         report = json.loads(Path(path).read_text())
         first = next(iter(report["runs"].values()))["gradient"]
         space = f"{first['obstacle']} K = {first['segments']} ({first['design_dim']} parameters)"
         summary = report["summary"]
-        rows[space] = {"obstacle": first["obstacle"], "segments": first["segments"], "report": str(path),
-                       "design_dim": first["design_dim"], "targets": list(report["runs"]),
-                       "scores": summary["scores"], "mean_score": summary["mean_score"],
-                       "mean_seconds": summary["mean_seconds"], "budgets": report["protocol"]["budgets"],
-                       "machine": report["machine"]}
+        row = rows.setdefault(space, {"obstacle": first["obstacle"], "segments": first["segments"],
+                                      "design_dim": first["design_dim"], "targets": list(report["runs"]),
+                                      "scores": {}, "mean_score": {}, "mean_seconds": {}, "sources": {},
+                                      "budgets": {}, "machines": {}})
+        if list(report["runs"]) != row["targets"]:
+            raise SystemExit(f"{path}: targets {list(report['runs'])} differ from {row['targets']} of the other "
+                             f"{space} reports; merge only reports of the same targets")
+        for method, scores in summary["scores"].items():
+            row["scores"][method], row["mean_score"][method] = scores, summary["mean_score"][method]
+            if method in summary.get("mean_seconds", {}):
+                row["mean_seconds"][method] = summary["mean_seconds"][method]
+            row["sources"][method] = str(path)
+        row["budgets"][str(path)], row["machines"][str(path)] = report["protocol"]["budgets"], report["machine"]
     verdicts = []
     for space, r in rows.items():
         if r["design_dim"] < 16 or "cem-mujoco" not in r["scores"]:
@@ -416,12 +428,14 @@ def scaling(paths: list[str], out: Path) -> dict:
     methods = sorted({m for r in rows.values() for m in r["mean_score"]} - {"initial"})
     lines = ["# Design spaces: MuJoCo score against the number of design parameters (issue 17)", "",
              "Per design space, the mean over the five bin targets of the final design's MuJoCo score (per-target "
-             "scores, budgets, machine and the report each row comes from in design_scaling.json).", "",
+             "scores, budgets, machines and the report each figure comes from in design_scaling.json).", "",
              "| design space | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for space, r in rows.items():
         lines.append(f"| {space} | " + " | ".join(f"{r['mean_score'][m]:.2f}" if m in r["mean_score"] else "-"
                                                  for m in methods) + " |")
-    lines += ["", "Targets:", ""] + [f"- {v}" for v in verdicts] + [""]
+    lines += ["", "Targets:", ""] + [f"- {v}" for v in verdicts] + ["", "Reports:", ""]
+    lines += [f"- {space}: " + "; ".join(f"{m} from {src}" for m, src in r["sources"].items() if m != "initial")
+              for space, r in rows.items()] + [""]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "design_scaling.json", result)
     atomic_write_text(out / "design_scaling.md", "\n".join(lines))

@@ -42,6 +42,27 @@ def test_scaling_merges_design_spaces_and_counts_wins_per_target(tmp_path):
     assert (tmp_path / "out" / "design_scaling.png").stat().st_size > 1000
 
 
+def test_scaling_merges_reports_of_one_space_the_last_report_of_a_method_wins(tmp_path):
+    bench = SimpleNamespace(**runpy.run_path(str(SCRIPT), run_name="bench_design"))
+    old = _report(tmp_path / "old.json", "chain", 16, [0.1] * 5, [0.5] * 5)
+    new = tmp_path / "new.json"
+    report = json.loads(_report(new, "chain", 16, [0.9, 0.9, 0.9, 0.9, 0.1], [0.0] * 5).read_text())
+    for part in ("scores", "mean_score"):  # the newer report has no CEM on MuJoCo: the older one's stays
+        del report["summary"][part]["cem-mujoco"]
+    new.write_text(json.dumps(report))
+    result = bench.scaling([str(old), str(new)], tmp_path / "out")
+    row = result["spaces"]["chain K = 16 (16 parameters)"]
+    assert row["scores"]["gradient"] == [0.9, 0.9, 0.9, 0.9, 0.1] and row["scores"]["cem-mujoco"] == [0.5] * 5
+    assert row["sources"] == {"initial": str(new), "gradient": str(new), "cem-mujoco": str(old)}
+    assert result["verdicts"] == [
+        "chain K = 16 (16 parameters): gradient beats CEM on MuJoCo on 4 of 5 targets (target: at least 4): met"]
+    other = json.loads(old.read_text())
+    other["runs"] = {t: other["runs"]["1.2"] for t in ("1.2", "1.5")}
+    old.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="differ"):
+        bench.scaling([str(new), str(old)], tmp_path / "out2")
+
+
 def test_refinement_is_refused_outside_the_models_own_scene(tmp_path, monkeypatch):
     """The refined loop fine-tunes on data of the model's scene (K = 4): asked for another K, the
     benchmark says so before running anything, rather than refining K = 4 designs under a K = 16 label."""
