@@ -72,7 +72,7 @@ LABELS = {"initial": "initial design", "gradient": "gradient (learned)",
 
 def loss_options(args) -> dict:
     """The gradient runs' learned-loss options (:data:`workflows.design.LOSS_DEFAULTS`) from the flags."""
-    return {"particles": args.particles, "minibatch": args.minibatch}
+    return {"particles": args.particles, "minibatch": args.minibatch, "grad_horizon": args.grad_horizon}
 
 
 def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict:
@@ -197,6 +197,8 @@ def main() -> None:
     p.add_argument("--particles", type=int, default=LOSS_DEFAULTS["particles"], help="balls per gradient iteration")
     p.add_argument("--minibatch", choices=["random", "stratified"], default=LOSS_DEFAULTS["minibatch"],
                    help="how each gradient iteration's balls are drawn")
+    p.add_argument("--grad-horizon", type=float, default=LOSS_DEFAULTS["grad_horizon"],
+                   help="damp the gradient through time over this many frames (default: exact gradient)")
     p.add_argument("--refine-rounds", type=int, default=3, help="gradient-refined: refinement rounds")
     p.add_argument("--refine-data", default=str(ROOT / "runs" / "pretrained" / "data" / "obstacle-train-1200-s0"),
                    help="gradient-refined: the model's training data (make_pretrained.py --only obstacle writes it)")
@@ -243,6 +245,7 @@ def main() -> None:
                      "cem": dict(DESIGN_DEFAULTS["cem"], population=args.population, elites=args.elites),
                      "mujoco_factor": args.mujoco_factor, "time_factor": args.time_factor, "scene": cfg.to_dict(),
                      "restarts": args.restarts, "particles": args.particles, "minibatch": args.minibatch,
+                     "grad_horizon": args.grad_horizon,
                      "budgets": "cem-learned-calls: the gradient run's learned rollouts; cem-learned: the gradient "
                                 "run's wall-clock time; " + (
                                     f"cem-mujoco: {args.time_factor:g} x the gradient run's wall-clock time; "
@@ -371,7 +374,9 @@ def markdown(report: dict) -> str:
                   "(optimizer CPU time / (iterations x the CPU time of one full forward learned rollout of the restart "
                   "batch)); "
                   f"{report['protocol']['restarts']} restarts, {report['protocol']['particles']} balls per iteration "
-                  f"({report['protocol'].get('minibatch', 'random')} minibatches)."]
+                  f"({report['protocol'].get('minibatch', 'random')} minibatches"
+                  + (f", the gradient damped through time over {report['protocol']['grad_horizon']:g} frames"
+                     if report["protocol"].get("grad_horizon") else "") + ")."]
     if "refinement" in s:
         lines += ["", "Model refined in the loop, per round (mean over the targets): predicted vs MuJoCo score of the "
                   "round's design, |predicted - MuJoCo|, the model's mean particle position error on it:", "",

@@ -341,3 +341,40 @@ def test_smooth_designs_are_piecewise_linear_angle_profiles_within_the_ranges(K)
         assert float(a.diff(dim=-1).abs().max()) > 0.1  # and some bend
     with pytest.raises(ConfigError, match="chain designs"):
         smooth_designs(scene("bars", 4), 3)
+
+
+def test_damped_rollouts_keep_the_positions_and_scale_the_gradient_through_time():
+    from envs.obstacle.problem import damped_rollout
+
+    cfg, problem = small_problem("chain", 2)
+    model = problem.node_model.double()
+    init = problem.init_t.double()[None].expand(2, -1, -1)
+    frames, chunk = 4, model.history + 1  # two chunks: the second one short
+    designs = torch.as_tensor(cfg.default_design())[None] + torch.tensor([[0.0], [0.03]], dtype=torch.float64)
+
+    def rollout(factor, x):
+        obstacle = problem.model_obstacle(x).double()
+        if factor is None:
+            return model.rollout(init, obstacle, frames)
+        return damped_rollout(model, init, obstacle, frames, factor, chunk=chunk)
+
+    def grad(factor):
+        x = designs.clone().requires_grad_(True)
+        pos = rollout(factor, x)
+        (g,) = torch.autograd.grad(pos[:, -1, :, 0].sum(), x)
+        return pos.detach(), g
+
+    plain, g_exact = grad(None)
+    for factor in (1.0, 0.5, 0.0):
+        pos, g = grad(factor)
+        torch.testing.assert_close(pos, plain, rtol=1e-12, atol=1e-12)  # the same positions
+        if factor == 1.0:
+            torch.testing.assert_close(g, g_exact)  # undamped: the exact gradient
+    _, g0 = grad(0.0)
+    _, g_half = grad(0.5)
+    assert not torch.allclose(g0, g_exact)  # the paths through the chunk boundary carry part of it
+    # The gradient is linear in the factor: the paths that cross the one boundary, scaled.
+    torch.testing.assert_close(g_half, g0 + 0.5 * (g_exact - g0))
+    # A design problem's horizon is a positive number of frames.
+    with pytest.raises(ConfigError, match="grad_horizon"):
+        small_problem("chain", 2, grad_horizon=0)

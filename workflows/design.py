@@ -40,8 +40,10 @@ DESIGN_DEFAULTS = {
 #: frames with soft bin edges 4x as wide at first, annealed to the bin's; the result picked among
 #: each restart's best and final design with all the balls. CEM and random search score all balls.
 #: (``particles``: None, or a scene with at most that many balls, uses all of them.)
-#: ``minibatch``: how each iteration's balls are drawn (``random``, or ``stratified`` over the layout).
-LOSS_DEFAULTS = {"nodes": "spacing", "last_frames": 10, "temperature": 4.0, "particles": 25, "minibatch": "random"}
+#: ``minibatch``: how each iteration's balls are drawn (``random``, or ``stratified`` over the layout);
+#: ``grad_horizon``: frames over which the gradient through time is damped (``None``: the exact gradient).
+LOSS_DEFAULTS = {"nodes": "spacing", "last_frames": 10, "temperature": 4.0, "particles": 25, "minibatch": "random",
+                 "grad_horizon": None}
 
 
 def polylines(seg: torch.Tensor) -> torch.Tensor:
