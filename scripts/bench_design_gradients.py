@@ -75,7 +75,9 @@ def descent(problem: DesignProblem, designs: torch.Tensor, steps: list[float], d
     rnd = rnd / rnd.norm(dim=-1, keepdim=True)
     out = {}
     with torch.no_grad():
-        f = f.detach()
+        # The baseline from a plain rollout: a damped one has the same positions only up to float32
+        # rounding, which 150 chaotic frames amplify.
+        f = problem.full_loss(designs)["total"]
         for h in steps:
             along = problem.full_loss(designs + h * d)["total"] - f
             moved = (designs[:, None] + h * rnd).reshape(-1, designs.shape[1])
