@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.obstacle.problem import load_design_model
+from envs.obstacle.problem import MINIBATCHES, load_design_model
 from gndesign.io import atomic_write_json, atomic_write_text
 from workflows.design import DESIGN_DEFAULTS, LOSS_DEFAULTS, design_obstacle
 
@@ -195,7 +195,7 @@ def main() -> None:
     p.add_argument("--screen-keep", type=int, default=DESIGN_DEFAULTS["gradient"]["screen_keep"],
                    help="screened designs scored with all balls after a first stage on a subset (0: all of them)")
     p.add_argument("--particles", type=int, default=LOSS_DEFAULTS["particles"], help="balls per gradient iteration")
-    p.add_argument("--minibatch", choices=["random", "stratified"], default=LOSS_DEFAULTS["minibatch"],
+    p.add_argument("--minibatch", choices=MINIBATCHES, default=LOSS_DEFAULTS["minibatch"],
                    help="how each gradient iteration's balls are drawn")
     p.add_argument("--grad-horizon", type=float, default=LOSS_DEFAULTS["grad_horizon"],
                    help="damp the gradient through time over this many frames (default: exact gradient)")

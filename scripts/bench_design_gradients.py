@@ -38,7 +38,7 @@ import torch
 from envs.obstacle.goals import get_design_goal
 from envs.obstacle.problem import DesignProblem, load_design_model
 from envs.obstacle.simulation import smooth_designs
-from gndesign.io import atomic_write_json, atomic_write_text
+from gndesign.io import atomic_write_json, atomic_write_text, check_finite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,27 +166,19 @@ def main() -> None:
         problem = DesignProblem(short, get_design_goal("bin", short, target_x=args.target), 0, sim)
         report["sensitivity"][F] = sensitivity(problem, designs, args.fd_steps)
         print(f"F = {F}: median |gradient| {np.median(report['sensitivity'][F]['grad_norm']):.3g}", flush=True)
+    longest = dataclasses.replace(cfg, frames=max(args.frames))  # the descent test's length
     report["descent"] = {}
     for name, horizon in horizons.items():
-        full = DesignProblem(cfg, get_design_goal("bin", cfg, target_x=args.target), 0, sim, grad_horizon=horizon)
+        full = DesignProblem(longest, get_design_goal("bin", longest, target_x=args.target), 0, sim,
+                             grad_horizon=horizon)
         report["descent"][name] = descent(full, designs, args.descent_steps, args.directions,
                                           torch.Generator().manual_seed(args.seed + 1))
     report["seconds"] = time.perf_counter() - start
-    for value in (report["sensitivity"], report["descent"]):
-        if not np.all(np.isfinite(np.asarray(_numbers(value)))):
-            raise SystemExit("a gradient or loss is not finite; check the model")
+    check_finite([report["sensitivity"], report["descent"]], "a gradient or loss of the check", "check the model")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "design_gradients.json", report)
     atomic_write_text(out / "design_gradients.md", markdown(report))
     print(markdown(report))
-
-
-def _numbers(value) -> list[float]:
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _numbers(v)]
-    if isinstance(value, list):
-        return [x for v in value for x in _numbers(v)]
-    return [float(value)]
 
 
 if __name__ == "__main__":

@@ -263,6 +263,7 @@ OPTIONS = [
     ("design", "cem", "optimizer.budget=4", "optimizer.budget (4) is less than one population (16)"),
     ("design", "random", "optimizer.batch=x", "optimizer.batch: cannot read 'x' as int"),
     ("design", "gradient", "loss.minibatch=sobol", "loss option minibatch must be random or stratified, got 'sobol'"),
+    ("design", "gradient", "loss.grad_horizon=-2", "loss option grad_horizon must be a positive number of frames"),
     ("design", "gradient", "loss.foo=1", "unknown loss options ['foo']; known: nodes"),
     ("design", "cem", "loss.particles=50", "loss options ['particles'] shape the gradient optimizer's learned loss"),
     ("design", "gradient", "planner.lr=1", "must look like optimizer.KEY=VALUE or loss.KEY=VALUE"),

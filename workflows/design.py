@@ -11,11 +11,11 @@ import torch
 
 from envs.obstacle.geometry import mujoco_segments
 from envs.obstacle.goals import get_design_goal
-from envs.obstacle.problem import MINIBATCHES, DesignProblem, load_design_model, prior_map
+from envs.obstacle.problem import DesignProblem, check_descent_options, load_design_model, prior_map
 from envs.obstacle.scene import design_fk, design_to_mjcf, load_scene_file, make_model, obstacle_segments
 from envs.obstacle.simulation import smooth_designs
 from gndesign.checkpoints import load_model
-from gndesign.errors import GndesignError
+from gndesign.errors import ConfigError, GndesignError
 from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, read_yaml_mapping
 from gndesign.plotting import save_figure
 from gndesign.specs import parse_constraints
@@ -94,8 +94,10 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
     unknown = sorted(set(loss_opts) - set(LOSS_DEFAULTS))
     if unknown:
         raise GndesignError(f"unknown loss options {unknown}; known: {', '.join(LOSS_DEFAULTS)}")
-    if loss_opts.get("minibatch", "random") not in MINIBATCHES:
-        raise GndesignError(f"loss option minibatch must be {' or '.join(MINIBATCHES)}, got {loss_opts['minibatch']!r}")
+    try:  # before anything is loaded
+        check_descent_options(loss_opts.get("minibatch", "random"), loss_opts.get("grad_horizon"))
+    except ConfigError as e:
+        raise GndesignError(f"loss option {e}") from None
     constraint_obj = parse_constraints(constraints if constraints is None or not isinstance(constraints, str)
                                        else [constraints])
     check_output(out, "dir", inputs=[scene, model if simulator == "learned" else None], overwrite=overwrite)

@@ -104,12 +104,8 @@ class DesignProblem:
             raise ConfigError(f"temperature must be a number >= 1, got {temperature!r}")
         if particles is not None and not (isinstance(particles, int) and 1 <= particles <= cfg.n_particles):
             raise ConfigError(f"particles must be an integer in [1, {cfg.n_particles}], got {particles!r}")
-        if grad_horizon is not None and not (isinstance(grad_horizon, (int, float)) and math.isfinite(grad_horizon)
-                                             and grad_horizon > 0):
-            raise ConfigError(f"grad_horizon must be a positive number of frames (or None: off), got {grad_horizon!r}")
+        check_descent_options(minibatch, grad_horizon)
         self.grad_horizon = grad_horizon
-        if minibatch not in MINIBATCHES:
-            raise ConfigError(f"minibatch must be {' or '.join(MINIBATCHES)}, got {minibatch!r}")
         self.nodes, self.last_frames, self.temperature0, self.particles = nodes, last_frames, temperature, particles
         self.strata = None
         if minibatch == "stratified" and particles is not None and particles < cfg.n_particles:
@@ -256,6 +252,16 @@ class DesignProblem:
         terms["constraints"] = con
         terms["feasible"] = ok.to(pen.dtype)
         return terms
+
+
+def check_descent_options(minibatch: str = "random", grad_horizon: float | None = None) -> None:
+    """A :class:`ConfigError` for a ``minibatch`` or ``grad_horizon`` that :class:`DesignProblem` cannot
+    use (checkable before a model or scene is loaded)."""
+    if minibatch not in MINIBATCHES:
+        raise ConfigError(f"minibatch must be {' or '.join(MINIBATCHES)}, got {minibatch!r}")
+    if grad_horizon is not None and not (isinstance(grad_horizon, (int, float)) and not isinstance(grad_horizon, bool)
+                                         and math.isfinite(grad_horizon) and grad_horizon > 0):
+        raise ConfigError(f"grad_horizon must be a positive number of frames (or None: off), got {grad_horizon!r}")
 
 
 def damped_rollout(model, init: torch.Tensor, obstacle: torch.Tensor, frames: int, factor: float,
