@@ -24,7 +24,14 @@ from gndesign.datasets.particles import ParticleDataset, scene_mismatch
 from gndesign.errors import ConfigError, DatasetError, GndesignError
 from gndesign.families import Family, Trainer
 from gndesign.particle_lean import LeanParticles
-from gndesign.particles import ParticleSimulator, acceleration_targets, integrate
+from gndesign.particles import (
+    ParticleSimulator,
+    acceleration_targets,
+    chain_intervals,
+    chain_points,
+    integrate,
+    obstacle_nodes,
+)
 
 
 class ParticleTrainer(Trainer):
@@ -42,8 +49,9 @@ class ParticleTrainer(Trainer):
         cfg.model.obstacle_points = resolve_obstacle_points(cfg.model, self.datasets)
         splits = [ds.split(tc.val_fraction, tc.seed) for ds in self.datasets]
         C = cfg.model.history
-        self.train_set = ParticleSampler(self.datasets, [s[0] for s in splits], C)
-        self.val_set = ParticleSampler(self.datasets, [s[1] for s in splits], C) if tc.val_fraction > 0 else None
+        nodes = training_nodes(self.datasets, cfg.model.obstacle_points)
+        self.train_set = ParticleSampler(self.datasets, nodes, [s[0] for s in splits], C)
+        self.val_set = ParticleSampler(self.datasets, nodes, [s[1] for s in splits], C) if tc.val_fraction > 0 else None
         vel_std = float(np.mean([np.mean(ds.stats["velocity"]["std"]) for ds in self.datasets]))
         self.noise_std = tc.vel_noise * vel_std
 
@@ -66,9 +74,9 @@ class ParticleTrainer(Trainer):
 
     def loss(self, model, net, gens) -> Tensor:
         tc = self.config.train
-        hist, fut, obs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
+        hist, fut, nodes = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
         noisy, target = noised_window(hist, fut, self.noise_std, gens["noise"])
-        return unrolled_particle_loss(model, noisy, target, obs)
+        return unrolled_particle_loss(model, noisy, target, nodes)
 
     @torch.no_grad()
     def validation_loss(self, model) -> float | None:
@@ -78,8 +86,8 @@ class ParticleTrainer(Trainer):
         gen = torch.Generator().manual_seed(0)
         total, n = 0.0, 0
         for _ in range(8):
-            hist, fut, obs = self.val_set.sample(32, 1, gen)
-            total += float(model.loss(hist, obs, fut[:, 0]))
+            hist, fut, nodes = self.val_set.sample(32, 1, gen)
+            total += float(unrolled_particle_loss(model, hist, fut, nodes))
             n += 1
         return total / n
 
@@ -103,34 +111,55 @@ PARTICLES = Family("particles", "a particle simulator", "the obstacle scene",
                    describe=describe_scene, check=check_scene, trainer=ParticleTrainer)
 
 
+def training_nodes(datasets: Sequence[ParticleDataset], points_per_segment: int) -> list[Tensor]:
+    """Each dataset's obstacle nodes ``[E, P, 2]`` (float32) as the model sees them, at one spacing:
+    the first dataset's segment length over ``points_per_segment``. Datasets with the first one's
+    number of segments get :func:`~gndesign.particles.obstacle_nodes` (``m`` per segment); chains of
+    another ``K`` (a design refined at another resolution, :mod:`workflows.refine`) get points evenly
+    along them at that spacing, as design problems give a model (:func:`envs.obstacle.scene.obstacle_points`)."""
+    verts = [torch.as_tensor(ds.obstacle, dtype=torch.float32) for ds in datasets]
+    K0 = verts[0].shape[1] - 1
+    spacing = float(np.linalg.norm(np.diff(datasets[0].obstacle[0], axis=0), axis=-1).mean()) / points_per_segment
+    out = []
+    for ds, v in zip(datasets, verts, strict=True):
+        if v.shape[1] - 1 == K0:
+            out.append(obstacle_nodes(v, points_per_segment))
+        else:
+            length = float(np.linalg.norm(np.diff(ds.obstacle[0], axis=0), axis=-1).sum())
+            out.append(chain_points(v, chain_intervals(length, spacing)))
+    return out
+
+
 class ParticleSampler:
-    """Random training windows from particle datasets, as float32 tensors.
+    """Random training windows from particle datasets, as float32 tensors, with each episode's
+    obstacle nodes (``nodes``: :func:`training_nodes`).
 
     A sample at frame ``t`` is the history ``x[t-C..t]`` (frames before 0 repeat frame 0: the
     episodes start at rest) and the next ``L`` frames ``x[t+1..t+L]``.
     """
 
-    def __init__(self, datasets: Sequence[ParticleDataset], episodes: Sequence[np.ndarray], history: int):
-        pos = [torch.as_tensor(ds.positions[np.asarray(e, dtype=np.int64)], dtype=torch.float32)
-               for ds, e in zip(datasets, episodes, strict=True)]
-        obs = [torch.as_tensor(ds.obstacle[np.asarray(e, dtype=np.int64)], dtype=torch.float32)
-               for ds, e in zip(datasets, episodes, strict=True)]
+    def __init__(self, datasets: Sequence[ParticleDataset], nodes: Sequence[Tensor], episodes: Sequence[np.ndarray],
+                 history: int):
+        picks = [np.asarray(e, dtype=np.int64) for e in episodes]
+        pos = [torch.as_tensor(ds.positions[e], dtype=torch.float32) for ds, e in zip(datasets, picks, strict=True)]
+        obs = [n[torch.as_tensor(e)] for n, e in zip(nodes, picks, strict=True)]
         shapes = {(p.shape[1:], o.shape[1:]) for p, o in zip(pos, obs, strict=True)}
         if len(shapes) > 1:
-            raise DatasetError(f"particle datasets differ in frames, particles or segments: {sorted(shapes)}")
+            raise DatasetError(f"particle datasets differ in frames, particles or obstacle nodes: {sorted(shapes)} "
+                               "(chains of one total length give the same nodes at any K)")
         self.positions = torch.cat(pos)  # [E, T+1, N, 2]
-        self.obstacle = torch.cat(obs)  # [E, K+1, 2]
+        self.nodes = torch.cat(obs)  # [E, P, 2]
         self.history = history
 
     def __len__(self) -> int:
         return self.positions.shape[0]
 
     def windows(self, ep: Tensor, t: Tensor, length: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``(history [B, C+1, N, 2], future [B, L, N, 2], obstacle [B, K+1, 2])`` at frames ``t``."""
+        """``(history [B, C+1, N, 2], future [B, L, N, 2], obstacle nodes [B, P, 2])`` at frames ``t``."""
         C = self.history
         hist_t = (t[:, None] + torch.arange(-C, 1)).clamp_min(0)
         fut_t = t[:, None] + torch.arange(1, length + 1)
-        return (self.positions[ep[:, None], hist_t], self.positions[ep[:, None], fut_t], self.obstacle[ep])
+        return (self.positions[ep[:, None], hist_t], self.positions[ep[:, None], fut_t], self.nodes[ep])
 
     def sample(self, batch: int, length: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         T = self.positions.shape[1] - 1
@@ -160,11 +189,11 @@ def noised_window(history: Tensor, future: Tensor, std: float, generator: torch.
     return noisy, future + shift[:, None]
 
 
-def unrolled_particle_loss(model: ParticleSimulator, history: Tensor, future: Tensor, obstacle: Tensor) -> Tensor:
+def unrolled_particle_loss(model: ParticleSimulator, history: Tensor, future: Tensor, nodes: Tensor) -> Tensor:
     """Mean normalized acceleration error over ``L = future.shape[1]`` steps, each from the
-    model's own previous prediction (the one-step loss for ``L = 1``); on the lean path
+    model's own previous prediction (the one-step loss for ``L = 1``), with obstacle nodes ``nodes
+    [B, P, 2]`` (e.g. :meth:`~gndesign.particles.ParticleSimulator.obstacle_nodes`); on the lean path
     (:mod:`gndesign.particle_lean`) unless ``GNDESIGN_LEAN=0``."""
-    nodes = model.obstacle_nodes(obstacle, history.shape[0])
     lean = LeanParticles(model, nodes, history.shape[2]) if model.lean() else None
     vels = list((history[:, 1:] - history[:, :-1]).unbind(1))
     total = 0.0

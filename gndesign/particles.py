@@ -36,6 +36,7 @@ Training, configuration and checkpoints: :mod:`gndesign.particle_training`,
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from functools import partial
@@ -67,6 +68,8 @@ __all__ = [
     "acceleration_targets",
     "integrate",
     "obstacle_nodes",
+    "chain_intervals",
+    "chain_points",
     "radius_edges",
     "radius_pairs",
 ]
@@ -124,6 +127,29 @@ def obstacle_nodes(vertices: Tensor, points_per_segment: int) -> Tensor:
     (differentiable: a fixed linear interpolation of the vertices)."""
     W = obstacle_weights(vertices.shape[-2] - 1, points_per_segment, vertices.dtype).to(vertices.device)
     return W @ vertices
+
+
+def chain_points(vertices: Tensor, intervals: int) -> Tensor:
+    """``intervals + 1`` points ``[..., intervals + 1, 2]`` evenly spaced in arc length along a chain of
+    equal-length segments ``vertices [..., K+1, 2]``, both ends included (differentiable: a fixed
+    linear interpolation). With ``intervals = K m`` they are :func:`obstacle_nodes` with ``m``; other
+    counts keep a node spacing independent of ``K`` (a model trained on one ``K`` sees another)."""
+    K = vertices.shape[-2] - 1
+    if K < 1 or intervals < 1:
+        raise ConfigError(f"a chain needs >= 1 segment and >= 1 interval, got K={K}, intervals={intervals}")
+    s = torch.arange(intervals + 1, dtype=torch.float64) * (K / intervals)  # arc position in segments
+    k = torch.clamp(torch.floor(s + 1e-9).long(), max=K - 1)
+    t = (s - k).to(vertices.dtype).to(vertices.device)[:, None]
+    a, b = vertices[..., k, :], vertices[..., k + 1, :]
+    return a + (b - a) * t
+
+
+def chain_intervals(length: float, spacing: float) -> int:
+    """How many intervals :func:`chain_points` divides a chain of ``length`` into so that its points
+    are at most ``spacing`` apart."""
+    if not (math.isfinite(length) and length > 0 and math.isfinite(spacing) and spacing > 0):
+        raise ConfigError(f"a chain's length and point spacing must be positive, got {length} and {spacing}")
+    return max(1, math.ceil(length / spacing - 1e-9))
 
 
 def radius_edges(positions: np.ndarray | Tensor, radius: float) -> Tensor:

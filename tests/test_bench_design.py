@@ -1,5 +1,5 @@
 """The design benchmark's merge of design spaces (``--scaling``): one row per space, issue 17's
-K >= 16 verdict counted per target, the figure written; refinement only in the model's own scene."""
+K >= 16 verdict counted per target, the figure written; refinement refused for bars."""
 
 import json
 import runpy
@@ -63,12 +63,12 @@ def test_scaling_merges_reports_of_one_space_the_last_report_of_a_method_wins(tm
         bench.scaling([str(new), str(old)], tmp_path / "out2")
 
 
-def test_refinement_is_refused_outside_the_models_own_scene(tmp_path, monkeypatch):
-    """The refined loop fine-tunes on data of the model's scene (K = 4): asked for another K, the
-    benchmark says so before running anything, rather than refining K = 4 designs under a K = 16 label."""
+def test_refinement_is_refused_for_bars(tmp_path, monkeypatch):
+    """The refined loop writes chain datasets: asked for bars, the benchmark says so before running anything."""
     bench = runpy.run_path(str(SCRIPT), run_name="bench_design")
-    monkeypatch.setattr(sys, "argv", ["bench_design.py", "--segments", "16", "--methods", "gradient",
-                                      "gradient-refined", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="own scene .chain, K = 4.*drop it from --methods for chain K = 16"):
+    monkeypatch.setattr(sys, "argv", ["bench_design.py", "--obstacle", "bars", "--segments", "8", "--methods",
+                                      "gradient", "gradient-refined", "--cache", str(tmp_path / "c"), "--out",
+                                      str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="chain designs.*drop it from --methods for bars"):
         bench["main"]()
     assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()

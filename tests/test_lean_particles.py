@@ -107,7 +107,7 @@ def test_lean_training_losses_equal_the_reference(monkeypatch):
     future = hist[:, -1:] + torch.tensor([0.001, -0.003], dtype=F64) * steps
 
     def losses():
-        unrolled = unrolled_particle_loss(model, hist, future, verts)
+        unrolled = unrolled_particle_loss(model, hist, future, model.obstacle_nodes(verts, hist.shape[0]))
         grads = torch.autograd.grad(unrolled, list(model.parameters()))
         return unrolled, grads, model.loss(hist, verts, future[:, 0])
 

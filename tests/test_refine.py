@@ -1,17 +1,21 @@
 """The model refined in the design loop: each round adds exactly the MuJoCo trajectories of its
-design to the data, the model is fine-tuned from its own weights, and the design continues with it;
-fine-tuning refuses checkpoints that do not fit; bad input."""
+design to the data, the model is fine-tuned from its own weights, and the design continues with it,
+also for chains of another K than the training data's (whose obstacle the fine-tuning sees at the
+training node spacing); fine-tuning refuses checkpoints that do not fit; bad input."""
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from envs.obstacle.scene import SceneConfig
+from envs.obstacle.scene import SceneConfig, design_fk, load_scene_file, obstacle_points
 from envs.obstacle.simulation import generate_obstacle_dataset, simulate
 from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.config import load_config
-from gndesign.datasets.particles import ParticleDataset
+from gndesign.datasets.particles import ParticleDataset, write_particle_dataset
 from gndesign.errors import ConfigError, GndesignError
+from gndesign.particle_training import training_nodes
+from gndesign.particles import obstacle_nodes
 from gndesign.training import train
 from workflows.cli import main
 from workflows.refine import refine_design
@@ -83,7 +87,8 @@ def test_fine_tuning_refuses_other_model_options(base_data, tmp_path):
 @pytest.mark.parametrize("extra, match", [
     ([], "needs --refine-data"),
     (["--refine-data", "DATA", "--optimizer", "cem"], "drop --optimizer"),
-    (["--refine-data", "DATA", "--segments", "8"], "drop --segments"),
+    (["--refine-data", "DATA", "--scene", "scene.yaml"], "drop --scene"),
+    (["--refine-data", "DATA", "--segments", "8", "--replay", "0"], "give --replay >= 1"),
 ])
 def test_bad_refinement_requests(extra, match, base_data, tmp_path, capsys):
     extra = [str(base_data) if x == "DATA" else x for x in extra]
@@ -91,3 +96,44 @@ def test_bad_refinement_requests(extra, match, base_data, tmp_path, capsys):
     assert code != 0
     assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_training_nodes_keep_the_first_datasets_spacing_for_chains_of_another_k(tmp_path):
+    """A K = 16 chain beside K = 4 training data is seen as the design problem shows it to the model
+    (points at the training spacing, 37 of them like the K = 4 chain's nodes), not as 9 nodes per segment."""
+    cfg4, cfg16 = SceneConfig(), load_scene_file(None, segments=16)
+    rng = np.random.default_rng(0)
+    d4, d16 = rng.uniform(-0.5, 0.5, (2, 4)), rng.uniform(-0.3, 0.3, (3, 16))
+    d4[:, 0] -= 1.2
+    d16[:, 0] -= 1.2
+    data = []
+    for cfg, d in ((cfg4, d4), (cfg16, d16)):
+        pos = rng.uniform(0, 1, (len(d), 4, 3, 2))
+        verts = design_fk(torch.as_tensor(d), cfg).numpy()
+        data.append(ParticleDataset.load(write_particle_dataset(tmp_path / f"k{cfg.segments}", pos, verts, d,
+                                                                cfg.to_dict(), 0)))
+    n4, n16 = training_nodes(data, 9)
+    torch.testing.assert_close(n4, obstacle_nodes(torch.as_tensor(data[0].obstacle, dtype=torch.float32), 9))
+    assert n4.shape == (2, 37, 2) and n16.shape == (3, 37, 2)
+    want = obstacle_points(torch.as_tensor(d16), cfg16, cfg4.segment_length / 9).float()
+    torch.testing.assert_close(n16, want, atol=1e-6, rtol=0)
+
+
+def test_refinement_at_another_k_designs_and_adds_trajectories_of_that_k(base_data, tmp_path):
+    r = refine_design(1.5, str(base_data), rounds=1, out=str(tmp_path / "run"), layouts=1, replay=2, iterations=1,
+                      options={"restarts": 1, "screen": 0}, fine_tune={"steps": 2}, segments=8)
+    assert r["segments"] == 8 and all(len(row["design"]) == 8 for row in r["rounds"])
+    added = ParticleDataset.load(tmp_path / "run" / "data" / "round-0")
+    cfg8 = load_scene_file(None, segments=8)
+    design = np.asarray(r["rounds"][0]["design"])
+    assert added.scene["segments"] == 8 and added.obstacle.shape == (1, 9, 2)
+    np.testing.assert_array_equal(added.positions, simulate(cfg8, design, init=[0]))
+    # The fine-tuned model keeps the training scene (K = 4), whose segment length sets its node spacing.
+    _, blob = load_model(tmp_path / "run" / "models" / "round-0" / "model.pt", "particles")
+    assert blob["scene"]["segments"] == 4 and blob["scene"]["segment_length"] == SceneConfig().segment_length
+
+
+def test_refinement_at_another_k_needs_the_replay(base_data, tmp_path):
+    with pytest.raises(GndesignError, match="give --replay >= 1"):
+        refine_design(1.5, str(base_data), rounds=1, out=str(tmp_path / "run"), replay=0, segments=8)
+    assert not (tmp_path / "run").exists()

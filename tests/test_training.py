@@ -246,7 +246,7 @@ def test_multi_step_particle_loss_unrolls_the_models_own_predictions():
         own.append(model.loss(hist, obstacle, future[:, k]))
         forced.append(model.loss(frames[:, k:k + 3], obstacle, future[:, k]))
         hist = torch.cat([hist[:, 1:], model(hist, obstacle)[:, None]], 1)
-    loss = unrolled_particle_loss(model, history, future, obstacle)
+    loss = unrolled_particle_loss(model, history, future, model.obstacle_nodes(obstacle, history.shape[0]))
     torch.testing.assert_close(loss, sum(own) / 3, rtol=1e-5, atol=1e-7)
     assert abs(float(loss) - float(sum(forced) / 3)) > 1e-3 * float(loss)  # not teacher-forced
     assert abs(float(loss) - float(own[0])) > 1e-3 * float(loss)  # not the first step only

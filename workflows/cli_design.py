@@ -19,11 +19,11 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
         raise GndesignError("--refine-rounds needs --refine-data DIR: the model's training data (a replay of it "
                             "keeps the fine-tuned model from forgetting)")
     clashes = [flag for flag, bad in (("--optimizer", args.optimizer != "gradient"), ("--simulator",
-               args.simulator != "learned"), ("--task", args.task != "bin"), ("--segments", args.segments is not None),
-               ("--scene", args.scene is not None)) if bad]
+               args.simulator != "learned"), ("--task", args.task != "bin"), ("--scene", args.scene is not None))
+               if bad]
     if clashes:
         raise GndesignError(f"--refine-rounds refines gradient design of the bin task through the learned model in "
-                            f"its own training scene: drop {', '.join(clashes)}")
+                            f"its own training scene (a chain; --segments may change its K): drop {', '.join(clashes)}")
     if args.target_x is None:
         raise GndesignError("the bin task needs --target-x")
     import torch
@@ -34,7 +34,7 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
     r = refine_design(args.target_x, args.refine_data, args.refine_rounds, args.model, args.out, args.layouts,
                       args.replay, args.steps, args.seed,
                       prefixed_options(args.set, "optimizer", "lr=0.05", others=("loss",)),
-                      fine_tune={"steps": args.fine_tune_steps}, overwrite=args.overwrite,
+                      fine_tune={"steps": args.fine_tune_steps}, overwrite=args.overwrite, segments=args.segments,
                       loss=prefixed_options(args.set, "loss", "minibatch=stratified", others=("optimizer",)) or None)
     if args.json:
         print(json.dumps(r, indent=2))

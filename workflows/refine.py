@@ -9,8 +9,11 @@ what it knew), and the design continues from where it was with the fine-tuned mo
 restart; the gradient optimizer's screen, when on, picks the others anew with that model). Every
 round records the model's predicted score and the MuJoCo score of its design.
 
-The designs must be of the scene the model was trained on (its obstacle type and segments): the
-trajectories join data of that scene.
+The design may be a chain of another resolution ``segments`` than the model's training scene (same
+physics and total length): its trajectories join the replay as a dataset of their own, whose obstacle
+the fine-tuning sees as the design problem does, as nodes at the model's training spacing
+(:func:`gndesign.particle_training.training_nodes`). Free bars are not refined (a particle dataset
+holds a chain).
 """
 
 from __future__ import annotations
@@ -63,9 +66,10 @@ def replay_episodes(data: ParticleDataset, episodes: int, seed: int, out: Path) 
 def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pretrained:obstacle", out: str = "",
                   layouts: int = 4, replay: int = 64, iterations: int | None = None, seed: int = 0,
                   options: dict | None = None, loss: dict | None = None, constraints=None,
-                  fine_tune: dict | None = None, overwrite: bool = False) -> dict:
+                  fine_tune: dict | None = None, overwrite: bool = False, segments: int | None = None) -> dict:
     """Gradient design of a bin task's obstacle through ``model``, refined for ``rounds`` rounds
-    (see the module docstring); ``data``: the model's training data (the replay's source).
+    (see the module docstring); ``data``: the model's training data (the replay's source);
+    ``segments``: the chain's ``K`` (default: the training scene's).
     Writes ``OUT/refine.json`` (per round: the design, predicted and MuJoCo scores, their gap, the
     fine-tuned checkpoint; the result: the round whose design scored best in MuJoCo) and returns it."""
     if rounds < 0 or layouts < 1 or replay < 0:
@@ -87,18 +91,24 @@ def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pre
         raise GndesignError(f"--data {data} is not {model}'s training scene ({'; '.join(diff)}): give the data the "
                             "model was trained on")
     saved = RunConfig.from_dict(blob["config"], particles=True)
+    scene = load_scene_file(None, dict(base.scene), segments=segments)
+    if scene.obstacle != "chain":
+        raise GndesignError(f"refinement simulates chain designs; {data}'s scene has {scene.obstacle}")
+    if scene.segments != base.scene.get("segments") and replay < 1:
+        raise GndesignError(f"designs of K = {scene.segments} segments fine-tune beside a replay of the K = "
+                            f"{base.scene.get('segments')} training data, which sets the obstacle node spacing: give "
+                            "--replay >= 1")
     for p in ours:  # the inputs are sound: replace what an earlier refinement run wrote there, nothing else
         if p.is_dir():
             shutil.rmtree(p)
         else:
             p.unlink(missing_ok=True)
-    scene = load_scene_file(None, dict(base.scene))
     replay_dir = replay_episodes(base, replay, seed, out_dir / "data" / "replay") if replay else None
     current, design, rows, round_data = model, None, [], []
     t_start = time.perf_counter()
     for r in range(rounds + 1):
-        res = design_obstacle("bin", target_x, model=str(current), iterations=iterations, seed=seed, options=options,
-                              loss=loss, constraints=constraints, init=design)
+        res = design_obstacle("bin", target_x, segments=scene.segments, model=str(current), iterations=iterations,
+                              seed=seed, options=options, loss=loss, constraints=constraints, init=design)
         design = np.asarray(res["design"])
         rows.append({"round": r, "model": str(current), "design": res["design"], "score": res["score"],
                      "predicted_score": res["predicted_score"], "gap": res["predicted_score"] - res["score"],
@@ -125,7 +135,8 @@ def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pre
         current = export_checkpoint(run / "checkpoints" / "latest.pt", run / "model.pt")
     # Every round's design was scored in MuJoCo: the result is the best of them.
     best = max(rows, key=lambda x: x["score"])
-    result = {"task": {"name": "bin", "target_x": target_x}, "model": model, "data": str(data), "rounds": rows,
+    result = {"task": {"name": "bin", "target_x": target_x}, "model": model, "data": str(data),
+              "segments": scene.segments, "rounds": rows,
               "best_round": best["round"], "design": best["design"], "score": best["score"],
               "predicted_score": best["predicted_score"],
               "layouts": layouts, "replay": replay, "fine_tune": ft, "seed": seed,

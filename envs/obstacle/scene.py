@@ -31,6 +31,7 @@ import torch
 from envs.obstacle.geometry import min_cos, min_sin, segment_box_distance
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.io import read_yaml_mapping
+from gndesign.particles import chain_intervals, chain_points
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
@@ -342,20 +343,13 @@ def obstacle_points(design: torch.Tensor, cfg: SceneConfig, spacing: float) -> t
     them), so the point density does not depend on ``K``; bars: evenly along each bar, ends
     included. A learned particle model sees the obstacle as such points (its training spacing)."""
     seg = obstacle_segments(design, cfg)
-    if not spacing > 0:
-        raise ConfigError(f"obstacle point spacing must be positive, got {spacing}")
     if cfg.obstacle == "bars":
-        n = max(1, math.ceil(cfg.segment_length / spacing - 1e-9))
+        n = chain_intervals(cfg.segment_length, spacing)
         t = torch.linspace(0, 1, n + 1, dtype=seg.dtype, device=seg.device)[:, None]
         pts = seg[..., None, 0, :] + (seg[..., None, 1, :] - seg[..., None, 0, :]) * t  # [B, S, n+1, 2]
         return pts.flatten(-3, -2)
-    K = cfg.segments
-    n = max(1, math.ceil(cfg.total_length / spacing - 1e-9))
-    s = torch.arange(n + 1, dtype=torch.float64) * (K / n)  # arc position in segments
-    k = torch.clamp(torch.floor(s + 1e-9).long(), max=K - 1)
-    t = (s - k).to(seg.dtype).to(seg.device)[:, None]
-    a, b = seg[..., k, 0, :], seg[..., k, 1, :]
-    return a + (b - a) * t
+    vertices = torch.cat([seg[..., 0, :], seg[..., -1:, 1, :]], -2)
+    return chain_points(vertices, chain_intervals(cfg.total_length, spacing))
 
 
 def design_fk(design: torch.Tensor, cfg: SceneConfig) -> torch.Tensor:
