@@ -26,7 +26,7 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
 * ``random-mujoco``: random search on MuJoCo with ``10 (G + 1)`` calls (chains: smooth random designs,
   :func:`envs.obstacle.simulation.smooth_designs`, as the gradient's screen draws);
 * ``gradient-refined``: the gradient run refined ``--refine-rounds`` rounds (``workflows.refine``:
-  each round's design simulated in MuJoCo from 4 layouts, the model fine-tuned 500 steps on those
+  each round's design simulated in MuJoCo from 4 layouts, the model fine-tuned (``workflows.refine.FINE_TUNE``) on those
   trajectories plus a replay of its training data ``--refine-data``, the design continued); its
   result is the round whose design scored best in MuJoCo (each round's was verified there); its
   time, calls and rollouts are all rounds' together, fine-tuning included. Per round the predicted
@@ -325,7 +325,9 @@ def summarize(report: dict) -> dict:
         s["refinement"] = [{"round": i, "mean_score": float(np.mean([x[i]["score"] for x in rounds])),
                             "mean_predicted": float(np.mean([x[i]["predicted_score"] for x in rounds])),
                             "mean_abs_gap": float(np.mean([abs(x[i]["gap"]) for x in rounds])),
-                            "mean_model_error": float(np.mean([x[i]["model_error"] for x in rounds]))}
+                            "mean_model_error": float(np.mean([x[i]["model_error"] for x in rounds])),
+                            "mean_tuned_model_error": (float(np.mean([x[i]["tuned_model_error"] for x in rounds]))
+                                                       if all("tuned_model_error" in x[i] for x in rounds) else None)}
                            for i in range(len(rounds[0]))]
     return s
 
@@ -377,10 +379,14 @@ def markdown(report: dict) -> str:
                      if report["protocol"].get("grad_horizon") else "") + ")."]
     if "refinement" in s:
         lines += ["", "Model refined in the loop, per round (mean over the targets): predicted vs MuJoCo score of the "
-                  "round's design, |predicted - MuJoCo|, the model's mean particle position error on it:", "",
-                  "| round | MuJoCo score | predicted | mean abs gap | model error [m] |", "|---|---|---|---|---|"]
+                  "round's design, |predicted - MuJoCo|, the model's mean particle position error on it, and the "
+                  "error there of the model fine-tuned on it (- : not recorded):", "",
+                  "| round | MuJoCo score | predicted | mean abs gap | model error [m] | after fine-tuning on it [m] |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {x['round']} | {x['mean_score']:.2f} | {x['mean_predicted']:.2f} | {x['mean_abs_gap']:.3f} | "
-                  f"{x['mean_model_error']:.3f} |" for x in s["refinement"]]
+                  f"{x['mean_model_error']:.3f} | "
+                  + (f"{x['mean_tuned_model_error']:.3f}" if x.get("mean_tuned_model_error") is not None else "-")
+                  + " |" for x in s["refinement"]]
     e = report.get("model_error")
     if e and "position_error" in e:
         hs = ", ".join(f"frame {h}: {v:.3f} m" for h, v in e["position_error"].items())

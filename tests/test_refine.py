@@ -18,7 +18,7 @@ from gndesign.particle_training import training_nodes
 from gndesign.particles import obstacle_nodes
 from gndesign.training import train
 from workflows.cli import main
-from workflows.refine import refine_design
+from workflows.refine import refine_design, rollout_error
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,20 @@ def test_the_design_continues_with_the_fine_tuned_model(refined):
     diffs = [float((a - b).detach().abs().max()) for a, b in zip(tuned.parameters(), shipped.parameters(), strict=True)]
     assert 0 < max(diffs) < 0.05  # three small steps from the shipped weights, not a new model
     assert (out / "refine.json").exists()
+
+
+def test_each_round_records_the_tuned_models_error_on_its_design_comparable_to_the_models_before(refined):
+    """``tuned_model_error`` (after fine-tuning) is measured as the round's ``model_error`` (before): the
+    same rollout of the same design from the problem's layout, so the two say whether the tuning learned it."""
+    r, out = refined
+    first = r["rounds"][0]
+    truth = ParticleDataset.load(out / "data" / "round-0").positions[0]
+    before = rollout_error("pretrained:obstacle", SceneConfig(), np.asarray(first["design"]), 1.5, 0, truth)
+    assert before == pytest.approx(first["model_error"], rel=1e-6)
+    after = rollout_error(out / "models" / "round-0" / "model.pt", SceneConfig(), np.asarray(first["design"]), 1.5, 0,
+                          truth)
+    assert first["tuned_model_error"] == pytest.approx(after, rel=1e-9) and after != before
+    assert "tuned_model_error" not in r["rounds"][-1]  # the last round is not fine-tuned
 
 
 def test_an_earlier_refinement_is_not_overwritten_unasked(refined, base_data):

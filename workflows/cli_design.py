@@ -34,7 +34,8 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
     r = refine_design(args.target_x, args.refine_data, args.refine_rounds, args.model, args.out, args.layouts,
                       args.replay, args.steps, args.seed,
                       prefixed_options(args.set, "optimizer", "lr=0.05", others=("loss",)),
-                      fine_tune={"steps": args.fine_tune_steps}, overwrite=args.overwrite, segments=args.segments,
+                      fine_tune={"steps": args.fine_tune_steps} if args.fine_tune_steps else None,
+                      overwrite=args.overwrite, segments=args.segments,
                       loss=prefixed_options(args.set, "loss", "minibatch=stratified", others=("optimizer",)) or None)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -59,7 +60,8 @@ def register(sub) -> None:
                         help="with --refine-rounds: ball layouts each round's design is simulated from (default 4)")
     design.add_argument("--replay", type=int, default=64,
                         help="with --refine-rounds: episodes of --refine-data replayed while fine-tuning (default 64)")
-    design.add_argument("--fine-tune-steps", type=positive_int, default=500,
-                        help="with --refine-rounds: optimizer steps of each fine-tuning (default 500)")
+    design.add_argument("--fine-tune-steps", type=positive_int,
+                        help="with --refine-rounds: optimizer steps of each fine-tuning (default 1000: "
+                        "workflows/refine.py's FINE_TUNE)")
     plain = design.get_default("func")
     design.set_defaults(func=lambda args: cmd_design_refined(args, plain))
