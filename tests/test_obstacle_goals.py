@@ -69,6 +69,9 @@ def test_goals_round_trip_and_refuse_bad_targets():
     assert goal.to_dict()["width"] == 0.8 and goal.region == pytest.approx((1.6, 2.4))
     with pytest.raises(ConfigError, match="outside the floor"):
         BinGoal(CFG, 2.8)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="target_x must be a finite number"):
+            BinGoal(CFG, bad)
     with pytest.raises(ConfigError, match="a fifth of the floor"):
         BinGoal(CFG, 0.0, width=1.5)
     with pytest.raises(ConfigError, match="unknown obstacle task"):

@@ -9,6 +9,7 @@ by where the particles end up, nothing is controlled over time.)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,8 @@ class BinGoal(DesignGoal):
         if not (0 < width <= cfg.width / 5 + 1e-12):
             raise ConfigError(f"the bin width must be in (0, {cfg.width / 5:g}] (a fifth of the floor), got {width}")
         target_x = float(target_x)
+        if not math.isfinite(target_x):
+            raise ConfigError(f"the bin's centre target_x must be a finite number of metres, got {target_x}")
         lo, hi = target_x - width / 2, target_x + width / 2
         if not (cfg.x_min - 1e-12 <= lo and hi <= cfg.x_max + 1e-12):
             raise ConfigError(f"the target bin [{lo:g}, {hi:g}] is outside the floor [{cfg.x_min:g}, {cfg.x_max:g}]; "
