@@ -52,6 +52,11 @@ class ModelConfig:
     # past an end of its rail in 25% of the data; limit hits within a step made 70% of the one-step
     # loss) it cut the one-step loss 2.5x, but the rollouts got worse: off by default (README).
     limit_features: bool = False
+    # Targets normalized per joint edge of each trained system (as the MLP normalizes per dof), not
+    # per joint type: acrobot's shoulder accelerations spread 2.4x narrower than its elbow's, so
+    # pooled over its hinges the loss weighs the shoulder's errors 6x less than the MLP's loss does.
+    # Systems added later (zero-shot) keep the per-type statistics.
+    edge_target_stats: bool = False
 
     def validate(self) -> None:
         if self.kind not in ("gn", "mlp"):
@@ -63,6 +68,9 @@ class ModelConfig:
             raise ConfigError("model.message_passing_steps must be >= 0 (or unset: the kinematic trees' depth)")
         if self.per_system_depth and self.kind != "gn":
             raise ConfigError("model.per_system_depth is an option of the graph network (model.kind=gn)")
+        if self.edge_target_stats and self.kind != "gn":
+            raise ConfigError("model.edge_target_stats is an option of the graph network (model.kind=gn); "
+                              "the MLP normalizes its targets per dof already")
 
 
 NETS = ("gn", "egnn")  # model.net: the plain graph network, the E(n)-equivariant network (gndesign.equivariant)

@@ -328,6 +328,10 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         # and targets per trained system too (PerSystemStatistics).
         self.init_statistics([s.name for s in systems], sizes, {"node": len(NODE_STATIC), "edge": len(EDGE_STATIC)},
                              [t for t in EDGE_TYPES if t != WELD], _CHANNELS * MAX_DOF, config.std_epsilon)
+        if config.edge_target_stats:  # per trained system, per joint edge and slot
+            self.system_edge_target_norm = nn.ModuleDict({
+                self._stat_keys[s.name]: Normalizer(len(self.tree(s.name).edge_type) * _CHANNELS * MAX_DOF,
+                                                    config.std_epsilon) for s in systems})
 
         def network(edge_in: int, edge_out: int) -> EncodeProcessDecode:
             return EncodeProcessDecode(
@@ -353,7 +357,12 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
 
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1): the
-        system's own statistics if it was trained on, else the pooled ones."""
+        system's own statistics if it was trained on, else the pooled ones; with
+        ``model.edge_target_stats`` a trained system's are its edge's own (unused slots: 0, 1)."""
+        if self.config.edge_target_stats and system in self._stat_keys:
+            mean, std = self.system_edge_target_norm[self._stat_keys[system]].stats(like)
+            used = self._slot_mask(system).to(like.device)
+            return mean.view(used.shape).where(used, 0.0), std.view(used.shape).where(used, 1.0)
         zeros = like.new_zeros(_CHANNELS * MAX_DOF)
         norms = self.target_norms(system)
         stats = {t: norms[t].stats(like) for t in EDGE_TYPES if t != WELD}
@@ -372,6 +381,8 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         for e, t in enumerate(b.tree.edge_type):
             if t != WELD:
                 self.accumulate_targets(batch.system, t, tgt[:, e])
+        if self.config.edge_target_stats and batch.system in self._stat_keys:
+            self.system_edge_target_norm[self._stat_keys[batch.system]].accumulate(tgt.reshape(tgt.shape[0], -1))
 
     def _normalized(self, g: Graph, system: str) -> Graph:
         if self.node_norm.count == 0:

@@ -1,5 +1,7 @@
 """The learned simulator's physics wrapper: exact target inverse, differentiability, models."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -246,3 +248,30 @@ def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new
 
 def hinge_edges(model, system: str) -> list[int]:
     return [e for e, t in enumerate(model.tree(system).edge_type) if t == "hinge"]
+
+
+def test_edge_target_stats_standardize_each_joint_edge_of_a_trained_system(cartpole_data, swimmer_data):
+    """With ``model.edge_target_stats`` every joint edge's targets of a trained system have mean 0
+    and std 1 on its own data (per type, the swimmer's root hinge and its body hinges share one
+    scale); unused slots and welds keep (0, 1); a system added later keeps the per-type statistics;
+    the MLP refuses the option."""
+    swim_ds, cart_ds = (TrajectoryDataset.load(p) for p in (swimmer_data, cartpole_data))
+    swim = transitions(swim_ds)
+    per_type = build_model(SMALL, [system_spec(swim_ds)]).double()
+    per_edge = build_model(replace(SMALL, edge_target_stats=True), [system_spec(swim_ds)]).double()
+    for m in (per_type, per_edge):
+        m.accumulate_statistics(swim)
+    hinges = hinge_edges(per_edge, "swimmer4")
+    edge_std = per_edge.targets(swim)[0][:, hinges, 0].std(0, correction=0)
+    torch.testing.assert_close(edge_std, torch.ones_like(edge_std), atol=1e-6, rtol=0)
+    type_std = per_type.targets(swim)[0][:, hinges, 0].std(0, correction=0)
+    assert float(type_std.max() / type_std.min()) > 1.2  # pooled over hinges, the edges' scales differ
+    mean, std = per_edge._type_stats("swimmer4", swim.qpos)
+    unused = ~per_edge._slot_mask("swimmer4")
+    assert bool((mean[unused] == 0).all()) and bool((std[unused] == 1).all())
+    per_edge.add_system(system_spec(cart_ds))  # zero-shot: the pooled per-type statistics
+    cart = transitions(cart_ds)
+    torch.testing.assert_close(per_edge._type_stats("cartpole", cart.qpos)[1][hinge_edges(per_edge, "cartpole")[0]],
+                               per_edge.target_norm["hinge"].std.to(cart.qpos))
+    with pytest.raises(ConfigError, match="edge_target_stats is an option of the graph network"):
+        ModelConfig(kind="mlp", edge_target_stats=True).validate()
