@@ -54,7 +54,8 @@ class ModelConfig:
     limit_features: bool = False
     # Targets normalized per joint edge of each trained system (as the MLP normalizes per dof), not
     # per joint type: acrobot's shoulder accelerations spread 2.4x narrower than its elbow's, so
-    # pooled over its hinges the loss weighs the shoulder's errors 6x less than the MLP's loss does.
+    # pooled over its hinges the loss weighs the shoulder's errors, relative to the elbow's, 6x less
+    # than the MLP's loss does.
     # Systems added later (zero-shot) keep the per-type statistics.
     edge_target_stats: bool = False
 
