@@ -83,7 +83,10 @@ class PerSystemStatistics:
     """
 
     def init_statistics(self, systems: list[str], sizes: dict[str, int], static_width: dict[str, int],
-                        target_groups: list[str], target_size: int, std_epsilon: float) -> None:
+                        target_groups: list[str], target_size: int, std_epsilon: float,
+                        edge_target_widths: dict[str, int] | None = None) -> None:
+        """``edge_target_widths``: per trained system, the width of its targets per edge and slot
+        (``model.edge_target_stats``: statistics of each edge's own), or None."""
         def norms(widths: dict[str, int]) -> nn.ModuleDict:
             return nn.ModuleDict({k: Normalizer(w, std_epsilon) for k, w in widths.items()})
 
@@ -96,6 +99,9 @@ class PerSystemStatistics:
                                                 for k in self._stat_keys.values()})
         self.system_target_norm = nn.ModuleDict({k: norms({g: target_size for g in target_groups})
                                                  for k in self._stat_keys.values()})
+        if edge_target_widths is not None:
+            self.system_edge_target_norm = nn.ModuleDict({self._stat_keys[s]: Normalizer(w, std_epsilon)
+                                                          for s, w in edge_target_widths.items()})
         self.register_load_state_dict_pre_hook(self._pooled_stats_for_old_checkpoints)
 
     def _pooled_stats_for_old_checkpoints(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
@@ -133,6 +139,18 @@ class PerSystemStatistics:
             getattr(self, f"{k}_norm").accumulate(x)
             if system in self._stat_keys and k in self._static_width:
                 self.system_input_norm[self._stat_keys[system]][k].accumulate(x)
+
+    def edge_target_stats(self, system: str, used: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(mean, std)`` shaped like ``used [E, slots]`` of a trained ``system``'s targets per edge and
+        slot (``model.edge_target_stats``); slots not ``used``: 0 and 1."""
+        mean, std = self.system_edge_target_norm[self._stat_keys[system]].stats(like)
+        return mean.view(used.shape).where(used, 0.0), std.view(used.shape).where(used, 1.0)
+
+    @torch.no_grad()
+    def accumulate_edge_targets(self, system: str, y: torch.Tensor) -> None:
+        """Add ``y [B, E, slots]`` to a trained ``system``'s per-edge statistics, if the model keeps them."""
+        if hasattr(self, "system_edge_target_norm") and system in self._stat_keys:
+            self.system_edge_target_norm[self._stat_keys[system]].accumulate(y.reshape(y.shape[0], -1))
 
     @torch.no_grad()
     def accumulate_targets(self, system: str, group: str, y: torch.Tensor) -> None:

@@ -12,8 +12,8 @@ difference when MuJoCo integrates otherwise (cartpole uses RK4) or takes several
 control step (the swimmer takes 15). The decoding has an exact inverse, :func:`dynamics_targets`,
 which builds the training targets from consecutive states: a perfect prediction reproduces the data.
 
-The network itself (:class:`gndesign.nn.EncodeProcessDecode`) knows nothing about physics: building
-graphs, normalizing, decoding and integrating live here.
+The network (:class:`gndesign.nn.EncodeProcessDecode`) knows no physics: graphs, normalization,
+decoding and integration live here.
 """
 
 from __future__ import annotations
@@ -103,8 +103,7 @@ class Transitions:
     params: Params
     qpos_next: torch.Tensor
     qvel_next: torch.Tensor
-    qpos_clean: torch.Tensor | None = None  # noise-free qpos: if set, the position correction
-    # target is computed from it (position noise then only perturbs the inputs)
+    qpos_clean: torch.Tensor | None = None  # noise-free qpos, if set the position correction target's source
     static: StaticGraph | None = None  # precomputed per-rollout graph constants (see GraphBuilder.static_graph)
 
 
@@ -177,8 +176,7 @@ class ForwardModel(nn.Module):
         """
         b = self.builder(system)
         name = b.tree.name if system is None else system
-        if static is None:
-            static = b.static_graph(params, qpos.shape[0], qpos)
+        static = b.static_graph(params, qpos.shape[0], qpos) if static is None else static
         lean = self.lean_step(name, static, qpos) if options is None else None
         if lean is not None:
             return compiled(lean.step)(qpos, qvel, action)
@@ -234,10 +232,7 @@ class ForwardModel(nn.Module):
         forward kinematics unless given)."""
         if xpos is None:
             xpos = forward_kinematics(self.tree(system), qpos).xpos
-        q = {"qpos": qpos, "positions": xpos, "xpos": xpos}
-        if qvel is not None:
-            q["qvel"] = qvel
-        return q
+        return {"qpos": qpos, "positions": xpos, "xpos": xpos, **({} if qvel is None else {"qvel": qvel})}
 
     def _start_quantities(self, qpos: torch.Tensor, system: str | None, xpos: torch.Tensor | None = None) -> dict:
         return {f"{k}_0": v for k, v in self.constraint_quantities(qpos, None, system, xpos).items()}
@@ -327,11 +322,9 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         # Targets are normalized per joint type (a slide's m/s^2 and a hinge's rad/s^2 differ); inputs
         # and targets per trained system too (PerSystemStatistics).
         self.init_statistics([s.name for s in systems], sizes, {"node": len(NODE_STATIC), "edge": len(EDGE_STATIC)},
-                             [t for t in EDGE_TYPES if t != WELD], _CHANNELS * MAX_DOF, config.std_epsilon)
-        if config.edge_target_stats:  # per trained system, per joint edge and slot
-            self.system_edge_target_norm = nn.ModuleDict({
-                self._stat_keys[s.name]: Normalizer(len(self.tree(s.name).edge_type) * _CHANNELS * MAX_DOF,
-                                                    config.std_epsilon) for s in systems})
+                             [t for t in EDGE_TYPES if t != WELD], _CHANNELS * MAX_DOF, config.std_epsilon,
+                             {s.name: len(self.tree(s.name).edge_type) * _CHANNELS * MAX_DOF for s in systems}
+                             if config.edge_target_stats else None)
 
         def network(edge_in: int, edge_out: int) -> EncodeProcessDecode:
             return EncodeProcessDecode(
@@ -356,13 +349,10 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         return torch.cat([m, m], dim=-1)  # [E, 12]
 
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1): the
-        system's own statistics if it was trained on, else the pooled ones; with
-        ``model.edge_target_stats`` a trained system's are its edge's own (unused slots: 0, 1)."""
+        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1), the system's
+        own if trained on, else pooled; with ``model.edge_target_stats`` a trained system's edge's own."""
         if self.config.edge_target_stats and system in self._stat_keys:
-            mean, std = self.system_edge_target_norm[self._stat_keys[system]].stats(like)
-            used = self._slot_mask(system).to(like.device)
-            return mean.view(used.shape).where(used, 0.0), std.view(used.shape).where(used, 1.0)
+            return self.edge_target_stats(system, self._slot_mask(system).to(like.device), like)
         zeros = like.new_zeros(_CHANNELS * MAX_DOF)
         norms = self.target_norms(system)
         stats = {t: norms[t].stats(like) for t in EDGE_TYPES if t != WELD}
@@ -381,8 +371,7 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         for e, t in enumerate(b.tree.edge_type):
             if t != WELD:
                 self.accumulate_targets(batch.system, t, tgt[:, e])
-        if self.config.edge_target_stats and batch.system in self._stat_keys:
-            self.system_edge_target_norm[self._stat_keys[batch.system]].accumulate(tgt.reshape(tgt.shape[0], -1))
+        self.accumulate_edge_targets(batch.system, tgt)
 
     def _normalized(self, g: Graph, system: str) -> Graph:
         if self.node_norm.count == 0:
