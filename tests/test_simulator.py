@@ -253,7 +253,7 @@ def hinge_edges(model, system: str) -> list[int]:
 def test_edge_target_stats_standardize_each_joint_edge_of_a_trained_system(cartpole_data, swimmer_data):
     """With ``model.edge_target_stats`` every joint edge's targets of a trained system have mean 0
     and std 1 on its own data (per type, the swimmer's root hinge and its body hinges share one
-    scale); unused slots and welds keep (0, 1); a system added later keeps the per-type statistics;
+    scale); unused slots keep (0, 1); a system added later keeps the per-type statistics;
     the MLP refuses the option."""
     swim_ds, cart_ds = (TrajectoryDataset.load(p) for p in (swimmer_data, cartpole_data))
     swim = transitions(swim_ds)
