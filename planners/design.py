@@ -46,11 +46,15 @@ class DesignResult:
     evaluations: int = 0
     seconds: float = 0.0
     optimizer: str = ""
+    #: ``[n, K]`` distinct designs ranked by the objective that picked the result (best first), where the
+    #: optimizer keeps several (the gradient's restarts and screened starts); None otherwise.
+    candidates: torch.Tensor | None = None
 
     def to_dict(self) -> dict:
         return {"design": [float(x) for x in self.design], "objective": self.objective, "terms": self.terms,
                 "history": self.history, "evaluations": self.evaluations, "seconds": self.seconds,
-                "optimizer": self.optimizer}
+                "optimizer": self.optimizer,
+                "candidates": None if self.candidates is None else self.candidates.tolist()}
 
 
 class DesignOptimizer:
@@ -136,6 +140,7 @@ class DesignOptimizer:
             raise ValueError(f"initial design {init.tolist()} is outside the bounds")
         self.evaluations = 0
         self._best = (init.clone(), math.inf, {})
+        self._candidates = None
         self._history: dict[str, list[float]] = {}
         start = time.perf_counter()
         self._run(loss_fn, init)
@@ -143,8 +148,9 @@ class DesignOptimizer:
         if not math.isfinite(objective):
             log.warning("%s design: no design it scored had a finite objective; returning the initial design "
                         "(objective inf)", self.name)
+        cands = None if self._candidates is None else self.clip(self._candidates)
         return DesignResult(self.clip(design), objective, terms, self._history, self.evaluations,
-                            time.perf_counter() - start, self.name)
+                            time.perf_counter() - start, self.name, cands)
 
     def _track(self, x: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> None:
         """Record the batch's best design in the history; keep it if it beats the best so far.
@@ -177,6 +183,16 @@ def _ranked(terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if "feasible" in terms:
         bad |= ~terms["feasible"].detach().reshape(-1).bool()
     return torch.where(bad, torch.full_like(obj, math.inf), obj)
+
+
+def _distinct_ranked(x: torch.Tensor, terms: Mapping[str, torch.Tensor], tol: float = 1e-9) -> torch.Tensor:
+    """The finite, feasible designs of ``x [B, K]`` best first (by ``terms``' objective), repeats dropped."""
+    obj = _ranked(terms)
+    keep: list[torch.Tensor] = []
+    for i in obj.argsort().tolist():
+        if math.isfinite(float(obj[i])) and all(float((x[i] - k).abs().max()) > tol for k in keep):
+            keep.append(x[i].detach().to(torch.float64))
+    return torch.stack(keep) if keep else x[:0].detach().to(torch.float64)
 
 
 def _per_design(value: torch.Tensor, n: int) -> torch.Tensor:
@@ -353,7 +369,13 @@ class GradientDesign(DesignOptimizer):
         with torch.no_grad():
             if self.select_fn is None:
                 x = self.squash(z)
-                self._track(x, self.score(loss_fn, x))
+                terms = self.score(loss_fn, x)
+                self._track(x, terms)
+                # the result (the best design seen, perhaps an earlier iterate) first, then the final iterates
+                ranked = {k: _per_design(terms[k], len(x)).double() for k in ("objective", "feasible") if k in terms}
+                ranked = {k: torch.cat([v.new_tensor([self._best[1] if k == "objective" else 1.0]), v])
+                          for k, v in ranked.items()}
+                self._candidates = _distinct_ranked(torch.cat([self._best[0][None].to(x), x]), ranked)
                 return
             # The noisy loss chose the candidates; the trusted one picks among them and the screened
             # starts (which the screen scored with it).
@@ -365,6 +387,7 @@ class GradientDesign(DesignOptimizer):
                 terms = {k: torch.cat([v.detach(), seen_terms[k].to(v)]) for k, v in terms.items() if k in seen_terms}
             self._best = (self._best[0], math.inf, {})
             self._track(x, terms)
+            self._candidates = _distinct_ranked(x, terms)
 
 
 class CEMDesign(DesignOptimizer):

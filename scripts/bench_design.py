@@ -26,9 +26,10 @@ and the same initial ball layout (``--seed``), every final design re-simulated a
 * ``random-mujoco``: random search on MuJoCo with ``10 (G + 1)`` calls (chains: smooth random designs,
   :func:`envs.obstacle.simulation.smooth_designs`, as the gradient's screen draws);
 * ``gradient-refined``: the gradient run refined ``--refine-rounds`` rounds (``workflows.refine``:
-  each round's design simulated in MuJoCo from 4 layouts, the model fine-tuned (``workflows.refine.FINE_TUNE``) on those
-  trajectories plus a replay of its training data ``--refine-data``, the design continued); its
-  result is the round whose design scored best in MuJoCo (each round's was verified there); its
+  each round's design, and with ``--verify N`` its N - 1 runners-up by the learned objective, simulated in MuJoCo
+  from 4 layouts, the model fine-tuned (``workflows.refine.FINE_TUNE``) on those trajectories plus a replay of its
+  training data ``--refine-data``, the design continued from the best of them); its result is the verified
+  design that scored best in MuJoCo; its
   time, calls and rollouts are all rounds' together, fine-tuning included. Per round the predicted
   and MuJoCo scores are recorded (chains of any K: the fine-tuning sees the new K's obstacle as nodes
   at the model's training spacing; not bars).
@@ -90,12 +91,14 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
         opts = {"lr": args.lr, "restarts": args.restarts, "screen": args.screen, "screen_keep": args.screen_keep}
         work = str(Path(args.cache) / f"{target:g}-refine")
         r = refine_design(target, args.refine_data, args.refine_rounds, model, work, iterations=args.grad_iterations,
-                          seed=args.seed, options=opts, loss=loss_options(args), overwrite=True, segments=cfg.segments)
+                          seed=args.seed, options=opts, loss=loss_options(args), overwrite=True, segments=cfg.segments,
+                          verify=args.verify)
         rows = r["rounds"]
-        return {**refined_pick(rows), "score_initial": grad["score_initial"], "rounds": rows,
+        return {**refined_pick(rows), "score_initial": grad["score_initial"], "rounds": rows, "verify": args.verify,
                 "optimizer_seconds": sum(x["optimizer_seconds"] + x.get("fine_tune_seconds", 0.0) for x in rows),
                 "learned_calls": sum(x["learned_calls"] for x in rows),
-                "mujoco_calls": sum(x["mujoco_calls"] + x.get("new_episodes", 0) for x in rows)}
+                "mujoco_calls": sum(x["mujoco_calls"] + x.get("new_episodes", 0) + x.get("verify_calls", 0)
+                                    for x in rows)}
     if method == "screen-learned":  # the ablation: the gradient's screened designs, no descent
         n = args.screen
         return design_obstacle("bin", target, optimizer="random", simulator="learned", model=model, seed=args.seed,
@@ -127,9 +130,12 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
 
 
 def refined_pick(rows: list[dict]) -> dict:
-    """The refined run's result: the round whose design scored best in MuJoCo (each was verified)."""
-    best = max(rows, key=lambda x: x["score"])
-    return {"score": best["score"], "predicted_score": best["predicted_score"], "best_round": best["round"]}
+    """The refined run's result: the verified design that scored best in MuJoCo (each round's design
+    and, with ``--verify``, its runners-up), its round and that round's predicted score."""
+    from workflows.refine import refined_best
+
+    best = refined_best(rows)
+    return {"score": best["score"], "predicted_score": best["predicted_score"], "best_round": best["best_round"]}
 
 
 def model_rollout_error(args, cfg, sim) -> dict:
@@ -201,6 +207,8 @@ def main() -> None:
     p.add_argument("--grad-horizon", type=float, default=LOSS_DEFAULTS["grad_horizon"],
                    help="damp the gradient through time over this many frames (default: exact gradient)")
     p.add_argument("--refine-rounds", type=int, default=3, help="gradient-refined: refinement rounds")
+    p.add_argument("--verify", type=int, default=1,
+                   help="gradient-refined: designs verified in MuJoCo per round (the result and its runners-up)")
     p.add_argument("--refine-data", default=str(ROOT / "runs" / "pretrained" / "data" / "obstacle-train-1200-s0"),
                    help="gradient-refined: the model's training data (make_pretrained.py --only obstacle writes it)")
     p.add_argument("--transfer", nargs="+", metavar="K|barsK", help="only measure the model's error per design space")
@@ -327,7 +335,11 @@ def summarize(report: dict) -> dict:
                             "mean_abs_gap": float(np.mean([abs(x[i]["gap"]) for x in rounds])),
                             "mean_model_error": float(np.mean([x[i]["model_error"] for x in rounds])),
                             "mean_tuned_model_error": (float(np.mean([x[i]["tuned_model_error"] for x in rounds]))
-                                                       if all("tuned_model_error" in x[i] for x in rounds) else None)}
+                                                       if all("tuned_model_error" in x[i] for x in rounds) else None),
+                            # with --verify: the best of the round's verified designs (the result and runners-up)
+                            "mean_best_verified": (float(np.mean([max(v["score"] for v in x[i]["verified"])
+                                                                  for x in rounds]))
+                                                   if all(x[i].get("verified") for x in rounds) else None)}
                            for i in range(len(rounds[0]))]
     return s
 
@@ -380,13 +392,14 @@ def markdown(report: dict) -> str:
     if "refinement" in s:
         lines += ["", "Model refined in the loop, per round (mean over the targets): predicted vs MuJoCo score of the "
                   "round's design, |predicted - MuJoCo|, the model's mean particle position error on it, and the "
-                  "error there of the model fine-tuned on it (- : not recorded):", "",
-                  "| round | MuJoCo score | predicted | mean abs gap | model error [m] | after fine-tuning on it [m] |",
-                  "|---|---|---|---|---|---|"]
+                  "error there of the model fine-tuned on it, the best MuJoCo score among the round's verified "
+                  "designs (`--verify`; - : not recorded):", "",
+                  "| round | MuJoCo score | predicted | mean abs gap | model error [m] | after fine-tuning on it [m] "
+                  "| best verified |", "|---|---|---|---|---|---|---|"]
+        opt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines += [f"| {x['round']} | {x['mean_score']:.2f} | {x['mean_predicted']:.2f} | {x['mean_abs_gap']:.3f} | "
-                  f"{x['mean_model_error']:.3f} | "
-                  + (f"{x['mean_tuned_model_error']:.3f}" if x.get("mean_tuned_model_error") is not None else "-")
-                  + " |" for x in s["refinement"]]
+                  f"{x['mean_model_error']:.3f} | {opt(x.get('mean_tuned_model_error'), '.3f')} | "
+                  f"{opt(x.get('mean_best_verified'), '.2f')} |" for x in s["refinement"]]
     e = report.get("model_error")
     if e and "position_error" in e:
         hs = ", ".join(f"frame {h}: {v:.3f} m" for h, v in e["position_error"].items())

@@ -298,3 +298,24 @@ def test_random_search_with_the_same_seed_scores_exactly_the_screens_designs():
     RandomDesign(LOW, HIGH, budget=7, batch=7, seed=3).optimize(track_bounds(quadratic(TARGET), searched),
                                                                 sample_fn=sample)
     assert torch.equal(searched[0][1:], screened[0])
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_gradient_keeps_its_distinct_candidates_ranked_best_first(trusted):
+    """The result's runners-up (what the refined loop verifies in MuJoCo): distinct designs ranked by the
+    objective that picked the result, the result first."""
+    init = torch.tensor([-0.9, 0.0, 0.0, 0.5])
+    pool = torch.tensor([[0.0, 0.5, 0.0, 0.5], [0.8, 1.5, 0.4, 0.2], [0.9, 0.0, 0.0, 0.0], [0.3, -0.6, 0.5, 1.0]],
+                        dtype=torch.float64)
+    loss = quadratic(TARGET)
+    opt = GradientDesign(LOW, HIGH, iterations=5, lr=0.05, restarts=3, screen=4)
+    result = opt.optimize(loss, init, select_fn=loss if trusted else None, sample_fn=lambda n, gen: pool[:n])
+    c = result.candidates
+    assert c is not None and c.shape[1] == 4 and len(c) >= (4 if trusted else 3)
+    torch.testing.assert_close(c[0], result.design)
+    obj = loss(c)["total"]
+    assert bool((obj[1:] >= obj[:-1]).all())  # best first
+    assert min(float((c[i] - c[j]).abs().max()) for i in range(len(c)) for j in range(i + 1, len(c))) > 1e-9
+    assert bool(((c >= LOW) & (c <= HIGH)).all())
+    assert result.to_dict()["candidates"] == c.tolist()
+    assert CEMDesign(LOW, HIGH, population=8, elites=2, iterations=2).optimize(loss).candidates is None

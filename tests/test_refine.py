@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from envs.obstacle.goals import get_design_goal
 from envs.obstacle.scene import SceneConfig, design_fk, load_scene_file, obstacle_points
 from envs.obstacle.simulation import generate_obstacle_dataset, simulate
 from gndesign.checkpoints import load_model, resolve_checkpoint
@@ -18,7 +19,7 @@ from gndesign.particle_training import training_nodes
 from gndesign.particles import obstacle_nodes
 from gndesign.training import train
 from workflows.cli import main
-from workflows.refine import refine_design, rollout_error
+from workflows.refine import refine_design, refined_best, rollout_error
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,73 @@ def test_each_round_records_the_tuned_models_error_on_its_design_comparable_to_t
     assert "tuned_model_error" not in r["rounds"][-1]  # the last round is not fine-tuned
 
 
+@pytest.fixture(scope="module")
+def verified(base_data, tmp_path_factory):
+    """Two rounds verifying three designs each (the result and its runners-up: two restarts and a screen)."""
+    import workflows.refine as refine
+
+    out = tmp_path_factory.mktemp("refine") / "verify"
+    inits, real = [], refine.design_obstacle
+
+    def spy(*args, init=None, **kwargs):
+        inits.append(None if init is None else np.asarray(init).tolist())
+        return real(*args, init=init, **kwargs)
+
+    refine.design_obstacle = spy
+    try:
+        r = refine_design(1.5, str(base_data), rounds=1, out=str(out), layouts=2, replay=2, iterations=2, verify=3,
+                          options={"restarts": 2, "screen": 4, "screen_keep": 0}, fine_tune={"steps": 3})
+    finally:
+        refine.design_obstacle = real
+    return dict(r, inits=inits), out
+
+
+def test_verify_simulates_the_rounds_runners_up_and_they_all_become_data(verified):
+    r, out = verified
+    cfg, goal = SceneConfig(), get_design_goal("bin", SceneConfig(), target_x=1.5)
+    round0, round1 = r["rounds"]
+    cands = [np.asarray(v["design"]) for v in round0["verified"]]
+    assert len(cands) == 3 and np.array_equal(cands[0], np.asarray(round0["design"]))
+    assert min(np.abs(a - b).max() for i, a in enumerate(cands) for b in cands[i + 1:]) > 1e-9  # distinct
+    added = ParticleDataset.load(out / "data" / "round-0")  # every candidate from both layouts, design-major
+    assert added.positions.shape[0] == 6 == round0["new_episodes"]
+    np.testing.assert_array_equal(added.design, np.repeat(np.stack(cands), 2, 0))
+    for i, c in enumerate(cands):
+        np.testing.assert_array_equal(added.positions[2 * i:2 * i + 2], simulate(cfg, c, init=[0, 10_001]))
+    # scores from the problem's layout: the optimizer's own for its result, the trajectories' for the others
+    assert round0["verified"][0]["score"] == round0["score"]
+    assert round0["score"] == pytest.approx(float(goal.score(added.positions[0, -1])))
+    for i in (1, 2):
+        assert round0["verified"][i]["score"] == pytest.approx(float(goal.score(added.positions[2 * i, -1])))
+    # the last round's runners-up are scored from the problem's layout only, and counted
+    last = [np.asarray(v["design"]) for v in round1["verified"]]
+    assert round1["verify_calls"] == len(last) - 1 and "new_episodes" not in round1
+    for v, c in zip(round1["verified"][1:], last[1:], strict=True):
+        assert v["score"] == pytest.approx(float(goal.score(simulate(cfg, c, init=[0])[0, -1])))
+    # the result: the best verified design over both rounds
+    every = [v for row in r["rounds"] for v in row["verified"]]
+    assert r["score"] == max(v["score"] for v in every) and r["verify"] == 3
+    assert r["design"] in [v["design"] for v in every if v["score"] == r["score"]]
+
+
+def test_the_next_round_starts_from_the_best_verified_design(verified):
+    r, _ = verified
+    inits = r["inits"]  # what the loop passed to each round's design run (recorded by the fixture)
+    best = max(r["rounds"][0]["verified"], key=lambda v: v["score"])
+    assert inits[0] is None and inits[1] == best["design"]
+
+
+def test_the_result_is_the_best_verified_design_and_older_rounds_count_their_own():
+    rows = [{"round": 0, "design": [0.0], "score": 0.7, "predicted_score": 0.8,
+             "verified": [{"design": [0.0], "score": 0.7}, {"design": [0.1], "score": 0.9}]},
+            {"round": 1, "design": [0.2], "score": 0.9, "predicted_score": 0.6,
+             "verified": [{"design": [0.2], "score": 0.9}]}]
+    assert refined_best(rows) == {"best_round": 0, "design": [0.1], "score": 0.9, "predicted_score": 0.8}  # earliest
+    old = [{"round": 0, "design": [0.0], "score": 0.5, "predicted_score": 0.5},  # cached before --verify
+           {"round": 1, "design": [0.3], "score": 0.6, "predicted_score": 0.7}]
+    assert refined_best(old) == {"best_round": 1, "design": [0.3], "score": 0.6, "predicted_score": 0.7}
+
+
 def test_an_earlier_refinement_is_not_overwritten_unasked(refined, base_data):
     _, out = refined
     before = (out / "refine.json").read_bytes()
@@ -109,6 +177,16 @@ def test_bad_refinement_requests(extra, match, base_data, tmp_path, capsys):
     code = main(["design", "--target-x", "1.5", "--refine-rounds", "1", "--out", str(tmp_path / "o"), *extra])
     assert code != 0
     assert match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_verify_needs_at_least_one_design(base_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["design", "--target-x", "1.5", "--refine-rounds", "1", "--refine-data", str(base_data), "--verify", "0",
+              "--out", str(tmp_path / "o")])
+    assert "argument --verify: expected a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(GndesignError, match="--verify >= 1"):
+        refine_design(1.5, str(base_data), rounds=1, out=str(tmp_path / "o"), verify=0)
     assert not (tmp_path / "o").exists()
 
 

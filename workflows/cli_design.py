@@ -35,7 +35,7 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
                       args.replay, args.steps, args.seed,
                       prefixed_options(args.set, "optimizer", "lr=0.05", others=("loss",)),
                       fine_tune={"steps": args.fine_tune_steps} if args.fine_tune_steps else None,
-                      overwrite=args.overwrite, segments=args.segments,
+                      overwrite=args.overwrite, segments=args.segments, verify=args.verify,
                       loss=prefixed_options(args.set, "loss", "minibatch=stratified", others=("optimizer",)) or None)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -43,7 +43,7 @@ def cmd_design_refined(args: argparse.Namespace, plain) -> int:
         for row in r["rounds"]:
             print(f"round {row['round']}: MuJoCo score {row['score']:.0%}, predicted {row['predicted_score']:.0%} "
                   f"(gap {row['gap']:+.2f}), model error {row['model_error']:.3f} m")
-        print(f"result: round {r['best_round']}'s design, MuJoCo score {r['score']:.0%}; refine.json: "
+        print(f"result: a design of round {r['best_round']}, MuJoCo score {r['score']:.0%}; refine.json: "
               f"{args.out}/refine.json")
     return 0
 
@@ -58,6 +58,8 @@ def register(sub) -> None:
                         "(particle dataset) to replay while fine-tuning")
     design.add_argument("--layouts", type=positive_int, default=4,
                         help="with --refine-rounds: ball layouts each round's design is simulated from (default 4)")
+    design.add_argument("--verify", type=positive_int, default=1, help="with --refine-rounds: designs verified in "
+                        "MuJoCo per round, the result and its runners-up (default 1); all join the fine-tuning data")
     design.add_argument("--replay", type=int, default=64,
                         help="with --refine-rounds: episodes of --refine-data replayed while fine-tuning (default 64)")
     design.add_argument("--fine-tune-steps", type=positive_int,

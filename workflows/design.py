@@ -35,6 +35,8 @@ DESIGN_DEFAULTS = {
     "cem": {"population": 16, "elites": 4, "iterations": 10, "init_std": 0.3, "smoothness": 0.2},
     "random": {"budget": 160, "batch": 16, "smoothness": 0.2},
 }
+#: Runners-up kept in a design's result (``candidates``), best first.
+MAX_CANDIDATES = 8
 #: How the gradient optimizer's learned loss is computed (:class:`envs.obstacle.problem.DesignProblem`):
 #: a quarter of the balls per iteration (a new subset each time), the loss averaged over the last 10
 #: frames with soft bin edges 4x as wide at first, annealed to the bin's; the result picked among
@@ -162,6 +164,8 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         "optimizer_seconds": result.seconds, "verify_seconds": verify_s,
         "evaluations": result.evaluations, "learned_calls": problem.learned_calls,
         "mujoco_calls": calls_opt + 1,  # the optimizer's, plus re-simulating the final design
+        # The runners-up by the optimizer's own objective (the refined loop verifies the best few in MuJoCo)
+        "candidates": None if result.candidates is None else result.candidates[:MAX_CANDIDATES].tolist(),
     }
     # The constraints, checked on the capsules MuJoCo builds from the final design.
     mj = torch.as_tensor(mujoco_segments(make_model(cfg, result.design.numpy())))
