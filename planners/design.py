@@ -185,9 +185,9 @@ def _ranked(terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.where(bad, torch.full_like(obj, math.inf), obj)
 
 
-def _distinct_ranked(x: torch.Tensor, terms: Mapping[str, torch.Tensor], tol: float = 1e-9) -> torch.Tensor:
-    """The finite, feasible designs of ``x [B, K]`` best first (by ``terms``' objective), repeats dropped."""
-    obj = _ranked(terms)
+def _distinct_ranked(x: torch.Tensor, obj: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
+    """The designs of ``x [B, K]`` with a finite ranking objective ``obj [B]`` (:func:`_ranked`), best
+    first, repeats dropped."""
     keep: list[torch.Tensor] = []
     for i in obj.argsort().tolist():
         if math.isfinite(float(obj[i])) and all(float((x[i] - k).abs().max()) > tol for k in keep):
@@ -371,11 +371,10 @@ class GradientDesign(DesignOptimizer):
                 x = self.squash(z)
                 terms = self.score(loss_fn, x)
                 self._track(x, terms)
-                # the result (the best design seen, perhaps an earlier iterate) first, then the final iterates
-                ranked = {k: _per_design(terms[k], len(x)).double() for k in ("objective", "feasible") if k in terms}
-                ranked = {k: torch.cat([v.new_tensor([self._best[1] if k == "objective" else 1.0]), v])
-                          for k, v in ranked.items()}
-                self._candidates = _distinct_ranked(torch.cat([self._best[0][None].to(x), x]), ranked)
+                # the result (the best design seen, perhaps an earlier iterate), then the final iterates
+                obj = _ranked({k: _per_design(v, len(x)) for k, v in terms.items()})
+                self._candidates = _distinct_ranked(torch.cat([self._best[0][None].to(x), x]),
+                                                    torch.cat([obj.new_tensor([self._best[1]]), obj]))
                 return
             # The noisy loss chose the candidates; the trusted one picks among them and the screened
             # starts (which the screen scored with it).
@@ -387,7 +386,7 @@ class GradientDesign(DesignOptimizer):
                 terms = {k: torch.cat([v.detach(), seen_terms[k].to(v)]) for k, v in terms.items() if k in seen_terms}
             self._best = (self._best[0], math.inf, {})
             self._track(x, terms)
-            self._candidates = _distinct_ranked(x, terms)
+            self._candidates = _distinct_ranked(x, _ranked(terms))
 
 
 class CEMDesign(DesignOptimizer):
