@@ -61,6 +61,7 @@ import torch
 from envs.obstacle.problem import MINIBATCHES, load_design_model
 from gndesign.io import atomic_write_json, atomic_write_text
 from workflows.design import DESIGN_DEFAULTS, LOSS_DEFAULTS, design_obstacle
+from workflows.refine import refined_best
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("gradient", "gradient-refined", "screen-learned", "cem-learned-calls", "cem-learned", "cem-mujoco",
@@ -94,7 +95,7 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
                           seed=args.seed, options=opts, loss=loss_options(args), overwrite=True, segments=cfg.segments,
                           verify=args.verify)
         rows = r["rounds"]
-        return {**refined_pick(rows), "score_initial": grad["score_initial"], "rounds": rows, "verify": args.verify,
+        return {**refined_best(rows), "score_initial": grad["score_initial"], "rounds": rows, "verify": args.verify,
                 "optimizer_seconds": sum(x["optimizer_seconds"] + x.get("fine_tune_seconds", 0.0) for x in rows),
                 "learned_calls": sum(x["learned_calls"] for x in rows),
                 "mujoco_calls": sum(x["mujoco_calls"] + x.get("new_episodes", 0) + x.get("verify_calls", 0)
@@ -127,15 +128,6 @@ def run_method(method: str, target: float, args, cfg, grad: dict | None) -> dict
         return design_obstacle("bin", target, optimizer="random", simulator="mujoco", seed=args.seed, options=opts,
                                cfg=cfg)
     raise ValueError(method)
-
-
-def refined_pick(rows: list[dict]) -> dict:
-    """The refined run's result: the verified design that scored best in MuJoCo (each round's design
-    and, with ``--verify``, its runners-up), its round and that round's predicted score."""
-    from workflows.refine import refined_best
-
-    best = refined_best(rows)
-    return {"score": best["score"], "predicted_score": best["predicted_score"], "best_round": best["best_round"]}
 
 
 def model_rollout_error(args, cfg, sim) -> dict:
@@ -267,7 +259,7 @@ def main() -> None:
             if path.exists() and not args.rerun:
                 r = json.loads(path.read_text())
                 if method == "gradient-refined":  # runs cached before the pick was the best round
-                    r.update(refined_pick(r["rounds"]))
+                    r.update(refined_best(r["rounds"]))
             else:
                 if method != "gradient" and grad is None:
                     raise SystemExit("the gradient run sets the other methods' budgets: include it")

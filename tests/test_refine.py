@@ -10,7 +10,7 @@ import yaml
 
 from envs.obstacle.goals import get_design_goal
 from envs.obstacle.scene import SceneConfig, design_fk, load_scene_file, obstacle_points
-from envs.obstacle.simulation import generate_obstacle_dataset, simulate
+from envs.obstacle.simulation import generate_obstacle_dataset, simulate, smooth_designs
 from gndesign.checkpoints import load_model, resolve_checkpoint
 from gndesign.config import load_config
 from gndesign.datasets.particles import ParticleDataset, write_particle_dataset
@@ -85,22 +85,10 @@ def test_each_round_records_the_tuned_models_error_on_its_design_comparable_to_t
 @pytest.fixture(scope="module")
 def verified(base_data, tmp_path_factory):
     """Two rounds verifying three designs each (the result and its runners-up: two restarts and a screen)."""
-    import workflows.refine as refine
-
     out = tmp_path_factory.mktemp("refine") / "verify"
-    inits, real = [], refine.design_obstacle
-
-    def spy(*args, init=None, **kwargs):
-        inits.append(None if init is None else np.asarray(init).tolist())
-        return real(*args, init=init, **kwargs)
-
-    refine.design_obstacle = spy
-    try:
-        r = refine_design(1.5, str(base_data), rounds=1, out=str(out), layouts=2, replay=2, iterations=2, verify=3,
-                          options={"restarts": 2, "screen": 4, "screen_keep": 0}, fine_tune={"steps": 3})
-    finally:
-        refine.design_obstacle = real
-    return dict(r, inits=inits), out
+    r = refine_design(1.5, str(base_data), rounds=1, out=str(out), layouts=2, replay=2, iterations=2, verify=3,
+                      options={"restarts": 2, "screen": 4, "screen_keep": 0}, fine_tune={"steps": 3})
+    return r, out
 
 
 def test_verify_simulates_the_rounds_runners_up_and_they_all_become_data(verified):
@@ -131,11 +119,30 @@ def test_verify_simulates_the_rounds_runners_up_and_they_all_become_data(verifie
     assert r["design"] in [v["design"] for v in every if v["score"] == r["score"]]
 
 
-def test_the_next_round_starts_from_the_best_verified_design(verified):
-    r, _ = verified
-    inits = r["inits"]  # what the loop passed to each round's design run (recorded by the fixture)
-    best = max(r["rounds"][0]["verified"], key=lambda v: v["score"])
-    assert inits[0] is None and inits[1] == best["design"]
+def test_the_next_round_starts_from_the_best_verified_design(base_data, tmp_path, monkeypatch):
+    """The optimizer's result is made the worst of three designs in MuJoCo: the next round must start
+    from the runner-up that scored best, not from the result."""
+    import workflows.refine as refine
+
+    cfg, goal = SceneConfig(), get_design_goal("bin", SceneConfig(), target_x=1.5)
+    designs = smooth_designs(cfg, 3, torch.Generator().manual_seed(2)).numpy()  # scores 0.48, 0.25, 0.21
+    scores = [float(goal.score(simulate(cfg, d, init=[0])[0, -1])) for d in designs]
+    order = np.argsort(scores)  # worst first
+    assert scores[order[0]] < scores[order[1]] < scores[order[2]]
+    inits = []
+
+    def fake(*args, init=None, **kwargs):  # the worst as the result, the others as runners-up
+        inits.append(None if init is None else np.asarray(init).tolist())
+        return {"design": designs[order[0]].tolist(), "score": scores[order[0]], "predicted_score": 0.5,
+                "model_error": 0.1, "mujoco_calls": 1, "learned_calls": 1, "optimizer_seconds": 0.0,
+                "candidates": [designs[i].tolist() for i in order]}
+
+    monkeypatch.setattr(refine, "design_obstacle", fake)
+    r = refine_design(1.5, str(base_data), rounds=1, out=str(tmp_path / "o"), layouts=1, replay=2, verify=3,
+                      fine_tune={"steps": 1})
+    assert [v["score"] for v in r["rounds"][0]["verified"]] == pytest.approx([scores[i] for i in order])
+    assert inits == [None, designs[order[-1]].tolist()]
+    assert r["score"] == pytest.approx(max(scores)) and r["design"] == designs[order[-1]].tolist()
 
 
 def test_the_result_is_the_best_verified_design_and_older_rounds_count_their_own():

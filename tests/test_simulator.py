@@ -262,8 +262,10 @@ def test_edge_target_stats_standardize_each_joint_edge_of_a_trained_system(cartp
     for m in (per_type, per_edge):
         m.accumulate_statistics(swim)
     hinges = hinge_edges(per_edge, "swimmer4")
-    edge_std = per_edge.targets(swim)[0][:, hinges, 0].std(0, correction=0)
+    edge_y = per_edge.targets(swim)[0][:, hinges, 0]
+    edge_std = edge_y.std(0, correction=0)
     torch.testing.assert_close(edge_std, torch.ones_like(edge_std), atol=1e-6, rtol=0)
+    torch.testing.assert_close(edge_y.mean(0), torch.zeros_like(edge_std), atol=1e-6, rtol=0)
     type_std = per_type.targets(swim)[0][:, hinges, 0].std(0, correction=0)
     assert float(type_std.max() / type_std.min()) > 1.2  # pooled over hinges, the edges' scales differ
     mean, std = per_edge._type_stats("swimmer4", swim.qpos)
