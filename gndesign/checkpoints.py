@@ -1,7 +1,8 @@
 """Checkpoints of every model family: one writer, one reader, one loader.
 
 A checkpoint holds everything a run needs to continue exactly as if it had never stopped: the
-model (with normalizer statistics), optimizer, scheduler, step, every RNG state, the resolved
+model (with normalizer statistics; with ``train.ema_decay`` the weights' average, and the raw
+weights the optimizer continues from as ``train_model``), optimizer, scheduler, step, every RNG state, the resolved
 configuration, the model's family (:data:`FAMILIES`) and what the family records to rebuild and
 check it (the systems and feature layout, or the scene).
 
@@ -51,11 +52,17 @@ def get_family(name: str) -> Family:
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: RunConfig, step: int,
-                    optimizer=None, scheduler=None, rng: dict | None = None, extra: dict | None = None) -> None:
-    """Write a checkpoint of ``model`` (of ``config.family``) atomically, with its content hash."""
+                    optimizer=None, scheduler=None, rng: dict | None = None, extra: dict | None = None,
+                    weights: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Write a checkpoint of ``model`` (of ``config.family``) atomically, with its content hash.
+
+    ``weights``: the state dict every reader loads as the model (``train.ema_decay``: the weights'
+    average) instead of ``model``'s own; those are then kept as ``train_model``, for resuming only."""
     family = get_family(config.family)
+    own = model.state_dict()
     blob = {"format": CHECKPOINT_FORMAT, "family": family.name, "gndesign_version": __version__, "step": step,
-            "config": config.to_dict(), "model": model.state_dict(), **family.describe(model),
+            "config": config.to_dict(), "model": own if weights is None else weights, **family.describe(model),
+            "train_model": None if weights is None else own,
             "optimizer": optimizer.state_dict() if optimizer else None,
             "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng, "extra": extra or {}}
     _write(path, blob)
@@ -103,7 +110,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a checkpoint for inference only (no optimizer, scheduler or RNG state: about a third
     of the size). It loads with :func:`load_model` like any checkpoint but cannot be resumed."""
     blob = read_checkpoint(src)
-    blob.update(optimizer=None, scheduler=None, rng=None)
+    blob.update(optimizer=None, scheduler=None, rng=None, train_model=None)
     blob["extra"] = dict(blob.get("extra") or {}, exported_from_step=blob["step"])
     _write(dst, blob)
     return Path(dst)

@@ -163,6 +163,9 @@ class TrainConfig:
     batch_size: int = 256  # transitions per step and process
     lr: float = 1e-3
     lr_final: float = 1e-4  # exponential decay from lr to lr_final over `steps` (or `minutes`)
+    # An exponential moving average of the weights with this decay per step (None: off): checkpoints
+    # then hold the average as the model (the raw weights only to resume) and validation scores it.
+    ema_decay: float | None = None
     grad_clip: float = 1.0
     vel_noise: float = 0.005  # input noise on qvel, as a fraction of each dof's velocity std
     pos_noise: float = 0.1  # input noise on qpos, as a fraction of each dof's (velocity std x dt)
@@ -196,6 +199,9 @@ class TrainConfig:
         if self.grad_clip <= 0 or self.vel_noise < 0 or self.pos_noise < 0:
             raise ConfigError(f"train.grad_clip must be positive and train.vel_noise, train.pos_noise >= 0, got "
                               f"{self.grad_clip}, {self.vel_noise}, {self.pos_noise}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in (0, 1), e.g. 0.999 (an average over about the last "
+                              f"1,000 steps), or unset (no average), got {self.ema_decay}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"train.minutes must be a positive number of minutes, got {self.minutes:g} "
                               "(leave it unset to train for train.steps)")

@@ -20,6 +20,7 @@ averaged, and rank 0 writes logs and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -167,7 +168,7 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
         if diff:
             raise ConfigError(f"cannot resume {run_dir}: {diff}; resume with the run's configuration "
                               f"(--config {run_dir / 'config.yaml'}) or start a new run (another --out)")
-        load_weights(model, blob["model"], ckpt_path)
+        load_weights(model, blob.get("train_model") or blob["model"], ckpt_path)
         try:
             optimizer.load_state_dict(blob["optimizer"])
             scheduler.load_state_dict(blob["scheduler"])
@@ -193,6 +194,11 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
                 run_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(trainer.config.to_dict(), sort_keys=False))
 
+    average = None
+    if tc.ema_decay is not None:
+        average = WeightAverage(model, tc.ema_decay, step)
+        if resume:
+            average.load(blob["model"], ckpt_path)
     net = model
     if world > 1:
         # The last processor step's global update feeds no decoder: those weights get no gradient.
@@ -202,7 +208,14 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
 
     def save() -> None:
         save_checkpoint(ckpt_path, model, trainer.config, step, optimizer, scheduler, rng_state(gens),
-                        extra={"elapsed_s": time.time() - start_time})
+                        extra={"elapsed_s": time.time() - start_time},
+                        weights=None if average is None else average.state_dict())
+
+    def validation_loss() -> float | None:
+        if average is None:
+            return trainer.validation_loss(model)
+        with average.applied():  # the weights a checkpoint ships
+            return trainer.validation_loss(model)
 
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, desc="train", unit="step")
     summary: dict[str, Any] = {}
@@ -223,6 +236,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update()
             if tc.minutes is not None:
                 # A wall-clock budget anneals over the budget (whichever of steps and time runs out first).
                 progress_frac = max(step / tc.steps, (time.time() - start_time) / (60 * tc.minutes))
@@ -237,7 +252,7 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
                        "graphs_per_s": round((step - start_step) * tc.batch_size * tc.unroll_steps * world
                                              / max(time.time() - session_start, 1e-9), 1)}
                 if step % tc.eval_every == 0 or step == tc.steps:
-                    val = trainer.validation_loss(model)
+                    val = validation_loss()
                     if val is not None:
                         row["val_loss"] = val
                 metrics.append(row)
@@ -255,12 +270,64 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
             raise KeyboardInterrupt
     if rank == 0:
         summary.update({"step": step, "train_loss": last_loss, "seconds": time.time() - session_start})
-        val = trainer.validation_loss(model)
+        val = validation_loss()
         if val is not None:
             summary["val_loss"] = val
     if world > 1:
         dist.barrier()
     return summary
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters (``train.ema_decay``), updated after
+    every optimizer step: ``average += (1 - d) * (weights - average)``, with ``d = min(decay, (1 + t)
+    / (10 + t))`` at update ``t`` so a short run's average does not hold on to the initial weights.
+    The average of the last ~1/(1 - decay) steps' weights smooths out the optimizer's step-to-step
+    noise, which otherwise stays in the final weights as an error that persists along rollouts.
+
+    Args:
+        model: the model whose parameters are averaged (buffers, e.g. normalizer statistics, are
+            its own).
+        decay: the decay per step, in (0, 1).
+        updates: how many updates the average already has (a resumed run: its step).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
+        self.model, self.decay, self.updates = model, decay, updates
+        self.names, self.params = zip(*model.named_parameters(), strict=True)
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - d)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with the averaged parameters."""
+        state = self.model.state_dict()
+        state.update({n: a.clone() for n, a in zip(self.names, self.average, strict=True)})
+        return state
+
+    def load(self, state: dict[str, torch.Tensor], where) -> None:
+        """Take the average from a checkpoint's ``model`` (``state``)."""
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise GndesignError(f"checkpoint {where} lacks the averaged weight {missing[0]}; restore the original "
+                                "file or start a new run")
+        self.average = [state[n].detach().clone().to(p) for n, p in zip(self.names, self.params, strict=True)]
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Within the block the model holds the averaged weights; its own come back after."""
+        own = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.params), self.average)
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.params), own)
 
 
 class StopRequest:

@@ -16,7 +16,7 @@ from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
 from gndesign.simulator import Transitions, build_model
-from gndesign.training import Metrics, train
+from gndesign.training import Metrics, WeightAverage, train
 
 TINY = ["model.latent_size=16", "model.mlp_hidden_size=16", "model.mlp_layers=1", "train.batch_size=32",
         "train.log_every=5", "train.eval_every=5", "train.checkpoint_every=5", "train.stats_transitions=500"]
@@ -181,6 +181,63 @@ def test_checkpoint_for_another_system_is_refused(cartpole_data, tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(GndesignError, match="cannot read checkpoint"):
         load_model(tmp_path / "broken.pt")
+
+
+def test_weight_average_follows_the_exponential_average_with_its_warm_up():
+    net = torch.nn.Linear(2, 1)
+    net.register_buffer("stat", torch.tensor([3.0]))
+    avg = WeightAverage(net, decay=0.9)
+    expected = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for t in range(30):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn_like(p))
+        avg.update()
+        d = min(0.9, (1 + t) / (10 + t))  # 0.1, 0.18, ... then 0.9 from t = 71: warm-up all along here
+        for n, p in net.named_parameters():
+            expected[n] = d * expected[n] + (1 - d) * p.detach()
+    state = avg.state_dict()
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(state[n], expected[n])
+        assert not torch.equal(state[n], p)
+    assert torch.equal(state["stat"], net.stat)
+    own = {n: p.detach().clone() for n, p in net.named_parameters()}
+    with avg.applied():
+        assert all(torch.equal(p, state[n]) for n, p in net.named_parameters())
+    assert all(torch.equal(p, own[n]) for n, p in net.named_parameters())
+    late = WeightAverage(net, decay=0.9, updates=1000)  # a resumed average: the decay itself
+    late.load(state, "here")
+    with torch.no_grad():
+        net.weight.zero_()
+    late.update()
+    torch.testing.assert_close(late.state_dict()["weight"], 0.9 * state["weight"])
+    with pytest.raises(GndesignError, match="lacks the averaged weight bias"):
+        late.load({"weight": state["weight"]}, "here")
+
+
+def test_a_run_with_weight_averaging_ships_the_average_and_resumes_exactly(cartpole_data, tmp_path):
+    ema = ["train.steps=10", "train.ema_decay=0.5"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    summary = train(config(cartpole_data, *ema), full, progress=False)
+    train(config(cartpole_data, *ema), part, progress=False, max_new_steps=5)
+    train(config(cartpole_data, *ema), part, resume=True, progress=False)
+    a, b = (read_checkpoint(r / "checkpoints" / "latest.pt") for r in (full, part))
+    for key in ("model", "train_model"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    # The model is the average, not the last weights; the statistics are the run's own.
+    assert any(not torch.equal(a["model"][k], a["train_model"][k]) for k in a["model"])
+    assert all(torch.equal(a["model"][k], a["train_model"][k]) for k in a["model"] if "norm" in k)
+    small = export_checkpoint(full / "checkpoints" / "latest.pt", tmp_path / "small.pt")
+    assert read_checkpoint(small)["train_model"] is None
+    model, _ = load_model(small, "forward", system="cartpole")
+    assert all(torch.equal(v, a["model"][k]) for k, v in model.state_dict().items())
+    # Validation scores the average: the summary's loss is the shipped model's.
+    from gndesign.forward_training import ForwardTrainer
+    trainer = ForwardTrainer(config(cartpole_data, *ema))
+    trainer.prepare()
+    assert summary["val_loss"] == pytest.approx(trainer.validation_loss(model), rel=1e-6)
 
 
 def test_ddp_two_processes_on_cpu(cartpole_data, tmp_path):
