@@ -2,9 +2,9 @@
 
 A checkpoint holds everything a run needs to continue exactly as if it had never stopped: the
 model (with normalizer statistics; with ``train.ema_decay`` the weights' average, and the raw
-weights the optimizer continues from as ``train_model``), optimizer, scheduler, step, every RNG state, the resolved
-configuration, the model's family (:data:`FAMILIES`) and what the family records to rebuild and
-check it (the systems and feature layout, or the scene).
+weights the optimizer continues from as ``train_model``), optimizer, scheduler, step, every RNG
+state, the resolved configuration, the model's family (:data:`FAMILIES`) and what the family
+records to rebuild and check it (the systems and feature layout, or the scene).
 
 On disk a checkpoint is one header line, ``HASH_HEADER`` and the payload's sha256 (hex), then the
 payload: the ``torch.save`` bytes of the checkpoint dict. The hash is verified at every read, so a
