@@ -168,7 +168,7 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
         if diff:
             raise ConfigError(f"cannot resume {run_dir}: {diff}; resume with the run's configuration "
                               f"(--config {run_dir / 'config.yaml'}) or start a new run (another --out)")
-        load_weights(model, blob.get("train_model") or blob["model"], ckpt_path)
+        load_weights(model, blob["model"], ckpt_path)  # with train.ema_decay the average: see below
         try:
             optimizer.load_state_dict(blob["optimizer"])
             scheduler.load_state_dict(blob["scheduler"])
@@ -196,9 +196,9 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
 
     average = None
     if tc.ema_decay is not None:
-        average = WeightAverage(model, tc.ema_decay, step)
+        average = WeightAverage(model, tc.ema_decay, step)  # starts at the model's weights (resumed: its average)
         if resume:
-            average.load(blob["model"], ckpt_path)
+            load_weights(model, blob["train_model"], ckpt_path)  # the weights the optimizer continues from
     net = model
     if world > 1:
         # The last processor step's global update feeds no decoder: those weights get no gradient.
@@ -289,18 +289,20 @@ class WeightAverage:
         model: the model whose parameters are averaged (buffers, e.g. normalizer statistics, are
             its own).
         decay: the decay per step, in (0, 1).
-        updates: how many updates the average already has (a resumed run: its step).
+        updates: how many updates the average already has (a resumed run: its step; the model
+            then holds the checkpoint's average when this is built).
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
         self.model, self.decay, self.updates = model, decay, updates
-        self.names, self.params = zip(*model.named_parameters(), strict=True)
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = [p for _, p in model.named_parameters()]
         self.average = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
     def update(self) -> None:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - d)
+        torch._foreach_lerp_(self.average, self.params, 1.0 - d)
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -309,25 +311,17 @@ class WeightAverage:
         state.update({n: a.clone() for n, a in zip(self.names, self.average, strict=True)})
         return state
 
-    def load(self, state: dict[str, torch.Tensor], where) -> None:
-        """Take the average from a checkpoint's ``model`` (``state``)."""
-        missing = [n for n in self.names if n not in state]
-        if missing:
-            raise GndesignError(f"checkpoint {where} lacks the averaged weight {missing[0]}; restore the original "
-                                "file or start a new run")
-        self.average = [state[n].detach().clone().to(p) for n, p in zip(self.names, self.params, strict=True)]
-
     @contextlib.contextmanager
     def applied(self):
         """Within the block the model holds the averaged weights; its own come back after."""
         own = [p.detach().clone() for p in self.params]
         with torch.no_grad():
-            torch._foreach_copy_(list(self.params), self.average)
+            torch._foreach_copy_(self.params, self.average)
         try:
             yield self.model
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(list(self.params), own)
+                torch._foreach_copy_(self.params, own)
 
 
 class StopRequest:
