@@ -5,8 +5,10 @@ Writes ``results/forward.json`` and ``results/forward.md`` (with the machine: co
     python scripts/bench_forward.py --only single --systems swimmer6   # GN vs MLP, 20 min each
     python scripts/bench_forward.py --only steps --systems swimmer6    # + the MLP at the GN's step count
     python scripts/bench_forward.py --only multi     # pretrained:multi against the single-system GNs
+    python scripts/bench_forward.py --only zeroshot  # swimmers 3-6, 8, 9 -> 7, 10-14, and a GN trained on those
     python scripts/bench_forward.py                  # everything (five 20-minute pairs, the equal-steps
-                                                     # MLPs, a 40-minute zero-shot GN, multi)
+                                                     # MLPs, a 40-minute zero-shot GN and its
+                                                     # reference trained on the test sizes, multi)
     python scripts/bench_forward.py --minutes 1 --quick   # a fast smoke version
 
 Every system gets the same data (generated with a fixed seed) and the GN and the MLP the same
@@ -256,6 +258,11 @@ def main() -> None:
         swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
         jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
                      "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
+        # The unseen sizes' in-distribution reference: the same recipe, budget and number of sizes,
+        # trained on the test sizes themselves (other episodes), scored on the same test episodes.
+        swim_seen = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_TEST]
+        jobs.append({"name": "swimmers-seen-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
+                     "run": str(work / "swimmers-seen-gn"), "train_data": swim_seen, "eval_data": swim_test})
     if args.rerun:
         import shutil
 
@@ -341,6 +348,22 @@ def markdown(r: dict) -> str:
             lines.append(f"| {e['system']} | {e['episode_set']} | {_g(b, 10):.4f} | {_g(b, 50):.4f} "
                          f"| {_g(b, 100):.4f} |")
         lines.append("")
+    if "swimmers-gn" in jobs and "swimmers-seen-gn" in jobs:
+        seen = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-seen-gn"]["eval"].values()}
+        zero = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-gn"]["eval"].values() if e["system"] in seen}
+        j = jobs["swimmers-seen-gn"]
+        lines += [f"The unseen sizes against a GN trained on them (the same recipe and budget, "
+                  f"{j['summary'].get('step')} steps against {jobs['swimmers-gn']['summary'].get('step')}; other "
+                  "episodes of the same sizes), on the same test episodes, body error [m]:", "",
+                  "| swimmer | zero-shot h=50 | trained on it h=50 | ratio | zero-shot h=100 | trained on it h=100 "
+                  "| ratio |", "|---|---|---|---|---|---|---|"]
+        for s, b in zero.items():
+            z50, s50, z100, s100 = _g(b, 50), _g(seen[s], 50), _g(b, 100), _g(seen[s], 100)
+            lines.append(f"| {s} | {z50:.4f} | {s50:.4f} | {z50 / s50:.2f} | {z100:.4f} | {s100:.4f} "
+                         f"| {z100 / s100:.2f} |")
+        z50 = np.mean([_g(b, 50) for b in zero.values()])
+        s50 = np.mean([_g(seen[s], 50) for s in zero])
+        lines += [f"| mean | {z50:.4f} | {s50:.4f} | {z50 / s50:.2f} | | | |", ""]
     if "cartpole_training" in r:
         c = r["cartpole_training"]
         lines.append(f"Cartpole GN: within 5% of its final validation loss after {c['seconds_to_within_5pct']:.0f} s "
