@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["pendulum", "cartpole", "acrobot", "swimmer6", "cheetah"]
 SWIM_TRAIN = [3, 4, 5, 6, 8, 9]
 SWIM_TEST = [7, 10, 11, 12, 13, 14]
+SWIM_SEEN = [7, 10, 11, 12]  # the zero-shot reference's sizes (see main)
 HORIZONS = (1, 10, 50, 100)
 # The GN: message passing covers its deepest tree (model.message_passing_steps unset), one hidden
 # layer per MLP, batches of 64 (on swimmer6 in 5 minutes: validation loss 0.012 against 0.030 with two
@@ -258,11 +259,13 @@ def main() -> None:
         swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
         jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
                      "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
-        # The unseen sizes' in-distribution reference: the same recipe, budget and number of sizes,
-        # trained on the test sizes themselves (other episodes), scored on the same test episodes.
-        swim_seen = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_TEST]
+        # The unseen sizes' in-distribution reference: the same recipe and budget, trained on the test
+        # sizes themselves (other episodes), scored on the same test episodes. Swimmers 13 and 14 are left
+        # out: 500 random episodes of either always held one that diverges in MuJoCo (seeds 23/43/83, 84).
+        swim_seen = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_SEEN]
         jobs.append({"name": "swimmers-seen-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
-                     "run": str(work / "swimmers-seen-gn"), "train_data": swim_seen, "eval_data": swim_test})
+                     "run": str(work / "swimmers-seen-gn"), "train_data": swim_seen,
+                     "eval_data": [p for p in swim_test if int(re.search(r"swimmer(\d+)-", p)[1]) in SWIM_SEEN]})
     if args.rerun:
         import shutil
 
@@ -352,9 +355,10 @@ def markdown(r: dict) -> str:
         seen = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-seen-gn"]["eval"].values()}
         zero = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-gn"]["eval"].values() if e["system"] in seen}
         j = jobs["swimmers-seen-gn"]
-        lines += [f"The unseen sizes against a GN trained on them (the same recipe and budget, "
-                  f"{j['summary'].get('step')} steps against {jobs['swimmers-gn']['summary'].get('step')}; other "
-                  "episodes of the same sizes), on the same test episodes, body error [m]:", "",
+        lines += [f"The unseen sizes against a GN trained on {', '.join(sorted(seen, key=lambda n: int(n[7:])))} "
+                  f"(the same recipe and budget, {j['summary'].get('step')} steps against "
+                  f"{jobs['swimmers-gn']['summary'].get('step')}; other episodes of the same sizes), on the same "
+                  "test episodes, body error [m]:", "",
                   "| swimmer | zero-shot h=50 | trained on it h=50 | ratio | zero-shot h=100 | trained on it h=100 "
                   "| ratio |", "|---|---|---|---|---|---|---|"]
         for s, b in zero.items():
