@@ -5,7 +5,7 @@ Writes ``results/forward.json`` and ``results/forward.md`` (with the machine: co
     python scripts/bench_forward.py --only single --systems swimmer6   # GN vs MLP, 20 min each
     python scripts/bench_forward.py --only steps --systems swimmer6    # + the MLP at the GN's step count
     python scripts/bench_forward.py --only multi     # pretrained:multi against the single-system GNs
-    python scripts/bench_forward.py --only zeroshot  # swimmers 3-6, 8, 9 -> 7, 10-14, and a GN trained on those
+    python scripts/bench_forward.py --only zeroshot  # swimmers 3-6, 8, 9 -> 7, 10-14; a GN trained on 7, 10-12
     python scripts/bench_forward.py                  # everything (five 20-minute pairs, the equal-steps
                                                      # MLPs, a 40-minute zero-shot GN and its
                                                      # reference trained on the test sizes, multi)
@@ -261,7 +261,8 @@ def main() -> None:
                      "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
         # The unseen sizes' in-distribution reference: the same recipe and budget, trained on the test
         # sizes themselves (other episodes), scored on the same test episodes. Swimmers 13 and 14 are left
-        # out: 500 random episodes of either always held one that diverges in MuJoCo (seeds 23/43/83, 84).
+        # out: each 500-episode draw tried held an episode that diverges in MuJoCo (13: seeds 23, 43, 83;
+        # 14: seed 84).
         swim_seen = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_SEEN]
         jobs.append({"name": "swimmers-seen-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
                      "run": str(work / "swimmers-seen-gn"), "train_data": swim_seen,
