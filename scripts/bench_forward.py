@@ -256,9 +256,10 @@ def main() -> None:
                          "eval_data": [train_data[s], long_data[s]]})
     if args.only in ("zeroshot", "all"):
         swim_train = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_TRAIN]
-        swim_test = [str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST]
+        swim_test = {n: str(dataset(f"swimmer{n}", 16, 200, 50 + n, data_root)) for n in SWIM_TEST}
         jobs.append({"name": "swimmers-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
-                     "run": str(work / "swimmers-gn"), "train_data": swim_train, "eval_data": swim_train + swim_test})
+                     "run": str(work / "swimmers-gn"), "train_data": swim_train,
+                     "eval_data": swim_train + list(swim_test.values())})
         # The unseen sizes' in-distribution reference: the same recipe and budget, trained on the test
         # sizes themselves (other episodes), scored on the same test episodes. Swimmers 13 and 14 are left
         # out: each 500-episode draw tried held an episode that diverges in MuJoCo (13: seeds 23, 43, 83;
@@ -266,7 +267,7 @@ def main() -> None:
         swim_seen = [str(dataset(f"swimmer{n}", eps // 2, 200, 10 + n, data_root)) for n in SWIM_SEEN]
         jobs.append({"name": "swimmers-seen-gn", "kind": "gn", "minutes": 2 * args.minutes, "episodes": eps // 2,
                      "run": str(work / "swimmers-seen-gn"), "train_data": swim_seen,
-                     "eval_data": [p for p in swim_test if int(re.search(r"swimmer(\d+)-", p)[1]) in SWIM_SEEN]})
+                     "eval_data": [swim_test[n] for n in SWIM_SEEN]})
     if args.rerun:
         import shutil
 
@@ -355,8 +356,9 @@ def markdown(r: dict) -> str:
     if "swimmers-gn" in jobs and "swimmers-seen-gn" in jobs:
         seen = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-seen-gn"]["eval"].values()}
         zero = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-gn"]["eval"].values() if e["system"] in seen}
+        zero = dict(sorted(zero.items(), key=lambda kv: int(kv[0][len("swimmer"):])))  # by size
         j = jobs["swimmers-seen-gn"]
-        lines += [f"The unseen sizes against a GN trained on {', '.join(sorted(seen, key=lambda n: int(n[7:])))} "
+        lines += [f"The unseen sizes against a GN trained on {', '.join(zero)} "
                   f"(the same recipe and budget, {j['summary'].get('step')} steps against "
                   f"{jobs['swimmers-gn']['summary'].get('step')}; other episodes of the same sizes), on the same "
                   "test episodes, body error [m]:", "",
