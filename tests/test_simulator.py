@@ -202,6 +202,34 @@ def test_per_system_depth_runs_each_system_to_its_own_trees_depth(cartpole_data,
         GraphNetworkSimulator(ModelConfig(per_system_depth=True), specs, solver=SolverConfig())
 
 
+def test_recurrent_core_serves_a_deeper_unseen_tree_to_its_own_depth(cartpole_data, swimmer_data):
+    """Shared weights with ``model.per_system_depth`` make a recurrent core: a model that trained on
+    cartpole (depth 2) only, with room for 6 steps, runs its one block 4 times on swimmer4 added for
+    zero-shot use, exactly what the same weights give with 4 steps for every system, and still 2 on
+    cartpole; the lean path agrees."""
+    datasets = [TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data)]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_size=16, mlp_hidden_size=16, mlp_layers=1, shared_weights=True,
+                                    per_system_depth=True, message_passing_steps=6),
+                        [system_spec(datasets[0])]).double()
+    assert len(model.predictor.processor) == 1
+    cart, swim = (transitions(ds) for ds in datasets)
+    model.accumulate_statistics(cart)
+    model.add_system(system_spec(datasets[1]))
+    assert [model.processor_steps(ds.system) for ds in datasets] == [2, 4]
+    ref = model.predict_normalized([cart, swim])  # weights that take gradients: the reference path
+    with torch.no_grad():
+        assert model.lean_step(swim.system, model.builder(swim.system).static_graph(swim.params, swim.qpos.shape[0],
+                                                                                    swim.qpos), swim.qpos) is not None
+        lean = model.predict_normalized([cart, swim])
+        model.config.per_system_depth, model.config.message_passing_steps = False, 4
+        four = model.predict_normalized([cart, swim])
+    for a, b in zip(lean, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(four[1], ref[1])
+    assert not torch.allclose(four[0], ref[0])
+
+
 def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new_ones(cartpole_data, swimmer_data):
     """Each trained system's targets (and dynamic inputs) are standardized with its own statistics
     (so one system's scale neither weighs its errors over another's nor hides its inputs); a system
