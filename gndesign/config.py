@@ -52,6 +52,10 @@ class ModelConfig:
     # past an end of its rail in 25% of the data; limit hits within a step made 70% of the one-step
     # loss) it cut the one-step loss 2.5x, but the rollouts got worse: off by default (README).
     limit_features: bool = False
+    # The angle of a hinge without limit or spring is left out of its coordinates (sine and cosine
+    # stay): the motion depends on it only through them, and a spinning link's angle grows past any
+    # value seen in training. Off by default, so older checkpoints compute what they were trained on.
+    periodic_hinges: bool = False
     # Targets normalized per joint edge of each trained system (as the MLP normalizes per dof), not
     # per joint type: acrobot's shoulder accelerations spread 2.4x narrower than its elbow's, so
     # pooled over its hinges the loss weighs the shoulder's errors, relative to the elbow's, 6x less

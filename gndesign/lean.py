@@ -147,7 +147,8 @@ class LeanPlan:
             a = int(t.jnt_qposadr[j])
             if et == HINGE:
                 h = hinges.index(j)
-                sel[a, e, 0], off[e, 0] = 1.0, -t.qpos0[a]
+                scale = b.angle_scale(j)
+                sel[a, e, 0], off[e, 0] = scale, -t.qpos0[a] * scale
                 sel[nq + h, e, 1] = sel[nq + nh + h, e, 2] = 1.0
             elif et == SLIDE:
                 scale = 0.0 if (not t.jnt_limited[j] and t.jnt_stiffness[j] == 0) else 1.0

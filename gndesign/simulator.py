@@ -72,9 +72,9 @@ class SystemSpec:
                    assets={k: base64.b64decode(v) for k, v in d.get("assets", {}).items()},
                    action_repeat=int(d.get("action_repeat", 1)))
 
-    def builder(self, limit_features: bool = False) -> GraphBuilder:
+    def builder(self, limit_features: bool = False, periodic_hinges: bool = False) -> GraphBuilder:
         tree = KinematicTree.from_model(self.mjcf, self.name, self.assets)
-        return GraphBuilder(tree, self.control_timestep, limit_features)
+        return GraphBuilder(tree, self.control_timestep, limit_features, periodic_hinges)
 
 
 def dynamics_targets(tree: KinematicTree, qpos: torch.Tensor, qvel: torch.Tensor, qpos_next: torch.Tensor,
@@ -129,7 +129,7 @@ class ForwardModel(nn.Module):
     def add_system(self, spec: SystemSpec) -> None:
         """Make a system available (e.g. a swimmer with more links, for zero-shot evaluation)."""
         self.systems[spec.name] = spec
-        self._builders[spec.name] = spec.builder(self.config.limit_features)
+        self._builders[spec.name] = spec.builder(self.config.limit_features, self.config.periodic_hinges)
 
     def builder(self, system: str | None = None) -> GraphBuilder:
         if system is None:

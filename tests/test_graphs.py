@@ -158,3 +158,23 @@ def test_limited_joints_say_how_far_they_are_past_their_range():
     torch.testing.assert_close(with_limits[:, slide, 5:7], expected)  # without velocities: as now
     assert not with_limits[:, hinge, 3:].any() and not without[..., 3:].any()
     torch.testing.assert_close(with_limits[..., :3], without[..., :3])
+
+
+def test_periodic_hinges_leave_out_the_angle_of_free_hinges_only():
+    """With ``periodic_hinges`` the angle slot of a hinge without limit or spring is zero (its sine
+    and cosine stay); a limited hinge keeps its angle, and without the flag every hinge does."""
+    system = get_system("swimmer6")  # a free-floating root (slides and a hinge) and limited joint hinges
+    tree = KinematicTree.from_model(system.model, "swimmer6")
+    on, off = (GraphBuilder(tree, system.control_timestep, periodic_hinges=flag) for flag in (True, False))
+    gen = torch.Generator().manual_seed(0)
+    q = torch.as_tensor(tree.qpos0) + torch.randn(3, tree.nq, generator=gen, dtype=torch.float64)
+    with_flag, without = on.joint_coordinates(q), off.joint_coordinates(q)
+    free = [e for e, (j, et) in enumerate(zip(tree.edge_joint, tree.edge_type, strict=True))
+            if et == "hinge" and not tree.jnt_limited[j] and tree.jnt_stiffness[j] == 0]
+    limited = [e for e, (j, et) in enumerate(zip(tree.edge_joint, tree.edge_type, strict=True))
+               if et == "hinge" and tree.jnt_limited[j]]
+    assert len(free) == 1 and len(limited) == 5  # the root's yaw; the five joints between links
+    assert not with_flag[:, free, 0].any() and without[:, free, 0].abs().min() > 0
+    torch.testing.assert_close(with_flag[:, limited], without[:, limited])
+    torch.testing.assert_close(with_flag[..., 1:], without[..., 1:])
+    assert on.angle_scale(tree.edge_joint[free[0]]) == 0.0 and off.angle_scale(tree.edge_joint[free[0]]) == 1.0
