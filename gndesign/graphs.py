@@ -225,13 +225,15 @@ class GraphBuilder:
         return out
 
     # --------------------------------------------------------------------------- dynamic features
-    def angle_scale(self, j: int) -> float:
-        """1, or 0 where hinge ``j``'s angle itself is left out (``periodic_hinges``): a hinge without
-        limit or spring moves the system only through the sine and cosine of its angle, so the angle
-        (which grows without bound as a link spins: acrobot's elbow reaches 22 rad in 200 steps and 84
-        in 1,000) carries nothing but a value the model never saw."""
+    def coordinate_scale(self, j: int) -> float:
+        """1, or 0 where the first coordinate slot of hinge or slide ``j`` is left out. Without limit or
+        spring, a slide cannot change the dynamics (leaving its offset out makes e.g. a swimmer's or a
+        cheetah's model translation invariant), and a hinge moves the system only through the sine and
+        cosine of its angle: with ``periodic_hinges`` its angle (which grows without bound as a link
+        spins: acrobot's elbow reaches 22 rad in 200 steps and 84 in 1,000) is left out too."""
         t = self.tree
-        return 0.0 if self.periodic_hinges and not t.jnt_limited[j] and t.jnt_stiffness[j] == 0 else 1.0
+        free = not t.jnt_limited[j] and t.jnt_stiffness[j] == 0
+        return 0.0 if free and (t.jnt_type[j] == SLIDE or self.periodic_hinges) else 1.0
 
     def joint_coordinates(self, qpos: torch.Tensor, qvel: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, E, 7]`` joint coordinates per forward edge, relative to ``qpos0`` (zeros for welds)."""
@@ -247,12 +249,9 @@ class GraphBuilder:
             a = int(t.jnt_qposadr[j])
             if et == HINGE:
                 ang = qpos[:, a] - q0[a]
-                c = torch.stack([ang * self.angle_scale(j), torch.sin(ang), torch.cos(ang)], -1)
+                c = torch.stack([ang * self.coordinate_scale(j), torch.sin(ang), torch.cos(ang)], -1)
             elif et == SLIDE:
-                # A slide without limit or spring cannot change the dynamics: leaving its
-                # coordinate out makes e.g. a swimmer's or a cheetah's model translation invariant.
-                free_slide = not t.jnt_limited[j] and t.jnt_stiffness[j] == 0
-                c = F.pad((qpos[:, a] - q0[a])[:, None] * (0.0 if free_slide else 1.0), (0, 2))
+                c = F.pad((qpos[:, a] - q0[a])[:, None] * self.coordinate_scale(j), (0, 2))
             else:  # ball or free: the orientation quaternion (a free joint's position is left out
                 # for translation invariance; node features carry it relative to the root)
                 c = torch.cat([qpos.new_zeros(B, 3), qpos[:, a + (3 if et == FREE else 0):][:, :4]], -1)

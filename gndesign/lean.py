@@ -145,15 +145,13 @@ class LeanPlan:
             if j < 0:
                 continue
             a = int(t.jnt_qposadr[j])
+            if et in (HINGE, SLIDE):
+                scale = b.coordinate_scale(j)
+                sel[a, e, 0], off[e, 0] = scale, -t.qpos0[a] * scale
             if et == HINGE:
                 h = hinges.index(j)
-                scale = b.angle_scale(j)
-                sel[a, e, 0], off[e, 0] = scale, -t.qpos0[a] * scale
                 sel[nq + h, e, 1] = sel[nq + nh + h, e, 2] = 1.0
-            elif et == SLIDE:
-                scale = 0.0 if (not t.jnt_limited[j] and t.jnt_stiffness[j] == 0) else 1.0
-                sel[a, e, 0], off[e, 0] = scale, -t.qpos0[a] * scale
-            else:
+            elif et != SLIDE:
                 a += 3 if et == FREE else 0
                 for k in range(4):
                     sel[a + k, e, 3 + k] = 1.0

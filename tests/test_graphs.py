@@ -177,4 +177,7 @@ def test_periodic_hinges_leave_out_the_angle_of_free_hinges_only():
     assert not with_flag[:, free, 0].any() and without[:, free, 0].abs().min() > 0
     torch.testing.assert_close(with_flag[:, limited], without[:, limited])
     torch.testing.assert_close(with_flag[..., 1:], without[..., 1:])
-    assert on.angle_scale(tree.edge_joint[free[0]]) == 0.0 and off.angle_scale(tree.edge_joint[free[0]]) == 1.0
+    yaw = tree.edge_joint[free[0]]
+    assert on.coordinate_scale(yaw) == 0.0 and off.coordinate_scale(yaw) == 1.0
+    slides = [j for j, et in zip(tree.edge_joint, tree.edge_type, strict=True) if et == "slide"]
+    assert [(on.coordinate_scale(j), off.coordinate_scale(j)) for j in slides] == [(0.0, 0.0)] * 2  # as before

@@ -184,16 +184,16 @@ def test_periodic_hinges_make_a_full_turn_of_a_free_hinge_invisible(kind):
     path and for the MLP baseline; without it the model sees the turn."""
     config = dataclasses.replace(CONFIGS[0], kind=kind)
     turned = {}
+    paths = [False] if kind == "mlp" else [False, True]
     for flag in (True, False):
         model, name, (q, v, a) = random_model("acrobot", dataclasses.replace(config, periodic_hinges=flag))
         q2 = q.clone()
         q2[:, 1] += 2 * torch.pi
-        paths = [False] if kind == "mlp" else [False, True]
         for ref in paths:
             with (reference_path(model) if ref else contextlib.nullcontext()), torch.no_grad():
                 (qa, va), (qb, vb) = model.step(q, v, a, name), model.step(q2, v, a, name)
             turn = 2 * torch.pi * (torch.arange(2) == 1)
             turned[flag, ref] = max((vb - va).abs().max(), (qb - turn - qa).abs().max())
-    for ref in ([False] if kind == "mlp" else [False, True]):
+    for ref in paths:
         assert turned[True, ref] < 1e-6, turned  # float64 rounding of sin, cos and the kinematics at q + 2 pi
         assert turned[False, ref] > 1e-4, turned
