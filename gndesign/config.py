@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -190,6 +191,9 @@ class TrainConfig:
     eval_every: int = 1000
     checkpoint_every: int = 1000
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    # Where the model trains: "cpu", "cuda", "cuda:N" or "auto" (a GPU when torch sees one). Data
+    # stay in host memory; each step's batch moves to the device; checkpoints load on any device.
+    device: str = "cpu"
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "unroll_steps", "log_every", "eval_every", "checkpoint_every",
@@ -211,6 +215,8 @@ class TrainConfig:
                               "(leave it unset to train for train.steps)")
         if self.threads is not None and self.threads <= 0:
             raise ConfigError(f"train.threads must be positive, got {self.threads}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         sizes = self.system_batch_size
         if sizes is not None and (not isinstance(sizes, dict) or self.datasets_per_batch != 1 or not all(
                 isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
@@ -341,8 +347,8 @@ class RunConfig:
         self.train.validate()
 
 
-#: Options a resumed run may change: how long it trains, how often it logs, its threads.
-RESUMABLE = {"train": ("steps", "minutes", "threads", "log_every", "eval_every", "checkpoint_every")}
+#: Options a resumed run may change: how long it trains, how often it logs, its threads and device.
+RESUMABLE = {"train": ("steps", "minutes", "threads", "device", "log_every", "eval_every", "checkpoint_every")}
 
 
 def config_mismatch(saved: RunConfig, now: RunConfig) -> str | None:

@@ -60,11 +60,23 @@ class Trainer:
     :meth:`build_model`, then :meth:`init_statistics` (fresh runs) or, for resumed runs, the
     family's ``check`` with :meth:`requested`, then :meth:`loss` once per step;
     :meth:`validation_loss` when due.
+
+    The data stay in host memory and the random numbers come from CPU generators (so a run draws the
+    same batches and noise on every device); whatever a trainer hands the model passes through
+    :meth:`to_device` first (the loop puts the model on :attr:`device`, ``train.device``).
     """
+
+    #: Whether the family trains on a GPU (``train.device``); False: only on the CPU.
+    gpu = True
 
     def __init__(self, config: RunConfig):
         self.config = config
         self.model: Any = None
+        self.device = torch.device("cpu")
+
+    def to_device(self, batch: Any) -> Any:
+        """``batch`` (tensors in nested dicts, lists and tuples; other leaves as they are) on :attr:`device`."""
+        return to_device(batch, self.device)
 
     def prepare(self) -> None:
         """Load the data (before seeding: it must not consume the global RNGs)."""
@@ -85,3 +97,14 @@ class Trainer:
 
     def validation_loss(self, model: torch.nn.Module) -> float | None:
         return None
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Every tensor of ``batch`` (nested dicts, lists and tuples) on ``device``; other leaves unchanged."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

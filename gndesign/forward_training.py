@@ -19,7 +19,7 @@ from gndesign.config import TrainConfig, dataclass_from
 from gndesign.datasets.params import PARAM_KEYS
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.families import Family, Trainer
+from gndesign.families import Family, Trainer, to_device
 from gndesign.graphs import GraphBuilder
 from gndesign.io import sha256_bytes
 from gndesign.kinematics import integrate_qpos
@@ -63,7 +63,7 @@ class ForwardTrainer(Trainer):
         tc, model = self.config.train, self.model
         stat_gen = torch.Generator().manual_seed(tc.seed + 12345)
         for seq in self.train_set.sample(tc.stats_transitions, 1, stat_gen):
-            q, v = add_noise(model, seq, self.scales[seq["system"]], stat_gen)
+            seq, (q, v) = self.to_device((seq, add_noise(model, seq, self.scales[seq["system"]], stat_gen)))
             model.accumulate_statistics(Transitions(seq["system"], q, v, seq["action"][:, 0], seq["params"],
                                                     seq["qpos"][:, 1], seq["qvel"][:, 1],
                                                     None if tc.correct_pos_noise else seq["qpos"][:, 0]))
@@ -73,10 +73,10 @@ class ForwardTrainer(Trainer):
         seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"], tc.datasets_per_batch,
                                      tc.system_batch_size)
         start = [add_noise(model, s, self.scales[s["system"]], gens["noise"]) for s in seqs]
-        return unrolled_loss(model, seqs, start, net, tc.correct_pos_noise)
+        return unrolled_loss(model, *self.to_device((seqs, start)), net, tc.correct_pos_noise)
 
     def validation_loss(self, model) -> float | None:
-        return None if self.val_set is None else validation_loss(model, self.val_set)
+        return None if self.val_set is None else validation_loss(model, self.val_set, self.device)
 
 
 def describe_articulated(model) -> dict:
@@ -257,11 +257,12 @@ def lean_unrolled_loss(model: ForwardModel, seqs: list[dict], start: list[tuple[
 
 
 @torch.no_grad()
-def validation_loss(model: ForwardModel, sampler: TransitionSampler, max_transitions: int = 4096) -> float:
-    """One-step normalized loss (no input noise) on a fixed subset of held-out transitions."""
+def validation_loss(model: ForwardModel, sampler: TransitionSampler, device: torch.device | None = None,
+                    max_transitions: int = 4096) -> float:
+    """One-step normalized loss (no input noise) on a fixed subset of held-out transitions (on ``device``)."""
     model.eval()
     gen = torch.Generator().manual_seed(0)
-    seqs = sampler.sample(max_transitions, 1, gen)
+    seqs = to_device(sampler.sample(max_transitions, 1, gen), device or torch.device("cpu"))
     batches = [Transitions(s["system"], s["qpos"][:, 0], s["qvel"][:, 0], s["action"][:, 0], s["params"],
                            s["qpos"][:, 1], s["qvel"][:, 1]) for s in seqs]
     return float(model.loss(batches))

@@ -116,7 +116,7 @@ class NBodyGN(nn.Module):
             kl = 0.5 * (msg**2 + logvar.exp() - logvar - 1.0) if self.training else 0.5 * msg**2
             reg = cfg.kl_weight * (kl.sum(-1) * mask).sum() / edges
         else:
-            reg = torch.zeros((), dtype=pred.dtype)
+            reg = torch.zeros((), dtype=pred.dtype, device=pred.device)
         return fit + reg, {"fit": float(fit.detach()), "reg": float(reg.detach())}
 
     def step(self, x: Tensor, v: Tensor, mass: Tensor, charge: Tensor, dt: float, steps: int,

@@ -88,7 +88,7 @@ class NBodyTrainer(Trainer):
         return {"system": self.system}
 
     def loss(self, model, net, gens) -> Tensor:
-        x, v, m, q, a = self.train_set.sample(self.config.train.batch_size, gens["sample"])
+        x, v, m, q, a = self.to_device(self.train_set.sample(self.config.train.batch_size, gens["sample"]))
         return model.loss(x, v, m, q, a)[0]
 
     @torch.no_grad()
@@ -99,7 +99,8 @@ class NBodyTrainer(Trainer):
             return None
         model.eval()
         chunks = torch.arange(frames).split(1024)
-        return float(sum(float(model.loss(*self.val_set.batch(c))[0]) * len(c) for c in chunks) / frames)
+        losses = (float(model.loss(*self.to_device(self.val_set.batch(c)))[0]) * len(c) for c in chunks)
+        return float(sum(losses) / frames)
 
 
 def check_system(blob: dict, where, system: Mapping[str, Any] | str | None = None, **_) -> None:

@@ -65,7 +65,7 @@ class ParticleTrainer(Trainer):
         while left > 0:
             n = min(left, 256)
             hist, fut, _ = self.train_set.sample(n, 1, gen)
-            noisy, target = noised_window(hist, fut, self.noise_std, gen)
+            noisy, target = self.to_device(noised_window(hist, fut, self.noise_std, gen))
             self.model.accumulate_statistics(noisy, target[:, 0])
             left -= n
 
@@ -76,7 +76,7 @@ class ParticleTrainer(Trainer):
         tc = self.config.train
         hist, fut, nodes = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"])
         noisy, target = noised_window(hist, fut, self.noise_std, gens["noise"])
-        return unrolled_particle_loss(model, noisy, target, nodes)
+        return unrolled_particle_loss(model, *self.to_device((noisy, target, nodes)))
 
     @torch.no_grad()
     def validation_loss(self, model) -> float | None:
@@ -86,7 +86,7 @@ class ParticleTrainer(Trainer):
         gen = torch.Generator().manual_seed(0)
         total, n = 0.0, 0
         for _ in range(8):
-            hist, fut, nodes = self.val_set.sample(32, 1, gen)
+            hist, fut, nodes = self.to_device(self.val_set.sample(32, 1, gen))
             total += float(unrolled_particle_loss(model, hist, fut, nodes))
             n += 1
         return total / n

@@ -8,14 +8,14 @@ losses) is the family's trainer (:class:`gndesign.families.Trainer`), looked up 
 configuration's family in :data:`gndesign.checkpoints.FAMILIES`.
 
 A resumed run must have the checkpoint's data and configuration (only ``train.steps``,
-``train.minutes``, ``train.threads`` and the logging intervals may change); its ``metrics.csv``
+``train.minutes``, ``train.threads``, ``train.device`` and the logging intervals may change); its ``metrics.csv``
 keeps the rows up to the checkpoint's step and its clock continues. Ctrl-C or SIGTERM finish the
 step in progress and save a checkpoint before exiting. A file that cannot be written (disk full,
 read-only directory) is a one-line error naming it; the previous file stays as it was.
 
 Distributed data parallel: launch the same command under ``torchrun --nproc_per_node K -m gndesign
-train ...``; each process samples its own batches (gloo on CPU, nccl on GPU), gradients are
-averaged, and rank 0 writes logs and checkpoints.
+train ...``; each process samples its own batches (gloo on CPU, nccl on GPU: ``train.device=cuda``
+gives each process its own GPU), gradients are averaged, and rank 0 writes logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     A forward configuration on particle data trains a particle simulator with the options both
     share (:func:`gndesign.config.as_particle_config`).
     """
+    return run_training(make_trainer(config), run_dir, resume, progress, max_new_steps, init_from)
+
+
+def make_trainer(config: RunConfig) -> Trainer:
+    """The trainer of ``config``'s family for its data (a forward configuration on particle or
+    N-body data becomes that family's configuration), the configuration validated."""
     if not config.data:
         raise ConfigError("no training data: pass --data DIR [DIR ...] or set data: in the config")
     fmt = dataset_format(config.data[0])
@@ -82,7 +88,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, p
     if config.particles != particle_data:
         raise ConfigError(f"{config.data[0]} is {'not ' if config.particles else ''}a particle dataset but the "
                           f"configuration is for {'particles' if config.particles else 'articulated systems'}")
-    return run_training(get_family(config.family).trainer(config), run_dir, resume, progress, max_new_steps, init_from)
+    return get_family(config.family).trainer(config)
 
 
 def fine_tune_start(trainer: Trainer, model: torch.nn.Module, spec: str | os.PathLike) -> None:
@@ -116,11 +122,29 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
         g.set_state(state["generators"][k])
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), initializing the process group under torchrun."""
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """The device ``train.device`` names: ``auto`` is the GPU when torch sees one, else the CPU; a
+    bare ``cuda`` under torchrun is the process's own GPU (``LOCAL_RANK``). A GPU torch cannot use is
+    a one-line error before anything runs."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device={spec} but this torch ({torch.__version__}) sees no GPU: install a CUDA build "
+                          "of torch (make install TORCH_SPEC=...) or train with train.device=cpu")
+    device = torch.device(spec if ":" in spec else f"cuda:{local_rank}")
+    if device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={spec}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size), initializing the process group under torchrun (nccl for GPUs, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -132,7 +156,13 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     tc = trainer.config.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    rank, world = _distributed()
+    if not trainer.gpu and tc.device not in ("cpu", "auto"):
+        raise ConfigError(f"train.device={tc.device}: {get_family(trainer.config.family).what} trains on the CPU "
+                          "only; set train.device=cpu")
+    device = resolve_device(tc.device if trainer.gpu else "cpu", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rank, world = _distributed(device)
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "latest.pt"
     metrics_path = run_dir / "metrics.csv"
@@ -147,7 +177,9 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
-    model = trainer.model = trainer.build_model()
+    # Built on the CPU (the same initial weights on every device), then moved before the optimizer sees it.
+    model = trainer.model = trainer.build_model().to(device)
+    trainer.device = device
     gens = {"sample": torch.Generator().manual_seed(tc.seed * 1000 + rank),
             "noise": torch.Generator().manual_seed(tc.seed * 1000 + 500 + rank)}
     # One fused kernel for all parameters (the per-tensor loop cost ~3 ms a step on a CPU core)
@@ -202,7 +234,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     net = model
     if world > 1:
         # The last processor step's global update feeds no decoder: those weights get no gradient.
-        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                        find_unused_parameters=True)
     session_start, start_step = time.time(), step
     start_time = session_start - elapsed  # the run's clock, across resumes
 
@@ -269,7 +302,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
             log.warning("%s at step %d: saved %s; continue with --resume", stop.name, step, ckpt_path)
             raise KeyboardInterrupt
     if rank == 0:
-        summary.update({"step": step, "train_loss": last_loss, "seconds": time.time() - session_start})
+        summary.update({"step": step, "train_loss": last_loss, "seconds": time.time() - session_start,
+                        "device": str(device)})
         val = validation_loss()
         if val is not None:
             summary["val_loss"] = val

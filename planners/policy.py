@@ -121,7 +121,11 @@ class PolicyTrainer(Trainer):
     run refills it), ``policy.spread_fraction`` from ``data_states`` with uniformly drawn hinge
     angles, the rest from ``data_states`` as they are; all with a little noise. With a context, the
     buffer's and the initial states keep their parameters; data states get fresh draws.
+
+    It trains on the CPU only (``train.device=cpu``): the learned model it imagines through runs there.
     """
+
+    gpu = False
 
     def __init__(self, config, model_factory, dynamics: Dynamics, reward: RewardFn, init_states, data_states,
                  requested: dict | None = None, buffer_size: int = 20000, context=None):

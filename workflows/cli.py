@@ -149,10 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_outputs(args, [*(args.data or []), args.config], "dir", own="run directory")
     summary = train_model(args.out, args.data, args.config, args.family, args.set, args.steps, args.minutes,
-                          resume=args.resume, progress=not args.quiet)
+                          resume=args.resume, progress=not args.quiet, device=args.device)
     if summary:
         val = f", validation loss {summary['val_loss']:.4g}" if "val_loss" in summary else ""
-        print(f"trained {summary['step']} steps in {summary['seconds']:.0f} s: train loss "
+        print(f"trained {summary['step']} steps in {summary['seconds']:.0f} s on {summary['device']}: train loss "
               f"{summary['train_loss']:.4g}{val}; checkpoint {Path(args.out) / 'checkpoints' / 'latest.pt'}")
     return 0
 
@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(train.minutes)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto: where the model trains (train.device)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)

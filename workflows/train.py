@@ -21,16 +21,16 @@ NO_STEP_LIMIT = 10**9
 
 def train_model(out: str, data: list[str] | None = None, config: str | None = None, family: str | None = None,
                 overrides: list[str] | None = None, steps: int | None = None, minutes: float | None = None,
-                resume: bool = False, progress: bool = True) -> dict | None:
+                resume: bool = False, progress: bool = True, device: str | None = None) -> dict | None:
     """Train into the run directory ``out`` (config, metrics.csv, checkpoints/) and return the
     training summary (None on ranks other than 0 of a distributed run).
 
     ``family``: ``gn``, ``mlp`` (the forward model's ``model.kind``) or ``cgns``; ``overrides``:
     ``SECTION.KEY=VALUE`` strings applied after ``config``; ``steps`` (optimizer steps) and
     ``minutes`` set ``train.steps`` and ``train.minutes`` (``minutes`` alone: a time budget, with
-    ``train.steps`` at :data:`NO_STEP_LIMIT`). With ``resume`` and no ``config``, the
-    run's own ``out/config.yaml`` is the starting point (the options given now apply on top; the
-    checkpoint then refuses any that changed what it trained).
+    ``train.steps`` at :data:`NO_STEP_LIMIT`); ``device`` sets ``train.device``. With ``resume`` and
+    no ``config``, the run's own ``out/config.yaml`` is the starting point (the options given now
+    apply on top; the checkpoint then refuses any that changed what it trained).
     """
     saved = Path(out) / "config.yaml"
     if resume and config is None and saved.is_file():
@@ -41,6 +41,8 @@ def train_model(out: str, data: list[str] | None = None, config: str | None = No
         overrides.append(f"model.kind={family}")
     if steps is not None:
         overrides.append(f"train.steps={steps}")
+    if device is not None:
+        overrides.append(f"train.device={device}")
     if minutes is not None:
         overrides.append(f"train.minutes={minutes}")
         if steps is None:  # a time budget: no step limit (the default train.steps would stop it first)
