@@ -132,7 +132,7 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError(f"train.device={spec} but this torch ({torch.__version__}) sees no GPU: install a CUDA build "
-                          "of torch (make install TORCH_SPEC=...) or train with train.device=cpu")
+                          "of torch (make install TORCH_SPEC=...) or train with train.device=cpu (--device cpu)")
     device = torch.device(spec if ":" in spec else f"cuda:{local_rank}")
     if device.index >= torch.cuda.device_count():
         raise ConfigError(f"train.device={spec}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 to "

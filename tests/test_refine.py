@@ -145,6 +145,33 @@ def test_the_next_round_starts_from_the_best_verified_design(base_data, tmp_path
     assert r["score"] == pytest.approx(max(scores)) and r["design"] == designs[order[-1]].tolist()
 
 
+def test_a_model_trained_on_a_gpu_fine_tunes_on_the_cpu(base_data, tmp_path, monkeypatch):
+    """A checkpoint's configuration says where it trained (train.device); the refinement fine-tunes on
+    the CPU whatever it says (without a GPU, cuda would stop the loop after its first design round)."""
+    import workflows.refine as refine
+
+    def from_a_gpu(*args, **kwargs):
+        model, blob = load_model(*args, **kwargs)
+        blob["config"]["train"]["device"] = "cuda"
+        return model, blob
+
+    devices = []
+
+    def tune(cfg, *args, **kwargs):
+        devices.append(cfg.train.device)
+        return train(cfg, *args, **kwargs)
+
+    design = smooth_designs(SceneConfig(), 1, torch.Generator().manual_seed(2))[0].tolist()
+    monkeypatch.setattr(refine, "load_model", from_a_gpu)
+    monkeypatch.setattr(refine, "train", tune)
+    monkeypatch.setattr(refine, "design_obstacle", lambda *a, **k: {
+        "design": design, "score": 0.5, "predicted_score": 0.5, "model_error": 0.1, "mujoco_calls": 1,
+        "learned_calls": 1, "optimizer_seconds": 0.0, "candidates": [design]})
+    r = refine_design(1.5, str(base_data), rounds=1, out=str(tmp_path / "o"), layouts=1, replay=1,
+                      fine_tune={"steps": 1})
+    assert devices == ["cpu"] and len(r["rounds"]) == 2
+
+
 def test_the_result_is_the_best_verified_design_and_older_rounds_count_their_own():
     rows = [{"round": 0, "design": [0.0], "score": 0.7, "predicted_score": 0.8,
              "verified": [{"design": [0.0], "score": 0.7}, {"design": [0.1], "score": 0.9}]},

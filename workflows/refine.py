@@ -168,10 +168,11 @@ def refine_design(target_x: float, data: str, rounds: int = 3, model: str = "pre
         if last:
             break
         run = out_dir / "models" / f"round-{r}"
-        # The model's own training recipe (noise, history, threads) on a short schedule.
+        # The model's own training recipe (noise, history, threads) on a short schedule, on the CPU
+        # where the design runs (a model trained with train.device=cuda fine-tunes here too).
         run_cfg = copy.deepcopy(saved)
         run_cfg.data = [str(p) for p in ([replay_dir] if replay_dir else []) + round_data]
-        run_cfg.train = dataclasses.replace(saved.train, steps=ft["steps"], minutes=None, lr=ft["lr"],
+        run_cfg.train = dataclasses.replace(saved.train, device="cpu", steps=ft["steps"], minutes=None, lr=ft["lr"],
                                             lr_final=ft["lr"] / 10, batch_size=ft["batch_size"], val_fraction=0.0,
                                             seed=seed + r, log_every=max(ft["steps"] // 5, 1),
                                             checkpoint_every=ft["steps"], eval_every=ft["steps"])
