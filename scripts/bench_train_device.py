@@ -28,7 +28,7 @@ from bench_forward import GN_SYSTEM, MODEL  # noqa: E402
 
 from gndesign.config import load_config  # noqa: E402
 from gndesign.datasets.trajectories import TrajectoryDataset  # noqa: E402
-from gndesign.errors import ConfigError, GndesignError  # noqa: E402
+from gndesign.errors import ConfigError, GndesignError, writing  # noqa: E402
 from gndesign.io import atomic_write_json, atomic_write_text, machine_info  # noqa: E402
 from gndesign.training import make_trainer, resolve_device, run_training  # noqa: E402
 
@@ -85,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)  # a GPU torch cannot see: refused before any training
         for d in args.data:
             TrajectoryDataset.load(d)
+        if args.tag is not None and not args.tag.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"--tag {args.tag!r}: use letters, digits, '-' and '_' only")
         stem = "train_device" + (f"_{args.tag}" if args.tag else "")
         json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
+        for path in (json_path, md_path):
+            if path.exists() and not path.is_file():
+                raise GndesignError(f"{path} exists and is not a file: choose another --out or --tag")
+        with writing(args.out):  # an --out that cannot be a directory is refused before any training
+            args.out.mkdir(parents=True, exist_ok=True)
         rows = []
         for d in args.data:
             for kind in args.kinds:
@@ -99,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         machine = machine_info(device=str(device), gpu=gpu, threads=torch.get_num_threads())
-        args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(json_path, {"machine": machine, "command": " ".join(sys.argv), "rows": rows})
         atomic_write_text(md_path, markdown(rows, machine))
     except GndesignError as e:
