@@ -49,6 +49,16 @@ def cartpole_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def arm_data(tmp_path_factory):
+    """A planar two-link arm (an MJCF file outside the registry, no dm_control): 6 episodes x 30 steps."""
+    from envs.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp("data") / "arm"
+    generate_dataset("envs/task_data/arm.xml", episodes=6, steps=30, seed=0, out_dir=out, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def swimmer_data(tmp_path_factory):
     """A tiny swimmer4 dataset (15 MuJoCo substeps per control step)."""
     from envs.generate import generate_dataset

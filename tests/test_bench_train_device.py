@@ -9,8 +9,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from envs.generate import generate_dataset
-
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_train_device.py"
 
 
@@ -19,15 +17,8 @@ def bench():
     return SimpleNamespace(**runpy.run_path(str(SCRIPT), run_name="bench_train_device"))
 
 
-@pytest.fixture(scope="module")
-def arm(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "arm"
-    generate_dataset("envs/task_data/arm.xml", episodes=4, steps=20, seed=0, out_dir=out, workers=1, progress=False)
-    return out
-
-
-def test_every_model_and_batch_gets_a_timed_row(bench, arm, tmp_path):
-    assert bench.main(["--data", str(arm), "--device", "cpu", "--batches", "4", "8", "--warmup", "2",
+def test_every_model_and_batch_gets_a_timed_row(bench, arm_data, tmp_path):
+    assert bench.main(["--data", str(arm_data), "--device", "cpu", "--batches", "4", "8", "--warmup", "2",
                        "--steps", "4", "--threads", "1", "--tag", "t", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "train_device_t.json").read_text())
     assert {"cores", "torch", "device", "gpu"} <= set(report["machine"]) and report["machine"]["device"] == "cpu"
@@ -54,17 +45,18 @@ def test_the_recipes_are_the_benchmarks_with_the_batch_replaced(bench):
     (["--tag", "a/b"], "--tag 'a/b'"),
     (["--device", "cuda:0"], "sees no GPU"),
 ])
-def test_bad_input_is_one_line_before_any_training(bench, arm, tmp_path, capsys, args, message):
+def test_bad_input_is_one_line_before_any_training(bench, arm_data, tmp_path, capsys, args, message):
     if "cuda:0" in args and torch.cuda.is_available():
         pytest.skip("torch sees a GPU here")
-    assert bench.main(["--data", str(arm), "--out", str(tmp_path / "out"), *args]) == 2
+    assert bench.main(["--data", str(arm_data), "--out", str(tmp_path / "out"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert not (tmp_path / "out").exists()
 
 
-def test_an_out_that_is_a_file_is_refused_and_left_as_it_was(bench, arm, tmp_path, capsys):
+def test_an_out_that_is_a_file_is_refused_and_left_as_it_was(bench, arm_data, tmp_path, capsys):
     out = tmp_path / "results"
     out.write_text("mine")
-    assert bench.main(["--data", str(arm), "--out", str(out), "--batches", "4", "--warmup", "1", "--steps", "1"]) == 2
+    args = ["--data", str(arm_data), "--out", str(out), "--batches", "4", "--warmup", "1", "--steps", "1"]
+    assert bench.main(args) == 2
     assert f"cannot write {out}" in capsys.readouterr().err and out.read_text() == "mine"

@@ -27,14 +27,6 @@ TINY = ["model.latent_size=16", "model.mlp_hidden_size=16", "model.mlp_layers=1"
 
 
 @pytest.fixture(scope="module")
-def arm_data(tmp_path_factory):
-    """A planar arm (an MJCF file, no dm_control): 6 episodes of 30 steps."""
-    out = tmp_path_factory.mktemp("data") / "arm"
-    generate_dataset("envs/task_data/arm.xml", episodes=6, steps=30, seed=0, out_dir=out, workers=1, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def particle_data(tmp_path_factory):
     from gndesign.datasets.particles import write_particle_dataset
 
