@@ -98,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.data:
             for kind in args.kinds:
                 for batch in args.batches:
+                    # (a non-finite loss stops the training loop itself with a one-line error)
                     row = measure(d, kind, batch, str(device), args.warmup, args.steps, args.threads)
-                    if not torch.isfinite(torch.tensor(row["final_train_loss"])):
-                        raise GndesignError(f"{d} {kind} batch {batch}: the training loss is not finite")
                     print(f"{row['system']} {kind} batch {batch} on {row['device']}: {row['steps_per_s']:.1f} steps/s, "
                           f"{row['transitions_per_s']:,.0f} transitions/s", flush=True)
                     rows.append(row)

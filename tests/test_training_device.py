@@ -101,7 +101,6 @@ def test_a_run_resumes_on_another_device(arm_data, tmp_path):
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt")["model"]
     b = read_checkpoint(tmp_path / "part" / "checkpoints" / "latest.pt")["model"]
     for k in a:
-        assert b[k].device.type == "cpu"
         if GPU:  # float rounding differs; each of the 3 resumed Adam steps moves a weight by about lr (1e-3) at most
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=3e-3)
         else:
