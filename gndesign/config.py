@@ -61,7 +61,7 @@ class ModelConfig:
     # per joint type: acrobot's shoulder accelerations spread 2.4x narrower than its elbow's, so
     # pooled over its hinges the loss weighs the shoulder's errors, relative to the elbow's, 6x less
     # than the MLP's loss does.
-    # Systems added later (zero-shot) keep the per-type statistics.
+    # Systems added later (zero-shot) take the per-type statistics (of the nearest trained system).
     edge_target_stats: bool = False
 
     def validate(self) -> None:

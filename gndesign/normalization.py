@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gndesign.errors import ConfigError
+
 
 class Normalizer(nn.Module):
     """Per-feature standardization ``(x - mean) / std`` with statistics accumulated from data.
@@ -77,9 +79,10 @@ class PerSystemStatistics:
     scale would hide another's inputs (the swimmers' actuator forces, std 2.5e-4 N m, against
     cheetah's 42 N m, normalized to ~1e-5) and weigh its errors (cheetah's hinge accelerations spread
     10x wider than cartpole's). Static input features and globals (masses, geometry, timestep,
-    gravity: what tells the systems apart) stay pooled, and so does everything for a system added
-    later (zero-shot). Modules: ``node_norm``, ``edge_norm``, ``global_norm``, ``target_norm[group]``
-    (pooled), ``system_input_norm[key][node|edge]``, ``system_target_norm[key][group]`` (per system).
+    gravity: what tells the systems apart) stay pooled. A system added later (zero-shot) takes the
+    pooled statistics or borrows a trained system's own (:meth:`borrow_statistics`). Modules:
+    ``node_norm``, ``edge_norm``, ``global_norm``, ``target_norm[group]`` (pooled),
+    ``system_input_norm[key][node|edge]``, ``system_target_norm[key][group]`` (per system).
     """
 
     def init_statistics(self, systems: list[str], sizes: dict[str, int], static_width: dict[str, int],
@@ -94,6 +97,7 @@ class PerSystemStatistics:
                                                             for k in ("node", "edge", "global"))
         self.target_norm = norms({g: target_size for g in target_groups})
         self._stat_keys = {name: f"s{i}" for i, name in enumerate(systems)}  # names may hold dots
+        self._borrowed: dict[str, str] = {}  # untrained system -> the key of the statistics it uses
         self._static_width = static_width
         self.system_input_norm = nn.ModuleDict({k: norms({n: sizes[n] for n in static_width})
                                                 for k in self._stat_keys.values()})
@@ -117,12 +121,16 @@ class PerSystemStatistics:
                     if new not in state_dict and old in state_dict:
                         state_dict[new] = state_dict[old].clone()
 
+    def _stats_key(self, system: str) -> str | None:
+        return self._stat_keys.get(system, self._borrowed.get(system))
+
     def input_stats(self, system: str, like: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{"node" | "edge" | "global": (mean, std)}`` of ``system``'s inputs."""
         out = {"node": self.node_norm.stats(like), "edge": self.edge_norm.stats(like),
                "global": self.global_norm.stats(like)}
-        if system in self._stat_keys:
-            own = self.system_input_norm[self._stat_keys[system]]
+        key = self._stats_key(system)
+        if key is not None:
+            own = self.system_input_norm[key]
             for k, w in self._static_width.items():
                 (pm, ps), (om, os) = out[k], own[k].stats(like)
                 out[k] = (torch.cat([pm[:w], om[w:]]), torch.cat([ps[:w], os[w:]]))
@@ -130,7 +138,38 @@ class PerSystemStatistics:
 
     def target_norms(self, system: str) -> nn.ModuleDict:
         """``{group: Normalizer}`` of ``system``'s targets."""
-        return self.system_target_norm[self._stat_keys[system]] if system in self._stat_keys else self.target_norm
+        key = self._stats_key(system)
+        return self.target_norm if key is None else self.system_target_norm[key]
+
+    def borrow_statistics(self, system: str, source: str | None) -> None:
+        """Normalize ``system``, which the model was not trained on, with the dynamic input and per-type
+        target statistics of the trained system ``source`` (None: the pooled ones). A model trained
+        on several systems learned each in its own units; the pooled statistics are none of them."""
+        if system in self._stat_keys:
+            raise ConfigError(f"{system!r} was trained on: it keeps its own statistics")
+        if source is not None and source not in self._stat_keys:
+            raise ConfigError(f"cannot normalize {system!r} with the statistics of {source!r}: the model was trained "
+                              f"on {', '.join(self._stat_keys)}; name one of them, 'nearest' or 'pooled'")
+        self._borrowed.pop(system, None)
+        if source is not None:
+            self._borrowed[system] = self._stat_keys[source]
+
+    def adopt_statistics(self, system: str, statistics: str, distance) -> None:
+        """Choose the statistics of ``system`` if the model was not trained on it: ``statistics`` is
+        "pooled", a trained system's name, or "nearest": those of the trained system with the
+        smallest ``distance(name)`` (any sortable value, or None where it does not compare); pooled
+        if none compares."""
+        if system in self._stat_keys:
+            return
+        if statistics == "nearest":
+            near = [(d, name) for name in self._stat_keys if (d := distance(name)) is not None]
+            statistics = min(near)[1] if near else "pooled"
+        self.borrow_statistics(system, None if statistics == "pooled" else statistics)
+
+    def statistics_source(self, system: str) -> str | None:
+        """The trained system whose statistics ``system`` uses (itself if trained; None: pooled)."""
+        key = self._stats_key(system)
+        return next((name for name, k in self._stat_keys.items() if k == key), None)
 
     @torch.no_grad()
     def accumulate_inputs(self, system: str, inputs: dict[str, torch.Tensor]) -> None:

@@ -6,14 +6,8 @@ step ``dt``:
 * the acceleration ``a``: ``qvel' = qvel + dt * a``;
 * a position-increment correction ``c``: ``qpos' = integrate(qpos, qvel' + c, dt)``.
 
-Integration happens in joint space (quaternions for ball and free joints), so links cannot come
-apart in a rollout. ``c`` is zero for a single semi-implicit Euler substep and absorbs the
-difference when MuJoCo integrates otherwise (cartpole uses RK4) or takes several substeps per
-control step (the swimmer takes 15). The decoding has an exact inverse, :func:`dynamics_targets`,
-which builds the training targets from consecutive states: a perfect prediction reproduces the data.
-
-The network (:class:`gndesign.nn.EncodeProcessDecode`) knows no physics: graphs, normalization,
-decoding and integration live here.
+Integration is in joint space (links cannot come apart); ``c`` absorbs MuJoCo's other integrators and
+substeps; :func:`dynamics_targets` inverts the decoding exactly. The network knows no physics: it is here.
 """
 
 from __future__ import annotations
@@ -340,6 +334,12 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         self.predictor = (network(sizes["edge"], slots) if solver is None else
                           ConstraintSolver(network(sizes["edge"] + slots, solver.energy_channels), solver))
 
+    def add_system(self, spec: SystemSpec, statistics: str = "nearest") -> None:
+        """:meth:`ForwardModel.add_system`; an untrained system's statistics: :meth:`adopt_statistics`."""
+        super().add_system(spec)
+        if hasattr(self, "_stat_keys"):  # not while __init__ adds the trained systems
+            self.adopt_statistics(spec.name, statistics, lambda name: self.tree(spec.name).distance(self.tree(name)))
+
     def _edge_targets(self, batch: Transitions, acc, corr):
         b = self.builder(batch.system)
         return torch.cat([b.dofs_to_edges(acc), b.dofs_to_edges(corr)], dim=-1)  # [B, E, 12]
@@ -349,8 +349,8 @@ class GraphNetworkSimulator(PerSystemStatistics, ForwardModel):
         return torch.cat([m, m], dim=-1)  # [E, 12]
 
     def _type_stats(self, system: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1), the system's
-        own if trained on, else pooled; with ``model.edge_target_stats`` a trained system's edge's own."""
+        """Per forward edge mean and std ``[E, 12]`` of its joint type's targets (welds: 0, 1): the system's
+        own, else adopted (:meth:`adopt_statistics`); with ``model.edge_target_stats`` each trained edge's."""
         if self.config.edge_target_stats and system in self._stat_keys:
             return self.edge_target_stats(system, self._slot_mask(system).to(like.device), like)
         zeros = like.new_zeros(_CHANNELS * MAX_DOF)

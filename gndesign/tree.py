@@ -286,6 +286,16 @@ class KinematicTree:
             "nq": self.nq, "nv": self.nv, "nu": self.nu,
         }
 
+    def distance(self, other: KinematicTree) -> tuple[int, int] | None:
+        """How far ``other``'s structure is from this tree's, as a sort key: the differences in depth
+        and in body count added, then the larger ``other`` first; None where the two do not have the
+        same joint types. A swimmer with 12 links is (6, -10) from swimmer9 and (13, -8) from cheetah;
+        swimmer7 is (2, -9) from swimmer8, nearer than from swimmer6 (2, -7); cartpole's slide makes
+        it None from acrobot."""
+        if set(self.edge_type) != set(other.edge_type):
+            return None
+        return abs(self.depth() - other.depth()) + abs(self.nbody - other.nbody), -other.nbody
+
     def signature_hash(self) -> str:
         blob = json.dumps(self.signature(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

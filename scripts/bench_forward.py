@@ -139,6 +139,8 @@ def evaluate_job(out: dict, eval_data: list[str], which: str = "auto") -> dict:
         horizons = tuple(h for h in HORIZONS if h <= ds.steps) if ds.steps < 1000 else (100, 1000)
         res = evaluate(model, ds, episodes, horizons)
         res["episode_set"] = which_set
+        if out["kind"] == "gn":  # a system it was not trained on: whose statistics normalize it
+            res["statistics_from"] = model.statistics_source(ds.system) or "pooled"
         out["eval"][path] = res
     return out
 
@@ -347,11 +349,11 @@ def markdown(r: dict) -> str:
         j = jobs["swimmers-gn"]
         lines += [f"Zero-shot swimmers (trained on 3-6, 8, 9 links; {j.get('minutes')} min, M = "
                   f"{j.get('message_passing_steps')}), body error [m]:", "",
-                  "| swimmer | set | h=10 | h=50 | h=100 |", "|---|---|---|---|---|"]
+                  "| swimmer | set | normalized as | h=10 | h=50 | h=100 |", "|---|---|---|---|---|---|"]
         for e in jobs["swimmers-gn"]["eval"].values():
             b = e["body_pos_error"]
-            lines.append(f"| {e['system']} | {e['episode_set']} | {_g(b, 10):.4f} | {_g(b, 50):.4f} "
-                         f"| {_g(b, 100):.4f} |")
+            lines.append(f"| {e['system']} | {e['episode_set']} | {e.get('statistics_from', 'pooled')} | "
+                         f"{_g(b, 10):.4f} | {_g(b, 50):.4f} | {_g(b, 100):.4f} |")
         lines.append("")
     if "swimmers-gn" in jobs and "swimmers-seen-gn" in jobs:
         seen = {e["system"]: e["body_pos_error"] for e in jobs["swimmers-seen-gn"]["eval"].values()}

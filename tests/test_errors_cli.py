@@ -114,6 +114,23 @@ def test_overwrite_allows_writing_into_another_dataset_but_never_over_an_input(r
     assert tree_hash(runs["data"]) == before
 
 
+def test_evaluate_names_the_statistics_of_a_system_the_model_was_not_trained_on(tmp_path, capsys):
+    """``pretrained:swimmers`` (swimmers 3-9) on swimmer10 data: normalized by default like swimmer9,
+    the nearest trained swimmer, and as asked with ``--statistics``; an untrained name is a one-line
+    error naming the trained systems."""
+    from envs.generate import generate_dataset
+
+    data = tmp_path / "swimmer10"
+    generate_dataset("swimmer10", episodes=1, steps=3, seed=0, out_dir=data, workers=1, progress=False)
+    args = ["evaluate", "--model", "pretrained:swimmers", "--data", str(data), "--horizons", "1", "--json"]
+    for extra, source in (([], "swimmer9"), (["--statistics", "pooled"], "pooled"),
+                          (["--statistics", "swimmer3"], "swimmer3")):
+        assert main([*args, *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["statistics_from"] == source
+    one_line_error(capsys, main([*args, "--statistics", "cheetah"]), "statistics of 'cheetah'",
+                   "trained on swimmer3, swimmer4")
+
+
 @pytest.mark.parametrize("command", ["train", "design"])
 def test_train_and_design_never_write_into_a_dataset(runs, capsys, monkeypatch, command):
     import workflows.design as design

@@ -233,8 +233,8 @@ def test_recurrent_core_serves_a_deeper_unseen_tree_to_its_own_depth(cartpole_da
 def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new_ones(cartpole_data, swimmer_data):
     """Each trained system's targets (and dynamic inputs) are standardized with its own statistics
     (so one system's scale neither weighs its errors over another's nor hides its inputs); a system
-    added later uses the pooled statistics; a state dict without per-system statistics (written
-    before them) loads and predicts as pooled."""
+    added later with ``statistics="pooled"`` uses the pooled statistics; a state dict without
+    per-system statistics (written before them) loads and predicts as pooled."""
     cart_ds, swim_ds = (TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data))
     cart, swim = (transitions(ds) for ds in (cart_ds, swim_ds))
     model = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
@@ -269,7 +269,7 @@ def test_targets_and_inputs_are_normalized_per_trained_system_and_pooled_for_new
 
     only_cart = build_model(SMALL, [system_spec(cart_ds)]).double()
     only_cart.accumulate_statistics(cart)
-    only_cart.add_system(system_spec(swim_ds))  # zero-shot: the pooled (here: cartpole's) statistics
+    only_cart.add_system(system_spec(swim_ds), "pooled")  # zero-shot: the pooled (here: cartpole's) statistics
     torch.testing.assert_close(only_cart._type_stats("swimmer4", swim.qpos)[1][hinge_edges(only_cart, "swimmer4")[-1]],
                                only_cart.target_norm["hinge"].std.to(swim.qpos))
 
@@ -299,9 +299,52 @@ def test_edge_target_stats_standardize_each_joint_edge_of_a_trained_system(cartp
     mean, std = per_edge._type_stats("swimmer4", swim.qpos)
     unused = ~per_edge._slot_mask("swimmer4")
     assert bool((mean[unused] == 0).all()) and bool((std[unused] == 1).all())
-    per_edge.add_system(system_spec(cart_ds))  # zero-shot: the pooled per-type statistics
+    per_edge.add_system(system_spec(cart_ds), "pooled")  # zero-shot: the pooled per-type statistics
     cart = transitions(cart_ds)
     torch.testing.assert_close(per_edge._type_stats("cartpole", cart.qpos)[1][hinge_edges(per_edge, "cartpole")[0]],
                                per_edge.target_norm["hinge"].std.to(cart.qpos))
     with pytest.raises(ConfigError, match="edge_target_stats is an option of the graph network"):
         ModelConfig(kind="mlp", edge_target_stats=True).validate()
+
+
+def test_a_system_added_later_borrows_the_statistics_of_the_nearest_trained_system(cartpole_data, swimmer_data):
+    """By default a system the model was not trained on is normalized, inputs and targets, exactly as
+    the trained system nearest in structure (``KinematicTree.distance``): swimmer6 as swimmer4 in a
+    model of cartpole and swimmer4, not with the pooled statistics; "pooled" or a trained system's
+    name choose; a system of other joint types (acrobot: hinges only) falls back to pooled; an
+    unknown name is a one-line error naming the trained systems; trained systems keep their own."""
+    from envs.systems import get_system
+    from gndesign.simulator import SystemSpec
+
+    cart_ds, swim_ds = (TrajectoryDataset.load(p) for p in (cartpole_data, swimmer_data))
+    cart, swim = (transitions(ds) for ds in (cart_ds, swim_ds))
+    model = build_model(SMALL, [system_spec(cart_ds), system_spec(swim_ds)]).double()
+    for b in (cart, swim):
+        model.accumulate_statistics(b)
+
+    def spec(name):
+        s = get_system(name)
+        return SystemSpec(name, s.mjcf, s.control_timestep, s.assets)
+
+    def same(a, b):
+        sa, sb = (model.input_stats(n, swim.qpos) for n in (a, b))
+        ta, tb = (model._type_stats(n, swim.qpos)[1][-1] for n in (a, b))  # the last edge: a hinge in both
+        return all(torch.equal(sa[k][i], sb[k][i]) for k in sa for i in (0, 1)) and torch.equal(ta, tb)
+
+    model.add_system(spec("swimmer6"))
+    assert model.statistics_source("swimmer6") == "swimmer4" and same("swimmer6", "swimmer4")
+    assert not same("swimmer6", "cartpole")
+    pooled_hinge = model.target_norm["hinge"].std.to(swim.qpos)
+    assert not torch.equal(model._type_stats("swimmer6", swim.qpos)[1][-1], pooled_hinge)
+    model.add_system(spec("swimmer6"), "pooled")
+    assert model.statistics_source("swimmer6") is None
+    torch.testing.assert_close(model._type_stats("swimmer6", swim.qpos)[1][-1], pooled_hinge)
+    torch.testing.assert_close(model.input_stats("swimmer6", swim.qpos)["edge"][1], model.edge_norm.std)
+    model.add_system(spec("swimmer6"), "cartpole")
+    assert model.statistics_source("swimmer6") == "cartpole" and same("swimmer6", "cartpole")
+    model.add_system(spec("acrobot"))
+    assert model.statistics_source("acrobot") is None
+    with pytest.raises(ConfigError, match="statistics of 'cheetah': the model was trained on cartpole, swimmer4"):
+        model.add_system(spec("swimmer6"), "cheetah")
+    model.add_system(system_spec(cart_ds), "swimmer4")  # a trained system keeps its own
+    assert model.statistics_source("cartpole") == "cartpole"

@@ -120,3 +120,16 @@ def test_depth_counts_hops_from_the_world_to_the_farthest_body():
     assert KinematicTree.from_model(xml, "branches").depth() == 3  # world-a-b-c (the weld counts as a hop)
     depths = {"pendulum": 1, "cartpole": 2, "cheetah": 4, "swimmer6": 6}
     assert {n: KinematicTree.from_model(get_system(n).model, n).depth() for n in depths} == depths
+
+
+def test_structural_distance_ranks_trees_of_the_same_joint_types():
+    """Depth and body-count differences added, the larger tree first on a tie, None across joint
+    types: swimmer12 is nearest swimmer9, swimmer7 is as far from 6 as from 8 and takes 8."""
+    tree = {n: KinematicTree.from_model(get_system(n).model, n)
+            for n in ("swimmer6", "swimmer7", "swimmer8", "swimmer9", "swimmer12", "cheetah", "acrobot", "cartpole")}
+    assert tree["swimmer12"].distance(tree["swimmer9"]) == (6, -10)
+    assert tree["swimmer12"].distance(tree["cheetah"]) == (13, -8)
+    assert tree["swimmer7"].distance(tree["swimmer6"]) == (2, -7)
+    assert tree["swimmer7"].distance(tree["swimmer8"]) == (2, -9)
+    assert tree["swimmer9"].distance(tree["swimmer9"]) == (0, -10)
+    assert tree["cartpole"].distance(tree["acrobot"]) is None and tree["acrobot"].distance(tree["cartpole"]) is None

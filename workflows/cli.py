@@ -161,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from workflows.evaluate import evaluate_model
 
     result = evaluate_model(args.model, args.data, args.horizons, args.episode_set, args.plot, args.out,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, statistics=args.statistics)
     if args.json:
         print(json.dumps(result, indent=2))
     elif "position_error" in result:  # particle data
@@ -172,7 +172,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  frame {h:4d}: {e:.4g} m (stay put {result['baseline_error'][h]:.4g} m)")
     else:
         print(f"{result['system']}: {result['episodes']} {result['episode_set']} episodes, one-step loss "
-              f"{result['one_step_loss']:.4g}")
+              f"{result['one_step_loss']:.4g}"
+              + (f" (not trained on it: normalized with the statistics of {result['statistics_from']})"
+                 if "statistics_from" in result else ""))
         for h in result["horizons"]:
             print(f"  h={h:4d}: qpos RMSE {result['qpos_rmse'][h]:.4g}, body position error "
                   f"{result['body_pos_error'][h]:.4g} m{'' if result['finite'][h] else '  (NOT FINITE)'}")
@@ -397,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episode-set", choices=episode_sets, default="auto",
                    help="auto: the held-out split if the model trained on this data, else all")
     _old(s, "--episodes", "episode_set", "--episode-set", choices=episode_sets)
+    s.add_argument("--statistics", default="nearest", help="a system the graph network was not trained on is "
+                   "normalized like: nearest (the trained system nearest in structure), pooled, or a trained system")
     output_options(s, "write a predicted-vs-true trajectory plot (PNG) here")
     s.set_defaults(func=cmd_evaluate)
 

@@ -29,7 +29,8 @@ def parse_horizons(text: str) -> list[int]:
 
 
 def evaluate_model(model: str, data: str, horizons: str = "1,10,50,100", episode_set: str = "auto",
-                   plot: str | None = None, out: str | None = None, overwrite: bool = False) -> dict:
+                   plot: str | None = None, out: str | None = None, overwrite: bool = False,
+                   statistics: str = "nearest") -> dict:
     """Evaluate checkpoint ``model`` (a path or ``pretrained:NAME``) on the dataset ``data``.
 
     ``horizons``: comma-separated rollout horizons; ``episode_set``: ``auto`` (the held-out split if
@@ -38,13 +39,17 @@ def evaluate_model(model: str, data: str, horizons: str = "1,10,50,100", episode
     Particle results have ``position_error`` per frame; trajectory results ``qpos_rmse`` and
     ``body_pos_error`` per horizon. The horizons and the output paths are checked first
     (:func:`gndesign.io.check_output`: never over the model or the data; ``overwrite`` allows writing
-    into another dataset or run directory).
+    into another dataset or run directory). ``statistics``: how a graph network normalizes a system it
+    was not trained on (``nearest``, ``pooled`` or a trained system's name; see
+    :meth:`gndesign.normalization.PerSystemStatistics.adopt_statistics`).
     """
     parse_horizons(horizons)
     inputs = [resolve_checkpoint(model), data]
     check_outputs({"--plot": plot, "--out": out}, inputs, overwrite)
-    result = (evaluate_particles if dataset_format(data) == "particles" else evaluate_trajectories)(
-        model, data, horizons, episode_set, plot)
+    if dataset_format(data) == "particles":
+        result = evaluate_particles(model, data, horizons, episode_set, plot)
+    else:
+        result = evaluate_trajectories(model, data, horizons, episode_set, plot, statistics)
     if out:
         atomic_write_json(out, result)
     return result
@@ -65,7 +70,7 @@ def evaluate_particles(model: str, data: str, horizons: str, episode_set: str = 
 
 
 def evaluate_trajectories(model: str, data: str, horizons: str, episode_set: str = "auto",
-                          plot: str | None = None) -> dict:
+                          plot: str | None = None, statistics: str = "nearest") -> dict:
     """One-step loss and rollout errors of a forward model on trajectory data."""
     ckpt = resolve_checkpoint(model)
     ds = TrajectoryDataset.load(data)
@@ -73,13 +78,15 @@ def evaluate_trajectories(model: str, data: str, horizons: str, episode_set: str
     check_same_repeat(model_action_repeat(net, ds.system), ds.action_repeat, f"the dataset {data} has action repeat",
                       "evaluate on data generated with the model's --action-repeat")
     if ds.system not in net.systems:
-        net.add_system(system_spec(ds))
+        net.add_system(system_spec(ds), statistics)
     episodes, which = held_out_episodes(blob, ds, episode_set)
     hs = tuple(parse_horizons(horizons))
     result = evaluate(net, ds, episodes, hs)
     result.update({"checkpoint": str(ckpt), "data": str(data), "episode_set": which,
                    "action_repeat": ds.action_repeat, "control_timestep": ds.control_timestep,
                    "trained_on": net.trained_systems})
+    if ds.system not in net.trained_systems and hasattr(net, "statistics_source"):
+        result["statistics_from"] = net.statistics_source(ds.system) or "pooled"
     if plot:
         result["plot"] = str(plot_rollout(net, ds, int(episodes[0]), max(hs), plot))
     return result
