@@ -7,7 +7,7 @@ step ``dt``:
 * a position-increment correction ``c``: ``qpos' = integrate(qpos, qvel' + c, dt)``.
 
 Integration is in joint space (links cannot come apart); ``c`` absorbs MuJoCo's other integrators and
-substeps; :func:`dynamics_targets` inverts the decoding exactly. The network knows no physics: it is here.
+substeps; :func:`dynamics_targets` inverts the decoding exactly. The physics lives here, not in the network.
 """
 
 from __future__ import annotations

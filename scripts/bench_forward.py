@@ -139,7 +139,7 @@ def evaluate_job(out: dict, eval_data: list[str], which: str = "auto") -> dict:
         horizons = tuple(h for h in HORIZONS if h <= ds.steps) if ds.steps < 1000 else (100, 1000)
         res = evaluate(model, ds, episodes, horizons)
         res["episode_set"] = which_set
-        if out["kind"] == "gn":  # a system it was not trained on: whose statistics normalize it
+        if out["kind"] == "gn":  # whose statistics normalize this system (its own if trained on it)
             res["statistics_from"] = model.statistics_source(ds.system) or "pooled"
         out["eval"][path] = res
     return out
