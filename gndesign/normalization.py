@@ -97,7 +97,7 @@ class PerSystemStatistics:
                                                             for k in ("node", "edge", "global"))
         self.target_norm = norms({g: target_size for g in target_groups})
         self._stat_keys = {name: f"s{i}" for i, name in enumerate(systems)}  # names may hold dots
-        self._borrowed: dict[str, str] = {}  # untrained system -> the key of the statistics it uses
+        self._borrowed: dict[str, str] = {}  # untrained system -> the trained system whose statistics it uses
         self._static_width = static_width
         self.system_input_norm = nn.ModuleDict({k: norms({n: sizes[n] for n in static_width})
                                                 for k in self._stat_keys.values()})
@@ -122,7 +122,7 @@ class PerSystemStatistics:
                         state_dict[new] = state_dict[old].clone()
 
     def _stats_key(self, system: str) -> str | None:
-        return self._stat_keys.get(system, self._borrowed.get(system))
+        return self._stat_keys.get(self.statistics_source(system))
 
     def input_stats(self, system: str, like: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{"node" | "edge" | "global": (mean, std)}`` of ``system``'s inputs."""
@@ -152,7 +152,7 @@ class PerSystemStatistics:
                               f"on {', '.join(self._stat_keys)}; name one of them, 'nearest' or 'pooled'")
         self._borrowed.pop(system, None)
         if source is not None:
-            self._borrowed[system] = self._stat_keys[source]
+            self._borrowed[system] = source
 
     def adopt_statistics(self, system: str, statistics: str, distance) -> None:
         """Choose the statistics of ``system`` if the model was not trained on it: ``statistics`` is
@@ -168,8 +168,7 @@ class PerSystemStatistics:
 
     def statistics_source(self, system: str) -> str | None:
         """The trained system whose statistics ``system`` uses (itself if trained; None: pooled)."""
-        key = self._stats_key(system)
-        return next((name for name, k in self._stat_keys.items() if k == key), None)
+        return system if system in self._stat_keys else self._borrowed.get(system)
 
     @torch.no_grad()
     def accumulate_inputs(self, system: str, inputs: dict[str, torch.Tensor]) -> None:
