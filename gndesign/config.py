@@ -184,6 +184,10 @@ class TrainConfig:
     # {system: batch size} for batches drawn from one dataset (train.datasets_per_batch=1): cheap small
     # graphs get larger batches in a model shared with large ones (e.g. {pendulum: 256}); others batch_size.
     system_batch_size: dict | None = None
+    # Train on the log of each batch's loss (needs train.datasets_per_batch=1): its gradient is the
+    # loss's gradient over the loss, so a system whose normalized errors are 100x smaller than another's
+    # (pendulum's against cheetah's) moves the shared weights as much, by its relative error.
+    balance_systems: bool = False
     val_fraction: float = 0.1
     stats_transitions: int = 20000  # transitions used to accumulate normalization statistics
     seed: int = 0
@@ -224,6 +228,9 @@ class TrainConfig:
             raise ConfigError(f"train.system_batch_size must map system names to positive integers and needs "
                               f"train.datasets_per_batch=1 (one system per batch), got {sizes!r} with "
                               f"train.datasets_per_batch={self.datasets_per_batch}")
+        if self.balance_systems and self.datasets_per_batch != 1:
+            raise ConfigError(f"train.balance_systems needs train.datasets_per_batch=1 (each batch from one system, "
+                              f"whose loss it balances), got train.datasets_per_batch={self.datasets_per_batch}")
         if self.datasets_per_batch is not None and self.datasets_per_batch <= 0:
             raise ConfigError(f"train.datasets_per_batch must be positive, got {self.datasets_per_batch} "
                               "(leave it unset to draw every batch from all datasets)")

@@ -73,7 +73,8 @@ class ForwardTrainer(Trainer):
         seqs = self.train_set.sample(tc.batch_size, tc.unroll_steps, gens["sample"], tc.datasets_per_batch,
                                      tc.system_batch_size)
         start = [add_noise(model, s, self.scales[s["system"]], gens["noise"]) for s in seqs]
-        return unrolled_loss(model, *self.to_device((seqs, start)), net, tc.correct_pos_noise)
+        loss = unrolled_loss(model, *self.to_device((seqs, start)), net, tc.correct_pos_noise)
+        return loss.log() if tc.balance_systems else loss
 
     def validation_loss(self, model) -> float | None:
         return None if self.val_set is None else validation_loss(model, self.val_set, self.device)

@@ -56,7 +56,7 @@ def test_the_sections_decide_the_family_and_survive_a_round_trip(tmp_path):
 # Options added after some shipped checkpoints were written, with the defaults that reproduce them.
 ADDED_OPTIONS = {"limit_features": False, "datasets_per_batch": None, "net": "gn", "per_system_depth": False,
                  "edge_target_stats": False, "periodic_hinges": False,
-                 "system_batch_size": None, "ema_decay": None, "device": "cpu"}
+                 "system_batch_size": None, "ema_decay": None, "device": "cpu", "balance_systems": False}
 
 
 def test_configs_of_shipped_checkpoints_and_older_files_load():

@@ -14,7 +14,7 @@ from gndesign.checkpoints import export_checkpoint, load_model, read_checkpoint,
 from gndesign.config import ModelConfig, load_config
 from gndesign.datasets.trajectories import TrajectoryDataset
 from gndesign.errors import ConfigError, GndesignError
-from gndesign.forward_training import TransitionSampler, system_spec, unrolled_loss
+from gndesign.forward_training import ForwardTrainer, TransitionSampler, system_spec, unrolled_loss
 from gndesign.simulator import Transitions, build_model
 from gndesign.training import Metrics, WeightAverage, train
 
@@ -139,6 +139,36 @@ def test_each_system_can_have_its_own_batch_size(cartpole_data, swimmer_data, tm
     cfg = config(cartpole_data, "train.datasets_per_batch=1", "train.system_batch_size={pendulum: 40}")
     with pytest.raises(ConfigError, match="names pendulum, which the data do not hold"):
         train(cfg, tmp_path / "bad", progress=False)
+
+
+def test_balanced_systems_train_on_the_log_of_each_batchs_loss(cartpole_data, swimmer_data):
+    """``train.balance_systems``: the same batch's loss as its logarithm, so its gradient is the plain
+    gradient over the plain loss (a system's step follows its relative error); it needs one system
+    per batch."""
+    def batch_loss(*extra):
+        cfg = load_config(None, TINY + ["train.datasets_per_batch=1", *extra])
+        cfg.data = [str(cartpole_data), str(swimmer_data)]
+        trainer = ForwardTrainer(cfg)
+        trainer.prepare()
+        torch.manual_seed(0)
+        trainer.model = model = trainer.build_model()
+        trainer.init_statistics(0)
+        gens = {"sample": torch.Generator().manual_seed(3), "noise": torch.Generator().manual_seed(4)}
+        loss = trainer.loss(model, model, gens)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain, plain_grads = batch_loss()
+    balanced, balanced_grads = batch_loss("train.balance_systems=true")
+    assert plain > 0 and not torch.isclose(balanced, plain)
+    torch.testing.assert_close(balanced, plain.log())
+    assert len(balanced_grads) == len(plain_grads) > 0
+    for b, p in zip(balanced_grads, plain_grads, strict=True):
+        # float32: the scaled backward rounds differently where large terms cancel (LayerNorm: 4e-4 of the largest)
+        torch.testing.assert_close(b, p / plain, rtol=1e-3, atol=1e-3 * float((p / plain).abs().max()))
+    for per_batch in ("", "train.datasets_per_batch=2"):
+        with pytest.raises(ConfigError, match="balance_systems needs train.datasets_per_batch=1"):
+            load_config(None, ["train.balance_systems=true"] + ([per_batch] if per_batch else []))
 
 
 def test_multi_step_loss_unrolls_the_models_own_predictions(cartpole_data):
