@@ -164,7 +164,7 @@ def test_balanced_systems_train_on_the_log_of_each_batchs_loss(cartpole_data, sw
     torch.testing.assert_close(balanced, plain.log())
     assert len(balanced_grads) == len(plain_grads) > 0
     for b, p in zip(balanced_grads, plain_grads, strict=True):
-        # float32: the scaled backward rounds differently where large terms cancel (LayerNorm: 4e-4 of the largest)
+        # float32: the scaled backward rounds differently where large terms cancel (seen: 4e-4 of the largest)
         torch.testing.assert_close(b, p / plain, rtol=1e-3, atol=1e-3 * float((p / plain).abs().max()))
     for per_batch in ("", "train.datasets_per_batch=2"):
         with pytest.raises(ConfigError, match="balance_systems needs train.datasets_per_batch=1"):
