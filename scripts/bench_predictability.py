@@ -3,7 +3,7 @@ learned particle simulator's error on the same episodes.
 
 Writes ``results/predictability.json`` and ``results/predictability.md`` (with the machine).
 
-    python scripts/bench_predictability.py              # 50 episodes, ~4 min on two cores
+    python scripts/bench_predictability.py              # 50 episodes, ~7 min on two cores
     python scripts/bench_predictability.py --designs results/design_seeds/k4_verify3_s*/design.json
 
 Protocol: episodes ``0 .. --episodes - 1`` of the obstacle-scene dataset with seed ``--seed`` (by
@@ -58,11 +58,9 @@ def perturbed_divergence(cfg: SceneConfig, designs: np.ndarray, inits: np.ndarra
 
 
 @torch.no_grad()
-def model_error(model: str, designs: np.ndarray, inits: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def model_error(sim: torch.nn.Module, cfg: SceneConfig, designs: np.ndarray, inits: np.ndarray,
+                reference: np.ndarray) -> np.ndarray:
     """``[E, T+1]``: a particle model's open-loop rollout from the layouts at rest, against ``reference``."""
-    from envs.obstacle.problem import load_design_model
-
-    sim, cfg = load_design_model(model, None, designs.shape[1], "chain")
     sim.eval()
     vertices = design_fk(torch.as_tensor(designs), cfg).float()
     pred = sim.rollout(torch.as_tensor(inits, dtype=torch.float32), vertices, reference.shape[1] - 1)
@@ -103,8 +101,10 @@ def read_design_report(path: str) -> dict:
         raise SystemExit(f"--designs {path}: cannot read it ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SystemExit(f"--designs {path} is not a JSON file ({e})") from None
-    if not isinstance(report, dict) or not {"runs", "protocol"} <= set(report):
-        raise SystemExit(f"--designs {path} is not a report of scripts/bench_design.py (it lacks runs and protocol)")
+    if (not isinstance(report, dict) or not {"runs", "protocol"} <= set(report)
+            or not {"scene", "seed"} <= set(report["protocol"])):
+        raise SystemExit(f"--designs {path} is not a report of scripts/bench_design.py (it lacks runs, or a "
+                         "protocol with scene and seed)")
     return report
 
 
@@ -235,6 +235,14 @@ def main() -> None:
         raise SystemExit(str(e)) from None
     reports = {path: read_design_report(path) for path in args.designs}
     torch.set_num_threads(1)
+    model = None
+    if args.model.lower() != "none":
+        from envs.obstacle.problem import load_design_model
+
+        try:
+            model = load_design_model(args.model, None, cfg.segments, "chain")
+        except GndesignError as e:
+            raise SystemExit(f"--model {args.model}: {e}") from None
     start = time.perf_counter()
     setups = [episode_setup(cfg, args.seed, i) for i in range(args.episodes)]
     designs, inits = np.stack([d for d, _ in setups]), np.stack([q for _, q in setups])
@@ -254,15 +262,15 @@ def main() -> None:
                                  frames))
             print(f"delta {delta:g}, draw {r}: {draws[-1]}", flush=True)
         report["mujoco"][f"{delta:g}"] = {"delta": delta, "draws": draws}
-    try:
-        report["scores"] = {}
-        for path, rep in reports.items():
+    report["scores"] = {}
+    for path, rep in reports.items():
+        try:
             report["scores"][path] = score_changes(rep, args.deltas, args.repeats, args.workers)
-            print(f"{path}: {len(report['scores'][path]['designs'])} designs scored", flush=True)
-    except GndesignError as e:
-        raise SystemExit(f"{e}") from None
-    if args.model.lower() != "none":
-        report["model"] = summary(model_error(args.model, designs, inits, reference), frames)
+        except GndesignError as e:
+            raise SystemExit(f"--designs {path}: {e}") from None
+        print(f"{path}: {len(report['scores'][path]['designs'])} designs scored", flush=True)
+    if model is not None:
+        report["model"] = summary(model_error(*model, designs, inits, reference), frames)
         print(f"{args.model}: {report['model']}", flush=True)
     report["seconds"] = time.perf_counter() - start
     check_finite([report["mujoco"], report.get("model"), report["scores"]], "a divergence or model error",

@@ -39,7 +39,8 @@ def test_the_divergence_is_zero_unperturbed_and_starts_at_the_perturbation(bench
 
 @pytest.mark.parametrize("args, message", [(["--deltas", "1e-4", "nan"], "--deltas must be positive"),
                                            (["--frames", "0"], "--frames must lie in"),
-                                           (["--episodes", "0"], "must be positive")])
+                                           (["--episodes", "0"], "must be positive"),
+                                           (["--model", "no/such/model.pt"], "--model no/such/model.pt: ")])
 def test_bad_options_are_refused_before_simulating(tmp_path, monkeypatch, args, message):
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--out", str(tmp_path / "out"), *args])
     with pytest.raises(SystemExit, match=message):
@@ -107,7 +108,7 @@ def test_design_scores_are_reproduced_then_perturbed(bench):
 
 def test_a_design_report_that_is_not_one_is_refused(tmp_path, monkeypatch):
     bad = tmp_path / "design.json"
-    bad.write_text('{"runs": {}}')
+    bad.write_text('{"runs": {}, "protocol": {"seed": 0}}')  # no scene
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--out", str(tmp_path / "out"), "--designs", str(bad)])
     with pytest.raises(SystemExit, match="not a report of scripts/bench_design.py"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
