@@ -40,6 +40,7 @@ from envs.obstacle.scene import SceneConfig, design_fk, initial_positions
 from envs.obstacle.simulation import episode_setup, simulate
 from gndesign.errors import GndesignError
 from gndesign.io import atomic_write_json, atomic_write_text, check_finite, check_output, machine_info
+from gndesign.particle_evaluation import summarize_position_errors
 from workflows.refine import refined_best
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,11 +138,6 @@ def score_changes(report: dict, deltas: list[float], repeats: int, workers: int)
             "designs": [{k: r[k] for k in ("target", "method", "score", "gap")} for r in rows], "deltas": out}
 
 
-def summary(err: np.ndarray, frames: list[int]) -> dict:
-    """Means over episodes at ``frames`` and over frames 1..T."""
-    return {"at_frame": {f: float(err[:, f].mean()) for f in frames}, "mean": float(err[:, 1:].mean())}
-
-
 def markdown(report: dict) -> str:
     m, p = report["machine"], report["protocol"]
     frames = p["frames"]
@@ -158,14 +154,14 @@ def markdown(report: dict) -> str:
         draws = row["draws"]
         cells = []
         for f in [*frames, "mean"]:
-            vals = [d["at_frame"][f] if f != "mean" else d["mean"] for d in draws]
+            vals = [d["position_error"][f] if f != "mean" else d["mean_position_error"] for d in draws]
             cells.append(f"{np.mean(vals):.3g} ({min(vals):.3g}-{max(vals):.3g})" if len(vals) > 1
                          else f"{vals[0]:.3g}")
         lines.append(f"| MuJoCo, layout moved by delta = {key} m | " + " | ".join(cells) + " |")
     if report.get("model"):
         r = report["model"]
-        lines.append(f"| learned: `{p['model']}` | " + " | ".join(f"{r['at_frame'][f]:.3g}" for f in frames)
-                     + f" | {r['mean']:.3g} |")
+        lines.append(f"| learned: `{p['model']}` | " + " | ".join(f"{r['position_error'][f]:.3g}" for f in frames)
+                     + f" | {r['mean_position_error']:.3g} |")
     if report.get("scores"):
         lines += ["", "Design scores (the fraction of the balls in the bin) of the design reports' final designs (and "
                   "refined rounds'), MuJoCo from the problem's layout moved by delta against the report's MuJoCo "
@@ -258,8 +254,8 @@ def main() -> None:
         draws = []
         for r in range(args.repeats):
             rng = np.random.default_rng([args.seed, r, int(np.float64(delta).view(np.int64))])
-            draws.append(summary(perturbed_divergence(cfg, designs, inits, reference, delta, rng, args.workers),
-                                 frames))
+            draws.append(summarize_position_errors(
+                perturbed_divergence(cfg, designs, inits, reference, delta, rng, args.workers), frames))
             print(f"delta {delta:g}, draw {r}: {draws[-1]}", flush=True)
         report["mujoco"][f"{delta:g}"] = {"delta": delta, "draws": draws}
     report["scores"] = {}
@@ -270,7 +266,7 @@ def main() -> None:
             raise SystemExit(f"--designs {path}: {e}") from None
         print(f"{path}: {len(report['scores'][path]['designs'])} designs scored", flush=True)
     if model is not None:
-        report["model"] = summary(model_error(*model, designs, inits, reference), frames)
+        report["model"] = summarize_position_errors(model_error(*model, designs, inits, reference), frames)
         print(f"{args.model}: {report['model']}", flush=True)
     report["seconds"] = time.perf_counter() - start
     check_finite([report["mujoco"], report.get("model"), report["scores"]], "a divergence or model error",

@@ -32,9 +32,6 @@ def test_the_divergence_is_zero_unperturbed_and_starts_at_the_perturbation(bench
     moved = 1e-3 * np.random.default_rng(5).standard_normal(inits.shape)
     np.testing.assert_allclose(err[:, 0], np.linalg.norm(moved, axis=-1).mean(-1), rtol=1e-12)
     assert err[:, -1].mean() > 0  # the moved balls end elsewhere
-    s = bench["summary"](err, [1, cfg.frames])
-    assert s["at_frame"][cfg.frames] == pytest.approx(err[:, -1].mean())
-    assert s["mean"] == pytest.approx(err[:, 1:].mean())
 
 
 @pytest.mark.parametrize("args, message", [(["--deltas", "1e-4", "nan"], "--deltas must be positive"),
