@@ -183,7 +183,8 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
     gens = {"sample": torch.Generator().manual_seed(tc.seed * 1000 + rank),
             "noise": torch.Generator().manual_seed(tc.seed * 1000 + 500 + rank)}
     # One fused kernel for all parameters (the per-tensor loop cost ~3 ms a step on a CPU core)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True)
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=tc.lr, fused=True)
     decay = (tc.lr_final / tc.lr) ** (1.0 / tc.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: decay ** min(s, tc.steps))
     step, elapsed = 0, 0.0
@@ -260,13 +261,14 @@ def run_training(trainer: Trainer, run_dir: str | os.PathLike, resume: bool = Fa
             if tc.minutes is not None and time.time() - start_time > 60 * tc.minutes:
                 log.info("stopping after %.1f minutes (train.minutes)", tc.minutes)
                 break
-            model.train()
+            if not model.training:  # a validation left it in eval mode (train() walks every module)
+                model.train()
             loss = trainer.loss(model, net, gens)
             if not torch.isfinite(loss):
                 raise GndesignError(f"training diverged at step {step} (loss {float(loss)}): lower train.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip, foreach=True)
             optimizer.step()
             scheduler.step()
             if average is not None:

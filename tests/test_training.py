@@ -62,6 +62,28 @@ def test_resume_equals_an_uninterrupted_run(cartpole_data, tmp_path):
         train(config(cartpole_data, "train.steps=10"), tmp_path / "none", resume=True, progress=False)
 
 
+def test_every_step_trains_in_training_mode_even_right_after_a_validation(cartpole_data, tmp_path, monkeypatch):
+    # The loop switches modes only when a validation left the model in eval mode.
+    modes, validations = [], []
+    loss, val = ForwardTrainer.loss, ForwardTrainer.validation_loss
+
+    def recording_loss(self, model, net, gens):
+        modes.append(all(m.training for m in model.modules()))
+        return loss(self, model, net, gens)
+
+    def recording_validation(self, model):
+        out = val(self, model)
+        validations.append(model.training)
+        return out
+
+    monkeypatch.setattr(ForwardTrainer, "loss", recording_loss)
+    monkeypatch.setattr(ForwardTrainer, "validation_loss", recording_validation)
+    train(config(cartpole_data, "train.steps=12", "train.log_every=2", "train.eval_every=2"), tmp_path / "r",
+          progress=False)
+    assert len(modes) == 12 and all(modes)
+    assert len(validations) >= 6 and not any(validations)  # each validation ran in eval mode
+
+
 def test_multi_step_loss_trains(cartpole_data, tmp_path):
     summary = train(config(cartpole_data, "train.steps=3", "train.unroll_steps=3"), tmp_path / "u", progress=False)
     assert summary["step"] == 3 and torch.isfinite(torch.tensor(summary["train_loss"]))
