@@ -181,3 +181,74 @@ def test_periodic_hinges_leave_out_the_angle_of_free_hinges_only():
     assert on.coordinate_scale(yaw) == 0.0 and off.coordinate_scale(yaw) == 1.0
     slides = [j for j, et in zip(tree.edge_joint, tree.edge_type, strict=True) if et == "slide"]
     assert [(on.coordinate_scale(j), off.coordinate_scale(j)) for j in slides] == [(0.0, 0.0)] * 2  # as before
+
+
+TWO_LINKS_XML = """
+<mujoco>
+  <option gravity="0 0 -9.81"/>
+  <worldbody>
+    <body name="upper" pos="0 0 2">
+      <joint name="shoulder" type="hinge" axis="0 1 0" damping="0.1"/>
+      <geom type="capsule" fromto="0 0 0 0 0 -1" size="0.05" mass="1"/>
+      <body name="lower" pos="0 0 -1">
+        <joint name="elbow" type="hinge" axis="0 1 0"/>
+        <geom type="capsule" fromto="0 0 0 0 0 -1" size="0.05" mass="3"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator><motor joint="elbow" gear="2"/></actuator>
+</mujoco>
+"""
+
+
+def test_features_of_a_two_link_arm_equal_hand_computed_values():
+    """A double pendulum swinging about y: every dynamic feature (and the static ones a hand can
+    compute) against closed-form forward kinematics, for one state."""
+    tree = KinematicTree.from_model(TWO_LINKS_XML)
+    gb = GraphBuilder(tree, 0.05)
+    q1, q2, v1, v2, a = 0.3, -0.7, 1.1, -0.4, 0.5
+    g = gb.build(torch.tensor([[q1, q2]], dtype=torch.float64), torch.tensor([[v1, v2]], dtype=torch.float64),
+                 torch.tensor([[a]], dtype=torch.float64))
+    names = GraphBuilder.feature_names()
+    node = {k: g.x[:, names["node"].index(k)] for k in names["node"]}
+    edge = {k: g.edge_attr[:, names["edge"].index(k)] for k in names["edge"]}
+    s1, c1, s12, c12 = np.sin(q1), np.cos(q1), np.sin(q1 + q2), np.cos(q1 + q2)
+
+    def close(got, want):
+        assert torch.allclose(got, torch.tensor(want, dtype=got.dtype), atol=1e-12), (got, want)
+
+    # Nodes: world, upper (its origin is the fixed shoulder at z = 2), lower (one link below it).
+    close(node["mass"], [0.0, 1.0, 3.0])
+    close(node["com_z"], [0.0, -0.5, -0.5])
+    close(node["is_world"], [1.0, 0.0, 0.0])
+    close(node["rel_x"], [0.0, 0.0, -s1])  # relative to the root body (the upper link)
+    close(node["rel_y"], [0.0, 0.0, 0.0])
+    close(node["rel_z"], [0.0, 0.0, -c1])
+    close(node["height"], [0.0, 2.0, 2.0 - c1])
+    # Rotations about y: first column (cos, 0, -sin), second (0, 1, 0).
+    close(node["R_xx"], [1.0, c1, c12])
+    close(node["R_zx"], [0.0, -s1, -s12])
+    close(node["R_yy"], [1.0, 1.0, 1.0])
+    close(node["R_xy"], [0.0, 0.0, 0.0])
+    # Velocities of the body frame origins (world frame): the lower origin moves on a circle.
+    close(node["vel_x"], [0.0, 0.0, -v1 * c1])
+    close(node["vel_z"], [0.0, 0.0, v1 * s1])
+    close(node["angvel_y"], [0.0, v1, v1 + v2])
+    close(node["angvel_x"] + node["angvel_z"], [0.0, 0.0, 0.0])
+    # Edges: shoulder (world -> upper), elbow (upper -> lower), then the same two reversed.
+    assert g.edge_index.tolist() == [[0, 1, 1, 2], [1, 2, 0, 1]]
+    close(edge["reverse"], [0.0, 0.0, 1.0, 1.0])
+    close(edge["dx"], [0.0, -s1, 0.0, s1])  # edges leaving the fixed world carry no displacement
+    close(edge["dz"], [0.0, -c1, 0.0, c1])
+    close(edge["dist"], [0.0, 1.0, 0.0, 1.0])
+    close(edge["q_0"], [q1, q2, q1, q2])
+    close(edge["q_1"], np.sin([q1, q2, q1, q2]))
+    close(edge["q_2"], np.cos([q1, q2, q1, q2]))
+    close(edge["qvel_0"], [v1, v2, v1, v2])
+    close(edge["force_0"], [0.0, 2 * a, 0.0, 2 * a])  # gear 2 on the elbow only
+    close(edge["gear_0"], [0.0, 2.0, 0.0, 2.0])
+    close(edge["type_hinge"], [1.0, 1.0, 1.0, 1.0])
+    close(edge["axis_y"], [1.0, 1.0, 1.0, 1.0])
+    close(edge["anchor_z"], [2.0, -1.0, 2.0, -1.0])  # each joint in its parent's frame
+    close(edge["damping"], [0.1, 0.0, 0.1, 0.0])
+    close(g.u[0], [0.05, 0.0, 0.0, -9.81])
