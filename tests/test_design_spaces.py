@@ -19,7 +19,7 @@ from envs.obstacle.scene import (
     obstacle_points,
     obstacle_segments,
 )
-from envs.obstacle.simulation import sample_design, smooth_designs
+from envs.obstacle.simulation import chain_as_bars, sample_design, smooth_designs
 from gndesign.errors import ConfigError, GndesignError
 from gndesign.particles import obstacle_nodes
 from gndesign.specs import parse_constraints
@@ -339,8 +339,26 @@ def test_smooth_designs_are_piecewise_linear_angle_profiles_within_the_ranges(K)
         kinks = (a.diff(dim=-1).diff(dim=-1).abs() > 1e-9).sum(-1)
         assert int(kinks.max()) <= 6 and int(kinks.min()) == 0  # some profiles are straight
         assert float(a.diff(dim=-1).abs().max()) > 0.1  # and some bend
-    with pytest.raises(ConfigError, match="chain designs"):
-        smooth_designs(scene("bars", 4), 3)
+
+
+@pytest.mark.parametrize("K", [4, 8])
+def test_smooth_bar_designs_are_smooth_chains_cut_into_their_bars(K):
+    """Bars lie where the same chain's segments lie (MuJoCo's capsules end to end), within the bars'
+    ranges and clear of the source region."""
+    bars, chain = scene("bars", K), scene("chain", K)
+    d = smooth_designs(bars, 20, torch.Generator().manual_seed(5))
+    c = smooth_designs(chain, 20, torch.Generator().manual_seed(5))
+    r = torch.as_tensor(bars.joint_ranges())
+    assert d.shape == (20, 3 * K) and bool(((d >= r[:, 0]) & (d <= r[:, 1])).all())
+    inside = ((chain_as_bars(c, bars) - d).abs() < 1e-12).all(-1)
+    unclipped = (design_fk(c, chain)[..., 1] >= r[1, 0] + bars.segment_length / 2).all(-1)  # no bar below its z range
+    assert bool(inside.all()) and bool(unclipped.any())
+    for b, ch in zip(d[unclipped], c[unclipped], strict=True):
+        np.testing.assert_allclose(mujoco_segments(make_model(bars, b.numpy())),
+                                   obstacle_segments(ch[None], chain)[0].numpy(), atol=1e-9)
+        assert bars.design_clearance(b.numpy()) > 0
+    with pytest.raises(ConfigError, match="bars scene"):
+        chain_as_bars(c, chain)
 
 
 def test_damped_rollouts_keep_the_positions_and_scale_the_gradient_through_time():

@@ -127,8 +127,9 @@ def design_obstacle(task: str = "bin", target_x: float | None = None, side: str 
         raise GndesignError(f"bad loss options {loss_opts}: {e}") from None
     low, high = (torch.as_tensor(cfg.joint_ranges()[:, i]) for i in (0, 1))
     # The prior penalizes bends: differences of consecutive absolute segment angles (bars: of neighbours).
-    # Random designs of a chain (random search, the gradient's restarts and screen): smooth shapes, not crumpled ones.
-    hooks = {"sample_fn": (lambda n, gen: smooth_designs(cfg, n, gen)) if cfg.obstacle == "chain" else None}
+    # Random designs (random search, the gradient's restarts and screen): smooth chains, not crumpled ones
+    # (bars: such chains cut into their bars).
+    hooks = {"sample_fn": lambda n, gen: smooth_designs(cfg, n, gen)}
     if optimizer == "gradient":
         hooks.update(schedule=problem.anneal, select_fn=problem.full_loss,
                      screen_fn=problem.screen_loss if problem.screen_subset is not None else None)

@@ -153,28 +153,43 @@ def sample_design(cfg: SceneConfig, rng: np.random.Generator, max_tries: int = 1
 
 def smooth_designs(cfg: SceneConfig, n: int, generator: torch.Generator | None = None,
                    max_pieces: int = 4) -> torch.Tensor:
-    """``[n, K]`` random chain designs whose absolute segment angles follow a piecewise-linear
-    profile: 1 to ``max_pieces`` pieces between knots drawn uniformly in ``first_angle_range``
-    (ramps, bends, lips at any resolution ``K``), the joint angles clipped to their ranges.
+    """``[n, D]`` random designs whose absolute segment angles follow a piecewise-linear profile: 1 to
+    ``max_pieces`` pieces between knots drawn uniformly in ``first_angle_range`` (ramps, bends, lips
+    at any resolution ``K``), the joint angles clipped to their ranges. Bars: the same chains from
+    the anchor cut into their ``K`` bars (:func:`chain_as_bars`), so a random bar design is a ramp of
+    touching bars the balls meet, not bars scattered where no ball passes.
 
     Uniform joint angles crumple a chain of many segments (their absolute angles are a random walk);
     these are the shapes a long chain is designed into, for random search and the gradient
     optimizer's restarts and screen (``gndesign design``).
     """
-    if cfg.obstacle != "chain":
-        raise ConfigError("smooth designs are chain designs; bars are sampled uniformly")
     if n < 0 or max_pieces < 1:
         raise ValueError(f"need n >= 0 and max_pieces >= 1, got {n}, {max_pieces}")
-    lo, hi = cfg.first_angle_range
+    chain = cfg if cfg.obstacle == "chain" else dataclasses.replace(cfg, obstacle="chain")
+    lo, hi = chain.first_angle_range
     pieces = torch.randint(1, max_pieces + 1, (n,), generator=generator)
     knots = lo + (hi - lo) * torch.rand(n, max_pieces + 1, generator=generator, dtype=torch.float64)
-    s = torch.linspace(0, 1, cfg.segments, dtype=torch.float64)[None] * pieces[:, None]  # [n, K] in knot units
+    s = torch.linspace(0, 1, chain.segments, dtype=torch.float64)[None] * pieces[:, None]  # [n, K] in knot units
     k = torch.minimum(s.floor().long(), pieces[:, None] - 1)  # the piece of each segment (the last end: the last)
     t = s - k
     a = knots.gather(1, k) * (1 - t) + knots.gather(1, k + 1) * t  # absolute angles [n, K]
     design = torch.cat([a[:, :1], a.diff(dim=-1)], dim=-1)
-    r = torch.as_tensor(cfg.joint_ranges())
-    return torch.maximum(torch.minimum(design, r[:, 1]), r[:, 0])
+    r = torch.as_tensor(chain.joint_ranges())
+    design = torch.maximum(torch.minimum(design, r[:, 1]), r[:, 0])
+    return design if cfg.obstacle == "chain" else chain_as_bars(design, cfg)
+
+
+def chain_as_bars(design: torch.Tensor, cfg: SceneConfig) -> torch.Tensor:
+    """``[B, 3 K]`` the bars design of a bars scene ``cfg`` that lays its ``K`` bars where the segments
+    of the chain ``design [B, K]`` (joint angles from the scene's anchor) lie: each bar's centre and
+    absolute angle, clipped to the bars' ranges."""
+    if cfg.obstacle != "bars":
+        raise ConfigError("chain_as_bars lays bars: pass a bars scene")
+    v = design_fk(design, dataclasses.replace(cfg, obstacle="chain"))
+    centre = (v[..., :-1, :] + v[..., 1:, :]) / 2
+    bars = torch.cat([centre, design.cumsum(-1)[..., None]], -1).flatten(-2)
+    r = torch.as_tensor(cfg.joint_ranges(), dtype=bars.dtype)
+    return torch.maximum(torch.minimum(bars, r[:, 1]), r[:, 0])
 
 
 def episode_setup(cfg: SceneConfig, seed: int, episode: int) -> tuple[np.ndarray, np.ndarray]:
